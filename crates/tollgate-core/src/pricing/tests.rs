@@ -1,0 +1,135 @@
+use super::*;
+use crate::money::Money;
+
+fn usd(s: &str) -> Money {
+    Money::parse_usd(s).unwrap()
+}
+
+fn price(model: &str) -> ModelPrice {
+    Catalog::builtin().price_of(model).unwrap().clone()
+}
+
+#[test]
+fn every_builtin_row_parses_and_has_input_and_output() {
+    let c = Catalog::builtin();
+    assert!(c.entries().count() >= 30);
+    for e in c.entries() {
+        assert!(e.price.input > Price::ZERO, "{} has no input price", e.model);
+    }
+}
+
+#[test]
+fn per_mtok_parsing_is_exact() {
+    assert_eq!(Price::parse_per_mtok("0.15").unwrap().units_per_token(), 150_000);
+    assert_eq!(Price::parse_per_mtok("0.0375").unwrap().units_per_token(), 37_500);
+    assert_eq!(Price::parse_per_mtok("15").unwrap().to_per_mtok_string(), "15");
+    assert_eq!(Price::parse_per_mtok("0.075").unwrap().to_per_mtok_string(), "0.075");
+    assert!(Price::parse_per_mtok("0.0000001").is_err());
+    assert!(Price::parse_per_mtok("-1").is_err());
+    assert_eq!(
+        Price::parse_per_token_usd("1.5e-07").unwrap(),
+        Price::parse_per_mtok("0.15").unwrap()
+    );
+}
+
+/// Regression: cached input tokens charged at the full input rate, and
+/// reasoning tokens not charged (LiteLLM #11364, #10567).
+#[test]
+fn openai_cached_input_at_cached_rate_and_reasoning_charged() {
+    // o4-mini: $1.10 in, $0.275 cached, $4.40 out (reasoning billed as output).
+    let u = Usage {
+        input_tokens: 10_000,
+        cached_input_tokens: 4_000,
+        output_tokens: 2_000,
+        reasoning_tokens: 1_500,
+        ..Usage::default()
+    };
+    let c = price("o4-mini").cost(&u);
+    assert_eq!(c.input, usd("0.0066")); // 6000 × 1.10/M
+    assert_eq!(c.cached_input, usd("0.0011")); // 4000 × 0.275/M
+    assert_eq!(c.output, usd("0.0022")); // 500 × 4.40/M
+    assert_eq!(c.reasoning, usd("0.0066")); // 1500 × 4.40/M
+    assert_eq!(c.total(), usd("0.0165"));
+}
+
+/// Regression: Anthropic cache-creation tokens charged twice or at the wrong
+/// rate, 5-minute and 1-hour writes confused (LiteLLM #9812, #6575).
+#[test]
+fn anthropic_cache_writes_each_at_their_own_rate_once() {
+    // claude-sonnet-4-5: $3 in, $0.30 read, $3.75 write 5m, $6 write 1h, $15 out.
+    let u = Usage {
+        input_tokens: 100 + 2_000 + 1_000 + 5_000,
+        cache_write_5m_tokens: 2_000,
+        cache_write_1h_tokens: 1_000,
+        cached_input_tokens: 5_000,
+        output_tokens: 300,
+        reasoning_tokens: 0,
+    };
+    let c = price("claude-sonnet-4-5").cost(&u);
+    assert_eq!(c.input, usd("0.0003"));
+    assert_eq!(c.cache_write, usd("0.0075") + usd("0.006"));
+    assert_eq!(c.cached_input, usd("0.0015"));
+    assert_eq!(c.output, usd("0.0045"));
+    assert_eq!(c.total(), usd("0.0198"));
+}
+
+/// Regression: long-context tiers ignored (a 300k-token Gemini prompt priced
+/// at the short-prompt rate).
+#[test]
+fn long_context_tier_applies_above_threshold() {
+    let p = price("gemini-2.5-pro");
+    let short = Usage {
+        input_tokens: 200_000,
+        output_tokens: 1_000,
+        ..Usage::default()
+    };
+    let long = Usage {
+        input_tokens: 300_000,
+        output_tokens: 1_000,
+        ..Usage::default()
+    };
+    assert_eq!(p.cost(&short).total(), usd("0.25") + usd("0.01"));
+    let c = p.cost(&long);
+    assert!(c.long_context);
+    assert_eq!(c.total(), usd("0.75") + usd("0.015"));
+    assert_eq!(p.worst_case(300_000, 1_000), usd("0.765"));
+}
+
+#[test]
+fn missing_rates_are_never_free() {
+    let p = ModelPrice::simple(
+        Price::parse_per_mtok("1").unwrap(),
+        Price::parse_per_mtok("4").unwrap(),
+    );
+    let u = Usage {
+        input_tokens: 1_000_000,
+        cached_input_tokens: 500_000,
+        output_tokens: 1_000_000,
+        reasoning_tokens: 1_000_000,
+        ..Usage::default()
+    };
+    assert_eq!(p.cost(&u).total(), usd("5"));
+}
+
+#[test]
+fn unpriced_models_are_refused_unless_a_fallback_is_set() {
+    let mut c = Catalog::builtin();
+    assert!(c.price_of("my-finetune").is_err());
+    assert!(c.price_of("openai/gpt-4o").is_ok());
+    let fb = ModelPrice::simple(
+        Price::parse_per_mtok("1").unwrap(),
+        Price::parse_per_mtok("4").unwrap(),
+    );
+    c.set_fallback(Fallback::Price(fb.clone()));
+    assert_eq!(c.price_of("my-finetune").unwrap(), &fb);
+}
+
+#[test]
+fn overrides_replace_builtin_prices() {
+    let mut c = Catalog::builtin();
+    let p = ModelPrice::simple(Price::parse_per_mtok("9").unwrap(), Price::ZERO);
+    c.set("gpt-4o", p.clone(), PriceSource::Config);
+    assert_eq!(c.price_of("gpt-4o").unwrap(), &p);
+    assert_eq!(c.get("gpt-4o").unwrap().source, PriceSource::Config);
+    assert_eq!(c.get("gpt-4o").unwrap().provider.as_deref(), Some("openai"));
+}

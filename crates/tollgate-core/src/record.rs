@@ -1,0 +1,98 @@
+//! The usage record: one per request that reached (or tried to reach) a
+//! provider. It is what reports, budgets' `used`, alerts and live views read.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Money;
+use crate::usage::Usage;
+
+/// What happened to a request besides its status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Flags {
+    /// `max_tokens` was lowered to what a budget affords.
+    pub capped: bool,
+    /// A cheaper model was forced.
+    pub downgraded: bool,
+    /// A budget at its limit allowed the request with a warning.
+    pub warned: bool,
+    /// A budget refused the request.
+    pub blocked: bool,
+    /// Usage was counted by Tollgate from the streamed text, because the
+    /// provider's usage never arrived (disconnect, broken stream).
+    pub usage_estimated: bool,
+    /// The client went away before the response was complete.
+    pub client_disconnected: bool,
+}
+
+impl Flags {
+    const NAMES: [&'static str; 6] = [
+        "capped",
+        "downgraded",
+        "warned",
+        "blocked",
+        "usage_estimated",
+        "client_disconnected",
+    ];
+
+    fn bits(&self) -> [bool; 6] {
+        [
+            self.capped,
+            self.downgraded,
+            self.warned,
+            self.blocked,
+            self.usage_estimated,
+            self.client_disconnected,
+        ]
+    }
+
+    /// The set flags' names, for JSON and storage.
+    pub fn names(&self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .zip(self.bits())
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Flags {
+        let mut f = Flags::default();
+        for n in names {
+            match n {
+                "capped" => f.capped = true,
+                "downgraded" => f.downgraded = true,
+                "warned" => f.warned = true,
+                "blocked" => f.blocked = true,
+                "usage_estimated" => f.usage_estimated = true,
+                "client_disconnected" => f.client_disconnected = true,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// One request's usage and cost (§6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub time: Timestamp,
+    pub key_id: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub session: Option<String>,
+    /// Ids of the budgets this request was charged to.
+    pub budgets: Vec<String>,
+    pub provider: String,
+    pub model_requested: String,
+    pub model_served: String,
+    pub usage: Usage,
+    pub cost: Money,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    /// The HTTP status the client got.
+    pub status: u16,
+    pub flags: Flags,
+}
