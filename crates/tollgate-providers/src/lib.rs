@@ -1,14 +1,116 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The edge that knows wire formats: one module per provider API.
+//!
+//! For each format this crate parses the caller's request (model, stream flag,
+//! output limit, end-user fields), rewrites it for the upstream, reads usage
+//! from response bodies and from streams event by event, and renders errors
+//! in the caller's native shape. Everything is pure: bytes in, values out.
+//! The gateway does the I/O; the mock provider builds its responses from the
+//! same wire types ([`openai::WireUsage`], ...), so the two cannot drift.
+
+pub mod anthropic;
+pub mod error;
+pub mod gemini;
+pub mod openai;
+pub mod request;
+pub mod sse;
+pub mod stream;
+
+pub use error::{ErrorKind, NativeError};
+pub use request::{ParsedRequest, RequestError};
+pub use stream::{StreamError, StreamFilter};
+
+use tollgate_core::Usage;
+
+/// A provider API's wire format. OpenAI-compatible upstreams (Mistral, vLLM,
+/// Ollama, Gemini's compatibility endpoint) all speak [`WireFormat::OpenAi`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    OpenAi,
+    Anthropic,
+    Gemini,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl WireFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireFormat::OpenAi => "openai",
+            WireFormat::Anthropic => "anthropic",
+            WireFormat::Gemini => "gemini",
+        }
+    }
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    pub fn parse(s: &str) -> Option<WireFormat> {
+        match s {
+            "openai" => Some(WireFormat::OpenAi),
+            "anthropic" => Some(WireFormat::Anthropic),
+            "gemini" => Some(WireFormat::Gemini),
+            _ => None,
+        }
+    }
+}
+
+/// Every route that reaches a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+    CountTokens,
+    GenerateContent,
+    StreamGenerateContent,
+}
+
+impl Endpoint {
+    pub fn format(self) -> WireFormat {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => WireFormat::OpenAi,
+            Endpoint::Messages | Endpoint::CountTokens => WireFormat::Anthropic,
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => WireFormat::Gemini,
+        }
+    }
+
+    /// Whether the endpoint consumes billable tokens (count_tokens is free).
+    pub fn is_billable(self) -> bool {
+        !matches!(self, Endpoint::CountTokens)
+    }
+
+    /// The path to append to the provider's `base_url`.
+    /// OpenAI's base includes `/v1`; Anthropic's is the host; Gemini's
+    /// includes the API version (`.../v1beta`).
+    pub fn upstream_path(self, upstream_model: &str) -> String {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions".into(),
+            Endpoint::Completions => "/completions".into(),
+            Endpoint::Embeddings => "/embeddings".into(),
+            Endpoint::Responses => "/responses".into(),
+            Endpoint::Messages => "/v1/messages".into(),
+            Endpoint::CountTokens => "/v1/messages/count_tokens".into(),
+            Endpoint::GenerateContent => format!("/models/{upstream_model}:generateContent"),
+            Endpoint::StreamGenerateContent => {
+                format!("/models/{upstream_model}:streamGenerateContent")
+            }
+        }
+    }
+}
+
+/// Usage and the served model read from a complete (non-streaming) body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BodyUsage {
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+}
+
+/// Reads usage from a complete response body. Never fails: a body without
+/// usage (or not JSON) yields `usage: None` and the caller decides.
+pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> BodyUsage {
+    match endpoint.format() {
+        WireFormat::OpenAi => openai::usage_from_body(endpoint, body),
+        WireFormat::Anthropic => anthropic::usage_from_body(body),
+        WireFormat::Gemini => gemini::usage_from_body(body),
     }
 }
