@@ -179,10 +179,7 @@ impl Decimal {
             _ => (false, t),
         };
         let (mantissa, exp) = match rest.find(['e', 'E']) {
-            Some(i) => (
-                &rest[..i],
-                rest[i + 1..].parse::<i32>().map_err(|_| bad())?,
-            ),
+            Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().map_err(|_| bad())?),
             None => (rest, 0),
         };
         let (int_part, frac_part) = match mantissa.split_once('.') {
@@ -278,13 +275,22 @@ mod tests {
     #[test]
     fn rejects_bad_or_too_precise_input() {
         assert_eq!(Money::parse_usd(""), Err(ParseMoneyError::Empty));
-        assert!(matches!(Money::parse_usd("1.2.3"), Err(ParseMoneyError::Invalid(_))));
-        assert!(matches!(Money::parse_usd("abc"), Err(ParseMoneyError::Invalid(_))));
+        assert!(matches!(
+            Money::parse_usd("1.2.3"),
+            Err(ParseMoneyError::Invalid(_))
+        ));
+        assert!(matches!(
+            Money::parse_usd("abc"),
+            Err(ParseMoneyError::Invalid(_))
+        ));
         assert!(matches!(
             Money::parse_usd("0.0000000000001"),
             Err(ParseMoneyError::TooPrecise(_))
         ));
-        assert!(matches!(Money::parse_usd("1e40"), Err(ParseMoneyError::OutOfRange(_))));
+        assert!(matches!(
+            Money::parse_usd("1e40"),
+            Err(ParseMoneyError::OutOfRange(_))
+        ));
     }
 
     #[test]

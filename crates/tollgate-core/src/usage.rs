@@ -53,8 +53,12 @@ impl Usage {
             input_tokens: self.input_tokens.saturating_add(input_tokens),
             output_tokens: self.output_tokens.saturating_add(output_tokens),
             cached_input_tokens: self.cached_input_tokens.saturating_add(cached_input_tokens),
-            cache_write_5m_tokens: self.cache_write_5m_tokens.saturating_add(cache_write_5m_tokens),
-            cache_write_1h_tokens: self.cache_write_1h_tokens.saturating_add(cache_write_1h_tokens),
+            cache_write_5m_tokens: self
+                .cache_write_5m_tokens
+                .saturating_add(cache_write_5m_tokens),
+            cache_write_1h_tokens: self
+                .cache_write_1h_tokens
+                .saturating_add(cache_write_1h_tokens),
             reasoning_tokens: self.reasoning_tokens.saturating_add(reasoning_tokens),
         }
     }

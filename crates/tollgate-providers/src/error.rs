@@ -196,7 +196,13 @@ mod tests {
             .with_extra("budget_id", json!("b1"));
         assert_eq!(e.body(WireFormat::OpenAi)["error"]["budget_id"], "b1");
         assert_eq!(e.body(WireFormat::Anthropic)["error"]["budget_id"], "b1");
-        assert_eq!(e.body(WireFormat::Gemini)["error"]["details"][0]["reason"], "budget_exceeded");
-        assert_eq!(e.body(WireFormat::Anthropic)["error"]["code"], "budget_exceeded");
+        assert_eq!(
+            e.body(WireFormat::Gemini)["error"]["details"][0]["reason"],
+            "budget_exceeded"
+        );
+        assert_eq!(
+            e.body(WireFormat::Anthropic)["error"]["code"],
+            "budget_exceeded"
+        );
     }
 }

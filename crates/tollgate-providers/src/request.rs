@@ -71,8 +71,8 @@ impl ParsedRequest {
         path_model: Option<&str>,
         body: Bytes,
     ) -> Result<ParsedRequest, RequestError> {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         let Value::Object(map) = value else {
             return Err(RequestError::NotAnObject);
         };
@@ -338,18 +338,30 @@ mod tests {
             parse(Endpoint::ChatCompletions, "{not json"),
             Err(RequestError::InvalidJson(_))
         ));
-        assert_eq!(parse(Endpoint::ChatCompletions, "[1]").unwrap_err(), RequestError::NotAnObject);
+        assert_eq!(
+            parse(Endpoint::ChatCompletions, "[1]").unwrap_err(),
+            RequestError::NotAnObject
+        );
         assert_eq!(
             parse(Endpoint::ChatCompletions, r#"{"messages":[]}"#).unwrap_err(),
             RequestError::MissingModel
         );
         assert!(matches!(
-            parse(Endpoint::ChatCompletions, r#"{"model":"m","max_tokens":-1}"#),
-            Err(RequestError::BadField { field: "max_tokens", .. })
+            parse(
+                Endpoint::ChatCompletions,
+                r#"{"model":"m","max_tokens":-1}"#
+            ),
+            Err(RequestError::BadField {
+                field: "max_tokens",
+                ..
+            })
         ));
         assert!(matches!(
             parse(Endpoint::ChatCompletions, r#"{"model":"m","stream":"yes"}"#),
-            Err(RequestError::BadField { field: "stream", .. })
+            Err(RequestError::BadField {
+                field: "stream",
+                ..
+            })
         ));
     }
 }

@@ -111,13 +111,29 @@ pub struct LongContextTier {
     pub input: Price,
     #[serde(rename = "output_per_mtok")]
     pub output: Price,
-    #[serde(rename = "cached_input_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cached_input_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_input: Option<Price>,
-    #[serde(rename = "cache_write_5m_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cache_write_5m_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_write_5m: Option<Price>,
-    #[serde(rename = "cache_write_1h_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cache_write_1h_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_write_1h: Option<Price>,
-    #[serde(rename = "reasoning_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reasoning_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reasoning: Option<Price>,
 }
 
@@ -130,13 +146,29 @@ pub struct ModelPrice {
     pub input: Price,
     #[serde(rename = "output_per_mtok", default)]
     pub output: Price,
-    #[serde(rename = "cached_input_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cached_input_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_input: Option<Price>,
-    #[serde(rename = "cache_write_5m_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cache_write_5m_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_write_5m: Option<Price>,
-    #[serde(rename = "cache_write_1h_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cache_write_1h_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_write_1h: Option<Price>,
-    #[serde(rename = "reasoning_per_mtok", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reasoning_per_mtok",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reasoning: Option<Price>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context: Option<LongContextTier>,
@@ -191,7 +223,10 @@ impl ModelPrice {
             output: self.output,
             cached_input: self.cached_input.unwrap_or(self.input),
             cache_write_5m: self.cache_write_5m.unwrap_or(self.input),
-            cache_write_1h: self.cache_write_1h.or(self.cache_write_5m).unwrap_or(self.input),
+            cache_write_1h: self
+                .cache_write_1h
+                .or(self.cache_write_5m)
+                .unwrap_or(self.input),
             reasoning: self.reasoning.unwrap_or(self.output),
         };
         match &self.long_context {

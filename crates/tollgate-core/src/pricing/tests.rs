@@ -14,16 +14,32 @@ fn every_builtin_row_parses_and_has_input_and_output() {
     let c = Catalog::builtin();
     assert!(c.entries().count() >= 30);
     for e in c.entries() {
-        assert!(e.price.input > Price::ZERO, "{} has no input price", e.model);
+        assert!(
+            e.price.input > Price::ZERO,
+            "{} has no input price",
+            e.model
+        );
     }
 }
 
 #[test]
 fn per_mtok_parsing_is_exact() {
-    assert_eq!(Price::parse_per_mtok("0.15").unwrap().units_per_token(), 150_000);
-    assert_eq!(Price::parse_per_mtok("0.0375").unwrap().units_per_token(), 37_500);
-    assert_eq!(Price::parse_per_mtok("15").unwrap().to_per_mtok_string(), "15");
-    assert_eq!(Price::parse_per_mtok("0.075").unwrap().to_per_mtok_string(), "0.075");
+    assert_eq!(
+        Price::parse_per_mtok("0.15").unwrap().units_per_token(),
+        150_000
+    );
+    assert_eq!(
+        Price::parse_per_mtok("0.0375").unwrap().units_per_token(),
+        37_500
+    );
+    assert_eq!(
+        Price::parse_per_mtok("15").unwrap().to_per_mtok_string(),
+        "15"
+    );
+    assert_eq!(
+        Price::parse_per_mtok("0.075").unwrap().to_per_mtok_string(),
+        "0.075"
+    );
     assert!(Price::parse_per_mtok("0.0000001").is_err());
     assert!(Price::parse_per_mtok("-1").is_err());
     assert_eq!(
