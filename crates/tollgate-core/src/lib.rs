@@ -4,12 +4,14 @@
 //! Pure: no I/O, no async, no wire formats. Everything here can be tested
 //! with plain values, and the gateway, store and provider crates build on it.
 
+pub mod keys;
 pub mod money;
 pub mod pricing;
 pub mod record;
 pub mod tokens;
 pub mod usage;
 
+pub use keys::KeyRecord;
 pub use money::Money;
 pub use pricing::{Catalog, ModelPrice, Price};
 pub use record::{Flags, UsageRecord};

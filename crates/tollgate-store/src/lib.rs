@@ -1,14 +1,62 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Storage behind one trait, one module per backend.
+//!
+//! [`Store`] holds what must outlive the process: virtual keys, usage
+//! records, price overrides (and, from [2/10] on, budgets and reservations).
+//! The embedded default is [`sqlite::SqliteStore`]; PostgreSQL joins in
+//! cluster mode. Callers hold an `Arc<dyn Store>` and never see SQL.
+
+pub mod query;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tollgate_core::{KeyRecord, ModelPrice, UsageRecord};
+
+pub use query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database task failed: {0}")]
+    Task(String),
+    #[error("unsupported database url {0:?} (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("key id {0:?} already exists")]
+    Duplicate(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+    async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>>;
+    /// Keys created or changed at or after `since` (cache refresh).
+    async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>>;
+    /// Marks a key revoked; `false` if no such key.
+    async fn revoke_key(&self, id: &str, at: Timestamp) -> Result<bool>;
+
+    /// Writes usage records; a record whose `request_id` is already stored
+    /// is skipped, so replaying a batch never counts twice.
+    async fn insert_records(&self, records: &[UsageRecord]) -> Result<()>;
+    async fn records(&self, q: &RecordQuery) -> Result<RecordPage>;
+    async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
+
+    async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()>;
+    async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
+}
+
+/// Opens the store a `database:` URL names, creating and migrating it.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let store = sqlite::SqliteStore::open(path).await?;
+        return Ok(Arc::new(store));
     }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
 }

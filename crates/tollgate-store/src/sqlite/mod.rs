@@ -1,0 +1,424 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! Two connections: one writer (SQLite allows one writer at a time anyway)
+//! and one reader, so reports never wait behind a batch of inserts. Calls
+//! run on tokio's blocking pool. `synchronous=NORMAL` with WAL: a committed
+//! transaction survives a process crash; the last transactions before a
+//! power loss may not (documented in ARCHITECTURE.md).
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tollgate_core::{Flags, KeyRecord, ModelPrice, Money, Usage, UsageRecord};
+
+use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
+use crate::{Result, Store, StoreError};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &str) -> Result<SqliteStore> {
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = Path::new(&path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Invalid(format!("cannot create {dir:?}: {e}")))?;
+            }
+            let writer = Connection::open(&path)?;
+            configure(&writer)?;
+            schema::migrate(&writer)?;
+            let reader = Connection::open(&path)?;
+            configure(&reader)?;
+            Ok(SqliteStore {
+                writer: Arc::new(Mutex::new(writer)),
+                reader: Arc::new(Mutex::new(reader)),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn with<T: Send + 'static>(
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection usable.
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        Self::with(&self.writer, f).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        Self::with(&self.reader, f).await
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+const KEY_COLS: &str = "id, hash, prefix, name, user, tenant, role, models, expires_at, revoked, trusted, created_at, updated_at";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let hash: Vec<u8> = r.get(1)?;
+    let models: String = r.get(7)?;
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        hash: hash.try_into().unwrap_or([0; 32]),
+        prefix: r.get(2)?,
+        name: r.get(3)?,
+        user: r.get(4)?,
+        tenant: r.get(5)?,
+        role: r.get(6)?,
+        models: serde_json::from_str(&models).unwrap_or_default(),
+        expires_at: r.get::<_, Option<i64>>(8)?.map(ts),
+        revoked: r.get(9)?,
+        trusted: r.get(10)?,
+        created_at: ts(r.get(11)?),
+        updated_at: ts(r.get(12)?),
+    })
+}
+
+const RECORD_COLS: &str = "request_id, time, key_id, user, tenant, session, budgets, provider, model_requested, model_served, input_tokens, output_tokens, cached_input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, flags, seq";
+
+fn record_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    let budgets: String = r.get(6)?;
+    let flags: String = r.get(20)?;
+    let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+    Ok(UsageRecord {
+        request_id: r.get(0)?,
+        time: ts(r.get(1)?),
+        key_id: r.get(2)?,
+        user: r.get(3)?,
+        tenant: r.get(4)?,
+        session: r.get(5)?,
+        budgets: serde_json::from_str(&budgets).unwrap_or_default(),
+        provider: r.get(7)?,
+        model_requested: r.get(8)?,
+        model_served: r.get(9)?,
+        usage: Usage {
+            input_tokens: u(10)?,
+            output_tokens: u(11)?,
+            cached_input_tokens: u(12)?,
+            cache_write_5m_tokens: u(13)?,
+            cache_write_1h_tokens: u(14)?,
+            reasoning_tokens: u(15)?,
+        },
+        cost: Money::from_units(i128::from(r.get::<_, i64>(16)?)),
+        latency_ms: u(17)?,
+        ttft_ms: r.get::<_, Option<i64>>(18)?.map(|v| v.max(0) as u64),
+        status: r.get::<_, i64>(19)? as u16,
+        flags: Flags::from_names(flags.split(',').filter(|s| !s.is_empty())),
+    })
+}
+
+fn tok(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Appends the record filters shared by records and reports.
+fn filters(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    eq: &[(&str, &Option<String>)],
+) {
+    use rusqlite::types::Value as V;
+    if let Some(f) = from {
+        sql.push_str(" AND time >= ?");
+        args.push(V::Integer(ms(f)));
+    }
+    if let Some(t) = to {
+        sql.push_str(" AND time < ?");
+        args.push(V::Integer(ms(t)));
+    }
+    for (col, val) in eq {
+        if let Some(v) = val {
+            sql.push_str(&format!(" AND {col} = ?"));
+            args.push(V::Text(v.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let k = key.clone();
+        self.write(move |c| {
+            let models = serde_json::to_string(&k.models).unwrap_or_else(|_| "[]".into());
+            let n = c.execute(
+                &format!("INSERT OR IGNORE INTO keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                params![
+                    k.id, k.hash.as_slice(), k.prefix, k.name, k.user, k.tenant, k.role, models,
+                    k.expires_at.map(ms), k.revoked, k.trusted, ms(k.created_at), ms(k.updated_at)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(k.id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys ORDER BY created_at, id"))?;
+            let rows = st.query_map([], key_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>> {
+        self.read(move |c| {
+            Ok(c
+                .query_row(
+                    &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
+                    [hash.as_slice()],
+                    key_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE updated_at >= ?1"))?;
+            let rows = st
+                .query_map([ms(since)], key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str, at: Timestamp) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE keys SET revoked = 1, updated_at = ?2 WHERE id = ?1",
+                params![id, ms(at)],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn insert_records(&self, records: &[UsageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = records.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO usage_records (request_id, time, key_id, user, tenant, session, budgets, provider, model_requested, model_served, input_tokens, output_tokens, cached_input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                )?;
+                for r in &batch {
+                    let cost = i64::try_from(r.cost.units()).map_err(|_| {
+                        StoreError::Invalid(format!("cost {} of {} out of range", r.cost, r.request_id))
+                    })?;
+                    let u = &r.usage;
+                    st.execute(params![
+                        r.request_id,
+                        ms(r.time),
+                        r.key_id,
+                        r.user,
+                        r.tenant,
+                        r.session,
+                        serde_json::to_string(&r.budgets).unwrap_or_else(|_| "[]".into()),
+                        r.provider,
+                        r.model_requested,
+                        r.model_served,
+                        tok(u.input_tokens),
+                        tok(u.output_tokens),
+                        tok(u.cached_input_tokens),
+                        tok(u.cache_write_5m_tokens),
+                        tok(u.cache_write_1h_tokens),
+                        tok(u.reasoning_tokens),
+                        cost,
+                        tok(r.latency_ms),
+                        r.ttft_ms.map(tok),
+                        i64::from(r.status),
+                        r.flags.names().join(","),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn records(&self, q: &RecordQuery) -> Result<RecordPage> {
+        let q = q.clone();
+        self.read(move |c| {
+            use rusqlite::types::Value as V;
+            let limit = q.limit.clamp(1, 1000);
+            let mut sql = format!("SELECT {RECORD_COLS} FROM usage_records WHERE 1=1");
+            let mut args: Vec<V> = Vec::new();
+            filters(
+                &mut sql,
+                &mut args,
+                q.from,
+                q.to,
+                &[("user", &q.user), ("tenant", &q.tenant), ("session", &q.session), ("model_served", &q.model), ("key_id", &q.key_id)],
+            );
+            if let Some(cur) = &q.cursor {
+                let seq: i64 = cur
+                    .parse()
+                    .map_err(|_| StoreError::Invalid(format!("invalid cursor {cur:?}")))?;
+                sql.push_str(" AND seq < ?");
+                args.push(V::Integer(seq));
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            args.push(V::Integer(limit as i64 + 1));
+            let mut st = c.prepare(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(args))?;
+            let mut records = Vec::new();
+            let mut last_seq = None;
+            let mut more = false;
+            while let Some(row) = rows.next()? {
+                if records.len() == limit {
+                    more = true;
+                    break;
+                }
+                last_seq = Some(row.get::<_, i64>(21)?);
+                records.push(record_from_row(row)?);
+            }
+            Ok(RecordPage {
+                records,
+                next_cursor: if more { last_seq.map(|s| s.to_string()) } else { None },
+            })
+        })
+        .await
+    }
+
+    async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>> {
+        let q = q.clone();
+        self.read(move |c| {
+            use rusqlite::types::Value as V;
+            let key = match q.group_by {
+                GroupBy::User => "user",
+                GroupBy::Tenant => "tenant",
+                GroupBy::Session => "session",
+                GroupBy::Model => "model_served",
+                GroupBy::Key => "key_id",
+                GroupBy::Provider => "provider",
+                GroupBy::Day => "strftime('%Y-%m-%d', time / 1000, 'unixepoch')",
+                GroupBy::Hour => "strftime('%Y-%m-%dT%H:00:00Z', time / 1000, 'unixepoch')",
+            };
+            // Cost is summed in two parts so that no SUM can overflow i64:
+            // whole micro-dollars, and the sub-micro remainders.
+            let mut sql = format!(
+                "SELECT {key} AS k, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
+                 SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
+                 SUM(cost / 1000000), SUM(cost % 1000000) FROM usage_records WHERE 1=1"
+            );
+            let mut args: Vec<V> = Vec::new();
+            filters(&mut sql, &mut args, q.from, q.to, &[("user", &q.user), ("tenant", &q.tenant)]);
+            sql.push_str(" GROUP BY k ORDER BY k");
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    let u = |i: usize| -> rusqlite::Result<u64> {
+                        Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+                    };
+                    let hi = i128::from(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
+                    let lo = i128::from(r.get::<_, Option<i64>>(9)?.unwrap_or(0));
+                    Ok(ReportRow {
+                        key: r.get(0)?,
+                        requests: u(1)?,
+                        usage: Usage {
+                            input_tokens: u(2)?,
+                            output_tokens: u(3)?,
+                            cached_input_tokens: u(4)?,
+                            cache_write_5m_tokens: u(5)?,
+                            cache_write_1h_tokens: u(6)?,
+                            reasoning_tokens: u(7)?,
+                        },
+                        cost: Money::from_units(hi * 1_000_000 + lo),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()> {
+        let model = model.to_string();
+        let json = serde_json::to_string(price).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO prices (model, price, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(model) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+                params![model, json, ms(Timestamp::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prices(&self) -> Result<Vec<(String, ModelPrice)>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT model, price FROM prices ORDER BY model")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(m, p)| {
+                    serde_json::from_str(&p)
+                        .map(|p| (m.clone(), p))
+                        .map_err(|e| StoreError::Invalid(format!("stored price of {m:?}: {e}")))
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! Schema migrations, tracked by `PRAGMA user_version`. Append only: a
+//! released migration is never edited.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: keys, usage records, price overrides.
+    "CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT, user TEXT, tenant TEXT, role TEXT,
+        models TEXT NOT NULL DEFAULT '[]',
+        expires_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        trusted INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX keys_updated ON keys(updated_at);
+    CREATE TABLE usage_records (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        time INTEGER NOT NULL,
+        key_id TEXT, user TEXT, tenant TEXT, session TEXT,
+        budgets TEXT NOT NULL DEFAULT '[]',
+        provider TEXT NOT NULL,
+        model_requested TEXT NOT NULL,
+        model_served TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        cache_write_5m_tokens INTEGER NOT NULL,
+        cache_write_1h_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        status INTEGER NOT NULL,
+        flags TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX usage_time ON usage_records(time);
+    CREATE INDEX usage_user ON usage_records(user, time);
+    CREATE INDEX usage_tenant ON usage_records(tenant, time);
+    CREATE INDEX usage_model ON usage_records(model_served, time);
+    CREATE TABLE prices (
+        model TEXT PRIMARY KEY,
+        price TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
+];
+
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
