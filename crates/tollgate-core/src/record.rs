@@ -24,19 +24,22 @@ pub struct Flags {
     pub usage_estimated: bool,
     /// The client went away before the response was complete.
     pub client_disconnected: bool,
+    /// The upstream stream broke or stalled before it completed.
+    pub stream_interrupted: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 6] = [
+    const NAMES: [&'static str; 7] = [
         "capped",
         "downgraded",
         "warned",
         "blocked",
         "usage_estimated",
         "client_disconnected",
+        "stream_interrupted",
     ];
 
-    fn bits(&self) -> [bool; 6] {
+    fn bits(&self) -> [bool; 7] {
         [
             self.capped,
             self.downgraded,
@@ -44,6 +47,7 @@ impl Flags {
             self.blocked,
             self.usage_estimated,
             self.client_disconnected,
+            self.stream_interrupted,
         ]
     }
 
@@ -67,6 +71,7 @@ impl Flags {
                 "blocked" => f.blocked = true,
                 "usage_estimated" => f.usage_estimated = true,
                 "client_disconnected" => f.client_disconnected = true,
+                "stream_interrupted" => f.stream_interrupted = true,
                 _ => {}
             }
         }

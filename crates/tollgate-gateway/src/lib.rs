@@ -1,14 +1,215 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The gateway: an axum app that puts identity, pricing and metering in
+//! front of LLM providers, plus the admin API.
+//!
+//! Routes (all handlers are thin; the work is in [`proxy`]):
+//! - OpenAI: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//!   `/v1/responses`; `GET /v1/models`
+//! - Anthropic: `POST /v1/messages`, `/v1/messages/count_tokens`
+//! - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`
+//! - `GET /health`; `/admin/...` behind admin keys (see [`admin`])
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod proxy;
+pub mod recorder;
+pub mod routing;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tollgate_core::Catalog;
+use tollgate_core::pricing::PriceSource;
+use tollgate_providers::{Endpoint, ErrorKind, NativeError, WireFormat};
+use tollgate_store::Store;
+
+pub use config::{Config, ConfigError};
+use identity::{AdminKeys, KeyCache};
+use proxy::Inbound;
+use recorder::Recorder;
+use routing::ModelRouter;
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: Arc<KeyCache>,
+    pub admin: Arc<AdminKeys>,
+    pub router: Arc<ModelRouter>,
+    catalog: Arc<RwLock<Arc<Catalog>>>,
+    pub store: Arc<dyn Store>,
+    pub recorder: Recorder,
+    pub client: proxy::upstream::HttpClient,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl AppState {
+    /// The price catalog as of now (a snapshot: admin changes swap it whole).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn update_catalog(&self, f: impl FnOnce(&mut Catalog)) {
+        let mut guard = self.catalog.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    #[error(transparent)]
+    Store(#[from] tollgate_store::StoreError),
+}
+
+/// Builds the catalog: built-in prices, then config overrides, then prices
+/// set at run time through the admin API or CLI (stored).
+pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog, StartError> {
+    let mut catalog = Catalog::builtin();
+    if let Some(fb) = &config.pricing.fallback {
+        catalog.set_fallback(fb.to_fallback().map_err(|e| StartError::Config(vec![e]))?);
+    }
+    for p in &config.pricing.models {
+        catalog.set(&p.model, p.price.clone(), PriceSource::Config);
+    }
+    for (model, price) in store.prices().await? {
+        catalog.set(&model, price, PriceSource::Admin);
+    }
+    Ok(catalog)
+}
+
+/// A running gateway's parts.
+pub struct Gateway {
+    state: AppState,
+    writer: tokio::task::JoinHandle<()>,
+    refresh: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Validates `config` and prepares the gateway over `store`. `env`
+    /// resolves provider key variables.
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Gateway, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        if !config.require_auth {
+            tracing::warn!("require_auth is false: every request is accepted without a key. Use this for local setups only.");
+        }
+        for p in &config.providers {
+            if let Some(var) = &p.api_key_env
+                && env(var).is_none_or(|v| v.is_empty())
+            {
+                tracing::warn!(provider = %p.name, %var, "provider key variable is not set; requests to it will fail");
+            }
+        }
+        let catalog = build_catalog(&config, &*store).await?;
+        let keys = KeyCache::load(store.clone()).await?;
+        let refresh = keys.spawn_refresh(Duration::from_secs(2));
+        let (recorder, writer) = Recorder::spawn(store.clone());
+        let state = AppState {
+            admin: Arc::new(AdminKeys::new(&config.admin_keys)),
+            router: Arc::new(ModelRouter::new(&config, env)),
+            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+            config: Arc::new(config),
+            keys,
+            store,
+            recorder,
+            client: proxy::upstream::client(),
+        };
+        Ok(Gateway { state, writer, refresh })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests and
+    /// streams finish and writes every queued usage record before returning.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self.router();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.refresh.abort();
+        let Gateway { state, writer, .. } = self;
+        state.recorder.flush().await;
+        drop(state);
+        // The writer ends once every sender is gone; don't hang on stragglers.
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        result
+    }
+}
+
+fn inbound(endpoint: Endpoint, path_model: Option<String>, req: Request) -> Inbound {
+    let (parts, body) = req.into_parts();
+    Inbound {
+        endpoint,
+        path_model,
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
+        body,
+    }
+}
+
+macro_rules! proxy_route {
+    ($endpoint:expr) => {
+        post(|State(s): State<AppState>, req: Request| async move {
+            proxy::handle(s, inbound($endpoint, None, req)).await
+        })
+    };
+}
+
+async fn gemini(State(s): State<AppState>, Path(call): Path<String>, req: Request) -> Response {
+    let (model, endpoint) = match call.rsplit_once(':') {
+        Some((m, "generateContent")) => (m, Endpoint::GenerateContent),
+        Some((m, "streamGenerateContent")) => (m, Endpoint::StreamGenerateContent),
+        _ => {
+            let e = NativeError::new(404, ErrorKind::NotFound, format!("unknown Gemini method in {call:?} (expected MODEL:generateContent or MODEL:streamGenerateContent)"));
+            return error::native_response(&e, WireFormat::Gemini);
+        }
+    };
+    let model = model.to_string();
+    proxy::handle(s, inbound(endpoint, Some(model), req)).await
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The whole app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", proxy_route!(Endpoint::ChatCompletions))
+        .route("/v1/completions", proxy_route!(Endpoint::Completions))
+        .route("/v1/embeddings", proxy_route!(Endpoint::Embeddings))
+        .route("/v1/responses", proxy_route!(Endpoint::Responses))
+        .route("/v1/messages", proxy_route!(Endpoint::Messages))
+        .route("/v1/messages/count_tokens", proxy_route!(Endpoint::CountTokens))
+        .route("/v1beta/models/{call}", post(gemini))
+        .route(
+            "/v1/models",
+            get(|State(s): State<AppState>, h: HeaderMap| proxy::list_models(s, h)),
+        )
+        .route("/health", get(health))
+        .nest("/admin", admin::router(state.clone()))
+        .with_state(state)
 }

@@ -13,7 +13,7 @@
 //! than a real one would be: cached reads and cache writes to the input rate,
 //! reasoning to the output rate — never silently free.
 
-mod catalog;
+pub mod catalog;
 #[allow(clippy::all)]
 mod catalog_data;
 

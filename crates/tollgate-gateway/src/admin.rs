@@ -1,0 +1,464 @@
+//! The admin REST API, behind admin keys (`Authorization: Bearer <admin
+//! key>`): virtual keys, usage records, reports and prices. JSON shapes are
+//! the contract of §13; money is a decimal USD string, never a float.
+//!
+//! The record and report renderers are public so the CLI prints exactly
+//! what the API returns.
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tollgate_core::pricing::{CATALOG_EFFECTIVE_DATE, Fallback, PriceSource};
+use tollgate_core::{ModelPrice, Usage, UsageRecord};
+use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
+
+use crate::AppState;
+use crate::identity::{self, NewKey};
+
+/// An admin API error: `{"error":{"message","type"}}` with a status.
+pub struct AdminError(StatusCode, String);
+
+impl AdminError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        AdminError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(m) => AdminError(StatusCode::BAD_REQUEST, m),
+            StoreError::Duplicate(m) => AdminError(StatusCode::CONFLICT, format!("duplicate {m}")),
+            other => AdminError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let kind = match self.0 {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        };
+        (self.0, axum::Json(json!({"error": {"message": self.1, "type": kind}}))).into_response()
+    }
+}
+
+async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.admin.is_empty() {
+        return AdminError(
+            StatusCode::UNAUTHORIZED,
+            "no admin keys are configured (set admin_keys: in the config)".into(),
+        )
+        .into_response();
+    }
+    let presented = identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
+    match presented {
+        Some(k) if s.admin.verify(k) => next.run(req).await,
+        Some(_) => AdminError(StatusCode::UNAUTHORIZED, "invalid admin key".into()).into_response(),
+        None => AdminError(
+            StatusCode::UNAUTHORIZED,
+            "missing admin key (send Authorization: Bearer <admin key>)".into(),
+        )
+        .into_response(),
+    }
+}
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}", delete(revoke_key))
+        .route("/records", get(records))
+        .route("/reports", get(reports))
+        .route("/pricing", get(pricing))
+        .route("/pricing/{model}", put(set_price))
+        .layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Parses a time bound: RFC 3339 (`2026-11-01T00:00:00Z`), a UTC date
+/// (`2026-11-01`), or a span back from now (`7d`, `24h`, `30m`).
+pub fn parse_time(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return d
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|e| e.to_string());
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid time {s:?} (expected RFC 3339, YYYY-MM-DD, or a span like 7d, 24h, 30m)"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => return Err(format!("invalid time {s:?} (span units are d, h, m, s)")),
+    };
+    now.checked_sub(SignedDuration::from_secs(secs))
+        .map_err(|e| e.to_string())
+}
+
+fn time_arg(v: &Option<String>) -> Result<Option<Timestamp>, AdminError> {
+    v.as_deref()
+        .map(|s| parse_time(s, Timestamp::now()))
+        .transpose()
+        .map_err(AdminError::bad_request)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    trusted: bool,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// A key as the API shows it: never the key, never its hash.
+pub fn key_json(k: &tollgate_core::KeyRecord) -> Value {
+    json!({
+        "id": k.id,
+        "prefix": k.prefix,
+        "name": k.name,
+        "user": k.user,
+        "tenant": k.tenant,
+        "role": k.role,
+        "trusted": k.trusted,
+        "models": k.models,
+        "expires_at": k.expires_at.map(|t| t.to_string()),
+        "revoked": k.revoked,
+        "created_at": k.created_at.to_string(),
+    })
+}
+
+async fn create_key(State(s): State<AppState>, body: axum::body::Bytes) -> Result<Response, AdminError> {
+    let req: CreateKey = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid key request: {e}")))?;
+    let expires_at = match &req.expires_at {
+        Some(t) => Some(
+            t.parse::<Timestamp>()
+                .map_err(|e| AdminError::bad_request(format!("expires_at {t:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (rec, key) = identity::create_key(
+        &*s.store,
+        NewKey {
+            name: req.name,
+            user: req.user,
+            tenant: req.tenant,
+            role: req.role,
+            trusted: req.trusted,
+            models: req.models,
+            expires_at,
+        },
+    )
+    .await?;
+    let mut v = key_json(&rec);
+    v["key"] = json!(key);
+    s.keys.upsert(rec);
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+async fn list_keys(State(s): State<AppState>) -> Result<axum::Json<Value>, AdminError> {
+    let keys = s.store.list_keys().await?;
+    Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})))
+}
+
+async fn revoke_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, AdminError> {
+    if !s.store.revoke_key(&id, Timestamp::now()).await? {
+        return Err(AdminError(StatusCode::NOT_FOUND, format!("no key with id {id:?}")));
+    }
+    // Update the cache now rather than at the next refresh.
+    if let Some(k) = s.store.list_keys().await?.into_iter().find(|k| k.id == id) {
+        s.keys.upsert(k);
+    }
+    Ok(axum::Json(json!({"id": id, "revoked": true})))
+}
+
+/// A usage record in the §13 shape.
+pub fn record_json(r: &UsageRecord) -> Value {
+    let u = &r.usage;
+    json!({
+        "request_id": r.request_id,
+        "time": r.time.to_string(),
+        "key_id": r.key_id,
+        "user": r.user,
+        "tenant": r.tenant,
+        "session": r.session,
+        "budgets": r.budgets,
+        "provider": r.provider,
+        "model_requested": r.model_requested,
+        "model_served": r.model_served,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cached_input_tokens": u.cached_input_tokens,
+        "cache_write_5m_tokens": u.cache_write_5m_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "cost_usd": r.cost.to_string(),
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "status": r.status,
+        "flags": r.flags.names(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    user: Option<String>,
+    tenant: Option<String>,
+    session: Option<String>,
+    model: Option<String>,
+    key: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn records(State(s): State<AppState>, Query(p): Query<RecordsParams>) -> Result<axum::Json<Value>, AdminError> {
+    let q = RecordQuery {
+        limit: p.limit.unwrap_or(100),
+        cursor: p.cursor,
+        user: p.user,
+        tenant: p.tenant,
+        session: p.session,
+        model: p.model,
+        key_id: p.key,
+        from: time_arg(&p.from)?,
+        to: time_arg(&p.to)?,
+    };
+    let page = s.store.records(&q).await?;
+    Ok(axum::Json(json!({
+        "records": page.records.iter().map(record_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+fn totals_json(requests: u64, u: &Usage, cost: tollgate_core::Money) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("requests".into(), json!(requests));
+    m.insert("input_tokens".into(), json!(u.input_tokens));
+    m.insert("output_tokens".into(), json!(u.output_tokens));
+    m.insert("cached_input_tokens".into(), json!(u.cached_input_tokens));
+    m.insert(
+        "cache_write_tokens".into(),
+        json!(u.cache_write_5m_tokens + u.cache_write_1h_tokens),
+    );
+    m.insert("reasoning_tokens".into(), json!(u.reasoning_tokens));
+    m.insert("cost_usd".into(), json!(cost.to_string()));
+    m
+}
+
+/// A report in the §13 shape: `{"rows":[{<dimension>, ...totals}], "total": {...}}`.
+pub fn report_json(group_by: GroupBy, rows: &[ReportRow]) -> Value {
+    let mut total_u = Usage::default();
+    let mut total_cost = tollgate_core::Money::ZERO;
+    let mut total_req = 0;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            total_u = total_u.add(&r.usage);
+            total_cost += r.cost;
+            total_req += r.requests;
+            let mut m = serde_json::Map::new();
+            m.insert(group_by.name().into(), json!(r.key));
+            m.extend(totals_json(r.requests, &r.usage, r.cost));
+            Value::Object(m)
+        })
+        .collect();
+    json!({"rows": rows, "total": Value::Object(totals_json(total_req, &total_u, total_cost))})
+}
+
+const REPORT_COLUMNS: [&str; 7] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+];
+
+/// The report as CSV, one header line, the grouping dimension first.
+pub fn report_csv(group_by: GroupBy, rows: &[ReportRow]) -> String {
+    let v = report_json(group_by, rows);
+    let mut out = format!("{},{}\n", group_by.name(), REPORT_COLUMNS.join(","));
+    for row in v["rows"].as_array().into_iter().flatten() {
+        let key = row[group_by.name()].as_str().unwrap_or("");
+        out.push_str(&csv_field(key));
+        for c in REPORT_COLUMNS {
+            out.push(',');
+            match &row[c] {
+                Value::String(s) => out.push_str(s),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Rows of a report as a fixed-width text table (the CLI's default).
+pub fn report_table(group_by: GroupBy, rows: &[ReportRow]) -> String {
+    let v = report_json(group_by, rows);
+    let mut lines: Vec<Vec<String>> = vec![
+        std::iter::once(group_by.name().to_string())
+            .chain(REPORT_COLUMNS.iter().map(|c| c.to_string()))
+            .collect(),
+    ];
+    let cell = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    for row in v["rows"].as_array().into_iter().flatten() {
+        lines.push(
+            std::iter::once(cell(&row[group_by.name()]))
+                .chain(REPORT_COLUMNS.iter().map(|c| cell(&row[*c])))
+                .collect(),
+        );
+    }
+    let t = &v["total"];
+    lines.push(
+        std::iter::once("TOTAL".to_string())
+            .chain(REPORT_COLUMNS.iter().map(|c| cell(&t[*c])))
+            .collect(),
+    );
+    let widths: Vec<usize> = (0..lines[0].len())
+        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for l in &lines {
+        let cells: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportParams {
+    group_by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    user: Option<String>,
+    tenant: Option<String>,
+    format: Option<String>,
+}
+
+async fn reports(State(s): State<AppState>, Query(p): Query<ReportParams>) -> Result<Response, AdminError> {
+    let g = p.group_by.as_deref().unwrap_or("model");
+    let group_by = GroupBy::parse(g)
+        .ok_or_else(|| AdminError::bad_request(format!("group_by {g:?} is not one of {}", GroupBy::ALL)))?;
+    let q = ReportQuery {
+        group_by,
+        from: time_arg(&p.from)?,
+        to: time_arg(&p.to)?,
+        user: p.user,
+        tenant: p.tenant,
+    };
+    let rows = s.store.report(&q).await?;
+    match p.format.as_deref().unwrap_or("json") {
+        "json" => Ok(axum::Json(report_json(group_by, &rows)).into_response()),
+        "csv" => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report_csv(group_by, &rows),
+        )
+            .into_response()),
+        f => Err(AdminError::bad_request(format!("format {f:?} is not json or csv"))),
+    }
+}
+
+/// The catalog as JSON: effective date, fallback, every model's prices.
+pub fn catalog_json(c: &tollgate_core::Catalog) -> Value {
+    json!({
+        "effective_date": CATALOG_EFFECTIVE_DATE,
+        "fallback": match c.fallback() {
+            Fallback::Strict => json!("strict"),
+            Fallback::Price(p) => json!(p),
+        },
+        "models": c.entries().collect::<Vec<_>>(),
+    })
+}
+
+async fn pricing(State(s): State<AppState>) -> axum::Json<Value> {
+    axum::Json(catalog_json(&s.catalog()))
+}
+
+async fn set_price(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    let price: ModelPrice = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid price for {model:?}: {e}")))?;
+    s.store.put_price(&model, &price).await?;
+    s.update_catalog(|c| c.set(&model, price, PriceSource::Admin));
+    let c = s.catalog();
+    Ok(axum::Json(json!(c.get(&model))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_parse() {
+        let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        assert_eq!(parse_time("7d", now).unwrap().to_string(), "2026-11-17T12:00:00Z");
+        assert_eq!(parse_time("2026-11-01", now).unwrap().to_string(), "2026-11-01T00:00:00Z");
+        assert_eq!(parse_time("2026-11-01T05:00:00Z", now).unwrap().to_string(), "2026-11-01T05:00:00Z");
+        assert!(parse_time("7w", now).is_err());
+        assert!(parse_time("soon", now).is_err());
+    }
+
+    #[test]
+    fn csv_quotes_awkward_keys() {
+        let rows = vec![ReportRow {
+            key: Some("a,b".into()),
+            requests: 1,
+            usage: Usage { input_tokens: 3, ..Usage::default() },
+            cost: tollgate_core::Money::from_units(150_000),
+        }];
+        let csv = report_csv(GroupBy::User, &rows);
+        assert_eq!(csv.lines().nth(1).unwrap(), "\"a,b\",1,3,0,0,0,0,0.00000015");
+    }
+}

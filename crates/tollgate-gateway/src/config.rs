@@ -1,0 +1,271 @@
+//! The configuration schema (`tollgate.yaml`, §13) and its validation.
+//!
+//! Loading (file, `${ENV}` interpolation, `TOLLGATE_*` overrides) is the
+//! binary's job; this module owns the shape and what makes it valid, with
+//! errors that name the field and the bad value.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tollgate_core::pricing::{Fallback, ModelPrice};
+use tollgate_providers::WireFormat;
+
+fn default_listen() -> String {
+    "127.0.0.1:4747".into()
+}
+fn default_database() -> String {
+    "sqlite://tollgate.db".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_body() -> usize {
+    32 << 20
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Cluster mode's shared ledger (PostgreSQL + Redis arrive in [9/10]).
+    #[serde(default)]
+    pub redis: Option<String>,
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
+    /// `false` only for local setups: every request is anonymous and allowed.
+    #[serde(default = "default_true")]
+    pub require_auth: bool,
+    /// Largest request body accepted, in bytes (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelRoute>,
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    /// Budgets arrive in [2/10]; accepted here only to refuse them clearly.
+    #[serde(default, skip_serializing)]
+    pub budgets: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    /// Environment variable holding the provider key; never logged.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Longest silence allowed between two chunks of a stream.
+    #[serde(default = "default_idle")]
+    pub stream_idle_timeout_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10_000
+}
+fn default_timeout() -> u64 {
+    600_000
+}
+fn default_idle() -> u64 {
+    300_000
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    /// A model name or glob (`gpt-*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub provider: String,
+    /// The name sent upstream (an alias's target); defaults to the name asked.
+    #[serde(default, alias = "upstream")]
+    pub upstream_model: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Absent means strict.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+    #[serde(default)]
+    pub models: Vec<PriceOverride>,
+}
+
+/// `strict` or a price for models without one.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum FallbackConfig {
+    Named(String),
+    Price(ModelPrice),
+}
+
+impl FallbackConfig {
+    pub fn to_fallback(&self) -> Result<Fallback, ConfigError> {
+        match self {
+            FallbackConfig::Named(s) if s == "strict" => Ok(Fallback::Strict),
+            FallbackConfig::Named(s) => Err(ConfigError::field(
+                "pricing.fallback",
+                format!("expected \"strict\" or a price, got {s:?}"),
+            )),
+            FallbackConfig::Price(p) => Ok(Fallback::Price(p.clone())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct PriceOverride {
+    pub model: String,
+    #[serde(flatten)]
+    pub price: ModelPrice,
+}
+
+/// A configuration error that names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks everything that can be checked without I/O; the first
+    /// problems are all reported, not just the first one.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            errs.push(ConfigError::field(
+                "listen",
+                format!("expected HOST:PORT with an IP address, got {:?}", self.listen),
+            ));
+        }
+        if !(self.database.starts_with("sqlite:")) {
+            errs.push(ConfigError::field(
+                "database",
+                format!(
+                    "unsupported database {:?}: this version stores to sqlite://PATH (PostgreSQL arrives with cluster mode)",
+                    self.database
+                ),
+            ));
+        }
+        if self.redis.is_some() {
+            errs.push(ConfigError::field(
+                "redis",
+                "cluster mode (PostgreSQL + Redis) is not available in this version; remove `redis:`",
+            ));
+        }
+        if self.budgets.is_some() {
+            errs.push(ConfigError::field(
+                "budgets",
+                "budget enforcement is not available in this version; remove `budgets:` rather than run without the limits you expect",
+            ));
+        }
+        for (i, k) in self.admin_keys.iter().enumerate() {
+            if k.trim().is_empty() {
+                errs.push(ConfigError::field(
+                    format!("admin_keys[{i}]"),
+                    "empty admin key (is the environment variable it names set?)",
+                ));
+            } else if k.len() < 16 {
+                errs.push(ConfigError::field(
+                    format!("admin_keys[{i}]"),
+                    "admin keys must be at least 16 characters",
+                ));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            errs.push(ConfigError::field("max_body_bytes", "must be greater than 0"));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let f = |n: &str| format!("providers[{i}].{n}");
+            if p.name.is_empty() {
+                errs.push(ConfigError::field(f("name"), "must not be empty"));
+            }
+            if !names.insert(p.name.as_str()) {
+                errs.push(ConfigError::field(f("name"), format!("duplicate provider {:?}", p.name)));
+            }
+            if WireFormat::parse(&p.kind).is_none() {
+                errs.push(ConfigError::field(
+                    f("kind"),
+                    format!("unknown kind {:?} (expected openai, anthropic or gemini)", p.kind),
+                ));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
+                || p.base_url.parse::<http::Uri>().is_err()
+            {
+                errs.push(ConfigError::field(
+                    f("base_url"),
+                    format!("expected an http(s) URL, got {:?}", p.base_url),
+                ));
+            }
+            if p.timeout_ms == 0 || p.connect_timeout_ms == 0 || p.stream_idle_timeout_ms == 0 {
+                errs.push(ConfigError::field(f("timeout_ms"), "timeouts must be greater than 0"));
+            }
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if m.pattern.is_empty() {
+                errs.push(ConfigError::field(format!("models[{i}].match"), "must not be empty"));
+            }
+            if !names.contains(m.provider.as_str()) {
+                errs.push(ConfigError::field(
+                    format!("models[{i}].provider"),
+                    format!("no provider named {:?} under providers:", m.provider),
+                ));
+            }
+        }
+        if let Some(Err(e)) = self.pricing.fallback.as_ref().map(FallbackConfig::to_fallback) {
+            errs.push(e);
+        }
+        for (i, p) in self.pricing.models.iter().enumerate() {
+            if p.model.is_empty() {
+                errs.push(ConfigError::field(format!("pricing.models[{i}].model"), "must not be empty"));
+            }
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 4747)))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            database: default_database(),
+            redis: None,
+            admin_keys: Vec::new(),
+            require_auth: true,
+            max_body_bytes: default_max_body(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            pricing: PricingConfig::default(),
+            budgets: None,
+        }
+    }
+}

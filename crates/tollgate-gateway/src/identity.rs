@@ -1,0 +1,295 @@
+//! Who is calling: virtual keys (hashed, in memory, compared in constant
+//! time), admin keys, and the [`Caller`] every later phase reads.
+//!
+//! Keys live in the store; the gateway keeps a hash → key map in memory so
+//! a request costs no database round trip. A key unknown to the map is
+//! looked up once in the store (it may have been created by the CLI), and a
+//! background refresh picks up revocations made outside this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use jiff::Timestamp;
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tollgate_core::KeyRecord;
+use tollgate_providers::WireFormat;
+use tollgate_store::Store;
+
+use crate::error::GatewayError;
+
+/// The identity of a request, as every later phase sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub trusted: bool,
+    /// Model globs the key may use; empty means all.
+    pub models: Vec<String>,
+}
+
+impl Caller {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self
+                .models
+                .iter()
+                .any(|p| wildmatch::WildMatch::new(p).matches(model))
+    }
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+fn random_string(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A new virtual key: `tg-` and 40 base-62 characters (~238 bits).
+pub fn generate_key() -> String {
+    format!("tg-{}", random_string(40))
+}
+
+pub fn generate_key_id() -> String {
+    format!("key_{}", random_string(16))
+}
+
+/// What a new key should carry.
+#[derive(Clone, Debug, Default)]
+pub struct NewKey {
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub trusted: bool,
+    pub models: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Creates a key in the store; returns the record and the only copy of the key.
+pub async fn create_key(store: &dyn Store, new: NewKey) -> Result<(KeyRecord, String), tollgate_store::StoreError> {
+    let key = generate_key();
+    let now = Timestamp::now();
+    let rec = KeyRecord {
+        id: generate_key_id(),
+        hash: hash_key(&key),
+        prefix: key[..7].to_string(),
+        name: new.name,
+        user: new.user,
+        tenant: new.tenant,
+        role: new.role,
+        models: new.models,
+        expires_at: new.expires_at,
+        revoked: false,
+        trusted: new.trusted,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_key(&rec).await?;
+    Ok((rec, key))
+}
+
+/// The key presented, from the caller's native header first, then any other
+/// SDK's (clients mix them), then Gemini's `?key=`.
+pub fn presented_key<'a>(format: WireFormat, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    let bearer = || {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let from_query = || {
+        query?.split('&').find_map(|kv| kv.strip_prefix("key="))
+    };
+    let found = match format {
+        WireFormat::OpenAi => bearer().or_else(|| header("x-api-key")),
+        WireFormat::Anthropic => header("x-api-key").or_else(bearer),
+        WireFormat::Gemini => header("x-goog-api-key").or_else(from_query).or_else(bearer),
+    };
+    found.filter(|k| !k.is_empty())
+}
+
+pub fn native_key_header(format: WireFormat) -> &'static str {
+    match format {
+        WireFormat::OpenAi => "Authorization: Bearer <key>",
+        WireFormat::Anthropic => "x-api-key: <key>",
+        WireFormat::Gemini => "x-goog-api-key: <key>",
+    }
+}
+
+/// The in-memory key map.
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<[u8; 32], Arc<KeyRecord>>>,
+    store: Arc<dyn Store>,
+}
+
+impl KeyCache {
+    pub async fn load(store: Arc<dyn Store>) -> Result<Arc<KeyCache>, tollgate_store::StoreError> {
+        let keys = store.list_keys().await?;
+        let map = keys.into_iter().map(|k| (k.hash, Arc::new(k))).collect();
+        Ok(Arc::new(KeyCache {
+            by_hash: RwLock::new(map),
+            store,
+        }))
+    }
+
+    pub fn upsert(&self, key: KeyRecord) {
+        let mut m = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+        m.insert(key.hash, Arc::new(key));
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Arc<KeyRecord>> {
+        let m = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
+        m.get(hash).cloned()
+    }
+
+    /// Resolves a presented key to its record, or why not.
+    pub async fn resolve(&self, presented: &str) -> Result<Arc<KeyRecord>, GatewayError> {
+        let hash = hash_key(presented);
+        let rec = match self.get(&hash) {
+            Some(r) => r,
+            None => {
+                let found = self
+                    .store
+                    .key_by_hash(hash)
+                    .await
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?
+                    .ok_or(GatewayError::InvalidKey)?;
+                self.upsert(found);
+                self.get(&hash).ok_or(GatewayError::InvalidKey)?
+            }
+        };
+        // The map is keyed by the hash, so equality is already decided; the
+        // constant-time comparison keeps the final check free of early exits.
+        if !bool::from(rec.hash.ct_eq(&hash)) {
+            return Err(GatewayError::InvalidKey);
+        }
+        if let Some(why) = rec.unusable_reason(Timestamp::now()) {
+            return Err(GatewayError::KeyUnusable(why));
+        }
+        Ok(rec)
+    }
+
+    /// Keeps the map in step with the store (keys created or revoked by the
+    /// CLI or another instance) until the task is aborted.
+    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut since = Timestamp::now();
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // Overlap windows by a second so a write racing the query is not missed.
+                let from = since - jiff::SignedDuration::from_secs(1);
+                let now = Timestamp::now();
+                match cache.store.keys_updated_since(from).await {
+                    Ok(keys) => {
+                        for k in keys {
+                            cache.upsert(k);
+                        }
+                        since = now;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "key refresh failed"),
+                }
+            }
+        })
+    }
+}
+
+/// Builds the caller from a resolved key and the request's headers.
+pub fn caller_from_key(key: &KeyRecord, headers: &HeaderMap) -> Caller {
+    Caller {
+        key_id: Some(key.id.clone()),
+        user: key.user.clone(),
+        tenant: key.tenant.clone(),
+        role: key.role.clone(),
+        session: headers
+            .get("x-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        trusted: key.trusted,
+        models: key.models.clone(),
+    }
+}
+
+/// Admin keys, held only as hashes and compared in constant time.
+pub struct AdminKeys {
+    hashes: Vec<[u8; 32]>,
+}
+
+impl AdminKeys {
+    pub fn new(keys: &[String]) -> AdminKeys {
+        AdminKeys {
+            hashes: keys.iter().map(|k| hash_key(k)).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    pub fn verify(&self, presented: &str) -> bool {
+        let h = hash_key(presented);
+        // Check every key without early exit.
+        self.hashes
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, k| acc | k.ct_eq(&h))
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_prefix_and_entropy() {
+        let k = generate_key();
+        assert!(k.starts_with("tg-"));
+        assert_eq!(k.len(), 43);
+        assert_ne!(k, generate_key());
+    }
+
+    #[test]
+    fn key_found_in_each_sdk_header() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer tg-a".parse().unwrap());
+        assert_eq!(presented_key(WireFormat::OpenAi, &h, None), Some("tg-a"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "tg-b".parse().unwrap());
+        assert_eq!(presented_key(WireFormat::Anthropic, &h, None), Some("tg-b"));
+        let h = HeaderMap::new();
+        assert_eq!(presented_key(WireFormat::Gemini, &h, Some("alt=sse&key=tg-c")), Some("tg-c"));
+        assert_eq!(presented_key(WireFormat::OpenAi, &h, None), None);
+    }
+
+    #[test]
+    fn admin_keys_verify() {
+        let a = AdminKeys::new(&["admin-key-0123456789".into(), "second-admin-key-xyz".into()]);
+        assert!(a.verify("second-admin-key-xyz"));
+        assert!(!a.verify("admin-key-012345678"));
+    }
+
+    #[test]
+    fn model_allow_list_uses_globs() {
+        let c = Caller { models: vec!["gpt-4o*".into()], ..Caller::default() };
+        assert!(c.may_use("gpt-4o-mini"));
+        assert!(!c.may_use("claude-sonnet-4-5"));
+        assert!(Caller::default().may_use("anything"));
+    }
+}

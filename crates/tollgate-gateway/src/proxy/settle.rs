@@ -1,0 +1,181 @@
+//! Settlement: turning what was observed of a response into one usage
+//! record, exactly once, on every path — complete, upstream error, broken
+//! stream, or a client that went away (a drop guard).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use tollgate_core::tokens::count_tokens;
+use tollgate_core::{Flags, ModelPrice, Money, Usage, UsageRecord};
+use tollgate_providers::{ParsedRequest, StreamFilter};
+
+use crate::identity::Caller;
+use crate::recorder::Recorder;
+
+/// Everything about a request that its record needs, gathered before
+/// forwarding.
+pub struct Draft {
+    pub request_id: String,
+    pub time: Timestamp,
+    pub started: Instant,
+    pub caller: Caller,
+    pub provider: String,
+    pub model_requested: String,
+    pub model_served: String,
+    pub price: Option<ModelPrice>,
+    pub request: Arc<ParsedRequest>,
+    pub flags: Flags,
+    pub recorder: Recorder,
+}
+
+impl Draft {
+    /// Writes the record. `usage` of `None` means nothing was billed.
+    pub fn finish(self, usage: Usage, status: u16, ttft: Option<Duration>, flags: Flags) -> UsageRecord {
+        let cost = self
+            .price
+            .as_ref()
+            .map_or(Money::ZERO, |p| p.cost(&usage).total());
+        let rec = UsageRecord {
+            request_id: self.request_id,
+            time: self.time,
+            key_id: self.caller.key_id,
+            user: self.caller.user,
+            tenant: self.caller.tenant,
+            session: self.caller.session,
+            budgets: Vec::new(),
+            provider: self.provider,
+            model_requested: self.model_requested,
+            model_served: self.model_served,
+            usage,
+            cost,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            ttft_ms: ttft.map(|d| d.as_millis() as u64),
+            status,
+            flags: Flags {
+                usage_estimated: flags.usage_estimated,
+                client_disconnected: flags.client_disconnected,
+                stream_interrupted: flags.stream_interrupted,
+                ..self.flags
+            },
+        };
+        self.recorder.record(rec.clone());
+        rec
+    }
+
+    /// Usage when the provider's final count never came: the partial count
+    /// if any, input counted from the prompt where the provider said
+    /// nothing, output counted from the text that was streamed.
+    pub fn estimate(&self, partial: Option<Usage>, output_text: &str) -> Usage {
+        let counted_out = count_tokens(output_text);
+        let mut u = partial.unwrap_or_default();
+        if u.input_tokens == 0 {
+            u.input_tokens = count_tokens(&self.request.prompt_text());
+        }
+        u.output_tokens = u.output_tokens.max(counted_out.saturating_add(u.reasoning_tokens));
+        u
+    }
+}
+
+/// How a stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Complete,
+    UpstreamBroken,
+    ClientGone,
+}
+
+/// The metered stream state; its `Drop` settles a stream the client abandoned.
+struct Metering {
+    filter: StreamFilter,
+    draft: Option<Draft>,
+    status: u16,
+    first_byte: Option<Duration>,
+}
+
+impl Metering {
+    fn settle(&mut self, end: End) {
+        let Some(draft) = self.draft.take() else { return };
+        let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());
+        let (usage, estimated) = match final_usage {
+            Some(u) => (u, false),
+            None => (draft.estimate(self.filter.usage(), self.filter.output_text()), true),
+        };
+        let flags = Flags {
+            usage_estimated: estimated,
+            client_disconnected: end == End::ClientGone,
+            stream_interrupted: end == End::UpstreamBroken,
+            ..Flags::default()
+        };
+        if estimated {
+            tracing::warn!(request_id = %draft.request_id, ?end, "stream ended without final usage; counted from streamed text");
+        }
+        draft.finish(usage, self.status, self.first_byte, flags);
+    }
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        self.settle(End::ClientGone);
+    }
+}
+
+/// Wraps an upstream stream: bytes pass through event by event while the
+/// filter meters them; the record is written when the stream ends or is
+/// dropped. Dropping it also drops the upstream body, which closes the
+/// upstream connection and stops generation.
+pub fn metered_stream(
+    body: Incoming,
+    filter: StreamFilter,
+    draft: Draft,
+    status: u16,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let m = Metering {
+        filter,
+        draft: Some(draft),
+        status,
+        first_byte: None,
+    };
+    futures_util::stream::unfold(Some((body, m)), move |state| async move {
+        let (mut body, mut m) = state?;
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if m.first_byte.is_none() {
+                        m.first_byte = m.draft.as_ref().map(|d| d.started.elapsed());
+                    }
+                    match m.filter.push(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Some((Ok(out), Some((body, m)))),
+                        Err(e) => {
+                            m.settle(End::UpstreamBroken);
+                            return Some((Err(std::io::Error::other(e.to_string())), None));
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let tail = m.filter.finish();
+                    m.settle(End::Complete);
+                    return if tail.is_empty() { None } else { Some((Ok(tail), None)) };
+                }
+                Ok(Some(Err(e))) => {
+                    // A partial trailing event is not forwarded: the client's
+                    // stream fails the way the upstream's did.
+                    m.settle(End::UpstreamBroken);
+                    tracing::warn!(error = %e, "upstream stream broke");
+                    return Some((Err(std::io::Error::other("upstream stream broke")), None));
+                }
+                Err(_) => {
+                    m.settle(End::UpstreamBroken);
+                    return Some((Err(std::io::Error::other("upstream stream idle timeout")), None));
+                }
+            }
+        }
+    })
+}
