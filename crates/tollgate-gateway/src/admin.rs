@@ -48,7 +48,11 @@ impl IntoResponse for AdminError {
             s if s.is_client_error() => "invalid_request_error",
             _ => "api_error",
         };
-        (self.0, axum::Json(json!({"error": {"message": self.1, "type": kind}}))).into_response()
+        (
+            self.0,
+            axum::Json(json!({"error": {"message": self.1, "type": kind}})),
+        )
+            .into_response()
     }
 }
 
@@ -60,7 +64,8 @@ async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> R
         )
         .into_response();
     }
-    let presented = identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
+    let presented =
+        identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
     match presented {
         Some(k) if s.admin.verify(k) => next.run(req).await,
         Some(_) => AdminError(StatusCode::UNAUTHORIZED, "invalid admin key".into()).into_response(),
@@ -96,9 +101,9 @@ pub fn parse_time(s: &str, now: Timestamp) -> Result<Timestamp, String> {
             .map_err(|e| e.to_string());
     }
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("invalid time {s:?} (expected RFC 3339, YYYY-MM-DD, or a span like 7d, 24h, 30m)"))?;
+    let n: i64 = num.parse().map_err(|_| {
+        format!("invalid time {s:?} (expected RFC 3339, YYYY-MM-DD, or a span like 7d, 24h, 30m)")
+    })?;
     let secs = match unit {
         "d" => n * 86_400,
         "h" => n * 3_600,
@@ -153,7 +158,10 @@ pub fn key_json(k: &tollgate_core::KeyRecord) -> Value {
     })
 }
 
-async fn create_key(State(s): State<AppState>, body: axum::body::Bytes) -> Result<Response, AdminError> {
+async fn create_key(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
     let req: CreateKey = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid key request: {e}")))?;
     let expires_at = match &req.expires_at {
@@ -184,12 +192,20 @@ async fn create_key(State(s): State<AppState>, body: axum::body::Bytes) -> Resul
 
 async fn list_keys(State(s): State<AppState>) -> Result<axum::Json<Value>, AdminError> {
     let keys = s.store.list_keys().await?;
-    Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})))
+    Ok(axum::Json(
+        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn revoke_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, AdminError> {
+async fn revoke_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
     if !s.store.revoke_key(&id, Timestamp::now()).await? {
-        return Err(AdminError(StatusCode::NOT_FOUND, format!("no key with id {id:?}")));
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no key with id {id:?}"),
+        ));
     }
     // Update the cache now rather than at the next refresh.
     if let Some(k) = s.store.list_keys().await?.into_iter().find(|k| k.id == id) {
@@ -240,7 +256,10 @@ struct RecordsParams {
     to: Option<String>,
 }
 
-async fn records(State(s): State<AppState>, Query(p): Query<RecordsParams>) -> Result<axum::Json<Value>, AdminError> {
+async fn records(
+    State(s): State<AppState>,
+    Query(p): Query<RecordsParams>,
+) -> Result<axum::Json<Value>, AdminError> {
     let q = RecordQuery {
         limit: p.limit.unwrap_or(100),
         cursor: p.cursor,
@@ -259,7 +278,11 @@ async fn records(State(s): State<AppState>, Query(p): Query<RecordsParams>) -> R
     })))
 }
 
-fn totals_json(requests: u64, u: &Usage, cost: tollgate_core::Money) -> serde_json::Map<String, Value> {
+fn totals_json(
+    requests: u64,
+    u: &Usage,
+    cost: tollgate_core::Money,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("requests".into(), json!(requests));
     m.insert("input_tokens".into(), json!(u.input_tokens));
@@ -358,14 +381,26 @@ pub fn report_table(group_by: GroupBy, rows: &[ReportRow]) -> String {
             .collect(),
     );
     let widths: Vec<usize> = (0..lines[0].len())
-        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for l in &lines {
         let cells: Vec<String> = l
             .iter()
             .enumerate()
-            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
@@ -384,10 +419,14 @@ struct ReportParams {
     format: Option<String>,
 }
 
-async fn reports(State(s): State<AppState>, Query(p): Query<ReportParams>) -> Result<Response, AdminError> {
+async fn reports(
+    State(s): State<AppState>,
+    Query(p): Query<ReportParams>,
+) -> Result<Response, AdminError> {
     let g = p.group_by.as_deref().unwrap_or("model");
-    let group_by = GroupBy::parse(g)
-        .ok_or_else(|| AdminError::bad_request(format!("group_by {g:?} is not one of {}", GroupBy::ALL)))?;
+    let group_by = GroupBy::parse(g).ok_or_else(|| {
+        AdminError::bad_request(format!("group_by {g:?} is not one of {}", GroupBy::ALL))
+    })?;
     let q = ReportQuery {
         group_by,
         from: time_arg(&p.from)?,
@@ -403,7 +442,9 @@ async fn reports(State(s): State<AppState>, Query(p): Query<ReportParams>) -> Re
             report_csv(group_by, &rows),
         )
             .into_response()),
-        f => Err(AdminError::bad_request(format!("format {f:?} is not json or csv"))),
+        f => Err(AdminError::bad_request(format!(
+            "format {f:?} is not json or csv"
+        ))),
     }
 }
 
@@ -443,9 +484,18 @@ mod tests {
     #[test]
     fn time_bounds_parse() {
         let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
-        assert_eq!(parse_time("7d", now).unwrap().to_string(), "2026-11-17T12:00:00Z");
-        assert_eq!(parse_time("2026-11-01", now).unwrap().to_string(), "2026-11-01T00:00:00Z");
-        assert_eq!(parse_time("2026-11-01T05:00:00Z", now).unwrap().to_string(), "2026-11-01T05:00:00Z");
+        assert_eq!(
+            parse_time("7d", now).unwrap().to_string(),
+            "2026-11-17T12:00:00Z"
+        );
+        assert_eq!(
+            parse_time("2026-11-01", now).unwrap().to_string(),
+            "2026-11-01T00:00:00Z"
+        );
+        assert_eq!(
+            parse_time("2026-11-01T05:00:00Z", now).unwrap().to_string(),
+            "2026-11-01T05:00:00Z"
+        );
         assert!(parse_time("7w", now).is_err());
         assert!(parse_time("soon", now).is_err());
     }
@@ -455,10 +505,16 @@ mod tests {
         let rows = vec![ReportRow {
             key: Some("a,b".into()),
             requests: 1,
-            usage: Usage { input_tokens: 3, ..Usage::default() },
+            usage: Usage {
+                input_tokens: 3,
+                ..Usage::default()
+            },
             cost: tollgate_core::Money::from_units(150_000),
         }];
         let csv = report_csv(GroupBy::User, &rows);
-        assert_eq!(csv.lines().nth(1).unwrap(), "\"a,b\",1,3,0,0,0,0,0.00000015");
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "\"a,b\",1,3,0,0,0,0,0.00000015"
+        );
     }
 }

@@ -157,7 +157,10 @@ impl Config {
         if self.listen.parse::<SocketAddr>().is_err() {
             errs.push(ConfigError::field(
                 "listen",
-                format!("expected HOST:PORT with an IP address, got {:?}", self.listen),
+                format!(
+                    "expected HOST:PORT with an IP address, got {:?}",
+                    self.listen
+                ),
             ));
         }
         if !(self.database.starts_with("sqlite:")) {
@@ -195,7 +198,10 @@ impl Config {
             }
         }
         if self.max_body_bytes == 0 {
-            errs.push(ConfigError::field("max_body_bytes", "must be greater than 0"));
+            errs.push(ConfigError::field(
+                "max_body_bytes",
+                "must be greater than 0",
+            ));
         }
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
@@ -204,12 +210,18 @@ impl Config {
                 errs.push(ConfigError::field(f("name"), "must not be empty"));
             }
             if !names.insert(p.name.as_str()) {
-                errs.push(ConfigError::field(f("name"), format!("duplicate provider {:?}", p.name)));
+                errs.push(ConfigError::field(
+                    f("name"),
+                    format!("duplicate provider {:?}", p.name),
+                ));
             }
             if WireFormat::parse(&p.kind).is_none() {
                 errs.push(ConfigError::field(
                     f("kind"),
-                    format!("unknown kind {:?} (expected openai, anthropic or gemini)", p.kind),
+                    format!(
+                        "unknown kind {:?} (expected openai, anthropic or gemini)",
+                        p.kind
+                    ),
                 ));
             }
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
@@ -221,12 +233,18 @@ impl Config {
                 ));
             }
             if p.timeout_ms == 0 || p.connect_timeout_ms == 0 || p.stream_idle_timeout_ms == 0 {
-                errs.push(ConfigError::field(f("timeout_ms"), "timeouts must be greater than 0"));
+                errs.push(ConfigError::field(
+                    f("timeout_ms"),
+                    "timeouts must be greater than 0",
+                ));
             }
         }
         for (i, m) in self.models.iter().enumerate() {
             if m.pattern.is_empty() {
-                errs.push(ConfigError::field(format!("models[{i}].match"), "must not be empty"));
+                errs.push(ConfigError::field(
+                    format!("models[{i}].match"),
+                    "must not be empty",
+                ));
             }
             if !names.contains(m.provider.as_str()) {
                 errs.push(ConfigError::field(
@@ -235,12 +253,20 @@ impl Config {
                 ));
             }
         }
-        if let Some(Err(e)) = self.pricing.fallback.as_ref().map(FallbackConfig::to_fallback) {
+        if let Some(Err(e)) = self
+            .pricing
+            .fallback
+            .as_ref()
+            .map(FallbackConfig::to_fallback)
+        {
             errs.push(e);
         }
         for (i, p) in self.pricing.models.iter().enumerate() {
             if p.model.is_empty() {
-                errs.push(ConfigError::field(format!("pricing.models[{i}].model"), "must not be empty"));
+                errs.push(ConfigError::field(
+                    format!("pricing.models[{i}].model"),
+                    "must not be empty",
+                ));
             }
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }

@@ -23,7 +23,9 @@ pub enum GatewayError {
     BodyRead(String),
     #[error("unknown model {0:?} (no entry in models: matches it)")]
     UnknownModel(String),
-    #[error("model {model:?} is served by provider {provider:?} ({kind} API); call it through {hint}")]
+    #[error(
+        "model {model:?} is served by provider {provider:?} ({kind} API); call it through {hint}"
+    )]
     WrongFormat {
         model: String,
         provider: String,
@@ -63,9 +65,7 @@ impl GatewayError {
             Unpriced(_) => NativeError::new(400, ErrorKind::InvalidRequest, msg)
                 .with_code("model_not_priced")
                 .with_param("model"),
-            ProviderKeyMissing { .. } | Internal(_) => {
-                NativeError::new(500, ErrorKind::Api, msg)
-            }
+            ProviderKeyMissing { .. } | Internal(_) => NativeError::new(500, ErrorKind::Api, msg),
             UpstreamTimeout { .. } => NativeError::new(504, ErrorKind::Timeout, msg),
             UpstreamUnreachable { .. } => NativeError::new(502, ErrorKind::Api, msg),
         }

@@ -79,7 +79,10 @@ pub struct NewKey {
 }
 
 /// Creates a key in the store; returns the record and the only copy of the key.
-pub async fn create_key(store: &dyn Store, new: NewKey) -> Result<(KeyRecord, String), tollgate_store::StoreError> {
+pub async fn create_key(
+    store: &dyn Store,
+    new: NewKey,
+) -> Result<(KeyRecord, String), tollgate_store::StoreError> {
     let key = generate_key();
     let now = Timestamp::now();
     let rec = KeyRecord {
@@ -103,18 +106,28 @@ pub async fn create_key(store: &dyn Store, new: NewKey) -> Result<(KeyRecord, St
 
 /// The key presented, from the caller's native header first, then any other
 /// SDK's (clients mix them), then Gemini's `?key=`.
-pub fn presented_key<'a>(format: WireFormat, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+pub fn presented_key<'a>(
+    format: WireFormat,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<&'a str> {
     let bearer = || {
         headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let from_query = || {
-        query?.split('&').find_map(|kv| kv.strip_prefix("key="))
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     };
+    let from_query = || query?.split('&').find_map(|kv| kv.strip_prefix("key="));
     let found = match format {
         WireFormat::OpenAi => bearer().or_else(|| header("x-api-key")),
         WireFormat::Anthropic => header("x-api-key").or_else(bearer),
@@ -274,7 +287,10 @@ mod tests {
         h.insert("x-api-key", "tg-b".parse().unwrap());
         assert_eq!(presented_key(WireFormat::Anthropic, &h, None), Some("tg-b"));
         let h = HeaderMap::new();
-        assert_eq!(presented_key(WireFormat::Gemini, &h, Some("alt=sse&key=tg-c")), Some("tg-c"));
+        assert_eq!(
+            presented_key(WireFormat::Gemini, &h, Some("alt=sse&key=tg-c")),
+            Some("tg-c")
+        );
         assert_eq!(presented_key(WireFormat::OpenAi, &h, None), None);
     }
 
@@ -287,7 +303,10 @@ mod tests {
 
     #[test]
     fn model_allow_list_uses_globs() {
-        let c = Caller { models: vec!["gpt-4o*".into()], ..Caller::default() };
+        let c = Caller {
+            models: vec!["gpt-4o*".into()],
+            ..Caller::default()
+        };
         assert!(c.may_use("gpt-4o-mini"));
         assert!(!c.may_use("claude-sonnet-4-5"));
         assert!(Caller::default().may_use("anything"));

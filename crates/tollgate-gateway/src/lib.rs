@@ -52,7 +52,10 @@ pub struct AppState {
 impl AppState {
     /// The price catalog as of now (a snapshot: admin changes swap it whole).
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn update_catalog(&self, f: impl FnOnce(&mut Catalog)) {
@@ -104,7 +107,9 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         config.validate().map_err(StartError::Config)?;
         if !config.require_auth {
-            tracing::warn!("require_auth is false: every request is accepted without a key. Use this for local setups only.");
+            tracing::warn!(
+                "require_auth is false: every request is accepted without a key. Use this for local setups only."
+            );
         }
         for p in &config.providers {
             if let Some(var) = &p.api_key_env
@@ -127,7 +132,11 @@ impl Gateway {
             recorder,
             client: proxy::upstream::client(),
         };
-        Ok(Gateway { state, writer, refresh })
+        Ok(Gateway {
+            state,
+            writer,
+            refresh,
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -183,7 +192,13 @@ async fn gemini(State(s): State<AppState>, Path(call): Path<String>, req: Reques
         Some((m, "generateContent")) => (m, Endpoint::GenerateContent),
         Some((m, "streamGenerateContent")) => (m, Endpoint::StreamGenerateContent),
         _ => {
-            let e = NativeError::new(404, ErrorKind::NotFound, format!("unknown Gemini method in {call:?} (expected MODEL:generateContent or MODEL:streamGenerateContent)"));
+            let e = NativeError::new(
+                404,
+                ErrorKind::NotFound,
+                format!(
+                    "unknown Gemini method in {call:?} (expected MODEL:generateContent or MODEL:streamGenerateContent)"
+                ),
+            );
             return error::native_response(&e, WireFormat::Gemini);
         }
     };
@@ -198,12 +213,18 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// The whole app.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/chat/completions", proxy_route!(Endpoint::ChatCompletions))
+        .route(
+            "/v1/chat/completions",
+            proxy_route!(Endpoint::ChatCompletions),
+        )
         .route("/v1/completions", proxy_route!(Endpoint::Completions))
         .route("/v1/embeddings", proxy_route!(Endpoint::Embeddings))
         .route("/v1/responses", proxy_route!(Endpoint::Responses))
         .route("/v1/messages", proxy_route!(Endpoint::Messages))
-        .route("/v1/messages/count_tokens", proxy_route!(Endpoint::CountTokens))
+        .route(
+            "/v1/messages/count_tokens",
+            proxy_route!(Endpoint::CountTokens),
+        )
         .route("/v1beta/models/{call}", post(gemini))
         .route(
             "/v1/models",

@@ -114,7 +114,9 @@ async fn write_batch(store: &dyn Store, batch: &mut Vec<UsageRecord>, stats: &Re
     loop {
         match store.insert_records(batch).await {
             Ok(()) => {
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 return;
             }

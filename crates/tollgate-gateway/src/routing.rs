@@ -41,7 +41,11 @@ impl Provider {
             name: p.name.clone(),
             kind: WireFormat::parse(&p.kind).unwrap_or(WireFormat::OpenAi),
             base_url: p.base_url.trim_end_matches('/').to_string(),
-            api_key: p.api_key_env.as_deref().and_then(env).filter(|k| !k.is_empty()),
+            api_key: p
+                .api_key_env
+                .as_deref()
+                .and_then(env)
+                .filter(|k| !k.is_empty()),
             api_key_env: p.api_key_env.clone(),
             connect_timeout: Duration::from_millis(p.connect_timeout_ms),
             timeout: Duration::from_millis(p.timeout_ms),
@@ -169,9 +173,21 @@ mod tests {
             },
         ];
         c.models = vec![
-            ModelRoute { pattern: "fast".into(), provider: "oai".into(), upstream_model: Some("gpt-4o-mini".into()) },
-            ModelRoute { pattern: "gpt-*".into(), provider: "oai".into(), upstream_model: None },
-            ModelRoute { pattern: "claude-*".into(), provider: "ant".into(), upstream_model: None },
+            ModelRoute {
+                pattern: "fast".into(),
+                provider: "oai".into(),
+                upstream_model: Some("gpt-4o-mini".into()),
+            },
+            ModelRoute {
+                pattern: "gpt-*".into(),
+                provider: "oai".into(),
+                upstream_model: None,
+            },
+            ModelRoute {
+                pattern: "claude-*".into(),
+                provider: "ant".into(),
+                upstream_model: None,
+            },
         ];
         c
     }
@@ -182,8 +198,16 @@ mod tests {
         let a = r.route("fast", WireFormat::OpenAi).unwrap();
         assert_eq!(a.upstream_model, "gpt-4o-mini");
         assert_eq!(a.provider.base_url, "http://x/v1");
-        assert_eq!(r.route("gpt-4o", WireFormat::OpenAi).unwrap().upstream_model, "gpt-4o");
-        assert!(matches!(r.route("llama", WireFormat::OpenAi), Err(GatewayError::UnknownModel(_))));
+        assert_eq!(
+            r.route("gpt-4o", WireFormat::OpenAi)
+                .unwrap()
+                .upstream_model,
+            "gpt-4o"
+        );
+        assert!(matches!(
+            r.route("llama", WireFormat::OpenAi),
+            Err(GatewayError::UnknownModel(_))
+        ));
         assert!(matches!(
             r.route("claude-sonnet-4-5", WireFormat::OpenAi),
             Err(GatewayError::WrongFormat { .. })

@@ -54,7 +54,10 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a `database:` URL names, creating and migrating it.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let store = sqlite::SqliteStore::open(path).await?;
         return Ok(Arc::new(store));
     }

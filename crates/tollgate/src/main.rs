@@ -1,3 +1,226 @@
-fn main() {
-    println!("Hello, world!");
+//! `tollgate`: the LLM spend firewall's one binary.
+//!
+//! Thin: parse arguments, load config, call the command, map errors to an
+//! exit code. The commands live in [`commands`] and [`demo`].
+
+mod commands;
+mod demo;
+mod import;
+mod load;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An LLM spend firewall: meters, prices and (soon) budgets every LLM call"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArg {
+    /// Configuration file (YAML); `TOLLGATE_*` environment variables override it.
+    #[arg(
+        long,
+        short = 'c',
+        env = "TOLLGATE_CONFIG",
+        default_value = "tollgate.yaml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Database URL, overriding the config's `database:` (e.g. sqlite://tollgate.db).
+    #[arg(long, global = true)]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(#[command(flatten)] ConfigArg),
+    /// Start a mock provider and the gateway, send a scripted mix of requests, print the report.
+    Demo {
+        /// Keep serving after the script, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Run the mock LLM provider (OpenAI, Anthropic and Gemini wire formats).
+    MockProvider {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: String,
+        /// Visible output tokens per response unless a request says otherwise.
+        #[arg(long, default_value_t = 20)]
+        output_tokens: u64,
+        #[arg(long, default_value_t = 0)]
+        ttfb_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        chunk_delay_ms: u64,
+        /// Require this provider key (401 otherwise).
+        #[arg(long)]
+        expect_key: Option<String>,
+    },
+    /// Manage virtual keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCmd,
+    },
+    /// Usage reports.
+    Usage {
+        #[command(subcommand)]
+        action: UsageCmd,
+    },
+    /// Prices: list, set, import.
+    Pricing {
+        #[command(subcommand)]
+        action: PricingCmd,
+    },
+    /// Validate the configuration and print what it sets up.
+    CheckConfig(#[command(flatten)] ConfigArg),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Create a key; prints it once.
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        /// May name end user, tenant, session and budget per request.
+        #[arg(long)]
+        trusted: bool,
+        /// Allowed model (glob); repeat for several. Default: all.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Expiry, RFC 3339 (2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsageCmd {
+    /// Totals grouped by a dimension.
+    Report {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// user, tenant, session, model, key, provider, day or hour.
+        #[arg(long, default_value = "model")]
+        by: String,
+        /// Start: RFC 3339, YYYY-MM-DD, or a span back from now (7d, 24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PricingCmd {
+    /// Every priced model (built-in, config, set/imported).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Only models whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Set a model's price (USD per million tokens).
+    Set {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        model: String,
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        output: String,
+        #[arg(long)]
+        cached_input: Option<String>,
+        #[arg(long)]
+        cache_write_5m: Option<String>,
+        #[arg(long)]
+        cache_write_1h: Option<String>,
+        #[arg(long)]
+        reasoning: Option<String>,
+    },
+    /// Import a LiteLLM model_prices_and_context_window.json file.
+    Import {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        file: PathBuf,
+        /// Only models of this litellm_provider (openai, anthropic, gemini, ...).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) | Command::MockProvider { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(commands::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

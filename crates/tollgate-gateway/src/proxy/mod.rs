@@ -83,21 +83,38 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     }
 }
 
-async fn identify(state: &AppState, format: WireFormat, headers: &HeaderMap, query: Option<&str>) -> Result<Caller, GatewayError> {
+async fn identify(
+    state: &AppState,
+    format: WireFormat,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Caller, GatewayError> {
     match identity::presented_key(format, headers, query) {
         Some(k) => {
             let rec = state.keys.resolve(k).await?;
             Ok(identity::caller_from_key(&rec, headers))
         }
         None if !state.config.require_auth => Ok(Caller::default()),
-        None => Err(GatewayError::MissingKey(identity::native_key_header(format))),
+        None => Err(GatewayError::MissingKey(identity::native_key_header(
+            format,
+        ))),
     }
 }
 
-async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Result<Response, GatewayError> {
+async fn pipeline(
+    state: &AppState,
+    inbound: Inbound,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let time = Timestamp::now();
-    let Inbound { endpoint, path_model, query, headers, body } = inbound;
+    let Inbound {
+        endpoint,
+        path_model,
+        query,
+        headers,
+        body,
+    } = inbound;
     let format = endpoint.format();
 
     // 1. accept — a declared length over the limit is refused before reading.
@@ -137,7 +154,9 @@ async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Resul
 
     // 7. forward
     let up = req.upstream_body(&route.upstream_model, None);
-    let gemini_sse = query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    let gemini_sse = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
     let upstream_req = upstream::build(upstream::UpstreamRequest {
         provider: &route.provider,
         path: endpoint.upstream_path(&route.upstream_model),
@@ -188,7 +207,13 @@ async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Resul
     if streaming {
         let sse = format != WireFormat::Gemini || gemini_sse;
         let filter = StreamFilter::new(endpoint, up.drop_usage_chunk, sse);
-        let stream = settle::metered_stream(body, filter, draft, status.as_u16(), route.provider.stream_idle_timeout);
+        let stream = settle::metered_stream(
+            body,
+            filter,
+            draft,
+            status.as_u16(),
+            route.provider.stream_idle_timeout,
+        );
         return out
             .body(Body::from_stream(stream))
             .map_err(|e| GatewayError::Internal(e.to_string()));
@@ -210,7 +235,11 @@ async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Resul
             };
             if endpoint.is_billable() {
                 let u = draft.estimate(None, "");
-                let flags = Flags { usage_estimated: true, stream_interrupted: true, ..Flags::default() };
+                let flags = Flags {
+                    usage_estimated: true,
+                    stream_interrupted: true,
+                    ..Flags::default()
+                };
                 draft.finish(u, 502, Some(first_byte), flags);
             }
             return Err(err);
@@ -238,13 +267,21 @@ async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Resul
                     tracing::warn!(%request_id, "upstream response without usage; counting tokens");
                     let text = String::from_utf8_lossy(&bytes);
                     let u = draft.estimate(None, &text);
-                    let flags = Flags { usage_estimated: true, ..Flags::default() };
+                    let flags = Flags {
+                        usage_estimated: true,
+                        ..Flags::default()
+                    };
                     draft.finish(u, status.as_u16(), Some(first_byte), flags);
                 }
             }
         } else {
             // Providers do not bill failed requests.
-            draft.finish(Usage::default(), status.as_u16(), Some(first_byte), Flags::default());
+            draft.finish(
+                Usage::default(),
+                status.as_u16(),
+                Some(first_byte),
+                Flags::default(),
+            );
         }
     }
     out.body(Body::from(bytes))
@@ -255,7 +292,11 @@ async fn pipeline(state: &AppState, inbound: Inbound, request_id: &str) -> Resul
 /// shape, or Anthropic's when the caller sends `anthropic-version`.
 pub async fn list_models(state: AppState, headers: HeaderMap) -> Response {
     let anthropic = headers.contains_key("anthropic-version");
-    let format = if anthropic { WireFormat::Anthropic } else { WireFormat::OpenAi };
+    let format = if anthropic {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::OpenAi
+    };
     let caller = match identify(&state, format, &headers, None).await {
         Ok(c) => c,
         Err(e) => return e.into_response(format),
@@ -267,10 +308,19 @@ pub async fn list_models(state: AppState, headers: HeaderMap) -> Response {
             let p = state.router.routes(&e.model)?;
             Some((e.model.clone(), p.name.clone()))
         })
-        .chain(state.router.exact_names().map(|(n, p)| (n.to_string(), p.name.clone())))
+        .chain(
+            state
+                .router
+                .exact_names()
+                .map(|(n, p)| (n.to_string(), p.name.clone())),
+        )
         .filter(|(m, _)| caller.may_use(m))
         .filter(|(m, _)| {
-            !anthropic || state.router.routes(m).is_some_and(|p| p.kind == WireFormat::Anthropic)
+            !anthropic
+                || state
+                    .router
+                    .routes(m)
+                    .is_some_and(|p| p.kind == WireFormat::Anthropic)
         })
         .collect();
     names.sort();

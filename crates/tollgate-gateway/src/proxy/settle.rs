@@ -35,7 +35,13 @@ pub struct Draft {
 
 impl Draft {
     /// Writes the record. `usage` of `None` means nothing was billed.
-    pub fn finish(self, usage: Usage, status: u16, ttft: Option<Duration>, flags: Flags) -> UsageRecord {
+    pub fn finish(
+        self,
+        usage: Usage,
+        status: u16,
+        ttft: Option<Duration>,
+        flags: Flags,
+    ) -> UsageRecord {
         let cost = self
             .price
             .as_ref()
@@ -76,7 +82,9 @@ impl Draft {
         if u.input_tokens == 0 {
             u.input_tokens = count_tokens(&self.request.prompt_text());
         }
-        u.output_tokens = u.output_tokens.max(counted_out.saturating_add(u.reasoning_tokens));
+        u.output_tokens = u
+            .output_tokens
+            .max(counted_out.saturating_add(u.reasoning_tokens));
         u
     }
 }
@@ -99,11 +107,16 @@ struct Metering {
 
 impl Metering {
     fn settle(&mut self, end: End) {
-        let Some(draft) = self.draft.take() else { return };
+        let Some(draft) = self.draft.take() else {
+            return;
+        };
         let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());
         let (usage, estimated) = match final_usage {
             Some(u) => (u, false),
-            None => (draft.estimate(self.filter.usage(), self.filter.output_text()), true),
+            None => (
+                draft.estimate(self.filter.usage(), self.filter.output_text()),
+                true,
+            ),
         };
         let flags = Flags {
             usage_estimated: estimated,
@@ -146,7 +159,9 @@ pub fn metered_stream(
         loop {
             match tokio::time::timeout(idle, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     if m.first_byte.is_none() {
                         m.first_byte = m.draft.as_ref().map(|d| d.started.elapsed());
                     }
@@ -162,7 +177,11 @@ pub fn metered_stream(
                 Ok(None) => {
                     let tail = m.filter.finish();
                     m.settle(End::Complete);
-                    return if tail.is_empty() { None } else { Some((Ok(tail), None)) };
+                    return if tail.is_empty() {
+                        None
+                    } else {
+                        Some((Ok(tail), None))
+                    };
                 }
                 Ok(Some(Err(e))) => {
                     // A partial trailing event is not forwarded: the client's
@@ -173,7 +192,10 @@ pub fn metered_stream(
                 }
                 Err(_) => {
                     m.settle(End::UpstreamBroken);
-                    return Some((Err(std::io::Error::other("upstream stream idle timeout")), None));
+                    return Some((
+                        Err(std::io::Error::other("upstream stream idle timeout")),
+                        None,
+                    ));
                 }
             }
         }

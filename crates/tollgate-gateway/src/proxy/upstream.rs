@@ -44,10 +44,23 @@ pub fn client() -> HttpClient {
 fn is_stripped_request_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "host" | "content-length" | "authorization" | "x-api-key" | "x-goog-api-key"
-            | "connection" | "keep-alive" | "proxy-authorization" | "proxy-connection" | "te"
-            | "trailer" | "transfer-encoding" | "upgrade" | "accept-encoding" | "cookie"
-            | "x-session-id" | "x-budget-id"
+        "host"
+            | "content-length"
+            | "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+            | "cookie"
+            | "x-session-id"
+            | "x-budget-id"
     ) || name.as_str().starts_with("x-tollgate-")
 }
 
@@ -56,8 +69,13 @@ fn is_stripped_request_header(name: &HeaderName) -> bool {
 pub fn is_stripped_response_header(name: &HeaderName, streaming: bool) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer"
-            | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     ) || (streaming && name == header::CONTENT_LENGTH)
 }
 
@@ -79,13 +97,18 @@ pub fn build(req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, GatewayEr
         uri.push_str(&q);
     }
     let mut b = Request::builder().method(Method::POST).uri(&uri);
-    let headers = b.headers_mut().ok_or_else(|| GatewayError::Internal(format!("bad upstream uri {uri:?}")))?;
+    let headers = b
+        .headers_mut()
+        .ok_or_else(|| GatewayError::Internal(format!("bad upstream uri {uri:?}")))?;
     for (name, value) in req.headers {
         if !is_stripped_request_header(name) {
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(
         "x-tollgate-request-id",
         HeaderValue::from_str(req.request_id).map_err(|e| GatewayError::Internal(e.to_string()))?,
@@ -101,7 +124,12 @@ pub fn build(req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, GatewayEr
         (None, None) => None,
     };
     if let Some(key) = key {
-        let bad = |_| GatewayError::Internal(format!("provider {:?} key is not a valid header value", p.name));
+        let bad = |_| {
+            GatewayError::Internal(format!(
+                "provider {:?} key is not a valid header value",
+                p.name
+            ))
+        };
         match p.kind {
             WireFormat::OpenAi => {
                 let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(bad)?;
@@ -170,10 +198,19 @@ mod tests {
 
     #[test]
     fn tollgate_key_never_travels_upstream() {
-        assert_eq!(forwarded_query(Some("alt=sse&key=tg-x")), Some("alt=sse".into()));
+        assert_eq!(
+            forwarded_query(Some("alt=sse&key=tg-x")),
+            Some("alt=sse".into())
+        );
         assert_eq!(forwarded_query(Some("key=tg-x")), None);
-        assert!(is_stripped_request_header(&HeaderName::from_static("authorization")));
-        assert!(is_stripped_request_header(&HeaderName::from_static("x-tollgate-user")));
-        assert!(!is_stripped_request_header(&HeaderName::from_static("anthropic-beta")));
+        assert!(is_stripped_request_header(&HeaderName::from_static(
+            "authorization"
+        )));
+        assert!(is_stripped_request_header(&HeaderName::from_static(
+            "x-tollgate-user"
+        )));
+        assert!(!is_stripped_request_header(&HeaderName::from_static(
+            "anthropic-beta"
+        )));
     }
 }

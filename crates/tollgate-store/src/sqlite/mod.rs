@@ -202,8 +202,12 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys ORDER BY created_at, id"))?;
-            let rows = st.query_map([], key_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(&format!(
+                "SELECT {KEY_COLS} FROM keys ORDER BY created_at, id"
+            ))?;
+            let rows = st
+                .query_map([], key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -211,20 +215,21 @@ impl Store for SqliteStore {
 
     async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>> {
         self.read(move |c| {
-            Ok(c
-                .query_row(
-                    &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
-                    [hash.as_slice()],
-                    key_from_row,
-                )
-                .optional()?)
+            Ok(c.query_row(
+                &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
+                [hash.as_slice()],
+                key_from_row,
+            )
+            .optional()?)
         })
         .await
     }
 
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE updated_at >= ?1"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {KEY_COLS} FROM keys WHERE updated_at >= ?1"
+            ))?;
             let rows = st
                 .query_map([ms(since)], key_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -304,7 +309,13 @@ impl Store for SqliteStore {
                 &mut args,
                 q.from,
                 q.to,
-                &[("user", &q.user), ("tenant", &q.tenant), ("session", &q.session), ("model_served", &q.model), ("key_id", &q.key_id)],
+                &[
+                    ("user", &q.user),
+                    ("tenant", &q.tenant),
+                    ("session", &q.session),
+                    ("model_served", &q.model),
+                    ("key_id", &q.key_id),
+                ],
             );
             if let Some(cur) = &q.cursor {
                 let seq: i64 = cur
@@ -330,7 +341,11 @@ impl Store for SqliteStore {
             }
             Ok(RecordPage {
                 records,
-                next_cursor: if more { last_seq.map(|s| s.to_string()) } else { None },
+                next_cursor: if more {
+                    last_seq.map(|s| s.to_string())
+                } else {
+                    None
+                },
             })
         })
         .await

@@ -43,13 +43,18 @@ fn record(id: &str, secs: i64, user: &str, model: &str, cost: i128) -> UsageReco
         latency_ms: 12,
         ttft_ms: Some(3),
         status: 200,
-        flags: Flags { usage_estimated: true, ..Flags::default() },
+        flags: Flags {
+            usage_estimated: true,
+            ..Flags::default()
+        },
     }
 }
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).await.unwrap();
+    let s = SqliteStore::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
     (dir, s)
 }
 
@@ -57,7 +62,10 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 async fn keys_round_trip_and_revoke() {
     let (_d, s) = store().await;
     s.insert_key(&key("k1", 1)).await.unwrap();
-    assert!(matches!(s.insert_key(&key("k1", 2)).await, Err(StoreError::Duplicate(_))));
+    assert!(matches!(
+        s.insert_key(&key("k1", 2)).await,
+        Err(StoreError::Duplicate(_))
+    ));
     let got = s.key_by_hash([1; 32]).await.unwrap().unwrap();
     assert_eq!(got, key("k1", 1));
     assert!(s.key_by_hash([9; 32]).await.unwrap().is_none());
@@ -72,10 +80,15 @@ async fn keys_round_trip_and_revoke() {
 #[tokio::test]
 async fn records_are_idempotent_and_paged_newest_first() {
     let (_d, s) = store().await;
-    let batch: Vec<_> = (0..25).map(|i| record(&format!("r{i}"), 1_700_000_000 + i, "alice", "gpt-4o", 7)).collect();
+    let batch: Vec<_> = (0..25)
+        .map(|i| record(&format!("r{i}"), 1_700_000_000 + i, "alice", "gpt-4o", 7))
+        .collect();
     s.insert_records(&batch).await.unwrap();
     s.insert_records(&batch[..5]).await.unwrap(); // replay: ignored
-    let mut q = RecordQuery { limit: 10, ..RecordQuery::default() };
+    let mut q = RecordQuery {
+        limit: 10,
+        ..RecordQuery::default()
+    };
     let mut seen = Vec::new();
     loop {
         let page = s.records(&q).await.unwrap();
@@ -88,7 +101,13 @@ async fn records_are_idempotent_and_paged_newest_first() {
     assert_eq!(seen.len(), 25);
     assert_eq!(seen[0], "r24");
     assert_eq!(seen[24], "r0");
-    let first = s.records(&RecordQuery { limit: 1, ..RecordQuery::default() }).await.unwrap();
+    let first = s
+        .records(&RecordQuery {
+            limit: 1,
+            ..RecordQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(first.records[0], batch[24]);
 }
 
@@ -104,7 +123,13 @@ async fn reports_sum_exactly_beyond_i64() {
     ];
     s.insert_records(&batch).await.unwrap();
     let rows = s
-        .report(&ReportQuery { group_by: GroupBy::User, from: None, to: None, user: None, tenant: None })
+        .report(&ReportQuery {
+            group_by: GroupBy::User,
+            from: None,
+            to: None,
+            user: None,
+            tenant: None,
+        })
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
@@ -113,10 +138,21 @@ async fn reports_sum_exactly_beyond_i64() {
     assert_eq!(rows[0].requests, 2);
     assert_eq!(rows[0].usage.input_tokens, 20);
     let days = s
-        .report(&ReportQuery { group_by: GroupBy::Day, from: None, to: None, user: None, tenant: None })
+        .report(&ReportQuery {
+            group_by: GroupBy::Day,
+            from: None,
+            to: None,
+            user: None,
+            tenant: None,
+        })
         .await
         .unwrap();
-    assert_eq!(days.iter().map(|r| r.key.clone().unwrap()).collect::<Vec<_>>(), ["2023-11-14", "2023-11-15"]);
+    assert_eq!(
+        days.iter()
+            .map(|r| r.key.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["2023-11-14", "2023-11-15"]
+    );
 }
 
 #[tokio::test]
@@ -128,5 +164,8 @@ async fn prices_persist() {
     );
     s.put_price("my-finetune", &p).await.unwrap();
     s.put_price("my-finetune", &p).await.unwrap();
-    assert_eq!(s.prices().await.unwrap(), vec![("my-finetune".to_string(), p)]);
+    assert_eq!(
+        s.prices().await.unwrap(),
+        vec![("my-finetune".to_string(), p)]
+    );
 }

@@ -1,0 +1,392 @@
+//! The CLI's commands. Those that manage keys, prices and reports work on
+//! the database the config names, so they run with or without a gateway
+//! (a running gateway picks changes up within seconds).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use tollgate_core::pricing::{ModelPrice, Price, PriceSource};
+use tollgate_gateway::admin::{self, catalog_json, key_json, parse_time};
+use tollgate_gateway::identity::{self, NewKey};
+use tollgate_gateway::{Config, Gateway};
+use tollgate_store::{GroupBy, ReportQuery, Store};
+
+use crate::{Command, ConfigArg, Format, KeysCmd, PricingCmd, UsageCmd};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config> {
+    let explicit = std::env::var_os("TOLLGATE_CONFIG").is_some()
+        || std::env::args().any(|a| a == "--config" || a == "-c" || a.starts_with("--config="));
+    let mut config = crate::load::load(&arg.config, explicit, &env)?;
+    if let Some(db) = &arg.database {
+        config.database = db.clone();
+    }
+    Ok(config)
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    tollgate_store::open(&config.database)
+        .await
+        .with_context(|| format!("opening database {}", config.database))
+}
+
+pub async fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Serve(arg) => serve(load_config(&arg)?).await,
+        Command::Demo { keep_running } => crate::demo::run(keep_running).await,
+        Command::MockProvider {
+            listen,
+            output_tokens,
+            ttfb_ms,
+            chunk_delay_ms,
+            expect_key,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            eprintln!(
+                "mock provider listening on http://{}",
+                listener.local_addr()?
+            );
+            let config = tollgate_mock::MockConfig {
+                output_tokens,
+                ttfb: std::time::Duration::from_millis(ttfb_ms),
+                chunk_delay: std::time::Duration::from_millis(chunk_delay_ms),
+                expect_key,
+            };
+            tokio::select! {
+                r = tollgate_mock::serve(listener, config) => r.context("mock provider")?,
+                _ = shutdown_signal() => {}
+            }
+            Ok(())
+        }
+        Command::Keys { action } => keys(action).await,
+        Command::Usage { action } => usage(action).await,
+        Command::Pricing { action } => pricing(action).await,
+        Command::CheckConfig(arg) => check_config(&arg).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let store = open_store(&config).await?;
+    let addr = config.listen_addr();
+    let database = config.database.clone();
+    let gateway = Gateway::new(config, store, &env).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, %database, "tollgate listening");
+    gateway
+        .serve(listener, async {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests and writing usage records");
+        })
+        .await
+        .context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn parse_expiry(s: &Option<String>) -> Result<Option<Timestamp>> {
+    s.as_deref()
+        .map(|t| {
+            t.parse::<Timestamp>()
+                .with_context(|| format!("--expires-at {t:?}: expected RFC 3339"))
+        })
+        .transpose()
+}
+
+async fn keys(action: KeysCmd) -> Result<()> {
+    match action {
+        KeysCmd::Create {
+            cfg,
+            name,
+            user,
+            tenant,
+            role,
+            trusted,
+            models,
+            expires_at,
+            format,
+        } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            let (rec, key) = identity::create_key(
+                &*store,
+                NewKey {
+                    name,
+                    user,
+                    tenant,
+                    role,
+                    trusted,
+                    models,
+                    expires_at: parse_expiry(&expires_at)?,
+                },
+            )
+            .await?;
+            if format == Format::Json {
+                let mut v = key_json(&rec);
+                v["key"] = serde_json::json!(key);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{key}");
+                eprintln!("created key {} (shown once; store it now)", rec.id);
+            }
+        }
+        KeysCmd::List { cfg, format } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            let keys = store.list_keys().await?;
+            if format == Format::Json {
+                let v: Vec<_> = keys.iter().map(key_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"keys": v}))?
+                );
+            } else {
+                println!(
+                    "{:<22} {:<8} {:<12} {:<12} {:<8} {:<8} NAME",
+                    "ID", "PREFIX", "USER", "TENANT", "TRUSTED", "STATUS"
+                );
+                let now = Timestamp::now();
+                for k in keys {
+                    let status = k.unusable_reason(now).map_or("active", |r| {
+                        if r.contains("revoked") {
+                            "revoked"
+                        } else {
+                            "expired"
+                        }
+                    });
+                    println!(
+                        "{:<22} {:<8} {:<12} {:<12} {:<8} {:<8} {}",
+                        k.id,
+                        k.prefix,
+                        k.user.as_deref().unwrap_or("-"),
+                        k.tenant.as_deref().unwrap_or("-"),
+                        k.trusted,
+                        status,
+                        k.name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        KeysCmd::Revoke { cfg, id } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            if !store.revoke_key(&id, Timestamp::now()).await? {
+                bail!("no key with id {id:?}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn usage(action: UsageCmd) -> Result<()> {
+    let UsageCmd::Report {
+        cfg,
+        by,
+        since,
+        until,
+        user,
+        tenant,
+        format,
+    } = action;
+    let group_by = GroupBy::parse(&by)
+        .with_context(|| format!("--by {by:?}: expected one of {}", GroupBy::ALL))?;
+    let now = Timestamp::now();
+    let t = |s: &Option<String>, flag: &str| -> Result<Option<Timestamp>> {
+        s.as_deref()
+            .map(|x| parse_time(x, now).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+            .transpose()
+    };
+    let q = ReportQuery {
+        group_by,
+        from: t(&since, "--since")?,
+        to: t(&until, "--until")?,
+        user,
+        tenant,
+    };
+    let store = open_store(&load_config(&cfg)?).await?;
+    let rows = store.report(&q).await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&admin::report_json(group_by, &rows))?
+        ),
+        Format::Csv => print!("{}", admin::report_csv(group_by, &rows)),
+        Format::Table => print!("{}", admin::report_table(group_by, &rows)),
+    }
+    Ok(())
+}
+
+fn per_mtok(flag: &str, s: &str) -> Result<Price> {
+    Price::parse_per_mtok(s)
+        .with_context(|| format!("{flag} {s:?}: expected USD per million tokens, e.g. \"0.15\""))
+}
+
+async fn pricing(action: PricingCmd) -> Result<()> {
+    match action {
+        PricingCmd::List {
+            cfg,
+            filter,
+            format,
+        } => {
+            let config = load_config(&cfg)?;
+            let store = open_store(&config).await?;
+            let catalog = tollgate_gateway::build_catalog(&config, &*store).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&catalog_json(&catalog))?);
+                return Ok(());
+            }
+            println!(
+                "catalog effective {}",
+                tollgate_core::pricing::CATALOG_EFFECTIVE_DATE
+            );
+            println!(
+                "{:<34} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}  SOURCE",
+                "MODEL", "PROVIDER", "INPUT", "OUTPUT", "CACHED", "WRITE5M", "WRITE1H"
+            );
+            let opt = |p: Option<Price>| p.map_or("-".to_string(), |p| p.to_per_mtok_string());
+            for e in catalog
+                .entries()
+                .filter(|e| filter.as_deref().is_none_or(|f| e.model.contains(f)))
+            {
+                let p = &e.price;
+                println!(
+                    "{:<34} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}  {}{}",
+                    e.model,
+                    e.provider.as_deref().unwrap_or("-"),
+                    p.input.to_per_mtok_string(),
+                    p.output.to_per_mtok_string(),
+                    opt(p.cached_input),
+                    opt(p.cache_write_5m),
+                    opt(p.cache_write_1h),
+                    match e.source {
+                        PriceSource::Builtin => "builtin",
+                        PriceSource::Config => "config",
+                        PriceSource::Admin => "set",
+                    },
+                    if p.long_context.is_some() {
+                        " (+long context tier)"
+                    } else {
+                        ""
+                    },
+                );
+            }
+            println!("prices in USD per million tokens");
+        }
+        PricingCmd::Set {
+            cfg,
+            model,
+            input,
+            output,
+            cached_input,
+            cache_write_5m,
+            cache_write_1h,
+            reasoning,
+        } => {
+            let opt = |flag: &str, v: &Option<String>| {
+                v.as_deref().map(|s| per_mtok(flag, s)).transpose()
+            };
+            let price = ModelPrice {
+                input: per_mtok("--input", &input)?,
+                output: per_mtok("--output", &output)?,
+                cached_input: opt("--cached-input", &cached_input)?,
+                cache_write_5m: opt("--cache-write-5m", &cache_write_5m)?,
+                cache_write_1h: opt("--cache-write-1h", &cache_write_1h)?,
+                reasoning: opt("--reasoning", &reasoning)?,
+                long_context: None,
+            };
+            let store = open_store(&load_config(&cfg)?).await?;
+            store.put_price(&model, &price).await?;
+            println!(
+                "{model}: input {} output {} USD/Mtok",
+                price.input.to_per_mtok_string(),
+                price.output.to_per_mtok_string()
+            );
+        }
+        PricingCmd::Import {
+            cfg,
+            file,
+            provider,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("reading");
+            let report = crate::import::parse(&text, provider.as_deref(), |i, n| {
+                bar.set_length(n);
+                bar.set_position(i);
+            })
+            .with_context(|| format!("importing {}", file.display()))?;
+            let store = open_store(&load_config(&cfg)?).await?;
+            bar.set_message("storing");
+            bar.set_length(report.models.len() as u64);
+            bar.set_position(0);
+            for m in &report.models {
+                store.put_price(&m.model, &m.price).await?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            println!(
+                "imported {} model prices from {} ({} entries without a per-token price skipped)",
+                report.models.len(),
+                file.display(),
+                report.skipped.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn check_config(arg: &ConfigArg) -> Result<()> {
+    let config = load_config(arg)?;
+    println!("configuration is valid");
+    println!("  listen:    {}", config.listen);
+    println!("  database:  {}", config.database);
+    println!("  admin keys: {}", config.admin_keys.len());
+    println!("  require_auth: {}", config.require_auth);
+    for p in &config.providers {
+        let key = match &p.api_key_env {
+            Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("key from {var} (set)"),
+            Some(var) => format!("key from {var} (NOT SET)"),
+            None => "no key".into(),
+        };
+        println!("  provider {} ({}) {} — {key}", p.name, p.kind, p.base_url);
+    }
+    for m in &config.models {
+        match &m.upstream_model {
+            Some(u) => println!("  model {} → {} as {u}", m.pattern, m.provider),
+            None => println!("  model {} → {}", m.pattern, m.provider),
+        }
+    }
+    Ok(())
+}

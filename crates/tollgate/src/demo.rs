@@ -1,0 +1,292 @@
+//! `tollgate demo`: the main job on a fresh machine, no provider account.
+//! Starts the mock provider and the gateway on free ports with a temporary
+//! SQLite file, creates a key through the admin API, sends a scripted mix
+//! of requests in all three wire formats (streaming and not), and prints
+//! the usage report.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tollgate_gateway::config::{ModelRoute, ProviderConfig};
+use tollgate_gateway::{Config, Gateway};
+use tollgate_store::{GroupBy, ReportQuery};
+
+const PROVIDER_KEY: &str = "sk-demo-provider-key";
+
+fn provider(name: &str, kind: &str, base_url: String) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind: kind.into(),
+        base_url,
+        api_key_env: Some("TOLLGATE_DEMO_PROVIDER_KEY".into()),
+        connect_timeout_ms: 5_000,
+        timeout_ms: 30_000,
+        stream_idle_timeout_ms: 30_000,
+    }
+}
+
+fn route(pattern: &str, provider: &str) -> ModelRoute {
+    ModelRoute {
+        pattern: pattern.into(),
+        provider: provider.into(),
+        upstream_model: None,
+    }
+}
+
+struct Step {
+    label: &'static str,
+    path: String,
+    body: Value,
+    headers: Vec<(&'static str, &'static str)>,
+    stream: bool,
+}
+
+pub async fn run(keep_running: bool) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let db = dir.path().join("tollgate-demo.db");
+
+    // The mock provider, checking that the gateway sends the provider key.
+    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mock_addr = mock_listener.local_addr()?;
+    let mock = tollgate_mock::MockConfig {
+        chunk_delay: Duration::from_millis(2),
+        expect_key: Some(PROVIDER_KEY.into()),
+        ..Default::default()
+    };
+    tokio::spawn(tollgate_mock::serve(mock_listener, mock));
+
+    let admin_key = format!("admin-{}", identity_suffix());
+    let mut config = Config {
+        database: format!("sqlite://{}", db.display()),
+        admin_keys: vec![admin_key.clone()],
+        ..Config::default()
+    };
+    config.providers = vec![
+        provider("openai", "openai", format!("http://{mock_addr}/v1")),
+        provider("anthropic", "anthropic", format!("http://{mock_addr}")),
+        provider("gemini", "gemini", format!("http://{mock_addr}/v1beta")),
+    ];
+    config.models = vec![
+        route("gpt-*", "openai"),
+        route("o3*", "openai"),
+        route("o4*", "openai"),
+        route("text-embedding-*", "openai"),
+        route("claude-*", "anthropic"),
+        route("gemini-*", "gemini"),
+    ];
+    let store = tollgate_store::open(&config.database).await?;
+    let env = |name: &str| (name == "TOLLGATE_DEMO_PROVIDER_KEY").then(|| PROVIDER_KEY.to_string());
+    let gateway = Gateway::new(config, store.clone(), &env).await?;
+    let state = gateway.state().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.serve(listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    println!("Tollgate demo");
+    println!("  mock provider  http://{mock_addr}  (OpenAI, Anthropic and Gemini wire formats)");
+    println!("  gateway        {base}");
+    println!("  database       {}", db.display());
+    println!();
+
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{base}/admin/keys"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"name": "demo", "user": "alice", "tenant": "acme"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let key = created["key"]
+        .as_str()
+        .context("admin API returned no key")?
+        .to_string();
+    println!(
+        "created virtual key {} for user alice, tenant acme (POST /admin/keys)",
+        created["id"].as_str().unwrap_or("?")
+    );
+    println!();
+
+    let msgs = json!([{"role": "user", "content": "Say something about foxes."}]);
+    let steps = vec![
+        Step {
+            label: "OpenAI chat",
+            path: "/v1/chat/completions".into(),
+            body: json!({"model": "gpt-4o-mini", "messages": msgs}),
+            headers: vec![],
+            stream: false,
+        },
+        Step {
+            label: "OpenAI chat, streamed",
+            path: "/v1/chat/completions".into(),
+            body: json!({"model": "gpt-4o-mini", "messages": msgs, "stream": true}),
+            headers: vec![],
+            stream: true,
+        },
+        Step {
+            label: "OpenAI reasoning + cached prompt",
+            path: "/v1/chat/completions".into(),
+            body: json!({"model": "o4-mini", "messages": msgs, "max_completion_tokens": 500}),
+            headers: vec![
+                ("x-mock-reasoning-tokens", "120"),
+                ("x-mock-cached-tokens", "1024"),
+            ],
+            stream: false,
+        },
+        Step {
+            label: "OpenAI Responses API, streamed",
+            path: "/v1/responses".into(),
+            body: json!({"model": "gpt-4.1", "input": "Tell me about foxes.", "stream": true}),
+            headers: vec![],
+            stream: true,
+        },
+        Step {
+            label: "OpenAI embeddings",
+            path: "/v1/embeddings".into(),
+            body: json!({"model": "text-embedding-3-small", "input": ["quick brown fox", "lazy dog"]}),
+            headers: vec![],
+            stream: false,
+        },
+        Step {
+            label: "Anthropic messages with cache writes",
+            path: "/v1/messages".into(),
+            body: json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": msgs}),
+            headers: vec![
+                ("x-mock-cache-write-5m-tokens", "2048"),
+                ("x-mock-cache-write-1h-tokens", "1024"),
+            ],
+            stream: false,
+        },
+        Step {
+            label: "Anthropic messages, streamed, cache read",
+            path: "/v1/messages".into(),
+            body: json!({"model": "claude-haiku-4-5", "max_tokens": 256, "messages": msgs, "stream": true}),
+            headers: vec![("x-mock-cached-tokens", "3072")],
+            stream: true,
+        },
+        Step {
+            label: "Gemini generateContent",
+            path: "/v1beta/models/gemini-2.5-flash:generateContent".into(),
+            body: json!({"contents": [{"parts": [{"text": "Foxes?"}]}]}),
+            headers: vec![("x-mock-reasoning-tokens", "64")],
+            stream: false,
+        },
+        Step {
+            label: "Gemini 300k-token prompt (long-context tier)",
+            path: "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse".into(),
+            body: json!({"contents": [{"parts": [{"text": "A very long document..."}]}]}),
+            headers: vec![("x-mock-input-tokens", "300000")],
+            stream: true,
+        },
+    ];
+
+    for s in &steps {
+        let mut req = http.post(format!("{base}{}", s.path)).json(&s.body);
+        req = match s.path.as_str() {
+            p if p.starts_with("/v1/messages") => req
+                .header("x-api-key", &key)
+                .header("anthropic-version", "2023-06-01"),
+            p if p.starts_with("/v1beta") => req.header("x-goog-api-key", &key),
+            _ => req.bearer_auth(&key),
+        };
+        for (k, v) in &s.headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{}: sending", s.label))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "{}: gateway answered {status}: {}",
+                s.label,
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let shape = if s.stream {
+            let events = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| l.starts_with(b"data:"))
+                .count();
+            format!("{events} SSE events")
+        } else {
+            format!("{} bytes of JSON", bytes.len())
+        };
+        println!("  {:<48} {status}  {shape}", s.label);
+    }
+
+    // A refused request, to show errors arrive in the SDK's own format.
+    let bad = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "my-unpriced-finetune", "messages": msgs}))
+        .send()
+        .await?;
+    let status = bad.status();
+    let body: Value = bad.json().await?;
+    println!(
+        "  {:<48} {status}  {}",
+        "unknown model (refused, nothing recorded)",
+        body["error"]["message"].as_str().unwrap_or("")
+    );
+    println!();
+
+    state.recorder.flush().await;
+    let q = |group_by| ReportQuery {
+        group_by,
+        from: None,
+        to: None,
+        user: None,
+        tenant: None,
+    };
+    println!("Usage by model (tollgate usage report --by model):");
+    print!(
+        "{}",
+        tollgate_gateway::admin::report_table(
+            GroupBy::Model,
+            &store.report(&q(GroupBy::Model)).await?
+        )
+    );
+    println!();
+    println!("Usage by user:");
+    print!(
+        "{}",
+        tollgate_gateway::admin::report_table(
+            GroupBy::User,
+            &store.report(&q(GroupBy::User)).await?
+        )
+    );
+    println!();
+    println!("Every request above was priced exactly from the built-in catalog: cached reads,");
+    println!(
+        "cache writes (5 min / 1 h), reasoning tokens and Gemini's long-context tier included."
+    );
+
+    if keep_running {
+        println!();
+        println!("Still serving. Try it:");
+        println!("  curl {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \\");
+        println!(
+            "       -H 'content-type: application/json' -d '{{\"model\":\"gpt-4o\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        );
+        println!("  curl {base}/admin/records -H 'Authorization: Bearer {admin_key}'");
+        println!("Ctrl-C to stop.");
+        crate::commands::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    server.await.context("gateway task")??;
+    Ok(())
+}
+
+fn identity_suffix() -> String {
+    tollgate_gateway::identity::generate_key()
+        .trim_start_matches("tg-")
+        .to_string()
+}
