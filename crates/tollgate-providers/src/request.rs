@@ -111,10 +111,18 @@ impl ParsedRequest {
             }
             Endpoint::Completions | Endpoint::Messages => uint_field(&map, "max_tokens")?,
             Endpoint::Responses => uint_field(&map, "max_output_tokens")?,
-            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => map
-                .get("generationConfig")
-                .and_then(|g| g.get("maxOutputTokens"))
-                .and_then(Value::as_u64),
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
+                match map.get("generationConfig") {
+                    Some(Value::Object(g)) => uint_field(g, "maxOutputTokens")?,
+                    None | Some(Value::Null) => None,
+                    Some(_) => {
+                        return Err(RequestError::BadField {
+                            field: "generationConfig",
+                            expected: "an object",
+                        });
+                    }
+                }
+            }
             Endpoint::Embeddings | Endpoint::CountTokens => None,
         };
         let end_user = match endpoint.format() {

@@ -101,7 +101,10 @@ async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, %database, "tollgate listening");
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, %database, "tollgate listening");
+    // A plain line on stdout, for scripts and tests that start on port 0.
+    println!("tollgate listening on http://{local}");
     gateway
         .serve(listener, async {
             shutdown_signal().await;

@@ -23,7 +23,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Limited};
 use jiff::Timestamp;
 use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
@@ -74,13 +75,29 @@ fn uuid_like() -> String {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::BodyTooLarge { limit })
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            // Read (and drop) a bounded rest of the body before answering, so
+            // the client is still listening when the 413 arrives instead of
+            // meeting a reset mid-upload.
+            let drain = async {
+                let mut seen = 0usize;
+                while let Some(Ok(c)) = body.next().await {
+                    seen += c.len();
+                    if seen > limit.saturating_mul(4) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+            return Err(GatewayError::BodyTooLarge { limit });
         }
-        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+        buf.extend_from_slice(&chunk);
     }
+    Ok(buf.freeze())
 }
 
 async fn identify(

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `tollgate` binary against the real mock
+//! provider binary, over real HTTP, with a real SQLite file. One test
+//! binary with modules (link time dominates on small machines).
+
+mod harness;
+
+mod cli;
+mod errors;
+mod metering;
+mod sdk;
+mod streams;
