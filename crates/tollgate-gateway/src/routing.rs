@@ -151,45 +151,46 @@ mod tests {
     use crate::config::ModelRoute;
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.providers = vec![
-            ProviderConfig {
-                name: "oai".into(),
-                kind: "openai".into(),
-                base_url: "http://x/v1/".into(),
-                api_key_env: Some("K".into()),
-                connect_timeout_ms: 1,
-                timeout_ms: 1,
-                stream_idle_timeout_ms: 1,
-            },
-            ProviderConfig {
-                name: "ant".into(),
-                kind: "anthropic".into(),
-                base_url: "http://y".into(),
-                api_key_env: None,
-                connect_timeout_ms: 1,
-                timeout_ms: 1,
-                stream_idle_timeout_ms: 1,
-            },
-        ];
-        c.models = vec![
-            ModelRoute {
-                pattern: "fast".into(),
-                provider: "oai".into(),
-                upstream_model: Some("gpt-4o-mini".into()),
-            },
-            ModelRoute {
-                pattern: "gpt-*".into(),
-                provider: "oai".into(),
-                upstream_model: None,
-            },
-            ModelRoute {
-                pattern: "claude-*".into(),
-                provider: "ant".into(),
-                upstream_model: None,
-            },
-        ];
-        c
+        Config {
+            providers: vec![
+                ProviderConfig {
+                    name: "oai".into(),
+                    kind: "openai".into(),
+                    base_url: "http://x/v1/".into(),
+                    api_key_env: Some("K".into()),
+                    connect_timeout_ms: 1,
+                    timeout_ms: 1,
+                    stream_idle_timeout_ms: 1,
+                },
+                ProviderConfig {
+                    name: "ant".into(),
+                    kind: "anthropic".into(),
+                    base_url: "http://y".into(),
+                    api_key_env: None,
+                    connect_timeout_ms: 1,
+                    timeout_ms: 1,
+                    stream_idle_timeout_ms: 1,
+                },
+            ],
+            models: vec![
+                ModelRoute {
+                    pattern: "fast".into(),
+                    provider: "oai".into(),
+                    upstream_model: Some("gpt-4o-mini".into()),
+                },
+                ModelRoute {
+                    pattern: "gpt-*".into(),
+                    provider: "oai".into(),
+                    upstream_model: None,
+                },
+                ModelRoute {
+                    pattern: "claude-*".into(),
+                    provider: "ant".into(),
+                    upstream_model: None,
+                },
+            ],
+            ..Config::default()
+        }
     }
 
     #[test]

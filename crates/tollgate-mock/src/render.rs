@@ -42,7 +42,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn text(&self) -> String {
-        (0..self.output_words).map(|i| word(i)).collect()
+        (0..self.output_words).map(word).collect()
     }
 }
 

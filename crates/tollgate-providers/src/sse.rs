@@ -46,10 +46,7 @@ impl SseFramer {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, FrameTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        loop {
-            let Some(nl) = memchr::memchr(b'\n', &self.buf[self.scan..]) else {
-                break;
-            };
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf[self.scan..]) {
             let line_end = self.scan + nl;
             let line = &self.buf[self.scan..line_end];
             let blank = line.is_empty() || line == b"\r";
