@@ -90,11 +90,44 @@ pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog
     Ok(catalog)
 }
 
+/// How often keys and prices changed outside this process are picked up.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// Reloads the catalog when stored prices change (set or imported by the
+/// CLI, or by another instance).
+fn spawn_price_refresh(state: AppState, mut version: (i64, i64)) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = match state.store.prices_version().await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "price refresh failed");
+                    continue;
+                }
+            };
+            if now == version {
+                continue;
+            }
+            match build_catalog(&state.config, &*state.store).await {
+                Ok(c) => {
+                    *state.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+                    version = now;
+                    tracing::info!("prices reloaded");
+                }
+                Err(e) => tracing::warn!(error = %e, "price reload failed"),
+            }
+        }
+    })
+}
+
 /// A running gateway's parts.
 pub struct Gateway {
     state: AppState,
     writer: tokio::task::JoinHandle<()>,
-    refresh: tokio::task::JoinHandle<()>,
+    refresh: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -120,7 +153,8 @@ impl Gateway {
         }
         let catalog = build_catalog(&config, &*store).await?;
         let keys = KeyCache::load(store.clone()).await?;
-        let refresh = keys.spawn_refresh(Duration::from_secs(2));
+        let key_refresh = keys.spawn_refresh(REFRESH_EVERY);
+        let prices_version = store.prices_version().await?;
         let (recorder, writer) = Recorder::spawn(store.clone());
         let state = AppState {
             admin: Arc::new(AdminKeys::new(&config.admin_keys)),
@@ -132,10 +166,11 @@ impl Gateway {
             recorder,
             client: proxy::upstream::client(),
         };
+        let price_refresh = spawn_price_refresh(state.clone(), prices_version);
         Ok(Gateway {
             state,
             writer,
-            refresh,
+            refresh: vec![key_refresh, price_refresh],
         })
     }
 
@@ -158,7 +193,9 @@ impl Gateway {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
-        self.refresh.abort();
+        for task in &self.refresh {
+            task.abort();
+        }
         let Gateway { state, writer, .. } = self;
         state.recorder.flush().await;
         drop(state);

@@ -50,6 +50,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()>;
     async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
+    /// Changes whenever a stored price changes: (count, latest update in ms).
+    async fn prices_version(&self) -> Result<(i64, i64)>;
 }
 
 /// Opens the store a `database:` URL names, creating and migrating it.

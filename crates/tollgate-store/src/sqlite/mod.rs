@@ -417,6 +417,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prices_version(&self) -> Result<(i64, i64)> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM prices",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+
     async fn prices(&self) -> Result<Vec<(String, ModelPrice)>> {
         self.read(|c| {
             let mut st = c.prepare("SELECT model, price FROM prices ORDER BY model")?;
