@@ -185,6 +185,25 @@ pub struct Rates {
     pub reasoning: Price,
 }
 
+impl Rates {
+    /// Fills unpublished rates: cached reads and 5-minute writes at the input
+    /// rate, 1-hour writes at the 5-minute rate, reasoning at the output rate.
+    fn with_fallbacks(
+        input: Price,
+        output: Price,
+        [cached, w5m, w1h, reasoning]: [Option<Price>; 4],
+    ) -> Rates {
+        Rates {
+            input,
+            output,
+            cached_input: cached.unwrap_or(input),
+            cache_write_5m: w5m.unwrap_or(input),
+            cache_write_1h: w1h.or(w5m).unwrap_or(input),
+            reasoning: reasoning.unwrap_or(output),
+        }
+    }
+}
+
 /// A cost and its parts, so a record can show where the money went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cost {
@@ -218,29 +237,29 @@ impl ModelPrice {
 
     /// The rates that apply to a request with `input_tokens` of input.
     pub fn rates_for(&self, input_tokens: u64) -> Rates {
-        let base = Rates {
-            input: self.input,
-            output: self.output,
-            cached_input: self.cached_input.unwrap_or(self.input),
-            cache_write_5m: self.cache_write_5m.unwrap_or(self.input),
-            cache_write_1h: self
-                .cache_write_1h
-                .or(self.cache_write_5m)
-                .unwrap_or(self.input),
-            reasoning: self.reasoning.unwrap_or(self.output),
-        };
         match &self.long_context {
-            Some(t) if input_tokens > t.above_input_tokens => Rates {
-                input: t.input,
-                output: t.output,
-                // A tier without its own cache rates scales none down: the
-                // tier's input rate is the safe upper bound.
-                cached_input: t.cached_input.unwrap_or(t.input),
-                cache_write_5m: t.cache_write_5m.unwrap_or(t.input),
-                cache_write_1h: t.cache_write_1h.or(t.cache_write_5m).unwrap_or(t.input),
-                reasoning: t.reasoning.unwrap_or(t.output),
-            },
-            _ => base,
+            // A tier without its own cache rates scales none down: the
+            // tier's input rate is the safe upper bound.
+            Some(t) if input_tokens > t.above_input_tokens => Rates::with_fallbacks(
+                t.input,
+                t.output,
+                [
+                    t.cached_input,
+                    t.cache_write_5m,
+                    t.cache_write_1h,
+                    t.reasoning,
+                ],
+            ),
+            _ => Rates::with_fallbacks(
+                self.input,
+                self.output,
+                [
+                    self.cached_input,
+                    self.cache_write_5m,
+                    self.cache_write_1h,
+                    self.reasoning,
+                ],
+            ),
         }
     }
 
