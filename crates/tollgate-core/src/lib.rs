@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod money;
+pub mod period;
 pub mod pricing;
 pub mod record;
 pub mod tokens;
