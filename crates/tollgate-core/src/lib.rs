@@ -4,7 +4,9 @@
 //! Pure: no I/O, no async, no wire formats. Everything here can be tested
 //! with plain values, and the gateway, store and provider crates build on it.
 
+pub mod budget;
 pub mod keys;
+pub mod ledger;
 pub mod money;
 pub mod period;
 pub mod pricing;

@@ -29,7 +29,9 @@ pub enum PeriodKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeriodError {
-    #[error("unknown period {0:?} (expected daily, weekly, monthly, lifetime or rolling:DURATION like rolling:1h)")]
+    #[error(
+        "unknown period {0:?} (expected daily, weekly, monthly, lifetime or rolling:DURATION like rolling:1h)"
+    )]
     Unknown(String),
     #[error("invalid rolling window {0:?} (expected a positive duration like 30m, 1h, 24h, 7d)")]
     BadWindow(String),
@@ -39,7 +41,9 @@ pub enum PeriodError {
     BadTime(String),
     #[error("invalid reset weekday {0:?} (expected monday..sunday)")]
     BadWeekday(String),
-    #[error("invalid reset day of month {0} (expected 1..=31; past the month's end means its last day)")]
+    #[error(
+        "invalid reset day of month {0} (expected 1..=31; past the month's end means its last day)"
+    )]
     BadDay(i64),
 }
 
@@ -77,7 +81,9 @@ impl FromStr for PeriodKind {
             "monthly" => PeriodKind::Monthly,
             "lifetime" => PeriodKind::Lifetime,
             _ => match s.strip_prefix("rolling:") {
-                Some(w) => PeriodKind::Rolling(parse_span(w).ok_or_else(|| PeriodError::BadWindow(w.to_string()))?),
+                Some(w) => PeriodKind::Rolling(
+                    parse_span(w).ok_or_else(|| PeriodError::BadWindow(w.to_string()))?,
+                ),
                 None => return Err(PeriodError::Unknown(s.to_string())),
             },
         })
@@ -122,19 +128,27 @@ impl Default for Calendar {
 }
 
 impl Calendar {
-    pub fn new(tz: Option<&str>, reset_time: Option<&str>, weekday: Option<&str>, day: Option<i64>) -> Result<Calendar, PeriodError> {
+    pub fn new(
+        tz: Option<&str>,
+        reset_time: Option<&str>,
+        weekday: Option<&str>,
+        day: Option<i64>,
+    ) -> Result<Calendar, PeriodError> {
         let mut c = Calendar::default();
         if let Some(name) = tz {
             c.tz = TimeZone::get(name).map_err(|_| PeriodError::BadZone(name.to_string()))?;
             c.tz_name = name.to_string();
         }
         if let Some(t) = reset_time {
-            let (h, m) = t.split_once(':').ok_or_else(|| PeriodError::BadTime(t.to_string()))?;
+            let (h, m) = t
+                .split_once(':')
+                .ok_or_else(|| PeriodError::BadTime(t.to_string()))?;
             let (h, m): (i8, i8) = (
                 h.parse().map_err(|_| PeriodError::BadTime(t.to_string()))?,
                 m.parse().map_err(|_| PeriodError::BadTime(t.to_string()))?,
             );
-            c.reset_time = Time::new(h, m, 0, 0).map_err(|_| PeriodError::BadTime(t.to_string()))?;
+            c.reset_time =
+                Time::new(h, m, 0, 0).map_err(|_| PeriodError::BadTime(t.to_string()))?;
         }
         if let Some(w) = weekday {
             c.weekday = match w.to_ascii_lowercase().as_str() {
@@ -196,8 +210,14 @@ impl PeriodKind {
     /// ending at `t` (`end` is `t`).
     pub fn period_at(&self, cal: &Calendar, t: Timestamp) -> Period {
         match self {
-            PeriodKind::Lifetime => Period { start: Timestamp::UNIX_EPOCH, end: None },
-            PeriodKind::Rolling(w) => Period { start: t.checked_sub(*w).unwrap_or(Timestamp::UNIX_EPOCH), end: Some(t) },
+            PeriodKind::Lifetime => Period {
+                start: Timestamp::UNIX_EPOCH,
+                end: None,
+            },
+            PeriodKind::Rolling(w) => Period {
+                start: t.checked_sub(*w).unwrap_or(Timestamp::UNIX_EPOCH),
+                end: Some(t),
+            },
             PeriodKind::Daily => {
                 let d = cal.local_date(t);
                 let mut start = d;
@@ -205,17 +225,29 @@ impl PeriodKind {
                     start = start.yesterday().unwrap_or(start);
                 }
                 let next = start.tomorrow().unwrap_or(start);
-                Period { start: cal.at(start), end: Some(cal.at(next)) }
+                Period {
+                    start: cal.at(start),
+                    end: Some(cal.at(next)),
+                }
             }
             PeriodKind::Weekly => {
                 let d = cal.local_date(t);
-                let back = (d.weekday().to_monday_zero_offset() - cal.weekday.to_monday_zero_offset()).rem_euclid(7);
+                let back = (d.weekday().to_monday_zero_offset()
+                    - cal.weekday.to_monday_zero_offset())
+                .rem_euclid(7);
                 let mut start = d.checked_sub(jiff::Span::new().days(back)).unwrap_or(d);
                 if cal.at(start) > t {
-                    start = start.checked_sub(jiff::Span::new().days(7)).unwrap_or(start);
+                    start = start
+                        .checked_sub(jiff::Span::new().days(7))
+                        .unwrap_or(start);
                 }
-                let next = start.checked_add(jiff::Span::new().days(7)).unwrap_or(start);
-                Period { start: cal.at(start), end: Some(cal.at(next)) }
+                let next = start
+                    .checked_add(jiff::Span::new().days(7))
+                    .unwrap_or(start);
+                Period {
+                    start: cal.at(start),
+                    end: Some(cal.at(next)),
+                }
             }
             PeriodKind::Monthly => {
                 let d = cal.local_date(t);
@@ -224,7 +256,10 @@ impl PeriodKind {
                     (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
                 }
                 let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                Period { start: cal.at(cal.month_start(y, m)), end: Some(cal.at(cal.month_start(ny, nm))) }
+                Period {
+                    start: cal.at(cal.month_start(y, m)),
+                    end: Some(cal.at(cal.month_start(ny, nm))),
+                }
             }
         }
     }

@@ -11,7 +11,15 @@ fn cal(tz: &str, time: &str) -> Calendar {
 
 #[test]
 fn parses_and_prints_period_kinds() {
-    for s in ["daily", "weekly", "monthly", "lifetime", "rolling:1h", "rolling:30m", "rolling:7d"] {
+    for s in [
+        "daily",
+        "weekly",
+        "monthly",
+        "lifetime",
+        "rolling:1h",
+        "rolling:30m",
+        "rolling:7d",
+    ] {
         assert_eq!(s.parse::<PeriodKind>().unwrap().to_string(), s);
     }
     assert!("rolling:0h".parse::<PeriodKind>().is_err());
@@ -77,8 +85,16 @@ fn rolling_buckets_cover_the_window() {
     assert_eq!(b.len(), 61);
     assert_eq!(b[0], ts("2026-11-24T12:00:00Z"));
     assert_eq!(*b.last().unwrap(), ts("2026-11-24T11:00:00Z"));
-    assert!(PeriodKind::Daily.previous(&Calendar::default(), t).is_some());
-    assert!(PeriodKind::Rolling(w).previous(&Calendar::default(), t).is_none());
+    assert!(
+        PeriodKind::Daily
+            .previous(&Calendar::default(), t)
+            .is_some()
+    );
+    assert!(
+        PeriodKind::Rolling(w)
+            .previous(&Calendar::default(), t)
+            .is_none()
+    );
 }
 
 const ZONES: [&str; 8] = [

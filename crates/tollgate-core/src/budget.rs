@@ -1,0 +1,448 @@
+//! Budget definitions: who a budget applies to (scope and subject), what it
+//! limits (money and/or tokens), over which period, and what happens at the
+//! limit.
+//!
+//! Budgets come in three tiers per scope. For a given caller and scope, the
+//! most specific tier that has any budget wins: *override* (explicit, for
+//! one subject) > *role* (for every subject whose caller has the role) >
+//! *default* (for every subject). Every budget that applies must allow a
+//! request.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Money;
+use crate::period::{Calendar, PeriodError, PeriodKind};
+
+/// What a budget is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Global,
+    Tenant,
+    User,
+    Session,
+    Key,
+    /// A named budget, picked per request with `X-Budget-Id`.
+    Budget,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 6] = [
+        Scope::Global,
+        Scope::Tenant,
+        Scope::User,
+        Scope::Session,
+        Scope::Key,
+        Scope::Budget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Tenant => "tenant",
+            Scope::User => "user",
+            Scope::Session => "session",
+            Scope::Key => "key",
+            Scope::Budget => "budget",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = BudgetError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "global" => Scope::Global,
+            "tenant" => Scope::Tenant,
+            "user" => Scope::User,
+            "session" => Scope::Session,
+            "key" => Scope::Key,
+            "budget" | "named" => Scope::Budget,
+            _ => {
+                return Err(BudgetError::field(
+                    "scope",
+                    format!(
+                        "unknown scope {s:?} (expected global, tenant, user, session, key or budget)"
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens when a request would pass the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Refuse (after trying to cap the output to what is left).
+    Block,
+    /// Allow, flag the record.
+    Warn,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block => "block",
+            Action::Warn => "warn",
+        }
+    }
+}
+
+/// Which tier a budget belongs to (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Override,
+    Role(String),
+    Default,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollover {
+    pub cap_money: Option<Money>,
+    pub cap_tokens: Option<u64>,
+}
+
+/// A budget, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    pub id: String,
+    pub name: Option<String>,
+    pub scope: Scope,
+    /// The subject for overrides (`alice`); `None` for the global budget
+    /// and for role and default templates, which apply to every subject.
+    pub subject: Option<String>,
+    pub tier: Tier,
+    pub limit_money: Option<Money>,
+    pub limit_tokens: Option<u64>,
+    pub period: PeriodKind,
+    pub calendar: Calendar,
+    pub action: Action,
+    /// HTTP status of a refusal (429 by default; 402 is common too).
+    pub refusal_status: u16,
+    pub low_threshold_pct: u8,
+    pub alert_thresholds: Vec<u8>,
+    pub webhook_url: Option<String>,
+    /// Model globs this budget covers; empty means every model.
+    pub models: Vec<String>,
+    pub rollover: Option<Rollover>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BudgetError {
+    pub field: String,
+    pub message: String,
+}
+
+impl BudgetError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        BudgetError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+fn default_period() -> String {
+    "monthly".into()
+}
+
+/// A budget as written in YAML or sent to the admin API (§13).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_usd: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_tokens: Option<u64>,
+    #[serde(default = "default_period")]
+    pub period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Local time of the calendar reset, `HH:MM` (default 00:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_time: Option<String>,
+    /// Weekly budgets: the day the week starts (default monday).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_weekday: Option<String>,
+    /// Monthly budgets: the day the month starts (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_day: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_threshold_pct: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Unused allowance carried into the next calendar period, up to a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover: Option<RolloverInput>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RolloverInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_usd: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_tokens: Option<u64>,
+}
+
+fn period_err(e: PeriodError) -> BudgetError {
+    let field = match e {
+        PeriodError::Unknown(_) | PeriodError::BadWindow(_) => "period",
+        PeriodError::BadZone(_) => "timezone",
+        PeriodError::BadTime(_) => "reset_time",
+        PeriodError::BadWeekday(_) => "reset_weekday",
+        PeriodError::BadDay(_) => "reset_day",
+    };
+    BudgetError::field(field, e.to_string())
+}
+
+impl Budget {
+    /// Validates `input` as a budget of `tier` with `id`. `scope` overrides
+    /// the input's (defaults and roles are keyed by scope in YAML).
+    pub fn from_input(
+        id: String,
+        input: &BudgetInput,
+        tier: Tier,
+        scope: Option<Scope>,
+    ) -> Result<Budget, BudgetError> {
+        let scope = match (scope, &input.scope) {
+            (Some(s), _) => s,
+            (None, Some(s)) => s.parse()?,
+            (None, None) => {
+                return Err(BudgetError::field(
+                    "scope",
+                    "missing (global, tenant, user, session, key or budget)",
+                ));
+            }
+        };
+        let subject = input.subject.clone().filter(|s| !s.is_empty());
+        match (&tier, scope, &subject) {
+            (Tier::Override, Scope::Global, Some(_)) => {
+                return Err(BudgetError::field(
+                    "subject",
+                    "the global budget has no subject",
+                ));
+            }
+            (Tier::Override, s, None) if s != Scope::Global => {
+                return Err(BudgetError::field(
+                    "subject",
+                    format!("a {s} budget needs a subject (which {s} it limits)"),
+                ));
+            }
+            (Tier::Role(_) | Tier::Default, _, Some(_)) => {
+                return Err(BudgetError::field(
+                    "subject",
+                    "defaults and role budgets apply to every subject; use an override for one",
+                ));
+            }
+            _ => {}
+        }
+        if input.limit_usd.is_none() && input.limit_tokens.is_none() {
+            return Err(BudgetError::field(
+                "limit_usd",
+                "a budget needs limit_usd and/or limit_tokens",
+            ));
+        }
+        if input.limit_usd.is_some_and(Money::is_negative) {
+            return Err(BudgetError::field("limit_usd", "must not be negative"));
+        }
+        let period: PeriodKind = input.period.parse().map_err(period_err)?;
+        let calendar = Calendar::new(
+            input.timezone.as_deref(),
+            input.reset_time.as_deref(),
+            input.reset_weekday.as_deref(),
+            input.reset_day,
+        )
+        .map_err(period_err)?;
+        let action = match input.action.as_deref().unwrap_or("block") {
+            "block" => Action::Block,
+            "warn" => Action::Warn,
+            a @ ("throttle" | "downgrade") => {
+                return Err(BudgetError::field(
+                    "action",
+                    format!("{a:?} arrives with milestone [4/10]; use block or warn"),
+                ));
+            }
+            a => {
+                return Err(BudgetError::field(
+                    "action",
+                    format!("unknown action {a:?} (expected block or warn)"),
+                ));
+            }
+        };
+        let refusal_status = input.refusal_status.unwrap_or(429);
+        if !(400..=599).contains(&refusal_status) {
+            return Err(BudgetError::field(
+                "refusal_status",
+                format!("{refusal_status} is not an HTTP error status"),
+            ));
+        }
+        let low_threshold_pct = input.low_threshold_pct.unwrap_or(20);
+        if low_threshold_pct > 100 {
+            return Err(BudgetError::field("low_threshold_pct", "must be 0..=100"));
+        }
+        let alert_thresholds = input
+            .alert_thresholds
+            .clone()
+            .unwrap_or_else(|| vec![50, 80, 100]);
+        if alert_thresholds.iter().any(|t| *t == 0 || *t > 100) {
+            return Err(BudgetError::field(
+                "alert_thresholds",
+                "each threshold must be 1..=100",
+            ));
+        }
+        let rollover = match &input.rollover {
+            Some(r) if period.is_rolling() || period == PeriodKind::Lifetime => {
+                let _ = r;
+                return Err(BudgetError::field(
+                    "rollover",
+                    "only calendar periods (daily, weekly, monthly) roll over",
+                ));
+            }
+            Some(r) => Some(Rollover {
+                cap_money: r.cap_usd,
+                cap_tokens: r.cap_tokens,
+            }),
+            None => None,
+        };
+        Ok(Budget {
+            id,
+            name: input.name.clone(),
+            scope,
+            subject,
+            tier,
+            limit_money: input.limit_usd,
+            limit_tokens: input.limit_tokens,
+            period,
+            calendar,
+            action,
+            refusal_status,
+            low_threshold_pct,
+            alert_thresholds,
+            webhook_url: input.webhook_url.clone(),
+            models: input.models.clone(),
+            rollover,
+        })
+    }
+
+    /// The input that recreates this budget (for storage and the API).
+    pub fn to_input(&self) -> BudgetInput {
+        BudgetInput {
+            id: Some(self.id.clone()),
+            name: self.name.clone(),
+            scope: Some(self.scope.as_str().into()),
+            subject: self.subject.clone(),
+            limit_usd: self.limit_money,
+            limit_tokens: self.limit_tokens,
+            period: self.period.to_string(),
+            timezone: Some(self.calendar.tz_name.clone()),
+            reset_time: Some(format!(
+                "{:02}:{:02}",
+                self.calendar.reset_time.hour(),
+                self.calendar.reset_time.minute()
+            )),
+            reset_weekday: Some(format!("{:?}", self.calendar.weekday).to_lowercase()),
+            reset_day: Some(i64::from(self.calendar.day_of_month)),
+            action: Some(self.action.as_str().into()),
+            refusal_status: Some(self.refusal_status),
+            low_threshold_pct: Some(self.low_threshold_pct),
+            alert_thresholds: Some(self.alert_thresholds.clone()),
+            webhook_url: self.webhook_url.clone(),
+            models: self.models.clone(),
+            rollover: self.rollover.as_ref().map(|r| RolloverInput {
+                cap_usd: r.cap_money,
+                cap_tokens: r.cap_tokens,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> BudgetInput {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn brief_example_validates_and_round_trips() {
+        let i = input(
+            r#"{"scope":"user","subject":"alice","limit_usd":"5.00","period":"daily","timezone":"Europe/Paris","action":"warn","low_threshold_pct":10,"alert_thresholds":[50,80,100],"models":["gpt-*"]}"#,
+        );
+        let b = Budget::from_input("b1".into(), &i, Tier::Override, None).unwrap();
+        assert_eq!(b.limit_money, Some(Money::parse_usd("5").unwrap()));
+        assert_eq!(b.action, Action::Warn);
+        let again = Budget::from_input("b1".into(), &b.to_input(), Tier::Override, None).unwrap();
+        assert_eq!(again, b);
+    }
+
+    #[test]
+    fn invalid_budgets_name_the_field() {
+        let cases = [
+            (r#"{"scope":"user","limit_usd":"1"}"#, "subject"),
+            (
+                r#"{"scope":"planet","subject":"x","limit_usd":"1"}"#,
+                "scope",
+            ),
+            (r#"{"scope":"user","subject":"a"}"#, "limit_usd"),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","period":"hourly"}"#,
+                "period",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","timezone":"Nowhere/City"}"#,
+                "timezone",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","action":"downgrade"}"#,
+                "action",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"-1"}"#,
+                "limit_usd",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","period":"rolling:1h","rollover":{"cap_usd":"1"}}"#,
+                "rollover",
+            ),
+            (
+                r#"{"scope":"global","subject":"a","limit_usd":"1"}"#,
+                "subject",
+            ),
+        ];
+        for (json, field) in cases {
+            let e = Budget::from_input("x".into(), &input(json), Tier::Override, None).unwrap_err();
+            assert_eq!(e.field, field, "{json}: {e}");
+        }
+        assert!(
+            serde_json::from_str::<BudgetInput>(r#"{"scope":"user","limit_usd":1.5}"#).is_err(),
+            "money is never a float"
+        );
+    }
+}

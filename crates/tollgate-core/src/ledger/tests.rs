@@ -1,0 +1,249 @@
+use super::*;
+use proptest::prelude::*;
+
+fn m(units: i128) -> Money {
+    Money::from_units(units)
+}
+
+fn line(key: &str, money: Option<i128>, tokens: Option<u64>) -> Line {
+    Line {
+        charge: key.into(),
+        window: vec![key.into()],
+        limit: Limit {
+            money: money.map(m),
+            tokens,
+        },
+        enforce: true,
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).unwrap()
+}
+
+#[test]
+fn all_or_nothing_across_budgets() {
+    let mut l = LedgerState::default();
+    let lines = vec![
+        line("user", Some(100), None),
+        line("tenant", Some(50), None),
+    ];
+    l.reserve("r1", lines.clone(), Amount::new(m(40), 1), t(60))
+        .unwrap();
+    let err = l
+        .reserve("r2", lines.clone(), Amount::new(m(20), 1), t(60))
+        .unwrap_err();
+    assert_eq!(err.line, 1, "the tenant refuses");
+    assert_eq!(err.headroom.money, Some(m(10)));
+    assert_eq!(
+        l.counter("user").reserved.money,
+        m(40),
+        "user untouched by the refused reservation"
+    );
+    assert_eq!(
+        l.commit("r1", Amount::new(m(30), 1), t(1)),
+        Settled::Committed { overage: false }
+    );
+    assert_eq!(l.counter("tenant").spent.money, m(30));
+    assert_eq!(l.counter("tenant").reserved.money, m(0));
+    l.reserve("r2", lines, Amount::new(m(20), 1), t(60))
+        .unwrap();
+}
+
+#[test]
+fn settlement_is_idempotent() {
+    let mut l = LedgerState::default();
+    l.reserve(
+        "r",
+        vec![line("k", Some(100), None)],
+        Amount::new(m(10), 0),
+        t(60),
+    )
+    .unwrap();
+    assert_eq!(
+        l.commit("r", Amount::new(m(8), 0), t(1)),
+        Settled::Committed { overage: false }
+    );
+    assert_eq!(
+        l.commit("r", Amount::new(m(8), 0), t(1)),
+        Settled::AlreadySettled
+    );
+    assert_eq!(l.release("r", t(1)), Settled::AlreadySettled);
+    assert_eq!(
+        l.reserve(
+            "r",
+            vec![line("k", Some(100), None)],
+            Amount::new(m(10), 0),
+            t(60)
+        ),
+        Ok(())
+    );
+    assert_eq!(l.counter("k").spent.money, m(8));
+    assert_eq!(
+        l.counter("k").reserved.money,
+        m(0),
+        "a replayed reserve of a settled id does nothing"
+    );
+}
+
+#[test]
+fn overage_is_recorded_and_expiry_frees_headroom() {
+    let mut l = LedgerState::default();
+    l.reserve(
+        "a",
+        vec![line("k", Some(100), Some(10))],
+        Amount::new(m(50), 5),
+        t(10),
+    )
+    .unwrap();
+    assert!(
+        l.reserve(
+            "b",
+            vec![line("k", Some(100), Some(10))],
+            Amount::new(m(60), 1),
+            t(10)
+        )
+        .is_err()
+    );
+    assert_eq!(
+        l.expire(t(11), jiff::SignedDuration::from_secs(3600)),
+        vec!["a".to_string()]
+    );
+    l.reserve(
+        "b",
+        vec![line("k", Some(100), Some(10))],
+        Amount::new(m(60), 1),
+        t(20),
+    )
+    .unwrap();
+    // The expired request finishes after all: charged, over its reservation.
+    assert_eq!(
+        l.commit("a", Amount::new(m(70), 5), t(12)),
+        Settled::Committed { overage: true }
+    );
+    assert_eq!(l.counter("k").spent.money, m(70));
+    assert_eq!(l.counter("k").reserved.money, m(60));
+}
+
+#[test]
+fn warn_lines_are_charged_but_never_refuse() {
+    let mut l = LedgerState::default();
+    let mut warn = line("w", Some(1), None);
+    warn.enforce = false;
+    l.reserve("r", vec![warn], Amount::new(m(5), 0), t(10))
+        .unwrap();
+    l.commit("r", Amount::new(m(5), 0), t(1));
+    assert_eq!(l.counter("w").spent.money, m(5));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Reserve {
+        id: u8,
+        budgets: Vec<usize>,
+        money: i128,
+        tokens: u64,
+    },
+    Commit {
+        id: u8,
+        frac: u8,
+    },
+    Release {
+        id: u8,
+    },
+    Expire {
+        at: i64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..40, prop::collection::vec(0usize..3, 1..=3), 0i128..400, 0u64..40)
+            .prop_map(|(id, budgets, money, tokens)| Op::Reserve { id, budgets, money, tokens }),
+        3 => (0u8..40, 0u8..=100).prop_map(|(id, frac)| Op::Commit { id, frac }),
+        1 => (0u8..40).prop_map(|id| Op::Release { id }),
+        1 => (0i64..200).prop_map(|at| Op::Expire { at }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// The model test: whatever the interleaving of reserve, commit (at or
+    /// below the reservation), release and expire, no budget's spent plus
+    /// reserved ever passes its limit — except by commits that arrive after
+    /// their reservation expired, which are counted, never lost — and the
+    /// counters always equal the sums the reservations imply.
+    #[test]
+    fn no_interleaving_admits_past_a_limit(ops in prop::collection::vec(op(), 1..200)) {
+        let limits = [(Some(1000i128), Some(100u64)), (Some(700), None), (None, Some(60))];
+        let keys = ["a", "b", "c"];
+        let mut l = LedgerState::default();
+        // Expected reserved and spent per key, tracked independently.
+        let mut open: HashMap<String, (Vec<usize>, Amount, i64)> = HashMap::new();
+        let mut expired: HashMap<String, (Vec<usize>, Amount)> = HashMap::new();
+        let mut spent = [Amount::default(); 3];
+        // Spend committed after its reservation expired (its headroom was
+        // already given away): the only way past a limit, and visible.
+        let mut late = [Amount::default(); 3];
+        let mut now = 0i64;
+        for op in ops {
+            match op {
+                Op::Reserve { id, mut budgets, money, tokens } => {
+                    budgets.sort();
+                    budgets.dedup();
+                    let id = id.to_string();
+                    let lines: Vec<Line> = budgets.iter().map(|&b| line(keys[b], limits[b].0, limits[b].1)).collect();
+                    let amount = Amount::new(m(money), tokens);
+                    let was_known = open.contains_key(&id) || expired.contains_key(&id) || l.settled.contains_key(&id);
+                    if l.reserve(&id, lines, amount, t(now + 30)).is_ok() && !was_known {
+                        open.insert(id, (budgets, amount, now + 30));
+                    }
+                }
+                Op::Commit { id, frac } => {
+                    let id = id.to_string();
+                    let (entry, was_late) = match open.remove(&id) {
+                        Some((b, a, _)) => (Some((b, a)), false),
+                        None => (expired.remove(&id), true),
+                    };
+                    if let Some((budgets, a)) = entry {
+                        let actual = Amount::new(m(a.money.units() * i128::from(frac) / 100), a.tokens * u64::from(frac) / 100);
+                        let settled = l.commit(&id, actual, t(now));
+                        prop_assert!(matches!(settled, Settled::Committed { .. }), "{:?}", settled);
+                        for b in budgets {
+                            spent[b] = spent[b].add(actual);
+                            if was_late { late[b] = late[b].add(actual); }
+                        }
+                    } else {
+                        let settled = l.commit(&id, Amount::default(), t(now));
+                        prop_assert!(matches!(settled, Settled::AlreadySettled | Settled::Unknown), "{:?}", settled);
+                    }
+                }
+                Op::Release { id } => {
+                    let id = id.to_string();
+                    if open.remove(&id).is_some() || expired.remove(&id).is_some() {
+                        prop_assert_eq!(l.release(&id, t(now)), Settled::Released);
+                    }
+                }
+                Op::Expire { at } => {
+                    now = now.max(at);
+                    let ids = l.expire(t(now), jiff::SignedDuration::from_secs(1_000_000));
+                    for id in ids {
+                        let (b, a, _) = open.remove(&id).expect("expired an open reservation");
+                        expired.insert(id, (b, a));
+                    }
+                    prop_assert!(open.values().all(|(_, _, exp)| *exp > now));
+                }
+            }
+            for (i, k) in keys.iter().enumerate() {
+                let c = l.counter(k);
+                let reserved = open.values().filter(|(b, _, _)| b.contains(&i)).fold(Amount::default(), |acc, (_, a, _)| acc.add(*a));
+                prop_assert_eq!(c.reserved, reserved, "reserved of {}", k);
+                prop_assert_eq!(c.spent, spent[i], "spent of {}", k);
+                let used = c.spent.sub(late[i]).add(c.reserved);
+                if let Some(lim) = limits[i].0 { prop_assert!(used.money <= m(lim), "{} over its money limit", k); }
+                if let Some(lim) = limits[i].1 { prop_assert!(used.tokens <= lim, "{} over its token limit", k); }
+            }
+        }
+    }
+}
