@@ -22,11 +22,12 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
 
 /// Money and tokens together.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
     pub money: Money,
     pub tokens: u64,
@@ -37,14 +38,14 @@ impl Amount {
         Amount { money, tokens }
     }
 
-    fn add(self, o: Amount) -> Amount {
+    pub fn add(self, o: Amount) -> Amount {
         Amount {
             money: self.money + o.money,
             tokens: self.tokens.saturating_add(o.tokens),
         }
     }
 
-    fn sub(self, o: Amount) -> Amount {
+    pub fn sub(self, o: Amount) -> Amount {
         Amount {
             money: self.money - o.money,
             tokens: self.tokens.saturating_sub(o.tokens),
@@ -53,14 +54,14 @@ impl Amount {
 }
 
 /// A limit in money and/or tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     pub money: Option<Money>,
     pub tokens: Option<u64>,
 }
 
 /// One budget's part in a reservation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     /// The counter this request is charged to.
     pub charge: String,
@@ -191,6 +192,58 @@ impl LedgerState {
         Ok(())
     }
 
+    /// Reserves `base + n × per_unit` for the largest `n ≤ want` every
+    /// enforced line can afford, provided `n ≥ min`; returns `n`. This is how
+    /// an output limit is capped to what the budgets afford, decided and
+    /// reserved in one step so no concurrent request can take the room.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve_capped(
+        &mut self,
+        id: &str,
+        lines: Vec<Line>,
+        base: Amount,
+        per_unit: Amount,
+        want: u64,
+        min: u64,
+        expires_at: Timestamp,
+    ) -> Result<u64, Denied> {
+        let mut n = want;
+        let mut tightest: Option<(usize, Headroom)> = None;
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
+            let h = self.headroom(line);
+            let by_money = h
+                .money
+                .map(|m| afford(m.units(), base.money.units(), per_unit.money.units()));
+            let by_tokens = h.tokens.map(|t| {
+                afford(
+                    i128::from(t),
+                    i128::from(base.tokens),
+                    i128::from(per_unit.tokens),
+                )
+            });
+            let fit = by_money
+                .into_iter()
+                .chain(by_tokens)
+                .min()
+                .unwrap_or(u64::MAX);
+            if fit < n {
+                n = fit;
+                tightest = Some((i, h));
+            }
+        }
+        if n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
+            let (line, headroom) = tightest.unwrap_or((0, Headroom::default()));
+            return Err(Denied { line, headroom });
+        }
+        let amount = Amount {
+            money: base.money + Money::from_units(per_unit.money.units() * i128::from(n)),
+            tokens: base
+                .tokens
+                .saturating_add(per_unit.tokens.saturating_mul(n)),
+        };
+        self.reserve(id, lines, amount, expires_at).map(|()| n)
+    }
+
     /// Charges `actual` and releases the reservation.
     pub fn commit(&mut self, id: &str, actual: Amount, now: Timestamp) -> Settled {
         if self.settled.contains_key(id) {
@@ -274,6 +327,18 @@ impl LedgerState {
         self.counters
             .retain(|k, c| keep(k) || c.reserved != Amount::default());
     }
+}
+
+/// Largest `n` with `base + n × per ≤ room` (`u64::MAX` when `per` is 0
+/// and the base fits; 0 when even the base does not fit).
+fn afford(room: i128, base: i128, per: i128) -> u64 {
+    if base > room {
+        return 0;
+    }
+    if per <= 0 {
+        return u64::MAX;
+    }
+    u64::try_from((room - base) / per).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -26,10 +26,13 @@ pub struct Flags {
     pub client_disconnected: bool,
     /// The upstream stream broke or stalled before it completed.
     pub stream_interrupted: bool,
+    /// Settled at start-up from a reservation a crashed process left open:
+    /// charged at the reserved (worst-case) amount.
+    pub reconciled: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 8] = [
         "capped",
         "downgraded",
         "warned",
@@ -37,9 +40,10 @@ impl Flags {
         "usage_estimated",
         "client_disconnected",
         "stream_interrupted",
+        "reconciled",
     ];
 
-    fn bits(&self) -> [bool; 7] {
+    fn bits(&self) -> [bool; 8] {
         [
             self.capped,
             self.downgraded,
@@ -48,6 +52,7 @@ impl Flags {
             self.usage_estimated,
             self.client_disconnected,
             self.stream_interrupted,
+            self.reconciled,
         ]
     }
 
@@ -72,6 +77,7 @@ impl Flags {
                 "usage_estimated" => f.usage_estimated = true,
                 "client_disconnected" => f.client_disconnected = true,
                 "stream_interrupted" => f.stream_interrupted = true,
+                "reconciled" => f.reconciled = true,
                 _ => {}
             }
         }
@@ -80,7 +86,7 @@ impl Flags {
 }
 
 /// One request's usage and cost (§6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub request_id: String,
     pub time: Timestamp,

@@ -5,6 +5,7 @@
 //! The embedded default is [`sqlite::SqliteStore`]; PostgreSQL joins in
 //! cluster mode. Callers hold an `Arc<dyn Store>` and never see SQL.
 
+pub mod journal;
 pub mod query;
 pub mod sqlite;
 
@@ -12,8 +13,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use tollgate_core::ledger::Amount;
 use tollgate_core::{KeyRecord, ModelPrice, UsageRecord};
 
+pub use journal::{JournalEntry, OpenReservation};
 pub use query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,19 @@ pub trait Store: Send + Sync + 'static {
     /// Writes usage records; a record whose `request_id` is already stored
     /// is skipped, so replaying a batch never counts twice.
     async fn insert_records(&self, records: &[UsageRecord]) -> Result<()>;
+    /// Applies a batch of journal entries in one transaction.
+    async fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
+    /// Every budget counter's committed amount, and the reservations never
+    /// settled (a crash): the ledger's state at start-up.
+    async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)>;
+
+    /// Budgets managed at run time (admin API, CLI), as stored JSON inputs.
+    async fn list_budgets(&self) -> Result<Vec<StoredBudget>>;
+    async fn put_budget(&self, b: &StoredBudget) -> Result<()>;
+    /// `false` if no such budget.
+    async fn delete_budget(&self, id: &str) -> Result<bool>;
+    /// Changes whenever a stored budget changes: (count, latest update in ms).
+    async fn budgets_version(&self) -> Result<(i64, i64)>;
     async fn records(&self, q: &RecordQuery) -> Result<RecordPage>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
 
@@ -52,6 +68,14 @@ pub trait Store: Send + Sync + 'static {
     async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
     /// Changes whenever a stored price changes: (count, latest update in ms).
     async fn prices_version(&self) -> Result<(i64, i64)>;
+}
+
+/// A budget as stored: its id and the validated input that recreates it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredBudget {
+    pub id: String,
+    pub input: tollgate_core::budget::BudgetInput,
+    pub created_at: Timestamp,
 }
 
 /// Opens the store a `database:` URL names, creating and migrating it.

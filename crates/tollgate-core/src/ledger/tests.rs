@@ -126,6 +126,56 @@ fn overage_is_recorded_and_expiry_frees_headroom() {
 }
 
 #[test]
+fn capped_reservation_takes_what_the_tightest_budget_affords() {
+    let mut l = LedgerState::default();
+    let lines = vec![
+        line("user", Some(1_000), None),
+        line("tenant", None, Some(500)),
+    ];
+    // base 100 money / 50 tokens, then 10 money + 1 token per output token.
+    let n = l
+        .reserve_capped(
+            "r1",
+            lines.clone(),
+            Amount::new(m(100), 50),
+            Amount::new(m(10), 1),
+            4096,
+            16,
+            t(60),
+        )
+        .unwrap();
+    assert_eq!(n, 90, "(1000 - 100) / 10");
+    assert_eq!(l.counter("user").reserved.money, m(1000));
+    // Nothing left: below the minimum, refused with the user budget named.
+    let e = l
+        .reserve_capped(
+            "r2",
+            lines.clone(),
+            Amount::new(m(100), 50),
+            Amount::new(m(10), 1),
+            4096,
+            16,
+            t(60),
+        )
+        .unwrap_err();
+    assert_eq!(e.line, 0);
+    l.release("r1", t(1));
+    // Asked for less than affordable: not capped.
+    assert_eq!(
+        l.reserve_capped(
+            "r3",
+            lines,
+            Amount::new(m(0), 0),
+            Amount::new(m(1), 1),
+            7,
+            16,
+            t(60)
+        ),
+        Ok(7)
+    );
+}
+
+#[test]
 fn warn_lines_are_charged_but_never_refuse() {
     let mut l = LedgerState::default();
     let mut warn = line("w", Some(1), None);

@@ -16,8 +16,11 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tollgate_core::{Flags, KeyRecord, ModelPrice, Money, Usage, UsageRecord};
 
+use tollgate_core::ledger::{Amount, Line};
+
+use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, StoredBudget};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -179,6 +182,120 @@ fn filters(
     }
 }
 
+fn parse_units(s: &str) -> Result<Money> {
+    s.parse::<i128>()
+        .map(Money::from_units)
+        .map_err(|_| StoreError::Invalid(format!("stored amount {s:?} is not an integer")))
+}
+
+fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO usage_records (request_id, time, key_id, user, tenant, session, budgets, provider, model_requested, model_served, input_tokens, output_tokens, cached_input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    )?;
+    let cost = i64::try_from(r.cost.units()).map_err(|_| {
+        StoreError::Invalid(format!("cost {} of {} out of range", r.cost, r.request_id))
+    })?;
+    let u = &r.usage;
+    st.execute(params![
+        r.request_id,
+        ms(r.time),
+        r.key_id,
+        r.user,
+        r.tenant,
+        r.session,
+        serde_json::to_string(&r.budgets).unwrap_or_else(|_| "[]".into()),
+        r.provider,
+        r.model_requested,
+        r.model_served,
+        tok(u.input_tokens),
+        tok(u.output_tokens),
+        tok(u.cached_input_tokens),
+        tok(u.cache_write_5m_tokens),
+        tok(u.cache_write_1h_tokens),
+        tok(u.reasoning_tokens),
+        cost,
+        tok(r.latency_ms),
+        r.ttft_ms.map(tok),
+        i64::from(r.status),
+        r.flags.names().join(","),
+    ])?;
+    Ok(())
+}
+
+/// Adds `amount` to a counter (read, add, write: exact i128 money in TEXT,
+/// and this connection is the only writer).
+fn add_to_counter(tx: &rusqlite::Transaction<'_>, key: &str, amount: Amount) -> Result<()> {
+    let cur: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT spent_money, spent_tokens FROM ledger_counters WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (money, tokens) = match cur {
+        Some((m, t)) => (parse_units(&m)?, t.max(0) as u64),
+        None => (Money::ZERO, 0),
+    };
+    let money = money
+        .checked_add(amount.money)
+        .ok_or_else(|| StoreError::Invalid(format!("counter {key} overflow")))?;
+    let tokens = tokens.saturating_add(amount.tokens);
+    tx.execute(
+        "INSERT INTO ledger_counters (key, spent_money, spent_tokens) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET spent_money = excluded.spent_money, spent_tokens = excluded.spent_tokens",
+        params![key, money.units().to_string(), tok(tokens)],
+    )?;
+    Ok(())
+}
+
+fn apply_entry(tx: &rusqlite::Transaction<'_>, e: &JournalEntry) -> Result<()> {
+    match e {
+        JournalEntry::Reserve {
+            id,
+            lines,
+            amount,
+            expires_at,
+            template,
+        } => {
+            tx.execute(
+                "INSERT OR IGNORE INTO reservations (id, state, lines, amount_money, amount_tokens, expires_at, template, created_at) \
+                 VALUES (?1, 'open', ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    to_json(lines)?,
+                    amount.money.units().to_string(),
+                    tok(amount.tokens),
+                    ms(*expires_at),
+                    to_json(template.as_ref())?,
+                    ms(Timestamp::now())
+                ],
+            )?;
+        }
+        JournalEntry::Settle {
+            reservation,
+            charges,
+            actual,
+            record,
+        } => {
+            if let Some(id) = reservation {
+                tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+            }
+            for key in charges {
+                add_to_counter(tx, key, *actual)?;
+            }
+            insert_record(tx, record)?;
+        }
+        JournalEntry::Release { id } => {
+            tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
@@ -257,42 +374,127 @@ impl Store for SqliteStore {
         let batch = records.to_vec();
         self.write(move |c| {
             let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO usage_records (request_id, time, key_id, user, tenant, session, budgets, provider, model_requested, model_served, input_tokens, output_tokens, cached_input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-                )?;
-                for r in &batch {
-                    let cost = i64::try_from(r.cost.units()).map_err(|_| {
-                        StoreError::Invalid(format!("cost {} of {} out of range", r.cost, r.request_id))
-                    })?;
-                    let u = &r.usage;
-                    st.execute(params![
-                        r.request_id,
-                        ms(r.time),
-                        r.key_id,
-                        r.user,
-                        r.tenant,
-                        r.session,
-                        serde_json::to_string(&r.budgets).unwrap_or_else(|_| "[]".into()),
-                        r.provider,
-                        r.model_requested,
-                        r.model_served,
-                        tok(u.input_tokens),
-                        tok(u.output_tokens),
-                        tok(u.cached_input_tokens),
-                        tok(u.cache_write_5m_tokens),
-                        tok(u.cache_write_1h_tokens),
-                        tok(u.reasoning_tokens),
-                        cost,
-                        tok(r.latency_ms),
-                        r.ttft_ms.map(tok),
-                        i64::from(r.status),
-                        r.flags.names().join(","),
-                    ])?;
-                }
+            for r in &batch {
+                insert_record(&tx, r)?;
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let batch = entries.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            for e in &batch {
+                apply_entry(&tx, e)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT key, spent_money, spent_tokens FROM ledger_counters")?;
+            let counters = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|(k, m, t)| Ok((k, Amount::new(parse_units(&m)?, t.max(0) as u64))))
+                .collect::<Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT id, lines, amount_money, amount_tokens, expires_at, template FROM reservations WHERE state = 'open' ORDER BY created_at",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let open = rows
+                .into_iter()
+                .map(|(id, lines, money, tokens, exp, template)| {
+                    Ok(OpenReservation {
+                        lines: serde_json::from_str::<Vec<Line>>(&lines).map_err(|e| StoreError::Invalid(format!("reservation {id}: {e}")))?,
+                        amount: Amount::new(parse_units(&money)?, tokens.max(0) as u64),
+                        expires_at: ts(exp),
+                        template: serde_json::from_str(&template).map_err(|e| StoreError::Invalid(format!("reservation {id}: {e}")))?,
+                        id,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((counters, open))
+        })
+        .await
+    }
+
+    async fn list_budgets(&self) -> Result<Vec<StoredBudget>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT id, spec, created_at FROM budgets ORDER BY created_at, id")?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, spec, created)| {
+                    Ok(StoredBudget {
+                        input: serde_json::from_str(&spec)
+                            .map_err(|e| StoreError::Invalid(format!("stored budget {id}: {e}")))?,
+                        id,
+                        created_at: ts(created),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_budget(&self, b: &StoredBudget) -> Result<()> {
+        let b = b.clone();
+        let spec =
+            serde_json::to_string(&b.input).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO budgets (id, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                params![b.id, spec, ms(b.created_at), ms(Timestamp::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_budget(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM budgets WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn budgets_version(&self) -> Result<(i64, i64)> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM budgets",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
         })
         .await
     }

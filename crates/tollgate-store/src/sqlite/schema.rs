@@ -48,6 +48,29 @@ const MIGRATIONS: &[&str] = &[
         price TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 2: budgets, the ledger's counters and reservations.
+    "CREATE TABLE budgets (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE ledger_counters (
+        key TEXT PRIMARY KEY,
+        spent_money TEXT NOT NULL,
+        spent_tokens INTEGER NOT NULL
+    );
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        amount_money TEXT NOT NULL,
+        amount_tokens INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        template TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX reservations_open ON reservations(state) WHERE state = 'open';",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -169,3 +169,68 @@ async fn prices_persist() {
         vec![("my-finetune".to_string(), p)]
     );
 }
+
+#[tokio::test]
+async fn journal_settles_atomically_and_open_reservations_survive() {
+    use crate::journal::JournalEntry;
+    use tollgate_core::ledger::{Amount, Limit, Line};
+    let (_d, s) = store().await;
+    let line = |k: &str| Line {
+        charge: k.into(),
+        window: vec![k.into()],
+        limit: Limit::default(),
+        enforce: true,
+    };
+    let amount = Amount::new(Money::from_units(500), 50);
+    let reserve = |id: &str| JournalEntry::Reserve {
+        id: id.into(),
+        lines: vec![line("u|alice|0"), line("t|acme|0")],
+        amount,
+        expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
+        template: Box::new(record(id, 1_700_000_000, "alice", "gpt-4o", 500)),
+    };
+    s.apply_journal(&[reserve("r1"), reserve("r2")])
+        .await
+        .unwrap();
+    s.apply_journal(&[JournalEntry::Settle {
+        reservation: Some("r1".into()),
+        charges: vec!["u|alice|0".into(), "t|acme|0".into()],
+        actual: Amount::new(Money::from_units(7), 15),
+        record: Box::new(record("r1", 1_700_000_000, "alice", "gpt-4o", 7)),
+    }])
+    .await
+    .unwrap();
+    let (counters, open) = s.load_ledger().await.unwrap();
+    let mut counters = counters;
+    counters.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        counters,
+        vec![
+            (
+                "t|acme|0".to_string(),
+                Amount::new(Money::from_units(7), 15)
+            ),
+            (
+                "u|alice|0".to_string(),
+                Amount::new(Money::from_units(7), 15)
+            ),
+        ]
+    );
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, "r2");
+    assert_eq!(open[0].amount, amount);
+    assert_eq!(open[0].lines.len(), 2);
+    assert_eq!(open[0].template.user.as_deref(), Some("alice"));
+    s.apply_journal(&[JournalEntry::Release { id: "r2".into() }])
+        .await
+        .unwrap();
+    assert!(s.load_ledger().await.unwrap().1.is_empty());
+    let page = s
+        .records(&RecordQuery {
+            limit: 10,
+            ..RecordQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1, "the settle wrote its record");
+}

@@ -1,0 +1,44 @@
+//! The ledger journal: what must reach the database, in order, batched.
+//!
+//! A batch of entries is applied in one transaction. A settlement writes the
+//! usage record, adds the actual amount to the budget counters and closes
+//! the reservation together, so the stored counters always equal the sum of
+//! the stored records that touched them, whatever crashes when.
+
+use jiff::Timestamp;
+use tollgate_core::UsageRecord;
+use tollgate_core::ledger::{Amount, Line};
+
+#[derive(Clone, Debug)]
+pub enum JournalEntry {
+    /// A reservation, stored before the request is forwarded. `template` is
+    /// the record to write if the process dies before settling: the
+    /// reserved (worst-case) amount is then charged.
+    Reserve {
+        id: String,
+        lines: Vec<Line>,
+        amount: Amount,
+        expires_at: Timestamp,
+        template: Box<UsageRecord>,
+    },
+    /// A finished request: its record, and (if it reserved) the counters it
+    /// charges with `actual`.
+    Settle {
+        reservation: Option<String>,
+        charges: Vec<String>,
+        actual: Amount,
+        record: Box<UsageRecord>,
+    },
+    /// A reservation given back without a record (nothing was forwarded).
+    Release { id: String },
+}
+
+/// An unsettled reservation found at start-up.
+#[derive(Clone, Debug)]
+pub struct OpenReservation {
+    pub id: String,
+    pub lines: Vec<Line>,
+    pub amount: Amount,
+    pub expires_at: Timestamp,
+    pub template: UsageRecord,
+}
