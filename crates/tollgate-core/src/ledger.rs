@@ -38,14 +38,14 @@ impl Amount {
         Amount { money, tokens }
     }
 
-    pub fn add(self, o: Amount) -> Amount {
+    pub fn plus(self, o: Amount) -> Amount {
         Amount {
             money: self.money + o.money,
             tokens: self.tokens.saturating_add(o.tokens),
         }
     }
 
-    pub fn sub(self, o: Amount) -> Amount {
+    pub fn minus(self, o: Amount) -> Amount {
         Amount {
             money: self.money - o.money,
             tokens: self.tokens.saturating_sub(o.tokens),
@@ -131,15 +131,15 @@ impl LedgerState {
         window.iter().fold(Counter::default(), |acc, k| {
             let c = self.counter(k);
             Counter {
-                spent: acc.spent.add(c.spent),
-                reserved: acc.reserved.add(c.reserved),
+                spent: acc.spent.plus(c.spent),
+                reserved: acc.reserved.plus(c.reserved),
             }
         })
     }
 
     pub fn headroom(&self, line: &Line) -> Headroom {
         let u = self.used(&line.window);
-        let used = u.spent.add(u.reserved);
+        let used = u.spent.plus(u.reserved);
         Headroom {
             money: line
                 .limit
@@ -178,7 +178,7 @@ impl LedgerState {
         }
         for l in &lines {
             let c = self.counters.entry(l.charge.clone()).or_default();
-            c.reserved = c.reserved.add(amount);
+            c.reserved = c.reserved.plus(amount);
         }
         self.open.insert(
             id.to_string(),
@@ -255,9 +255,9 @@ impl LedgerState {
         for l in &e.lines {
             let c = self.counters.entry(l.charge.clone()).or_default();
             if !e.expired {
-                c.reserved = c.reserved.sub(e.amount);
+                c.reserved = c.reserved.minus(e.amount);
             }
-            c.spent = c.spent.add(actual);
+            c.spent = c.spent.plus(actual);
         }
         self.settled.insert(id.to_string(), now);
         Settled::Committed {
@@ -276,7 +276,7 @@ impl LedgerState {
         if !e.expired {
             for l in &e.lines {
                 let c = self.counters.entry(l.charge.clone()).or_default();
-                c.reserved = c.reserved.sub(e.amount);
+                c.reserved = c.reserved.minus(e.amount);
             }
         }
         self.settled.insert(id.to_string(), now);
@@ -293,7 +293,7 @@ impl LedgerState {
                 e.expired = true;
                 for l in &e.lines {
                     let c = self.counters.entry(l.charge.clone()).or_default();
-                    c.reserved = c.reserved.sub(e.amount);
+                    c.reserved = c.reserved.minus(e.amount);
                 }
                 out.push(id.clone());
             } else if e.expired && e.expires_at.checked_add(grace).is_ok_and(|t| t <= now) {
@@ -311,7 +311,12 @@ impl LedgerState {
     /// Adds already-committed spend (rebuilding state from the store).
     pub fn restore_spent(&mut self, key: &str, spent: Amount) {
         let c = self.counters.entry(key.to_string()).or_default();
-        c.spent = c.spent.add(spent);
+        c.spent = c.spent.plus(spent);
+    }
+
+    /// Every counter key.
+    pub fn keys(&self) -> Vec<String> {
+        self.counters.keys().cloned().collect()
     }
 
     pub fn is_open(&self, id: &str) -> bool {

@@ -4,10 +4,11 @@
 //! binary's job; this module owns the shape and what makes it valid, with
 //! errors that name the field and the bad value.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use tollgate_core::budget::{Budget, BudgetError, BudgetInput, Scope, Tier};
 use tollgate_core::pricing::{Fallback, ModelPrice};
 use tollgate_providers::WireFormat;
 
@@ -48,9 +49,132 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     #[serde(default)]
     pub pricing: PricingConfig,
-    /// Budgets arrive in [2/10]; accepted here only to refuse them clearly.
-    #[serde(default, skip_serializing)]
-    pub budgets: Option<serde_json::Value>,
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
+    /// Trust `X-Tollgate-*` identity headers from every key, not only keys
+    /// marked trusted (never do this on a gateway clients reach directly).
+    #[serde(default)]
+    pub trust_all_identity_headers: bool,
+}
+
+fn default_min_output() -> u64 {
+    16
+}
+fn default_max_output() -> u64 {
+    4096
+}
+
+/// `budgets:` — declarative budgets (§4, §13) and how reservations size
+/// requests.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// A budget over all traffic.
+    #[serde(default)]
+    pub global: Option<BudgetInput>,
+    /// Per scope (`user`, `session`, `tenant`, `key`): every subject gets its own.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, BudgetInput>,
+    /// Per role: every user with the role gets its own (scope `user` unless set).
+    #[serde(default)]
+    pub roles: BTreeMap<String, BudgetInput>,
+    /// Budgets for one subject (`{scope: user, subject: alice, ...}`).
+    #[serde(default)]
+    pub overrides: Vec<BudgetInput>,
+    /// A request capped to what its budgets afford keeps at least this many
+    /// output tokens, or is refused.
+    #[serde(default = "default_min_output")]
+    pub min_output_tokens: u64,
+    /// Output reserved for a request that names no limit (and set as its
+    /// limit, so the reservation holds).
+    #[serde(default = "default_max_output")]
+    pub default_max_output_tokens: u64,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        BudgetsConfig {
+            global: None,
+            defaults: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            overrides: Vec::new(),
+            min_output_tokens: default_min_output(),
+            default_max_output_tokens: default_max_output(),
+        }
+    }
+}
+
+impl BudgetsConfig {
+    /// The declared budgets, validated, with stable ids (`global`,
+    /// `default:user`, `role:viewer`, `override:N` unless given).
+    pub fn budgets(&self) -> Result<Vec<Budget>, Vec<ConfigError>> {
+        let mut results: Vec<(Result<Budget, BudgetError>, String)> = Vec::new();
+        let mut errs = Vec::new();
+        let mut push = |r: Result<Budget, BudgetError>, path: String| results.push((r, path));
+        if let Some(g) = &self.global {
+            push(
+                Budget::from_input("global".into(), g, Tier::Override, Some(Scope::Global)),
+                "budgets.global".into(),
+            );
+        }
+        for (scope, input) in &self.defaults {
+            let path = format!("budgets.defaults.{scope}");
+            match scope.parse::<Scope>() {
+                Ok(Scope::Global) => errs.push(ConfigError::field(
+                    path,
+                    "the global budget goes under budgets.global",
+                )),
+                Ok(sc) => push(
+                    Budget::from_input(format!("default:{scope}"), input, Tier::Default, Some(sc)),
+                    path,
+                ),
+                Err(e) => errs.push(ConfigError::field(path, e.message)),
+            }
+        }
+        for (role, input) in &self.roles {
+            let path = format!("budgets.roles.{role}");
+            let scope = match input.scope.as_deref().map(str::parse::<Scope>).transpose() {
+                Ok(s) => s.unwrap_or(Scope::User),
+                Err(e) => {
+                    errs.push(ConfigError::field(format!("{path}.scope"), e.message));
+                    continue;
+                }
+            };
+            push(
+                Budget::from_input(
+                    format!("role:{role}"),
+                    input,
+                    Tier::Role(role.clone()),
+                    Some(scope),
+                ),
+                path,
+            );
+        }
+        for (i, input) in self.overrides.iter().enumerate() {
+            let id = input.id.clone().unwrap_or_else(|| format!("override:{i}"));
+            push(
+                Budget::from_input(id, input, Tier::Override, None),
+                format!("budgets.overrides[{i}]"),
+            );
+        }
+        let mut out = Vec::new();
+        for (r, path) in results {
+            match r {
+                Ok(b) => out.push(b),
+                Err(e) => errs.push(ConfigError::field(format!("{path}.{}", e.field), e.message)),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for b in &out {
+            if !seen.insert(b.id.clone()) {
+                errs.push(ConfigError::field(
+                    "budgets",
+                    format!("duplicate budget id {:?}", b.id),
+                ));
+            }
+        }
+        if errs.is_empty() { Ok(out) } else { Err(errs) }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -178,11 +302,8 @@ impl Config {
                 "cluster mode (PostgreSQL + Redis) is not available in this version; remove `redis:`",
             ));
         }
-        if self.budgets.is_some() {
-            errs.push(ConfigError::field(
-                "budgets",
-                "budget enforcement is not available in this version; remove `budgets:` rather than run without the limits you expect",
-            ));
+        if let Err(e) = self.budgets.budgets() {
+            errs.extend(e);
         }
         for (i, k) in self.admin_keys.iter().enumerate() {
             if k.trim().is_empty() {
@@ -291,7 +412,8 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             pricing: PricingConfig::default(),
-            budgets: None,
+            budgets: BudgetsConfig::default(),
+            trust_all_identity_headers: false,
         }
     }
 }

@@ -42,6 +42,67 @@ pub enum GatewayError {
     UpstreamUnreachable { provider: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{}", .0.message)]
+    BudgetExceeded(Box<BudgetRefusal>),
+    #[error("the budget ledger is unavailable ({0}); refusing rather than spending unaccounted")]
+    LedgerUnavailable(String),
+}
+
+/// A budget refusal, with everything the caller needs to act on it.
+#[derive(Debug, Clone)]
+pub struct BudgetRefusal {
+    pub status: u16,
+    pub message: String,
+    pub budget_id: String,
+    pub scope: String,
+    pub subject: String,
+    pub name: Option<String>,
+    pub remaining_usd: Option<String>,
+    pub remaining_tokens: Option<u64>,
+    pub limit_usd: Option<String>,
+    pub limit_tokens: Option<u64>,
+    pub reset_at: Option<jiff::Timestamp>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl BudgetRefusal {
+    pub fn new(r: &crate::budgets::Refusal, st: &crate::budgets::State) -> BudgetRefusal {
+        let b = &r.applied.budget;
+        let left = match (r.headroom.money, r.headroom.tokens) {
+            (Some(m), Some(t)) => format!("${m} and {t} tokens left"),
+            (Some(m), None) => format!("${m} left"),
+            (None, Some(t)) => format!("{t} tokens left"),
+            (None, None) => "nothing left".into(),
+        };
+        let when = match r.applied.resets_at {
+            Some(t) => format!("; resets at {t}"),
+            None => "; it does not reset".into(),
+        };
+        let who = if b.scope == tollgate_core::budget::Scope::Global {
+            "global".to_string()
+        } else {
+            format!("{} {:?}", b.scope, r.applied.subject)
+        };
+        BudgetRefusal {
+            status: b.refusal_status,
+            message: format!(
+                "budget exceeded: {} budget {:?} ({who}, {}) cannot afford this request — {left}{when}",
+                b.period,
+                b.id,
+                b.name.as_deref().unwrap_or("unnamed")
+            ),
+            budget_id: b.id.clone(),
+            scope: b.scope.as_str().into(),
+            subject: r.applied.subject.clone(),
+            name: b.name.clone(),
+            remaining_usd: r.headroom.money.map(|m| m.to_string()),
+            remaining_tokens: r.headroom.tokens,
+            limit_usd: r.applied.line.limit.money.map(|m| m.to_string()),
+            limit_tokens: r.applied.line.limit.tokens,
+            reset_at: r.applied.resets_at,
+            headers: crate::budgets::header_values(&r.applied, st),
+        }
+    }
 }
 
 impl GatewayError {
@@ -68,11 +129,43 @@ impl GatewayError {
             ProviderKeyMissing { .. } | Internal(_) => NativeError::new(500, ErrorKind::Api, msg),
             UpstreamTimeout { .. } => NativeError::new(504, ErrorKind::Timeout, msg),
             UpstreamUnreachable { .. } => NativeError::new(502, ErrorKind::Api, msg),
+            LedgerUnavailable(_) => NativeError::new(503, ErrorKind::Api, msg),
+            BudgetExceeded(r) => {
+                let mut e = NativeError::new(r.status, ErrorKind::BudgetExceeded, msg)
+                    .with_code("budget_exceeded")
+                    .with_extra(
+                        "budget",
+                        serde_json::json!({"id": r.budget_id, "scope": r.scope, "subject": r.subject, "name": r.name}),
+                    )
+                    .with_extra("remaining_usd", serde_json::json!(r.remaining_usd))
+                    .with_extra("remaining_tokens", serde_json::json!(r.remaining_tokens))
+                    .with_extra("limit_usd", serde_json::json!(r.limit_usd))
+                    .with_extra("limit_tokens", serde_json::json!(r.limit_tokens))
+                    .with_extra("reset_at", serde_json::json!(r.reset_at.map(|t| t.to_string())));
+                e.param = None;
+                e
+            }
         }
     }
 
     pub fn into_response(self, format: WireFormat) -> Response {
-        native_response(&self.to_native(), format)
+        let mut resp = native_response(&self.to_native(), format);
+        if let GatewayError::BudgetExceeded(r) = &self {
+            let h = resp.headers_mut();
+            for (name, value) in &r.headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(*name, v);
+                }
+            }
+            // Retry-After at the reset: waiting less changes nothing.
+            if let Some(t) = r.reset_at {
+                let secs = t.duration_since(jiff::Timestamp::now()).as_secs().max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    h.insert(header::RETRY_AFTER, v);
+                }
+            }
+        }
+        resp
     }
 }
 
@@ -90,7 +183,8 @@ pub fn native_response(e: &NativeError, format: WireFormat) -> Response {
     let retryable = matches!(
         e.kind,
         ErrorKind::Timeout | ErrorKind::Overloaded | ErrorKind::RateLimited
-    ) || e.status == 502;
+    ) || e.status == 502
+        || e.status == 503;
     if !retryable {
         resp.headers_mut()
             .insert("x-should-retry", HeaderValue::from_static("false"));

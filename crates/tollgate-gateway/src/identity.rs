@@ -29,6 +29,8 @@ pub struct Caller {
     pub tenant: Option<String>,
     pub role: Option<String>,
     pub session: Option<String>,
+    /// A named budget (`X-Budget-Id`, trusted keys only).
+    pub budget_id: Option<String>,
     pub trusted: bool,
     /// Model globs the key may use; empty means all.
     pub models: Vec<String>,
@@ -224,19 +226,63 @@ impl KeyCache {
     }
 }
 
-/// Builds the caller from a resolved key and the request's headers.
-pub fn caller_from_key(key: &KeyRecord, headers: &HeaderMap) -> Caller {
+/// Builds the caller from a resolved key.
+pub fn caller_from_key(key: &KeyRecord) -> Caller {
     Caller {
         key_id: Some(key.id.clone()),
         user: key.user.clone(),
         tenant: key.tenant.clone(),
         role: key.role.clone(),
-        session: headers
-            .get("x-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        session: None,
+        budget_id: None,
         trusted: key.trusted,
         models: key.models.clone(),
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+impl Caller {
+    /// Applies what the request says about who it is for.
+    ///
+    /// Trusted keys (or every key, with `trust_all`) may name the end user
+    /// (`X-Tollgate-User`, else OpenAI's `user` / Anthropic's
+    /// `metadata.user_id`), the tenant, the session and a named budget.
+    /// Untrusted keys cannot change who they are; they may still name a
+    /// session, which only ever adds a limit, and which is counted under
+    /// their key so it cannot share another caller's session budget.
+    pub fn with_request(
+        mut self,
+        headers: &HeaderMap,
+        end_user: Option<&str>,
+        trust_all: bool,
+    ) -> Caller {
+        let session = header(headers, "x-session-id");
+        if self.trusted || trust_all {
+            if let Some(u) =
+                header(headers, "x-tollgate-user").or_else(|| end_user.map(str::to_string))
+            {
+                self.user = Some(u);
+            }
+            if let Some(t) = header(headers, "x-tollgate-tenant") {
+                self.tenant = Some(t);
+            }
+            self.session = session;
+            self.budget_id = header(headers, "x-budget-id");
+        } else {
+            self.session = session.map(|s| match &self.key_id {
+                Some(k) => format!("{k}/{s}"),
+                None => s,
+            });
+        }
+        self
     }
 }
 

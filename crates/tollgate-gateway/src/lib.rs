@@ -9,11 +9,12 @@
 //! - `GET /health`; `/admin/...` behind admin keys (see [`admin`])
 
 pub mod admin;
+pub mod budgets;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod journal;
 pub mod proxy;
-pub mod recorder;
 pub mod routing;
 
 use std::future::Future;
@@ -30,10 +31,11 @@ use tollgate_core::pricing::PriceSource;
 use tollgate_providers::{Endpoint, ErrorKind, NativeError, WireFormat};
 use tollgate_store::Store;
 
+use budgets::{BudgetEngine, Clock, SystemClock};
 pub use config::{Config, ConfigError};
 use identity::{AdminKeys, KeyCache};
+use journal::Journal;
 use proxy::Inbound;
-use recorder::Recorder;
 use routing::ModelRouter;
 
 /// Shared state of every handler; cheap to clone.
@@ -45,7 +47,8 @@ pub struct AppState {
     pub router: Arc<ModelRouter>,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     pub store: Arc<dyn Store>,
-    pub recorder: Recorder,
+    pub journal: Journal,
+    pub budgets: Arc<BudgetEngine>,
     pub client: proxy::upstream::HttpClient,
 }
 
@@ -138,6 +141,16 @@ impl Gateway {
         store: Arc<dyn Store>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Gateway, StartError> {
+        Self::with_clock(config, store, env, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Gateway::new`], with the clock budgets use for periods.
+    pub async fn with_clock(
+        config: Config,
+        store: Arc<dyn Store>,
+        env: &dyn Fn(&str) -> Option<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Gateway, StartError> {
         config.validate().map_err(StartError::Config)?;
         if !config.require_auth {
             tracing::warn!(
@@ -155,7 +168,16 @@ impl Gateway {
         let keys = KeyCache::load(store.clone()).await?;
         let key_refresh = keys.spawn_refresh(REFRESH_EVERY);
         let prices_version = store.prices_version().await?;
-        let (recorder, writer) = Recorder::spawn(store.clone());
+        let (journal, writer) = Journal::spawn(store.clone());
+        let budgets = BudgetEngine::load(
+            &*store,
+            journal.clone(),
+            config.budgets.budgets().map_err(StartError::Config)?,
+            clock,
+            config.budgets.min_output_tokens,
+            config.budgets.default_max_output_tokens,
+        )
+        .await?;
         let state = AppState {
             admin: Arc::new(AdminKeys::new(&config.admin_keys)),
             router: Arc::new(ModelRouter::new(&config, env)),
@@ -163,7 +185,8 @@ impl Gateway {
             config: Arc::new(config),
             keys,
             store,
-            recorder,
+            journal,
+            budgets: Arc::new(budgets),
             client: proxy::upstream::client(),
         };
         let price_refresh = spawn_price_refresh(state.clone(), prices_version);
@@ -197,7 +220,7 @@ impl Gateway {
             task.abort();
         }
         let Gateway { state, writer, .. } = self;
-        state.recorder.flush().await;
+        state.journal.flush().await;
         drop(state);
         // The writer ends once every sender is gone; don't hang on stragglers.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;

@@ -238,7 +238,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
     );
     println!();
 
-    state.recorder.flush().await;
+    state.journal.flush().await;
     let q = |group_by| ReportQuery {
         group_by,
         from: None,

@@ -261,8 +261,8 @@ proptest! {
                         let settled = l.commit(&id, actual, t(now));
                         prop_assert!(matches!(settled, Settled::Committed { .. }), "{:?}", settled);
                         for b in budgets {
-                            spent[b] = spent[b].add(actual);
-                            if was_late { late[b] = late[b].add(actual); }
+                            spent[b] = spent[b].plus(actual);
+                            if was_late { late[b] = late[b].plus(actual); }
                         }
                     } else {
                         let settled = l.commit(&id, Amount::default(), t(now));
@@ -287,10 +287,10 @@ proptest! {
             }
             for (i, k) in keys.iter().enumerate() {
                 let c = l.counter(k);
-                let reserved = open.values().filter(|(b, _, _)| b.contains(&i)).fold(Amount::default(), |acc, (_, a, _)| acc.add(*a));
+                let reserved = open.values().filter(|(b, _, _)| b.contains(&i)).fold(Amount::default(), |acc, (_, a, _)| acc.plus(*a));
                 prop_assert_eq!(c.reserved, reserved, "reserved of {}", k);
                 prop_assert_eq!(c.spent, spent[i], "spent of {}", k);
-                let used = c.spent.sub(late[i]).add(c.reserved);
+                let used = c.spent.minus(late[i]).plus(c.reserved);
                 if let Some(lim) = limits[i].0 { prop_assert!(used.money <= m(lim), "{} over its money limit", k); }
                 if let Some(lim) = limits[i].1 { prop_assert!(used.tokens <= lim, "{} over its token limit", k); }
             }

@@ -281,13 +281,24 @@ impl ModelPrice {
         }
     }
 
+    /// The per-token rates a reservation must assume for a request with
+    /// `input_tokens` of input: input at the highest input-side rate (a
+    /// cache hit only lowers it, a cache write may raise it), output at
+    /// the higher of the output and reasoning rates.
+    pub fn reservation_rates(&self, input_tokens: u64) -> (Price, Price) {
+        let r = self.rates_for(input_tokens);
+        (
+            r.input.max(r.cache_write_5m).max(r.cache_write_1h),
+            r.output.max(r.reasoning),
+        )
+    }
+
     /// Worst case for a request: every input token at the full input rate
     /// (a cache hit can only lower it) and every output token at the higher
     /// of the output and reasoning rates.
     pub fn worst_case(&self, input_tokens: u64, max_output_tokens: u64) -> Money {
-        let r = self.rates_for(input_tokens);
-        let input_rate = r.input.max(r.cache_write_5m).max(r.cache_write_1h);
-        input_rate.cost(input_tokens) + r.output.max(r.reasoning).cost(max_output_tokens)
+        let (input_rate, output_rate) = self.reservation_rates(input_tokens);
+        input_rate.cost(input_tokens) + output_rate.cost(max_output_tokens)
     }
 }
 

@@ -26,11 +26,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use jiff::Timestamp;
+use tollgate_core::ledger::Amount;
+use tollgate_core::tokens::count_tokens;
 use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
 
 use crate::AppState;
-use crate::error::GatewayError;
+use crate::budgets::{Applied, ReserveError};
+use crate::error::{BudgetRefusal, GatewayError};
 use crate::identity::{self, Caller};
 use settle::Draft;
 
@@ -109,7 +112,7 @@ async fn identify(
     match identity::presented_key(format, headers, query) {
         Some(k) => {
             let rec = state.keys.resolve(k).await?;
-            Ok(identity::caller_from_key(&rec, headers))
+            Ok(identity::caller_from_key(&rec))
         }
         None if !state.config.require_auth => Ok(Caller::default()),
         None => Err(GatewayError::MissingKey(identity::native_key_header(
@@ -150,6 +153,11 @@ async fn pipeline(
 
     // 3. parse
     let req = ParsedRequest::parse(endpoint, path_model.as_deref(), body)?;
+    let caller = caller.with_request(
+        &headers,
+        req.end_user.as_deref(),
+        state.config.trust_all_identity_headers,
+    );
     if !caller.may_use(&req.model) {
         return Err(GatewayError::ModelNotAllowed(req.model));
     }
@@ -167,10 +175,26 @@ async fn pipeline(
         None
     };
 
-    // 6. reserve: budgets arrive in [2/10].
+    let req = Arc::new(req);
+    let mut draft = Draft::new(
+        request_id.to_string(),
+        time,
+        started,
+        caller,
+        route.provider.name.clone(),
+        req.model.clone(),
+        route.upstream_model.clone(),
+        price,
+        req.clone(),
+        state.budgets.clone(),
+    );
+
+    // 6. reserve — once, on the final model and provider, on every budget that applies.
+    let max_output = reserve(state, &mut draft, &req).await?;
+    let budget_headers = budget_headers(state, &draft.applied);
 
     // 7. forward
-    let up = req.upstream_body(&route.upstream_model, None);
+    let up = req.upstream_body(&route.upstream_model, max_output);
     let gemini_sse = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
@@ -182,28 +206,13 @@ async fn pipeline(
         body: up.body,
         request_id,
     })?;
-    let req = Arc::new(req);
-    let draft = Draft {
-        request_id: request_id.to_string(),
-        time,
-        started,
-        caller,
-        provider: route.provider.name.clone(),
-        model_requested: req.model.clone(),
-        model_served: route.upstream_model.clone(),
-        price,
-        request: req.clone(),
-        flags: Flags::default(),
-        recorder: state.recorder.clone(),
-    };
+    draft.forwarded = true;
     let resp = match upstream::send(&state.client, &route.provider, upstream_req).await {
         Ok(r) => r,
         Err(e) => {
             // Nothing reached the model: recorded, at zero cost.
             let status = e.to_native().status;
-            if endpoint.is_billable() {
-                draft.finish(Usage::default(), status, None, Flags::default());
-            }
+            draft.finish(Usage::default(), status, None, Flags::default());
             return Err(e);
         }
     };
@@ -219,6 +228,7 @@ async fn pipeline(
                 h.append(name.clone(), value.clone());
             }
         }
+        h.extend(budget_headers);
     }
 
     if streaming {
@@ -250,15 +260,13 @@ async fn pipeline(
                 provider: route.provider.name.clone(),
                 reason: format!("reading response body: {e}"),
             };
-            if endpoint.is_billable() {
-                let u = draft.estimate(None, "");
-                let flags = Flags {
-                    usage_estimated: true,
-                    stream_interrupted: true,
-                    ..Flags::default()
-                };
-                draft.finish(u, 502, Some(first_byte), flags);
-            }
+            let u = draft.estimate(None, "");
+            let flags = Flags {
+                usage_estimated: true,
+                stream_interrupted: true,
+                ..Flags::default()
+            };
+            draft.finish(u, 502, Some(first_byte), flags);
             return Err(err);
         }
         Err(_) => {
@@ -266,13 +274,11 @@ async fn pipeline(
                 provider: route.provider.name.clone(),
                 ms: route.provider.timeout.as_millis() as u64,
             };
-            if endpoint.is_billable() {
-                draft.finish(Usage::default(), 504, Some(first_byte), Flags::default());
-            }
+            draft.finish(Usage::default(), 504, Some(first_byte), Flags::default());
             return Err(err);
         }
     };
-    if endpoint.is_billable() {
+    {
         if status.is_success() {
             let found = usage_from_body(endpoint, &bytes);
             match found.usage {
@@ -303,6 +309,124 @@ async fn pipeline(
     }
     out.body(Body::from(bytes))
         .map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+/// Input tokens to reserve for: the prompt counted with `o200k_base`, a few
+/// tokens per message for the chat framing, and for Anthropic and Gemini a
+/// quarter more (their tokenizers count more tokens than OpenAI's for the
+/// same text). Images, audio and files are not counted: a request carrying
+/// them can exceed its reservation, which is then recorded as overspend.
+fn estimate_input_tokens(req: &ParsedRequest) -> u64 {
+    let text = count_tokens(&req.prompt_text());
+    let messages = ["messages", "contents", "input"]
+        .iter()
+        .filter_map(|k| req.body().get(*k))
+        .map(|v| v.as_array().map_or(1, Vec::len) as u64)
+        .sum::<u64>();
+    let framing = 4 * messages + 16;
+    match req.endpoint.format() {
+        WireFormat::OpenAi => text + framing,
+        _ => text + text.div_ceil(4) + framing,
+    }
+}
+
+/// Phase 6: reserves the request's worst case on every applicable budget,
+/// capping the output limit to what they afford. Returns the output limit
+/// to send upstream, if Tollgate must set one.
+async fn reserve(
+    state: &AppState,
+    draft: &mut Draft,
+    req: &ParsedRequest,
+) -> Result<Option<u64>, GatewayError> {
+    let Some(price) = draft.price.clone() else {
+        return Ok(None);
+    };
+    let applied = state.budgets.applicable(&draft.caller, &draft.model_served);
+    if applied.is_empty() {
+        return Ok(None);
+    }
+    let input_tokens = estimate_input_tokens(req);
+    let (input_rate, output_rate) = price.reservation_rates(input_tokens);
+    let base = Amount::new(input_rate.cost(input_tokens), input_tokens);
+    let makes_output = req.endpoint != Endpoint::Embeddings;
+    let want = if makes_output {
+        req.max_output_tokens
+            .unwrap_or(state.budgets.default_max_output_tokens)
+    } else {
+        0
+    };
+    let per_token = Amount::new(output_rate.cost(1), 1);
+    let min = state.budgets.min_output_tokens.min(want);
+    let template = draft.record(
+        Usage {
+            input_tokens,
+            ..Usage::default()
+        },
+        0,
+        None,
+        Flags::default(),
+    );
+    draft.applied = applied.clone();
+    match state
+        .budgets
+        .reserve(
+            &draft.request_id,
+            &applied,
+            base,
+            per_token,
+            want,
+            min,
+            template,
+        )
+        .await
+    {
+        Ok(r) => {
+            draft.flags.capped = makes_output && r.granted < want;
+            draft.flags.warned = r.warned;
+            let set =
+                (makes_output && req.max_output_tokens != Some(r.granted)).then_some(r.granted);
+            draft.reserved = Some(r);
+            Ok(set)
+        }
+        Err(ReserveError::Refused(refusal)) => {
+            // A refusal is recorded (flag `blocked`), at no cost.
+            let flags = Flags {
+                blocked: true,
+                ..Flags::default()
+            };
+            let status = refusal.applied.budget.refusal_status;
+            draft.forwarded = false;
+            let rec = draft.record(Usage::default(), status, None, flags);
+            state.budgets.settle(None, Amount::default(), rec);
+            draft.applied.clear();
+            let st = state.budgets.state(&refusal.applied);
+            Err(GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(
+                &refusal, &st,
+            ))))
+        }
+        Err(ReserveError::Unavailable(e)) => Err(GatewayError::LedgerUnavailable(e.to_string())),
+    }
+}
+
+/// `X-Budget-*` headers for the tightest applicable budget.
+fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let tightest = applied
+        .iter()
+        .map(|a| (a, state.budgets.state(a)))
+        .min_by(|(_, x), (_, y)| {
+            let fx = x.fraction_left().unwrap_or(f64::INFINITY);
+            let fy = y.fraction_left().unwrap_or(f64::INFINITY);
+            fx.total_cmp(&fy)
+        });
+    if let Some((a, st)) = tightest {
+        for (name, value) in crate::budgets::header_values(a, &st) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    h
 }
 
 /// `GET /v1/models`: the models this caller may use, in OpenAI's list

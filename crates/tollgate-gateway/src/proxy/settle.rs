@@ -10,15 +10,17 @@ use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use jiff::Timestamp;
+use tollgate_core::ledger::Amount;
 use tollgate_core::tokens::count_tokens;
 use tollgate_core::{Flags, ModelPrice, Money, Usage, UsageRecord};
 use tollgate_providers::{ParsedRequest, StreamFilter};
 
+use crate::budgets::{Applied, BudgetEngine, Reserved};
 use crate::identity::Caller;
-use crate::recorder::Recorder;
 
 /// Everything about a request that its record needs, gathered before
-/// forwarding.
+/// forwarding, and its reservation. Settles exactly once: through
+/// [`Draft::finish`], or on drop (a dropped handler: client gone, panic).
 pub struct Draft {
     pub request_id: String,
     pub time: Timestamp,
@@ -30,13 +32,50 @@ pub struct Draft {
     pub price: Option<ModelPrice>,
     pub request: Arc<ParsedRequest>,
     pub flags: Flags,
-    pub recorder: Recorder,
+    pub budgets: Arc<BudgetEngine>,
+    pub applied: Vec<Applied>,
+    pub reserved: Option<Reserved>,
+    /// The request went to the provider (from here on, it may be billed).
+    pub forwarded: bool,
+    done: bool,
 }
 
 impl Draft {
-    /// Writes the record. `usage` of `None` means nothing was billed.
-    pub fn finish(
-        self,
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        request_id: String,
+        time: Timestamp,
+        started: Instant,
+        caller: Caller,
+        provider: String,
+        model_requested: String,
+        model_served: String,
+        price: Option<ModelPrice>,
+        request: Arc<ParsedRequest>,
+        budgets: Arc<BudgetEngine>,
+    ) -> Draft {
+        Draft {
+            request_id,
+            time,
+            started,
+            caller,
+            provider,
+            model_requested,
+            model_served,
+            price,
+            request,
+            flags: Flags::default(),
+            budgets,
+            applied: Vec::new(),
+            reserved: None,
+            forwarded: false,
+            done: false,
+        }
+    }
+
+    /// The record for `usage`, not yet written.
+    pub fn record(
+        &self,
         usage: Usage,
         status: u16,
         ttft: Option<Duration>,
@@ -46,17 +85,17 @@ impl Draft {
             .price
             .as_ref()
             .map_or(Money::ZERO, |p| p.cost(&usage).total());
-        let rec = UsageRecord {
-            request_id: self.request_id,
+        UsageRecord {
+            request_id: self.request_id.clone(),
             time: self.time,
-            key_id: self.caller.key_id,
-            user: self.caller.user,
-            tenant: self.caller.tenant,
-            session: self.caller.session,
-            budgets: Vec::new(),
-            provider: self.provider,
-            model_requested: self.model_requested,
-            model_served: self.model_served,
+            key_id: self.caller.key_id.clone(),
+            user: self.caller.user.clone(),
+            tenant: self.caller.tenant.clone(),
+            session: self.caller.session.clone(),
+            budgets: self.applied.iter().map(|a| a.budget.id.clone()).collect(),
+            provider: self.provider.clone(),
+            model_requested: self.model_requested.clone(),
+            model_served: self.model_served.clone(),
             usage,
             cost,
             latency_ms: self.started.elapsed().as_millis() as u64,
@@ -66,10 +105,32 @@ impl Draft {
                 usage_estimated: flags.usage_estimated,
                 client_disconnected: flags.client_disconnected,
                 stream_interrupted: flags.stream_interrupted,
+                blocked: flags.blocked,
                 ..self.flags
             },
-        };
-        self.recorder.record(rec.clone());
+        }
+    }
+
+    /// Charges `usage` and writes the record — once.
+    pub fn finish(
+        &mut self,
+        usage: Usage,
+        status: u16,
+        ttft: Option<Duration>,
+        flags: Flags,
+    ) -> UsageRecord {
+        let rec = self.record(usage, status, ttft, flags);
+        if !self.request.endpoint.is_billable() {
+            // Free endpoints (count_tokens) are neither charged nor recorded.
+            self.done = true;
+            return rec;
+        }
+        if !self.done {
+            self.done = true;
+            let actual = Amount::new(rec.cost, usage.total_tokens());
+            self.budgets
+                .settle(self.reserved.as_ref(), actual, rec.clone());
+        }
         rec
     }
 
@@ -86,6 +147,32 @@ impl Draft {
             .output_tokens
             .max(counted_out.saturating_add(u.reasoning_tokens));
         u
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if self.done || !self.request.endpoint.is_billable() {
+            return;
+        }
+        if !self.forwarded {
+            // Nothing reached a provider: give the reservation back.
+            self.done = true;
+            if let Some(r) = &self.reserved {
+                self.budgets.release(r);
+            }
+            return;
+        }
+        // Forwarded, then abandoned before a response (the client hung up on
+        // a non-streaming request, which drops the upstream call too): the
+        // provider saw the prompt, the output is unknown.
+        let usage = self.estimate(None, "");
+        let flags = Flags {
+            usage_estimated: true,
+            client_disconnected: true,
+            ..Flags::default()
+        };
+        self.finish(usage, 499, None, flags);
     }
 }
 
@@ -107,7 +194,7 @@ struct Metering {
 
 impl Metering {
     fn settle(&mut self, end: End) {
-        let Some(draft) = self.draft.take() else {
+        let Some(mut draft) = self.draft.take() else {
             return;
         };
         let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());

@@ -1,0 +1,606 @@
+//! Budgets at run time: which budgets apply to a request, reserving on all
+//! of them at once (durably, before forwarding), settling, and the state
+//! that headers, `/usage`, `/admin/budgets` and explain show.
+//!
+//! The authoritative ledger is in memory ([`LedgerState`] behind one lock);
+//! every change also goes to the [`Journal`], so the store can rebuild it.
+//! A reservation is acknowledged only once its journal batch committed. At
+//! start-up, reservations left open by a crash are charged at their
+//! reserved (worst-case) amount, with a record flagged `reconciled`: spend
+//! never escapes a budget across restarts.
+//!
+//! Counter keys: `{budget id}|{subject}|{period start, ms}`; rolling windows
+//! charge `…|b{bucket start, ms}` and check every bucket of the window.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use jiff::{SignedDuration, Timestamp};
+use tollgate_core::budget::{Action, Budget, Scope, Tier};
+use tollgate_core::ledger::{Amount, Denied, Headroom, LedgerState, Limit, Line, Settled};
+use tollgate_core::period::{Period, PeriodKind, bucket_start, window_buckets};
+use tollgate_core::{Money, UsageRecord};
+use tollgate_store::{JournalEntry, Store, StoreError, StoredBudget};
+
+use crate::identity::Caller;
+use crate::journal::{Journal, JournalClosed};
+
+/// Reservations made by the proxy are settled by their request; this
+/// deadline only bounds how long a lost one could hold headroom.
+const PROXY_RESERVATION_TTL: SignedDuration = SignedDuration::from_hours(24);
+
+/// The time, injectable so periods can be tested without sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock tests move by hand.
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(t: Timestamp) -> ManualClock {
+        ManualClock(Mutex::new(t))
+    }
+
+    pub fn set(&self, t: Timestamp) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where a budget was declared: config budgets are changed in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Config,
+    Admin,
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub budget: Arc<Budget>,
+    pub source: Source,
+}
+
+/// One budget as it applies to one request: the subject it is counted
+/// for, the current period, and the ledger line.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub budget: Arc<Budget>,
+    pub subject: String,
+    pub period: Period,
+    pub resets_at: Option<Timestamp>,
+    pub line: Line,
+}
+
+/// A budget's state now.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub spent: Amount,
+    pub reserved: Amount,
+    pub limit: Limit,
+    pub headroom: Headroom,
+    pub status: &'static str,
+}
+
+impl State {
+    /// The fraction left (0..=1) of the tighter unit, for picking the
+    /// tightest budget; `None` when unlimited.
+    pub fn fraction_left(&self) -> Option<f64> {
+        // Display-only ratio for ordering headers; never used for money.
+        let m = self.limit.money.zip(self.headroom.money).map(|(l, h)| {
+            if l.units() <= 0 {
+                0.0
+            } else {
+                h.units() as f64 / l.units() as f64
+            }
+        });
+        let t = self
+            .limit
+            .tokens
+            .zip(self.headroom.tokens)
+            .map(|(l, h)| if l == 0 { 0.0 } else { h as f64 / l as f64 });
+        match (m, t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A reservation held for one request.
+#[derive(Clone, Debug)]
+pub struct Reserved {
+    pub id: String,
+    /// Output tokens the reservation covers.
+    pub granted: u64,
+    pub amount: Amount,
+    pub charges: Vec<String>,
+    /// A `warn` budget is past its limit with this request.
+    pub warned: bool,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub applied: Applied,
+    pub headroom: Headroom,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("budget {} exceeded", .0.applied.budget.id)]
+    Refused(Box<Refusal>),
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(#[from] JournalClosed),
+}
+
+pub struct BudgetEngine {
+    entries: RwLock<Arc<Vec<Entry>>>,
+    config_budgets: Vec<Budget>,
+    ledger: Mutex<LedgerState>,
+    journal: Journal,
+    pub clock: Arc<dyn Clock>,
+    pub min_output_tokens: u64,
+    pub default_max_output_tokens: u64,
+}
+
+fn key(b: &Budget, subject: &str, start: Timestamp) -> String {
+    format!("{}|{subject}|{}", b.id, start.as_millisecond())
+}
+
+fn bucket_key(b: &Budget, subject: &str, bucket: Timestamp) -> String {
+    format!("{}|{subject}|b{}", b.id, bucket.as_millisecond())
+}
+
+impl BudgetEngine {
+    /// Loads stored budgets and the ledger, reconciling reservations a
+    /// crashed process left open.
+    pub async fn load(
+        store: &dyn Store,
+        journal: Journal,
+        config_budgets: Vec<Budget>,
+        clock: Arc<dyn Clock>,
+        min_output_tokens: u64,
+        default_max_output_tokens: u64,
+    ) -> Result<BudgetEngine, StoreError> {
+        let engine = BudgetEngine {
+            entries: RwLock::new(Arc::new(Vec::new())),
+            config_budgets,
+            ledger: Mutex::new(LedgerState::default()),
+            journal,
+            clock,
+            min_output_tokens,
+            default_max_output_tokens,
+        };
+        engine.reload(store).await?;
+        let (counters, open) = store.load_ledger().await?;
+        {
+            let mut l = engine.ledger();
+            for (k, a) in counters {
+                l.restore_spent(&k, a);
+            }
+            for r in &open {
+                for line in &r.lines {
+                    l.restore_spent(&line.charge, r.amount);
+                }
+            }
+        }
+        if !open.is_empty() {
+            tracing::warn!(
+                count = open.len(),
+                "charging reservations left open by an unclean stop at their reserved amount"
+            );
+            for r in open {
+                let mut record = r.template.clone();
+                record.flags.reconciled = true;
+                let entry = JournalEntry::Settle {
+                    reservation: Some(r.id.clone()),
+                    charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
+                    actual: r.amount,
+                    record: Box::new(record),
+                };
+                engine
+                    .journal
+                    .write_durable(entry)
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))?;
+            }
+        }
+        Ok(engine)
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads stored budgets (admin API, CLI, another instance).
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let mut entries: Vec<Entry> = self
+            .config_budgets
+            .iter()
+            .map(|b| Entry {
+                budget: Arc::new(b.clone()),
+                source: Source::Config,
+            })
+            .collect();
+        for s in store.list_budgets().await? {
+            match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
+                Ok(b) => entries.push(Entry {
+                    budget: Arc::new(b),
+                    source: Source::Admin,
+                }),
+                Err(e) => {
+                    tracing::error!(budget = %s.id, error = %e, "stored budget is invalid; ignored")
+                }
+            }
+        }
+        *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(entries);
+        Ok(())
+    }
+
+    pub fn entries(&self) -> Arc<Vec<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The subject a caller has in `scope`, if any.
+    fn subject(caller: &Caller, scope: Scope) -> Option<String> {
+        match scope {
+            Scope::Global => Some("*".into()),
+            Scope::Tenant => caller.tenant.clone(),
+            Scope::User => caller.user.clone(),
+            Scope::Session => caller.session.clone(),
+            Scope::Key => caller.key_id.clone(),
+            Scope::Budget => caller.budget_id.clone(),
+        }
+    }
+
+    /// Every budget that applies to `caller` using `model` now. Per scope,
+    /// the most specific tier with any budget wins: override > role > default.
+    pub fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
+        let now = self.now();
+        let entries = self.entries();
+        let covers = |b: &Budget| {
+            b.models.is_empty()
+                || b.models
+                    .iter()
+                    .any(|p| wildmatch::WildMatch::new(p).matches(model))
+        };
+        let mut out = Vec::new();
+        for scope in Scope::ALL {
+            let Some(subject) = Self::subject(caller, scope) else {
+                continue;
+            };
+            let in_scope = || entries.iter().filter(move |e| e.budget.scope == scope);
+            let overrides: Vec<&Entry> = in_scope()
+                .filter(|e| {
+                    e.budget.tier == Tier::Override
+                        && (scope == Scope::Global
+                            || e.budget.subject.as_deref() == Some(subject.as_str()))
+                })
+                .collect();
+            let chosen: Vec<&Entry> = if !overrides.is_empty() {
+                overrides
+            } else {
+                let roles: Vec<&Entry> = in_scope()
+                    .filter(|e| matches!(&e.budget.tier, Tier::Role(r) if caller.role.as_deref() == Some(r.as_str())))
+                    .collect();
+                if !roles.is_empty() {
+                    roles
+                } else {
+                    in_scope()
+                        .filter(|e| e.budget.tier == Tier::Default)
+                        .collect()
+                }
+            };
+            for e in chosen.into_iter().filter(|e| covers(&e.budget)) {
+                out.push(self.applied(e.budget.clone(), subject.clone(), now));
+            }
+        }
+        out
+    }
+
+    /// `budget` as it applies to `subject` at `now`.
+    pub fn applied(&self, budget: Arc<Budget>, subject: String, now: Timestamp) -> Applied {
+        let period = budget.period.period_at(&budget.calendar, now);
+        let (charge, window, resets_at) = match budget.period {
+            PeriodKind::Rolling(w) => {
+                let buckets = window_buckets(w, now);
+                let oldest = buckets.last().copied();
+                (
+                    bucket_key(&budget, &subject, bucket_start(w, now)),
+                    buckets
+                        .iter()
+                        .map(|b| bucket_key(&budget, &subject, *b))
+                        .collect(),
+                    // Spend starts leaving the window when the oldest bucket does.
+                    oldest
+                        .and_then(|b| b.checked_add(w).ok())
+                        .and_then(|t| t.checked_add(PeriodKind::bucket_width(w)).ok()),
+                )
+            }
+            _ => {
+                let k = key(&budget, &subject, period.start);
+                (k.clone(), vec![k], period.end)
+            }
+        };
+        let limit = self.effective_limit(&budget, &subject, now);
+        let line = Line {
+            charge,
+            window,
+            limit,
+            enforce: budget.action == Action::Block,
+        };
+        Applied {
+            budget,
+            subject,
+            period,
+            resets_at,
+            line,
+        }
+    }
+
+    /// The limit for the current period: the base, plus unused allowance of
+    /// the previous period up to the rollover cap.
+    fn effective_limit(&self, b: &Budget, subject: &str, now: Timestamp) -> Limit {
+        let base = Limit {
+            money: b.limit_money,
+            tokens: b.limit_tokens,
+        };
+        let Some(r) = &b.rollover else { return base };
+        let Some(prev) = b.period.previous(&b.calendar, now) else {
+            return base;
+        };
+        let spent = self.ledger().counter(&key(b, subject, prev.start)).spent;
+        Limit {
+            money: base.money.map(|l| {
+                let unused = l.saturating_sub(spent.money).max(Money::ZERO);
+                l + r.cap_money.map_or(unused, |c| unused.min(c))
+            }),
+            tokens: base.tokens.map(|l| {
+                let unused = l.saturating_sub(spent.tokens);
+                l + r.cap_tokens.map_or(unused, |c| unused.min(c))
+            }),
+        }
+    }
+
+    pub fn state(&self, a: &Applied) -> State {
+        let l = self.ledger();
+        let used = l.used(&a.line.window);
+        let headroom = l.headroom(&a.line);
+        drop(l);
+        let low_pct = i128::from(a.budget.low_threshold_pct);
+        let over = headroom.money.is_some_and(|m| m.units() <= 0) || headroom.tokens == Some(0);
+        let low = a
+            .line
+            .limit
+            .money
+            .zip(headroom.money)
+            .is_some_and(|(l, h)| h.units() * 100 < l.units() * low_pct)
+            || a.line
+                .limit
+                .tokens
+                .zip(headroom.tokens)
+                .is_some_and(|(l, h)| i128::from(h) * 100 < i128::from(l) * low_pct);
+        State {
+            spent: used.spent,
+            reserved: used.reserved,
+            limit: a.line.limit,
+            headroom,
+            status: if over {
+                "over_limit"
+            } else if low {
+                "low"
+            } else {
+                "ok"
+            },
+        }
+    }
+
+    /// Reserves `base + n × per_unit` on every applicable budget for the
+    /// largest `n ≤ want` all of them afford (at least `min`), durably.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reserve(
+        &self,
+        id: &str,
+        applied: &[Applied],
+        base: Amount,
+        per_unit: Amount,
+        want: u64,
+        min: u64,
+        mut template: UsageRecord,
+    ) -> Result<Reserved, ReserveError> {
+        let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
+        let expires_at = self
+            .now()
+            .checked_add(PROXY_RESERVATION_TTL)
+            .unwrap_or(Timestamp::MAX);
+        let granted = {
+            let mut l = self.ledger();
+            l.reserve_capped(id, lines.clone(), base, per_unit, want, min, expires_at)
+        };
+        let granted = match granted {
+            Ok(n) => n,
+            Err(Denied { line, headroom }) => {
+                return Err(ReserveError::Refused(Box::new(Refusal {
+                    applied: applied[line].clone(),
+                    headroom,
+                })));
+            }
+        };
+        let amount = Amount {
+            money: base.money + Money::from_units(per_unit.money.units() * i128::from(granted)),
+            tokens: base
+                .tokens
+                .saturating_add(per_unit.tokens.saturating_mul(granted)),
+        };
+        let warned = applied.iter().any(|a| {
+            a.budget.action == Action::Warn && {
+                let h = self.ledger().headroom(&a.line);
+                h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
+            }
+        });
+        let charges: Vec<String> = lines.iter().map(|l| l.charge.clone()).collect();
+        // Should this process die before settling, this is what is charged.
+        template.cost = amount.money;
+        template.usage.output_tokens = granted;
+        template.flags.usage_estimated = true;
+        let entry = JournalEntry::Reserve {
+            id: id.to_string(),
+            lines,
+            amount,
+            expires_at,
+            template: Box::new(template),
+        };
+        if let Err(e) = self.journal.write_durable(entry).await {
+            // Not durable, so not forwarded: give the headroom back.
+            self.ledger().release(id, self.now());
+            return Err(e.into());
+        }
+        Ok(Reserved {
+            id: id.to_string(),
+            granted,
+            amount,
+            charges,
+            warned,
+        })
+    }
+
+    /// Settles a finished request: charges `actual` (if it reserved) and
+    /// writes its record, in one journal entry.
+    pub fn settle(&self, reserved: Option<&Reserved>, actual: Amount, record: UsageRecord) {
+        let (reservation, charges) = match reserved {
+            Some(r) => {
+                match self.ledger().commit(&r.id, actual, self.now()) {
+                    Settled::Committed { overage: true } => {
+                        tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
+                    }
+                    Settled::AlreadySettled => return,
+                    _ => {}
+                }
+                (Some(r.id.clone()), r.charges.clone())
+            }
+            None => (None, Vec::new()),
+        };
+        self.journal.write(JournalEntry::Settle {
+            reservation,
+            charges,
+            actual,
+            record: Box::new(record),
+        });
+    }
+
+    /// Gives a reservation back (the request never reached a provider).
+    pub fn release(&self, reserved: &Reserved) {
+        if self.ledger().release(&reserved.id, self.now()) == Settled::Released {
+            self.journal.write(JournalEntry::Release {
+                id: reserved.id.clone(),
+            });
+        }
+    }
+
+    /// Validates and stores a budget from the admin API or CLI.
+    pub async fn put(&self, store: &dyn Store, stored: StoredBudget) -> Result<Budget, PutError> {
+        let b = Budget::from_input(stored.id.clone(), &stored.input, Tier::Override, None)
+            .map_err(PutError::Invalid)?;
+        if self.config_budgets.iter().any(|c| c.id == stored.id) {
+            return Err(PutError::ConfigOwned(stored.id));
+        }
+        store.put_budget(&stored).await?;
+        self.reload(store).await?;
+        Ok(b)
+    }
+
+    pub fn is_config_budget(&self, id: &str) -> bool {
+        self.config_budgets.iter().any(|c| c.id == id)
+    }
+
+    /// Every (budget, subject) with spend or reservations in its current
+    /// period, plus every budget with a fixed subject.
+    pub fn instances(&self) -> Vec<Applied> {
+        let now = self.now();
+        let entries = self.entries();
+        let mut out = Vec::new();
+        let keys: Vec<String> = self.ledger().keys();
+        for e in entries.iter() {
+            let b = &e.budget;
+            match (&b.subject, b.scope) {
+                (Some(s), _) => out.push(self.applied(b.clone(), s.clone(), now)),
+                (None, Scope::Global) => out.push(self.applied(b.clone(), "*".into(), now)),
+                (None, _) => {
+                    let prefix = format!("{}|", b.id);
+                    let mut subjects: Vec<String> = keys
+                        .iter()
+                        .filter_map(|k| k.strip_prefix(&prefix))
+                        .filter_map(|rest| rest.rsplit_once('|').map(|(s, _)| s.to_string()))
+                        .collect();
+                    subjects.sort();
+                    subjects.dedup();
+                    for s in subjects {
+                        let a = self.applied(b.clone(), s, now);
+                        let st = self.state(&a);
+                        if st.spent != Amount::default() || st.reserved != Amount::default() {
+                            out.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("{0}")]
+    Invalid(tollgate_core::budget::BudgetError),
+    #[error("budget {0:?} is declared in the config file; change it there")]
+    ConfigOwned(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The `X-Budget-*` header values for one budget's state: limit and
+/// remaining in USD when it has a money limit, else in tokens.
+pub fn header_values(a: &Applied, st: &State) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match (
+        st.limit.money,
+        st.headroom.money,
+        st.limit.tokens,
+        st.headroom.tokens,
+    ) {
+        (Some(l), Some(h), _, _) => {
+            out.push(("x-budget-limit", l.to_string()));
+            out.push(("x-budget-remaining", h.to_string()));
+        }
+        (_, _, Some(l), Some(h)) => {
+            out.push(("x-budget-limit", format!("{l} tokens")));
+            out.push(("x-budget-remaining", format!("{h} tokens")));
+        }
+        _ => {}
+    }
+    if let Some(r) = a.resets_at {
+        out.push(("x-budget-reset", r.to_string()));
+    }
+    out.push(("x-budget-status", st.status.to_string()));
+    out.push(("x-budget-id", a.budget.id.clone()));
+    out
+}
