@@ -192,20 +192,15 @@ impl LedgerState {
         Ok(())
     }
 
-    /// Reserves `base + n × per_unit` for the largest `n ≤ want` every
-    /// enforced line can afford, provided `n ≥ min`; returns `n`. This is how
-    /// an output limit is capped to what the budgets afford, decided and
-    /// reserved in one step so no concurrent request can take the room.
-    #[allow(clippy::too_many_arguments)]
-    pub fn reserve_capped(
-        &mut self,
-        id: &str,
-        lines: Vec<Line>,
+    /// The largest `n ≤ want` (at least `min`) such that `base + n ×
+    /// per_unit` fits every enforced line, or the line that refuses.
+    pub fn plan_capped(
+        &self,
+        lines: &[Line],
         base: Amount,
         per_unit: Amount,
         want: u64,
         min: u64,
-        expires_at: Timestamp,
     ) -> Result<u64, Denied> {
         let mut n = want;
         let mut tightest: Option<(usize, Headroom)> = None;
@@ -226,15 +221,35 @@ impl LedgerState {
                 .chain(by_tokens)
                 .min()
                 .unwrap_or(u64::MAX);
-            if fit < n {
-                n = fit;
+            if fit < n || (fit == 0 && !fits_base(h, base)) {
+                n = n.min(fit);
                 tightest = Some((i, h));
             }
         }
-        if n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
+        let base_fits = tightest.as_ref().is_none_or(|(_, h)| fits_base(*h, base));
+        if !base_fits || n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
             let (line, headroom) = tightest.unwrap_or((0, Headroom::default()));
             return Err(Denied { line, headroom });
         }
+        Ok(n)
+    }
+
+    /// Reserves `base + n × per_unit` for the largest `n ≤ want` every
+    /// enforced line can afford, provided `n ≥ min`; returns `n`. This is how
+    /// an output limit is capped to what the budgets afford, decided and
+    /// reserved in one step so no concurrent request can take the room.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve_capped(
+        &mut self,
+        id: &str,
+        lines: Vec<Line>,
+        base: Amount,
+        per_unit: Amount,
+        want: u64,
+        min: u64,
+        expires_at: Timestamp,
+    ) -> Result<u64, Denied> {
+        let n = self.plan_capped(&lines, base, per_unit, want, min)?;
         let amount = Amount {
             money: base.money + Money::from_units(per_unit.money.units() * i128::from(n)),
             tokens: base
@@ -332,6 +347,10 @@ impl LedgerState {
         self.counters
             .retain(|k, c| keep(k) || c.reserved != Amount::default());
     }
+}
+
+fn fits_base(h: Headroom, base: Amount) -> bool {
+    h.money.is_none_or(|m| base.money <= m) && h.tokens.is_none_or(|t| base.tokens <= t)
 }
 
 /// Largest `n` with `base + n × per ≤ room` (`u64::MAX` when `per` is 0

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -85,6 +85,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/reports", get(reports))
         .route("/pricing", get(pricing))
         .route("/pricing/{model}", put(set_price))
+        .route("/budgets", get(list_budgets).post(create_budget))
+        .route(
+            "/budgets/{id}",
+            get(get_budget).patch(patch_budget).delete(delete_budget),
+        )
+        .route("/explain", post(explain))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -517,4 +523,356 @@ mod tests {
             "\"a,b\",1,3,0,0,0,0,0.00000015"
         );
     }
+}
+
+/// A budget instance as the API shows it (§13): limits, used (committed),
+/// reserved (in flight), remaining, status and period.
+pub fn budget_json(
+    a: &crate::budgets::Applied,
+    st: &crate::budgets::State,
+    source: Option<crate::budgets::Source>,
+) -> Value {
+    let b = &a.budget;
+    let tier = match &b.tier {
+        tollgate_core::budget::Tier::Override => "override".to_string(),
+        tollgate_core::budget::Tier::Role(r) => format!("role:{r}"),
+        tollgate_core::budget::Tier::Default => "default".to_string(),
+    };
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "scope": b.scope.as_str(),
+        "subject": if b.scope == tollgate_core::budget::Scope::Global { Value::Null } else { json!(a.subject) },
+        "tier": tier,
+        "source": source.map(|s| match s { crate::budgets::Source::Config => "config", crate::budgets::Source::Admin => "admin" }),
+        "period": b.period.to_string(),
+        "timezone": b.calendar.tz_name,
+        "action": b.action.as_str(),
+        "models": b.models,
+        "limit_usd": st.limit.money.map(|m| m.to_string()),
+        "limit_tokens": st.limit.tokens,
+        "used_usd": st.spent.money.to_string(),
+        "used_tokens": st.spent.tokens,
+        "reserved_usd": st.reserved.money.to_string(),
+        "reserved_tokens": st.reserved.tokens,
+        "remaining_usd": st.headroom.money.map(|m| m.to_string()),
+        "remaining_tokens": st.headroom.tokens,
+        "status": st.status,
+        "period_start": if b.period == tollgate_core::period::PeriodKind::Lifetime { Value::Null } else { json!(a.period.start.to_string()) },
+        "resets_at": a.resets_at.map(|t| t.to_string()),
+    })
+}
+
+fn source_of(s: &AppState, id: &str) -> Option<crate::budgets::Source> {
+    s.budgets
+        .entries()
+        .iter()
+        .find(|e| e.budget.id == id)
+        .map(|e| e.source)
+}
+
+async fn list_budgets(State(s): State<AppState>) -> axum::Json<Value> {
+    let v: Vec<Value> = s
+        .budgets
+        .instances()
+        .iter()
+        .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &a.budget.id)))
+        .collect();
+    axum::Json(json!({"budgets": v}))
+}
+
+async fn get_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    let instances: Vec<Value> = s
+        .budgets
+        .instances()
+        .iter()
+        .filter(|a| a.budget.id == id)
+        .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &id)))
+        .collect();
+    let entry = s
+        .budgets
+        .entries()
+        .iter()
+        .find(|e| e.budget.id == id)
+        .cloned();
+    match entry {
+        Some(e) => Ok(axum::Json(
+            json!({"budget": e.budget.to_input(), "instances": instances}),
+        )),
+        None => Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        )),
+    }
+}
+
+fn budget_id() -> String {
+    format!("bud_{}", &identity::generate_key_id()[4..])
+}
+
+async fn store_budget(
+    s: &AppState,
+    id: String,
+    input: tollgate_core::budget::BudgetInput,
+    created_at: Timestamp,
+) -> Result<Value, AdminError> {
+    let stored = tollgate_store::StoredBudget {
+        id: id.clone(),
+        input,
+        created_at,
+    };
+    let b = s
+        .budgets
+        .put(&*s.store, stored)
+        .await
+        .map_err(|e| match e {
+            crate::budgets::PutError::Invalid(e) => AdminError::bad_request(e.to_string()),
+            crate::budgets::PutError::ConfigOwned(_) => {
+                AdminError(StatusCode::CONFLICT, e.to_string())
+            }
+            crate::budgets::PutError::Store(e) => e.into(),
+        })?;
+    let subject = b.subject.clone().unwrap_or_else(|| "*".into());
+    let a = s
+        .budgets
+        .applied(std::sync::Arc::new(b), subject, s.budgets.now());
+    Ok(budget_json(
+        &a,
+        &s.budgets.state(&a),
+        Some(crate::budgets::Source::Admin),
+    ))
+}
+
+async fn create_budget(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    let mut input: tollgate_core::budget::BudgetInput = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    let id = input
+        .id
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(budget_id);
+    if s.budgets.entries().iter().any(|e| e.budget.id == id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} already exists (PATCH it)"),
+        ));
+    }
+    input.id = Some(id.clone());
+    let v = store_budget(&s, id, input, Timestamp::now()).await?;
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+async fn patch_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    if s.budgets.is_config_budget(&id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} is declared in the config file; change it there"),
+        ));
+    }
+    let stored = s
+        .store
+        .list_budgets()
+        .await?
+        .into_iter()
+        .find(|b| b.id == id);
+    let Some(stored) = stored else {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        ));
+    };
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid patch: {e}")))?;
+    let Value::Object(patch) = patch else {
+        return Err(AdminError::bad_request(
+            "a patch is a JSON object of the fields to change",
+        ));
+    };
+    let mut current =
+        serde_json::to_value(&stored.input).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    if let Value::Object(cur) = &mut current {
+        for (k, v) in patch {
+            if k == "id" {
+                return Err(AdminError::bad_request("a budget's id cannot change"));
+            }
+            cur.insert(k, v);
+        }
+    }
+    let input = serde_json::from_value(current)
+        .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    Ok(axum::Json(
+        store_budget(&s, id, input, stored.created_at).await?,
+    ))
+}
+
+async fn delete_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    if s.budgets.is_config_budget(&id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} is declared in the config file; remove it there"),
+        ));
+    }
+    if !s.store.delete_budget(&id).await? {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        ));
+    }
+    s.budgets.reload(&*s.store).await?;
+    Ok(axum::Json(json!({"id": id, "deleted": true})))
+}
+
+/// `POST /admin/explain`: who the caller would be, every budget that would
+/// apply, its state, and the decision — without reserving anything.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// A virtual key (`tg-...`) or its id (`key_...`), to explain as that key.
+    pub key: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub budget_id: Option<String>,
+    pub model: String,
+    pub max_tokens: Option<u64>,
+    /// Input tokens to assume (default: a short prompt).
+    pub input_tokens: Option<u64>,
+}
+
+/// The explanation as JSON (shared by the API and `tollgate explain`).
+pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, AdminError> {
+    let mut caller = crate::identity::Caller::default();
+    if let Some(k) = &req.key {
+        let rec = if k.starts_with("tg-") {
+            s.keys
+                .resolve(k)
+                .await
+                .map_err(|e| AdminError::bad_request(format!("key: {e}")))?
+        } else {
+            let found = s.store.list_keys().await?.into_iter().find(|r| &r.id == k);
+            std::sync::Arc::new(
+                found.ok_or_else(|| AdminError::bad_request(format!("no key with id {k:?}")))?,
+            )
+        };
+        caller = crate::identity::caller_from_key(&rec);
+    }
+    for (field, value) in [
+        (&mut caller.user, &req.user),
+        (&mut caller.tenant, &req.tenant),
+        (&mut caller.role, &req.role),
+        (&mut caller.session, &req.session),
+        (&mut caller.budget_id, &req.budget_id),
+    ] {
+        if value.is_some() {
+            *field = value.clone();
+        }
+    }
+    let route = s.router.routes(&req.model).map(|p| p.name.clone());
+    let served = s
+        .router
+        .route(
+            &req.model,
+            s.router
+                .routes(&req.model)
+                .map_or(tollgate_providers::WireFormat::OpenAi, |p| p.kind),
+        )
+        .map(|r| r.upstream_model)
+        .unwrap_or_else(|_| req.model.clone());
+    let catalog = s.catalog();
+    let price = catalog.price_of(&served).ok().cloned();
+    let applied = s.budgets.applicable(&caller, &served);
+    let budgets: Vec<Value> = applied
+        .iter()
+        .map(|a| budget_json(a, &s.budgets.state(a), source_of(s, &a.budget.id)))
+        .collect();
+    let decision = match (&route, &price) {
+        (None, _) => {
+            json!({"decision": "refuse", "reason": format!("unknown model {:?} (no entry in models: matches it)", req.model)})
+        }
+        (_, None) => {
+            json!({"decision": "refuse", "reason": format!("model {served:?} has no price")})
+        }
+        (Some(_), Some(_)) if applied.is_empty() => {
+            json!({"decision": "allow", "reason": "no budget applies"})
+        }
+        (Some(_), Some(p)) => {
+            let sizing = s
+                .budgets
+                .sizing(p, req.input_tokens.unwrap_or(100), req.max_tokens, true);
+            match s.budgets.plan(&applied, &sizing) {
+                Ok(n) if n < sizing.want => {
+                    json!({"decision": "allow_capped", "max_tokens": n, "asked_max_tokens": sizing.want,
+                    "reason": "the output limit is capped to what every budget affords"})
+                }
+                Ok(n) => {
+                    json!({"decision": "allow", "max_tokens": n, "reason": "every budget affords the worst case"})
+                }
+                Err(r) => {
+                    let st = s.budgets.state(&r.applied);
+                    let refusal = crate::error::BudgetRefusal::new(&r, &st);
+                    json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status, "reason": refusal.message})
+                }
+            }
+        }
+    };
+    Ok(json!({
+        "caller": {"key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "role": caller.role, "session": caller.session, "budget_id": caller.budget_id},
+        "model": req.model,
+        "model_served": served,
+        "provider": route,
+        "budgets": budgets,
+        "decision": decision,
+    }))
+}
+
+async fn explain(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    let req: ExplainRequest = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid explain request: {e}")))?;
+    Ok(axum::Json(explain_json(&s, &req).await?))
+}
+
+/// `GET /usage`: the calling key's own budgets and their state.
+pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let format = tollgate_providers::WireFormat::OpenAi;
+    let Some(k) = identity::presented_key(format, &headers, None) else {
+        return crate::error::GatewayError::MissingKey(identity::native_key_header(format))
+            .into_response(format);
+    };
+    let rec = match s.keys.resolve(k).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(format),
+    };
+    let caller = crate::identity::caller_from_key(&rec).with_request(
+        &headers,
+        None,
+        s.config.trust_all_identity_headers,
+    );
+    let budgets: Vec<Value> = s
+        .budgets
+        .applicable_any_model(&caller)
+        .iter()
+        .map(|a| budget_json(a, &s.budgets.state(a), None))
+        .collect();
+    axum::Json(json!({
+        "key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "session": caller.session,
+        "budgets": budgets,
+    }))
+    .into_response()
 }

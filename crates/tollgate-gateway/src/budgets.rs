@@ -164,8 +164,8 @@ fn bucket_key(b: &Budget, subject: &str, bucket: Timestamp) -> String {
 }
 
 impl BudgetEngine {
-    /// Loads stored budgets and the ledger, reconciling reservations a
-    /// crashed process left open.
+    /// Loads stored budgets and the ledger. Reservations left open count
+    /// as reserved until [`reconcile`](Self::reconcile) charges them.
     pub async fn load(
         store: &dyn Store,
         journal: Journal,
@@ -191,33 +191,41 @@ impl BudgetEngine {
                 l.restore_spent(&k, a);
             }
             for r in &open {
-                for line in &r.lines {
-                    l.restore_spent(&line.charge, r.amount);
-                }
-            }
-        }
-        if !open.is_empty() {
-            tracing::warn!(
-                count = open.len(),
-                "charging reservations left open by an unclean stop at their reserved amount"
-            );
-            for r in open {
-                let mut record = r.template.clone();
-                record.flags.reconciled = true;
-                let entry = JournalEntry::Settle {
-                    reservation: Some(r.id.clone()),
-                    charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
-                    actual: r.amount,
-                    record: Box::new(record),
-                };
-                engine
-                    .journal
-                    .write_durable(entry)
-                    .await
-                    .map_err(|e| StoreError::Task(e.to_string()))?;
+                let _ = l.reserve(&r.id, r.lines.clone(), r.amount, r.expires_at);
             }
         }
         Ok(engine)
+    }
+
+    /// Charges every reservation left open by a process that stopped
+    /// without settling it (a crash, `kill -9`) at its reserved amount, with
+    /// a record flagged `reconciled`. Only the process that owns the
+    /// database's ledger may call this (the gateway, at start-up).
+    pub async fn reconcile(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let (_, open) = store.load_ledger().await?;
+        let n = open.len();
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "charging reservations left open by an unclean stop at their reserved amount"
+            );
+        }
+        for r in open {
+            self.ledger().commit(&r.id, r.amount, self.now());
+            let mut record = r.template.clone();
+            record.flags.reconciled = true;
+            let entry = JournalEntry::Settle {
+                reservation: Some(r.id.clone()),
+                charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
+                actual: r.amount,
+                record: Box::new(record),
+            };
+            self.journal
+                .write_durable(entry)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+        }
+        Ok(n)
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, LedgerState> {
@@ -276,45 +284,58 @@ impl BudgetEngine {
     /// the most specific tier with any budget wins: override > role > default.
     pub fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
         let now = self.now();
+        let mut out = Vec::new();
+        for scope in Scope::ALL {
+            if let Some(subject) = Self::subject(caller, scope) {
+                out.extend(self.applicable_in(caller, model, scope, &subject, now));
+            }
+        }
+        out
+    }
+
+    /// The budgets of one scope that apply (`model` empty: budgets that
+    /// cover every model, or a model glob itself).
+    fn applicable_in(
+        &self,
+        caller: &Caller,
+        model: &str,
+        scope: Scope,
+        subject: &str,
+        now: Timestamp,
+    ) -> Vec<Applied> {
         let entries = self.entries();
         let covers = |b: &Budget| {
             b.models.is_empty()
                 || b.models
                     .iter()
-                    .any(|p| wildmatch::WildMatch::new(p).matches(model))
+                    .any(|p| p == model || wildmatch::WildMatch::new(p).matches(model))
         };
-        let mut out = Vec::new();
-        for scope in Scope::ALL {
-            let Some(subject) = Self::subject(caller, scope) else {
-                continue;
-            };
-            let in_scope = || entries.iter().filter(move |e| e.budget.scope == scope);
-            let overrides: Vec<&Entry> = in_scope()
-                .filter(|e| {
-                    e.budget.tier == Tier::Override
-                        && (scope == Scope::Global
-                            || e.budget.subject.as_deref() == Some(subject.as_str()))
-                })
+        let in_scope = || entries.iter().filter(move |e| e.budget.scope == scope);
+        let overrides: Vec<&Entry> = in_scope()
+            .filter(|e| {
+                e.budget.tier == Tier::Override
+                    && (scope == Scope::Global || e.budget.subject.as_deref() == Some(subject))
+            })
+            .collect();
+        let chosen: Vec<&Entry> = if !overrides.is_empty() {
+            overrides
+        } else {
+            let roles: Vec<&Entry> = in_scope()
+                .filter(|e| matches!(&e.budget.tier, Tier::Role(r) if caller.role.as_deref() == Some(r.as_str())))
                 .collect();
-            let chosen: Vec<&Entry> = if !overrides.is_empty() {
-                overrides
+            if !roles.is_empty() {
+                roles
             } else {
-                let roles: Vec<&Entry> = in_scope()
-                    .filter(|e| matches!(&e.budget.tier, Tier::Role(r) if caller.role.as_deref() == Some(r.as_str())))
-                    .collect();
-                if !roles.is_empty() {
-                    roles
-                } else {
-                    in_scope()
-                        .filter(|e| e.budget.tier == Tier::Default)
-                        .collect()
-                }
-            };
-            for e in chosen.into_iter().filter(|e| covers(&e.budget)) {
-                out.push(self.applied(e.budget.clone(), subject.clone(), now));
+                in_scope()
+                    .filter(|e| e.budget.tier == Tier::Default)
+                    .collect()
             }
-        }
-        out
+        };
+        chosen
+            .into_iter()
+            .filter(|e| covers(&e.budget))
+            .map(|e| self.applied(e.budget.clone(), subject.to_string(), now))
+            .collect()
     }
 
     /// `budget` as it applies to `subject` at `now`.
@@ -575,6 +596,80 @@ pub enum PutError {
     ConfigOwned(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How much a request reserves: `base` (its input at the highest input
+/// rate) plus `per_unit` for each output token, up to `want`, at least `min`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizing {
+    pub base: Amount,
+    pub per_unit: Amount,
+    pub want: u64,
+    pub min: u64,
+}
+
+impl BudgetEngine {
+    pub fn sizing(
+        &self,
+        price: &tollgate_core::ModelPrice,
+        input_tokens: u64,
+        max_output: Option<u64>,
+        makes_output: bool,
+    ) -> Sizing {
+        let (input_rate, output_rate) = price.reservation_rates(input_tokens);
+        let want = if makes_output {
+            max_output.unwrap_or(self.default_max_output_tokens)
+        } else {
+            0
+        };
+        Sizing {
+            base: Amount::new(input_rate.cost(input_tokens), input_tokens),
+            per_unit: Amount::new(output_rate.cost(1), 1),
+            want,
+            min: self.min_output_tokens.min(want),
+        }
+    }
+
+    /// What would happen to this request now, without reserving anything.
+    pub fn plan(&self, applied: &[Applied], s: &Sizing) -> Result<u64, Box<Refusal>> {
+        let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
+        self.ledger()
+            .plan_capped(&lines, s.base, s.per_unit, s.want, s.min)
+            .map_err(|Denied { line, headroom }| {
+                Box::new(Refusal {
+                    applied: applied[line].clone(),
+                    headroom,
+                })
+            })
+    }
+
+    /// Every budget that applies to `caller`, whatever the model.
+    pub fn applicable_any_model(&self, caller: &Caller) -> Vec<Applied> {
+        let now = self.now();
+        let mut out = Vec::new();
+        let entries = self.entries();
+        for scope in Scope::ALL {
+            let Some(subject) = Self::subject(caller, scope) else {
+                continue;
+            };
+            let mut models: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.budget.scope == scope)
+                .flat_map(|e| e.budget.models.iter().map(String::as_str))
+                .collect();
+            models.push("");
+            let mut seen = std::collections::HashSet::new();
+            for m in models {
+                let c = Caller { ..caller.clone() };
+                for a in self.applicable_in(&c, m, scope, &subject, now) {
+                    if seen.insert(a.line.charge.clone()) {
+                        out.push(a);
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The `X-Budget-*` header values for one budget's state: limit and

@@ -86,10 +86,13 @@ impl BudgetRefusal {
         BudgetRefusal {
             status: b.refusal_status,
             message: format!(
-                "budget exceeded: {} budget {:?} ({who}, {}) cannot afford this request — {left}{when}",
+                "budget exceeded: {} budget {:?}{} ({who}) cannot afford this request — {left}{when}",
                 b.period,
                 b.id,
-                b.name.as_deref().unwrap_or("unnamed")
+                b.name
+                    .as_deref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default()
             ),
             budget_id: b.id.clone(),
             scope: b.scope.as_str().into(),

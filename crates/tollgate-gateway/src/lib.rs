@@ -96,14 +96,22 @@ pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog
 /// How often keys and prices changed outside this process are picked up.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
-/// Reloads the catalog when stored prices change (set or imported by the
-/// CLI, or by another instance).
+/// Reloads the catalog and the budgets when their stored versions change
+/// (set or imported by the CLI, or by another instance).
 fn spawn_price_refresh(state: AppState, mut version: (i64, i64)) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         tick.tick().await;
+        let mut budgets_version = state.store.budgets_version().await.ok();
         loop {
             tick.tick().await;
+            let bv = state.store.budgets_version().await.ok();
+            if bv.is_some() && bv != budgets_version {
+                match state.budgets.reload(&*state.store).await {
+                    Ok(()) => budgets_version = bv,
+                    Err(e) => tracing::warn!(error = %e, "budget reload failed"),
+                }
+            }
             let now = match state.store.prices_version().await {
                 Ok(v) => v,
                 Err(e) => {
@@ -178,6 +186,7 @@ impl Gateway {
             config.budgets.default_max_output_tokens,
         )
         .await?;
+        budgets.reconcile(&*store).await?;
         let state = AppState {
             admin: Arc::new(AdminKeys::new(&config.admin_keys)),
             router: Arc::new(ModelRouter::new(&config, env)),
@@ -291,6 +300,7 @@ pub fn router(state: AppState) -> Router {
             get(|State(s): State<AppState>, h: HeaderMap| proxy::list_models(s, h)),
         )
         .route("/health", get(health))
+        .route("/usage", get(admin::own_usage))
         .nest("/admin", admin::router(state.clone()))
         .with_state(state)
 }

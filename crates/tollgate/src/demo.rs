@@ -238,6 +238,66 @@ pub async fn run(keep_running: bool) -> Result<()> {
     );
     println!();
 
+    // A budget: bob may spend $0.0005 a day. The first request asks for
+    // 1000 output tokens; the budget affords fewer, so Tollgate caps
+    // max_tokens instead of refusing. Then the budget is spent: refused,
+    // before anything reaches the provider.
+    println!("Budgets (POST /admin/budgets): user bob may spend $0.0005 per day");
+    http.post(format!("{base}/admin/budgets"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"id": "bob-daily", "scope": "user", "subject": "bob", "limit_usd": "0.0005", "period": "daily"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let bob: Value = http
+        .post(format!("{base}/admin/keys"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"name": "bob", "user": "bob", "tenant": "acme"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let bob_key = bob["key"]
+        .as_str()
+        .context("admin API returned no key")?
+        .to_string();
+    for attempt in 1..=3 {
+        let resp = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&bob_key)
+            .header("x-mock-output-tokens", "1000")
+            .json(&json!({"model": "gpt-4o", "max_tokens": 1000, "messages": msgs}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let (remaining, capped) = (
+            header("x-budget-remaining"),
+            header("x-tollgate-capped-max-tokens"),
+        );
+        let body: Value = resp.json().await?;
+        if status.is_success() {
+            println!(
+                "  bob request {attempt}: {status}, asked for 1000 output tokens; max_tokens capped to {capped}, got {}; ${remaining} left",
+                body["usage"]["completion_tokens"]
+            );
+        } else {
+            println!(
+                "  bob request {attempt}: {status} {}",
+                body["error"]["code"].as_str().unwrap_or("")
+            );
+            println!("    {}", body["error"]["message"].as_str().unwrap_or(""));
+        }
+    }
+    println!();
+
     state.journal.flush().await;
     let q = |group_by| ReportQuery {
         group_by,

@@ -191,7 +191,6 @@ async fn pipeline(
 
     // 6. reserve — once, on the final model and provider, on every budget that applies.
     let max_output = reserve(state, &mut draft, &req).await?;
-    let budget_headers = budget_headers(state, &draft.applied);
 
     // 7. forward
     let up = req.upstream_body(&route.upstream_model, max_output);
@@ -228,7 +227,17 @@ async fn pipeline(
                 h.append(name.clone(), value.clone());
             }
         }
-        h.extend(budget_headers);
+        if let Some(n) = max_output.filter(|_| draft.flags.capped) {
+            h.insert("x-tollgate-capped-max-tokens", HeaderValue::from(n));
+        }
+        if streaming {
+            // Before this stream's spend is known: what is left besides it.
+            h.extend(budget_headers(
+                state,
+                &draft.applied,
+                draft.reserved.as_ref().map(|r| r.amount),
+            ));
+        }
     }
 
     if streaming {
@@ -306,6 +315,10 @@ async fn pipeline(
                 Flags::default(),
             );
         }
+    }
+    // After settlement: what is left once this response is paid for.
+    if let Some(h) = out.headers_mut() {
+        h.extend(budget_headers(state, &draft.applied, None));
     }
     out.body(Body::from(bytes))
         .map_err(|e| GatewayError::Internal(e.to_string()))
@@ -408,12 +421,20 @@ async fn reserve(
     }
 }
 
-/// `X-Budget-*` headers for the tightest applicable budget.
-fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
+/// `X-Budget-*` headers for the tightest applicable budget; `own` is this
+/// request's reservation, added back while it is still in flight.
+fn budget_headers(state: &AppState, applied: &[Applied], own: Option<Amount>) -> HeaderMap {
     let mut h = HeaderMap::new();
     let tightest = applied
         .iter()
-        .map(|a| (a, state.budgets.state(a)))
+        .map(|a| {
+            let mut st = state.budgets.state(a);
+            if let Some(own) = own {
+                st.headroom.money = st.headroom.money.map(|m| m + own.money);
+                st.headroom.tokens = st.headroom.tokens.map(|t| t.saturating_add(own.tokens));
+            }
+            (a, st)
+        })
         .min_by(|(_, x), (_, y)| {
             let fx = x.fraction_left().unwrap_or(f64::INFINITY);
             let fy = y.fraction_left().unwrap_or(f64::INFINITY);
