@@ -25,6 +25,10 @@ use crate::identity::{self, NewKey};
 pub struct AdminError(StatusCode, String);
 
 impl AdminError {
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+
     pub fn bad_request(msg: impl Into<String>) -> Self {
         AdminError(StatusCode::BAD_REQUEST, msg.into())
     }

@@ -206,6 +206,36 @@ impl Gateway {
         })
     }
 
+    /// The gateway's state over `store` for inspection from the CLI: no
+    /// reconciliation (a running gateway owns the ledger), no background
+    /// refresh, nothing served.
+    pub async fn inspect(config: Config, store: Arc<dyn Store>) -> Result<AppState, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let catalog = build_catalog(&config, &*store).await?;
+        let keys = KeyCache::load(store.clone()).await?;
+        let (journal, _writer) = Journal::spawn(store.clone());
+        let budgets = BudgetEngine::load(
+            &*store,
+            journal.clone(),
+            config.budgets.budgets().map_err(StartError::Config)?,
+            Arc::new(SystemClock),
+            config.budgets.min_output_tokens,
+            config.budgets.default_max_output_tokens,
+        )
+        .await?;
+        Ok(AppState {
+            admin: Arc::new(AdminKeys::new(&config.admin_keys)),
+            router: Arc::new(ModelRouter::new(&config, &|_| None)),
+            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+            config: Arc::new(config),
+            keys,
+            store,
+            journal,
+            budgets: Arc::new(budgets),
+            client: proxy::upstream::client(),
+        })
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }

@@ -12,7 +12,7 @@ use tollgate_gateway::identity::{self, NewKey};
 use tollgate_gateway::{Config, Gateway};
 use tollgate_store::{GroupBy, ReportQuery, Store};
 
-use crate::{Command, ConfigArg, Format, KeysCmd, PricingCmd, UsageCmd};
+use crate::{BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, UsageCmd};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -68,7 +68,192 @@ pub async fn run(cmd: Command) -> Result<()> {
         Command::Usage { action } => usage(action).await,
         Command::Pricing { action } => pricing(action).await,
         Command::CheckConfig(arg) => check_config(&arg).await,
+        Command::Budgets { action } => budgets(action).await,
+        Command::Explain {
+            cfg,
+            key,
+            user,
+            tenant,
+            role,
+            session,
+            budget_id,
+            model,
+            max_tokens,
+            input_tokens,
+        } => {
+            let config = load_config(&cfg)?;
+            let store = open_store(&config).await?;
+            let state = Gateway::inspect(config, store).await?;
+            let req = admin::ExplainRequest {
+                key,
+                user,
+                tenant,
+                role,
+                session,
+                budget_id,
+                model,
+                max_tokens,
+                input_tokens,
+            };
+            let v = admin::explain_json(&state, &req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
     }
+}
+
+async fn budgets(action: BudgetsCmd) -> Result<()> {
+    match action {
+        BudgetsCmd::List { cfg, format } => {
+            let config = load_config(&cfg)?;
+            let store = open_store(&config).await?;
+            let state = Gateway::inspect(config, store).await?;
+            let rows: Vec<serde_json::Value> = state
+                .budgets
+                .instances()
+                .iter()
+                .map(|a| {
+                    let source = state
+                        .budgets
+                        .entries()
+                        .iter()
+                        .find(|e| e.budget.id == a.budget.id)
+                        .map(|e| e.source);
+                    admin::budget_json(a, &state.budgets.state(a), source)
+                })
+                .collect();
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"budgets": rows}))?
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<8} {:<14} {:<12} {:>14} {:>14} {:>14}  {:<10} RESETS",
+                "ID", "SCOPE", "SUBJECT", "PERIOD", "LIMIT", "USED", "REMAINING", "STATUS"
+            );
+            let s = |v: &serde_json::Value| match v {
+                serde_json::Value::String(x) => x.clone(),
+                serde_json::Value::Null => "-".into(),
+                x => x.to_string(),
+            };
+            for r in rows {
+                let (limit, used, rem) = if r["limit_usd"].is_string() {
+                    (
+                        format!("${}", s(&r["limit_usd"])),
+                        format!("${}", s(&r["used_usd"])),
+                        format!("${}", s(&r["remaining_usd"])),
+                    )
+                } else {
+                    (
+                        s(&r["limit_tokens"]),
+                        s(&r["used_tokens"]),
+                        s(&r["remaining_tokens"]),
+                    )
+                };
+                println!(
+                    "{:<20} {:<8} {:<14} {:<12} {:>14} {:>14} {:>14}  {:<10} {}",
+                    s(&r["id"]),
+                    s(&r["scope"]),
+                    s(&r["subject"]),
+                    s(&r["period"]),
+                    limit,
+                    used,
+                    rem,
+                    s(&r["status"]),
+                    s(&r["resets_at"])
+                );
+            }
+        }
+        BudgetsCmd::Set {
+            cfg,
+            id,
+            scope,
+            subject,
+            name,
+            limit_usd,
+            limit_tokens,
+            period,
+            timezone,
+            reset_time,
+            reset_weekday,
+            reset_day,
+            action,
+            refusal_status,
+            low_threshold_pct,
+            models,
+            rollover_cap_usd,
+        } => {
+            let money = |flag: &str, v: &Option<String>| -> Result<Option<tollgate_core::Money>> {
+                v.as_deref()
+                    .map(|x| {
+                        tollgate_core::Money::parse_usd(x).with_context(|| {
+                            format!("{flag} {x:?}: expected decimal USD like 10.00")
+                        })
+                    })
+                    .transpose()
+            };
+            let id = id.unwrap_or_else(|| format!("bud_{}", &identity::generate_key_id()[4..]));
+            let input = tollgate_core::budget::BudgetInput {
+                id: Some(id.clone()),
+                name,
+                scope: Some(scope),
+                subject,
+                limit_usd: money("--limit-usd", &limit_usd)?,
+                limit_tokens,
+                period,
+                timezone,
+                reset_time,
+                reset_weekday,
+                reset_day,
+                action,
+                refusal_status,
+                low_threshold_pct,
+                alert_thresholds: None,
+                webhook_url: None,
+                models,
+                rollover: money("--rollover-cap-usd", &rollover_cap_usd)?.map(|c| {
+                    tollgate_core::budget::RolloverInput {
+                        cap_usd: Some(c),
+                        cap_tokens: None,
+                    }
+                }),
+            };
+            let config = load_config(&cfg)?;
+            let store = open_store(&config).await?;
+            let state = Gateway::inspect(config, store.clone()).await?;
+            let stored = tollgate_store::StoredBudget {
+                id: id.clone(),
+                input,
+                created_at: Timestamp::now(),
+            };
+            state
+                .budgets
+                .put(&*store, stored)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("budget {id} saved");
+        }
+        BudgetsCmd::Delete { cfg, id } => {
+            let config = load_config(&cfg)?;
+            if config
+                .budgets
+                .budgets()
+                .is_ok_and(|b| b.iter().any(|b| b.id == id))
+            {
+                bail!("budget {id:?} is declared in the config file; remove it there");
+            }
+            let store = open_store(&config).await?;
+            if !store.delete_budget(&id).await? {
+                bail!("no budget with id {id:?}");
+            }
+            println!("deleted budget {id}");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -80,8 +80,99 @@ enum Command {
         #[command(subcommand)]
         action: PricingCmd,
     },
+    /// Budgets: list with their state, set, delete.
+    Budgets {
+        #[command(subcommand)]
+        action: BudgetsCmd,
+    },
+    /// Why would a request be allowed, capped or refused? Every budget that
+    /// applies, its state, and the decision (a dry run: nothing is reserved).
+    Explain {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// A virtual key (tg-...) or key id (key_...) to act as.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        budget_id: Option<String>,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        max_tokens: Option<u64>,
+        #[arg(long)]
+        input_tokens: Option<u64>,
+    },
     /// Validate the configuration and print what it sets up.
     CheckConfig(#[command(flatten)] ConfigArg),
+}
+
+#[derive(Subcommand)]
+pub enum BudgetsCmd {
+    /// Every budget with spend in its current period: used, limit, remaining, status.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Create or replace a budget (admin-managed; config budgets live in the config).
+    Set {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        id: Option<String>,
+        /// global, tenant, user, session, key or budget.
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Decimal USD, e.g. 10.00.
+        #[arg(long)]
+        limit_usd: Option<String>,
+        #[arg(long)]
+        limit_tokens: Option<u64>,
+        /// daily, weekly, monthly, lifetime, rolling:1h, ...
+        #[arg(long, default_value = "monthly")]
+        period: String,
+        #[arg(long)]
+        timezone: Option<String>,
+        /// HH:MM local time of the reset.
+        #[arg(long)]
+        reset_time: Option<String>,
+        #[arg(long)]
+        reset_weekday: Option<String>,
+        #[arg(long)]
+        reset_day: Option<i64>,
+        /// block or warn.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        refusal_status: Option<u16>,
+        #[arg(long)]
+        low_threshold_pct: Option<u8>,
+        /// Model glob this budget covers; repeat for several. Default: all.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Carry unused allowance into the next period, up to this (USD).
+        #[arg(long)]
+        rollover_cap_usd: Option<String>,
+    },
+    /// Delete an admin-managed budget.
+    Delete {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod budgets;
 mod cli;
 mod errors;
 mod metering;

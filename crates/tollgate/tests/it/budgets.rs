@@ -1,0 +1,650 @@
+//! Budgets that hold, end to end: native refusals, capping, hierarchy,
+//! identity rules, no overspend under concurrency, and kill -9.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn admin_post(g: &Gateway, path: &str, body: Value) -> Value {
+    post_json(&format!("{}{path}", g.url), Some(ADMIN_KEY), &body)
+}
+
+fn budget(g: &Gateway, body: Value) -> Value {
+    admin_post(g, "/admin/budgets", body)
+}
+
+fn chat(
+    g: &Gateway,
+    key: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth(key)
+        .json(&body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().unwrap()
+}
+
+fn msgs() -> Value {
+    json!([{"role": "user", "content": "hello"}])
+}
+
+#[test]
+fn refusals_are_native_final_and_recorded() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    // Each format gets its own user and a budget that affords one request.
+    let cases = [
+        ("openai", "u-openai"),
+        ("anthropic", "u-anthropic"),
+        ("gemini", "u-gemini"),
+    ];
+    for (fmt, user) in cases {
+        let (_, key) = g.create_key(json!({"user": user}));
+        let status = if fmt == "gemini" { 402 } else { 429 };
+        budget(
+            &g,
+            json!({"id": format!("b-{fmt}"), "name": "tiny", "scope": "user", "subject": user, "limit_usd": "0.0004", "period": "daily", "refusal_status": status}),
+        );
+        let send = || {
+            let r = match fmt {
+                "openai" => client().post(format!("{}/v1/chat/completions", g.url)).bearer_auth(&key)
+                    .json(&json!({"model": "gpt-4o", "max_tokens": 30, "messages": msgs()})),
+                "anthropic" => client().post(format!("{}/v1/messages", g.url)).header("x-api-key", &key)
+                    .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": msgs()})),
+                _ => client().post(format!("{}/v1beta/models/gemini-2.5-pro:generateContent", g.url)).header("x-goog-api-key", &key)
+                    .json(&json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 30}})),
+            };
+            r.send().unwrap()
+        };
+        let mut refused = None;
+        for _ in 0..10 {
+            let resp = send();
+            if resp.status() != 200 {
+                refused = Some(resp);
+                break;
+            }
+        }
+        let resp = refused.unwrap_or_else(|| panic!("{fmt}: budget never refused"));
+        assert_eq!(resp.status().as_u16(), status, "{fmt}");
+        let h = resp.headers().clone();
+        assert_eq!(h["x-should-retry"], "false", "{fmt}");
+        let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            retry > 0 && retry <= 86_400,
+            "{fmt}: Retry-After at the daily reset, got {retry}"
+        );
+        assert_eq!(h["x-budget-id"], format!("b-{fmt}"));
+        assert!(h.contains_key("x-budget-remaining") && h.contains_key("x-budget-reset"));
+        let id = h["x-tollgate-request-id"].to_str().unwrap().to_string();
+        let v: Value = resp.json().unwrap();
+        let err = &v["error"];
+        match fmt {
+            "openai" => {
+                assert_eq!(err["code"], "budget_exceeded", "{v}");
+                assert_eq!(err["type"], "insufficient_quota");
+            }
+            "anthropic" => {
+                assert_eq!(v["type"], "error");
+                assert_eq!(err["type"], "budget_exceeded", "{v}");
+            }
+            _ => {
+                assert_eq!(err["code"], 402, "{v}");
+                assert_eq!(err["status"], "RESOURCE_EXHAUSTED");
+                assert_eq!(err["details"][0]["reason"], "budget_exceeded");
+            }
+        }
+        assert_eq!(err["budget"]["id"], format!("b-{fmt}"));
+        assert_eq!(err["budget"]["scope"], "user");
+        assert_eq!(err["budget"]["subject"], user);
+        assert!(
+            err["remaining_usd"].is_string() && err["reset_at"].is_string(),
+            "{v}"
+        );
+        assert!(err["message"].as_str().unwrap().contains("tiny"), "{v}");
+        // The refusal is recorded, blocked, at no cost; the provider never saw it.
+        let rec = g.record(&id);
+        assert_eq!(rec["flags"], json!(["blocked"]));
+        assert_eq!(rec["cost_usd"], "0.000000");
+        assert!(
+            m.billing()["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["request_id"] != id.as_str())
+        );
+    }
+}
+
+#[test]
+fn output_is_capped_to_what_the_budget_affords() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let (_, key) = g.create_key(json!({"user": "capped"}));
+    // gpt-4o: $2.50 in, $10 out per Mtok. $0.0006 affords ~50 output tokens.
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "capped", "limit_usd": "0.0006", "period": "monthly"}),
+    );
+    let resp = chat(
+        &g,
+        &key,
+        json!({"model": "gpt-4o", "max_tokens": 1000, "messages": msgs()}),
+        &[("x-mock-output-tokens", "1000")],
+    );
+    assert_eq!(resp.status(), 200);
+    let cap: u64 = resp.headers()["x-tollgate-capped-max-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((16..1000).contains(&cap), "cap {cap}");
+    assert!(resp.headers().contains_key("x-budget-remaining"));
+    assert!(resp.headers().contains_key("x-budget-limit"));
+    let id = resp.headers()["x-tollgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: Value = resp.json().unwrap();
+    assert_eq!(
+        v["usage"]["completion_tokens"], cap,
+        "the upstream saw the capped max_tokens"
+    );
+    let rec = g.record(&id);
+    assert_eq!(rec["flags"], json!(["capped"]));
+    // Committed spend never passes the limit.
+    let budgets = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY));
+    let b = budgets["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["subject"] == "capped")
+        .unwrap()
+        .clone();
+    assert!(usd(b["used_usd"].as_str().unwrap()) <= usd("0.0006"), "{b}");
+    assert_eq!(usd(b["used_usd"].as_str().unwrap()), cost_units(&rec));
+
+    // A request that names no limit reserves the default, not the whole budget (LiteLLM PR #27539).
+    let (_, big) = g.create_key(json!({"user": "big"}));
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "big", "limit_usd": "2000", "period": "monthly"}),
+    );
+    let resp = chat(
+        &g,
+        &big,
+        json!({"model": "gpt-4o", "messages": msgs()}),
+        &[("x-mock-chunk-delay-ms", "0")],
+    );
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-tollgate-capped-max-tokens"));
+    let usage = get_json(&format!("{}/usage", g.url), Some(&big));
+    assert_eq!(usage["budgets"][0]["status"], "ok", "{usage}");
+    assert_eq!(
+        usage["budgets"][0]["reserved_usd"], "0.000000",
+        "settled: nothing stays reserved"
+    );
+}
+
+#[test]
+fn tenant_user_and_session_limits_each_hold() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        r#"budgets:
+  defaults:
+    session: { limit_tokens: 150, period: lifetime }
+  overrides:
+    - { id: acme-tenant, scope: tenant, subject: acme, limit_usd: "0.0005", period: daily }
+    - { id: dan-user, scope: user, subject: dan, limit_usd: "0.0005", period: daily }
+"#,
+    );
+    // A tenant limit stops a user who still has budget.
+    let (_, ann) = g.create_key(json!({"user": "ann", "tenant": "acme"}));
+    let mut last = None;
+    for _ in 0..10 {
+        let r = chat(
+            &g,
+            &ann,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        if r.status() != 200 {
+            last = Some(r.json::<Value>().unwrap());
+            break;
+        }
+    }
+    let e = last.expect("tenant budget refused");
+    assert_eq!(e["error"]["budget"]["id"], "acme-tenant", "{e}");
+    // ... and a user limit stops a user whose tenant still has budget.
+    let (_, dan) = g.create_key(json!({"user": "dan", "tenant": "globex"}));
+    let mut last = None;
+    for _ in 0..10 {
+        let r = chat(
+            &g,
+            &dan,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        if r.status() != 200 {
+            last = Some(r.json::<Value>().unwrap());
+            break;
+        }
+    }
+    assert_eq!(
+        last.expect("user budget refused")["error"]["budget"]["id"],
+        "dan-user"
+    );
+
+    // A session cap stops one session while another of the same user goes on.
+    let (_, eve) = g.create_key(json!({"user": "eve", "tenant": "initech"}));
+    let s1 = |n: usize| {
+        (0..n)
+            .map(|_| {
+                chat(
+                    &g,
+                    &eve,
+                    json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": msgs()}),
+                    &[("x-session-id", "s1")],
+                )
+                .status()
+                .as_u16()
+            })
+            .collect::<Vec<_>>()
+    };
+    let statuses = s1(8);
+    assert!(
+        statuses.contains(&429),
+        "session s1 was stopped: {statuses:?}"
+    );
+    let r = chat(
+        &g,
+        &eve,
+        json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": msgs()}),
+        &[("x-session-id", "s2")],
+    );
+    assert_eq!(r.status(), 200, "session s2 goes on");
+    let r = chat(
+        &g,
+        &eve,
+        json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": msgs()}),
+        &[],
+    );
+    assert_eq!(r.status(), 200, "no session: no session budget");
+}
+
+#[test]
+fn only_trusted_keys_name_who_they_act_for() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let (_, plain) = g.create_key(json!({"user": "alice", "tenant": "acme"}));
+    let (_, trusted) = g.create_key(json!({"user": "backend", "tenant": "saas", "trusted": true}));
+    let hdrs = [
+        ("x-tollgate-user", "mallory"),
+        ("x-tollgate-tenant", "victim"),
+        ("x-budget-id", "someone-elses"),
+    ];
+    let r = chat(
+        &g,
+        &plain,
+        json!({"model": "gpt-4o-mini", "user": "mallory", "messages": msgs()}),
+        &hdrs,
+    );
+    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    assert_eq!(
+        (rec["user"].as_str(), rec["tenant"].as_str()),
+        (Some("alice"), Some("acme")),
+        "untrusted key cannot change who it is"
+    );
+    let r = chat(
+        &g,
+        &trusted,
+        json!({"model": "gpt-4o-mini", "messages": msgs()}),
+        &[
+            ("x-tollgate-user", "carol"),
+            ("x-tollgate-tenant", "customer-1"),
+            ("x-session-id", "conv-9"),
+        ],
+    );
+    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    assert_eq!(
+        (
+            rec["user"].as_str(),
+            rec["tenant"].as_str(),
+            rec["session"].as_str()
+        ),
+        (Some("carol"), Some("customer-1"), Some("conv-9"))
+    );
+    let r = chat(
+        &g,
+        &trusted,
+        json!({"model": "gpt-4o-mini", "user": "dave", "messages": msgs()}),
+        &[],
+    );
+    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    assert_eq!(
+        rec["user"], "dave",
+        "OpenAI's user field names the end user for trusted keys"
+    );
+    // A named budget, chosen per request by a trusted key, holds too.
+    budget(
+        &g,
+        json!({"id": "campaign", "scope": "budget", "subject": "campaign", "limit_tokens": 40, "period": "lifetime"}),
+    );
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            chat(
+                &g,
+                &trusted,
+                json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": msgs()}),
+                &[("x-budget-id", "campaign")],
+            )
+            .status()
+            .as_u16()
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn explain_says_why() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let (id, _) = g.create_key(json!({"user": "frank", "tenant": "acme"}));
+    budget(
+        &g,
+        json!({"id": "frank-tiny", "scope": "user", "subject": "frank", "limit_usd": "0.000001", "period": "weekly", "timezone": "Europe/Berlin"}),
+    );
+    let v = admin_post(
+        &g,
+        "/admin/explain",
+        json!({"key": id, "model": "gpt-4o", "max_tokens": 100}),
+    );
+    assert_eq!(v["caller"]["user"], "frank");
+    assert_eq!(v["budgets"][0]["id"], "frank-tiny");
+    assert_eq!(v["budgets"][0]["timezone"], "Europe/Berlin");
+    assert_eq!(v["decision"]["decision"], "refuse", "{v}");
+    assert_eq!(v["decision"]["budget"], "frank-tiny");
+    let v = admin_post(
+        &g,
+        "/admin/explain",
+        json!({"user": "nobody", "model": "gpt-4o"}),
+    );
+    assert_eq!(v["decision"]["decision"], "allow");
+    let out = g.cli(&[
+        "explain",
+        "--key",
+        &id,
+        "--model",
+        "gpt-4o",
+        "--max-tokens",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refuse") && text.contains("frank-tiny"),
+        "{text}"
+    );
+}
+
+#[test]
+fn budgets_cli_and_admin_crud() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let out = g.cli(&[
+        "budgets",
+        "set",
+        "--id",
+        "cli-b",
+        "--scope",
+        "user",
+        "--subject",
+        "gina",
+        "--limit-usd",
+        "1.50",
+        "--period",
+        "rolling:1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = g.cli(&["budgets", "list", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let b = v["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "cli-b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["limit_usd"], "1.500000");
+    assert_eq!(b["period"], "rolling:1h");
+    // The running gateway picks it up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY));
+        if all["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == "cli-b")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let patched: Value = client()
+        .patch(format!("{}/admin/budgets/cli-b", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"limit_usd": "2.00"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(patched["limit_usd"], "2.000000");
+    let bad = client()
+        .post(format!("{}/admin/budgets", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"scope": "user", "limit_usd": "1"}))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("subject"));
+    let bad = client()
+        .post(format!("{}/admin/budgets", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"scope": "user", "subject": "x", "limit_usd": 1.5}))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400, "money is never a float");
+    let out = g.cli(&["budgets", "delete", "cli-b"]);
+    assert!(out.status.success());
+    let r = client()
+        .get(format!("{}/admin/budgets/cli-b", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert!(
+        r.status() == 404 || r.status() == 200,
+        "deleted in the store; the gateway reloads within seconds"
+    );
+}
+
+/// Regression (LiteLLM #34732, #40095): check-then-increment budgets let
+/// concurrent requests all pass. 200 at once, streaming and not, against a
+/// budget that affords a fraction: committed spend stays under the limit,
+/// the provider's own bill too, and `used` equals the records' sum.
+#[test]
+fn concurrent_requests_never_overspend() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let (_, key) = g.create_key(json!({"user": "hammer", "tenant": "load"}));
+    let limit = "0.004";
+    budget(
+        &g,
+        json!({"id": "hammer", "scope": "user", "subject": "hammer", "limit_usd": limit, "period": "daily"}),
+    );
+    let url = g.url.clone();
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let (url, key) = (url.clone(), key.clone());
+            std::thread::spawn(move || {
+                let stream = i % 2 == 0;
+                let resp = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .header("x-mock-chunk-delay-ms", "2")
+                    .json(&json!({"model": "gpt-4o", "max_tokens": 40, "stream": stream, "messages": [{"role": "user", "content": "go"}]}))
+                    .send()
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body = resp.text().unwrap_or_default();
+                (status, body)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<&String> = results
+        .iter()
+        .filter(|(s, _)| *s != 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(
+        ok > 0 && !refused.is_empty(),
+        "{ok} allowed, {} refused",
+        refused.len()
+    );
+    for b in &refused {
+        assert!(b.contains("budget_exceeded"), "{b}");
+    }
+    let records: Vec<Value> = g
+        .records()
+        .into_iter()
+        .filter(|r| r["user"] == "hammer")
+        .collect();
+    let committed: i128 = records.iter().map(cost_units).sum();
+    assert!(committed <= usd(limit), "committed {committed} > limit");
+    // The provider's own bill, priced by hand: $2.50 in, $10 out per Mtok.
+    let billed: i128 = m.billing()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            i128::from(r["usage"]["input_tokens"].as_u64().unwrap() as i64) * usd("2.50")
+                / 1_000_000
+                + i128::from(r["usage"]["output_tokens"].as_u64().unwrap() as i64) * usd("10")
+                    / 1_000_000
+        })
+        .sum();
+    assert!(billed <= usd(limit), "provider billed {billed} > limit");
+    assert_eq!(billed, committed, "every billed token was charged");
+    let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "hammer")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        usd(b["used_usd"].as_str().unwrap()),
+        committed,
+        "used equals the sum of the records"
+    );
+    assert_eq!(b["reserved_usd"], "0.000000");
+}
+
+/// kill -9 under load, restart on the same database: spend never escapes
+/// (spent + reserved ≥ what the provider billed), and after reconciliation
+/// the budget's `used` equals the records' sum.
+#[test]
+fn kill_9_under_load_loses_no_spend() {
+    let m = Mock::start(&[]);
+    let mut g = Gateway::start(&m);
+    let (_, key) = g.create_key(json!({"user": "crash", "tenant": "crash"}));
+    budget(
+        &g,
+        json!({"id": "crash", "scope": "user", "subject": "crash", "limit_usd": "1.00", "period": "monthly"}),
+    );
+    let url = g.url.clone();
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let (url, key) = (url.clone(), key.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(i * 5));
+                let _ = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .header("x-mock-chunk-delay-ms", "20")
+                    .header("x-mock-output-tokens", "60")
+                    .json(&json!({"model": "gpt-4o", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+                    .send()
+                    .and_then(|r| r.text());
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut child = g.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for h in handles {
+        let _ = h.join();
+    }
+    g.restart();
+    let billed: i128 = m.billing()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            i128::from(r["usage"]["input_tokens"].as_u64().unwrap() as i64) * usd("2.50")
+                / 1_000_000
+                + i128::from(r["usage"]["output_tokens"].as_u64().unwrap() as i64) * usd("10")
+                    / 1_000_000
+        })
+        .sum();
+    assert!(billed > 0);
+    let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "crash")
+        .cloned()
+        .unwrap();
+    let used = usd(b["used_usd"].as_str().unwrap()) + usd(b["reserved_usd"].as_str().unwrap());
+    assert!(
+        used >= billed,
+        "spend escaped: budget {used} < provider billed {billed}"
+    );
+    let records: Vec<Value> = g
+        .records()
+        .into_iter()
+        .filter(|r| r["user"] == "crash")
+        .collect();
+    let sum: i128 = records.iter().map(cost_units).sum();
+    assert_eq!(
+        usd(b["used_usd"].as_str().unwrap()),
+        sum,
+        "after reconciliation, used equals the records"
+    );
+    assert!(
+        records.iter().any(|r| r["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("reconciled"))),
+        "in-flight requests were reconciled"
+    );
+}
