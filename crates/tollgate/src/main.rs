@@ -114,6 +114,8 @@ enum Command {
     CheckConfig(#[command(flatten)] ConfigArg),
 }
 
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum BudgetsCmd {
     /// Every budget with spend in its current period: used, limit, remaining, status.
