@@ -59,3 +59,20 @@ def assert_matches_bill(rec, bill):
 def _env():
     if not URL:
         pytest.skip("run through `cargo test` (sdk::official_python_sdks)")
+
+
+def admin_post(path, body):
+    req = urllib.request.Request(f"{URL}{path}", data=json.dumps(body).encode(), method="POST")
+    req.add_header("Authorization", f"Bearer {ADMIN}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def admin_get(path):
+    return _get(f"{URL}{path}", ADMIN)
+
+
+def all_records():
+    time.sleep(0.3)
+    return admin_get("/admin/records?limit=1000")["records"]

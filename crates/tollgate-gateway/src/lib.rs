@@ -17,6 +17,9 @@ pub mod journal;
 pub mod proxy;
 pub mod routing;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

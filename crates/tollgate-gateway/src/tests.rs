@@ -1,0 +1,190 @@
+//! In-process tests of the whole gateway with an injected clock: periods
+//! reset by the calendar (time zones and DST included) and roll over,
+//! without sleeping.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::budgets::ManualClock;
+use crate::config::{ModelRoute, ProviderConfig};
+use crate::{Config, Gateway};
+
+const ADMIN: &str = "admin-key-for-clock-tests";
+
+struct Rig {
+    url: String,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn rig(budgets_yaml: &str, start: &str) -> Rig {
+    let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_addr = mock.local_addr().unwrap();
+    tokio::spawn(tollgate_mock::serve(mock, tollgate_mock::MockConfig::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        database: format!("sqlite://{}", dir.path().join("t.db").display()),
+        admin_keys: vec![ADMIN.into()],
+        providers: vec![ProviderConfig {
+            name: "openai".into(),
+            kind: "openai".into(),
+            base_url: format!("http://{mock_addr}/v1"),
+            api_key_env: None,
+            connect_timeout_ms: 2_000,
+            timeout_ms: 10_000,
+            stream_idle_timeout_ms: 10_000,
+        }],
+        models: vec![ModelRoute { pattern: "gpt-*".into(), provider: "openai".into(), upstream_model: None }],
+        ..Config::default()
+    };
+    config.budgets = serde_json::from_value(serde_json::to_value(json_value(budgets_yaml)).unwrap()).unwrap();
+    let store = tollgate_store::open(&config.database).await.unwrap();
+    let clock = Arc::new(ManualClock::new(start.parse().unwrap()));
+    let gw = Gateway::with_clock(config, store, &|_| None, clock.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(listener, async {
+        let _ = rx.await;
+    }));
+    Rig { url, clock, http: reqwest::Client::new(), _dir: dir, stop: Some(tx) }
+}
+
+/// The budgets section as JSON (tests write it as JSON text).
+fn json_value(s: &str) -> Value {
+    serde_json::from_str(s).unwrap()
+}
+
+impl Rig {
+    async fn key(&self, user: &str) -> String {
+        let v: Value = self
+            .http
+            .post(format!("{}/admin/keys", self.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"user": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["key"].as_str().unwrap().to_string()
+    }
+
+    async fn chat(&self, key: &str, max_tokens: u64) -> u16 {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(key)
+            .header("x-mock-output-tokens", "1000")
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn exhaust(&self, key: &str) {
+        for _ in 0..20 {
+            if self.chat(key, 20).await == 429 {
+                return;
+            }
+        }
+        panic!("budget never refused");
+    }
+
+    fn at(&self, t: &str) {
+        self.clock.set(t.parse::<Timestamp>().unwrap());
+    }
+
+    async fn budget(&self, subject: &str) -> Value {
+        let v: Value = self
+            .http
+            .get(format!("{}/admin/budgets", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["budgets"].as_array().unwrap().iter().find(|b| b["subject"] == subject).cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// Regression (LiteLLM #5651, #8364, #36940): budgets that never reset.
+/// A daily budget exhausted today allows again right at the local reset,
+/// across a DST change, and not a second before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_budget_resets_at_local_midnight_across_dst() {
+    let r = rig(
+        r#"{"defaults": {"user": {"limit_tokens": 100, "period": "daily", "timezone": "America/New_York"}}}"#,
+        "2026-03-07T12:00:00Z",
+    )
+    .await;
+    let key = r.key("alice").await;
+    r.exhaust(&key).await;
+    r.at("2026-03-08T04:59:59Z"); // 23:59:59 EST, still the 7th
+    assert_eq!(r.chat(&key, 20).await, 429);
+    r.at("2026-03-08T05:00:00Z"); // midnight EST: a new day
+    assert_eq!(r.chat(&key, 20).await, 200);
+    r.exhaust(&key).await;
+    // Clocks spring forward on the 8th: the next midnight is 04:00 UTC.
+    r.at("2026-03-09T03:59:59Z");
+    assert_eq!(r.chat(&key, 20).await, 429);
+    r.at("2026-03-09T04:00:00Z");
+    assert_eq!(r.chat(&key, 20).await, 200);
+    let b = r.budget("alice").await;
+    assert_eq!(b["period_start"], "2026-03-09T04:00:00Z");
+    assert_eq!(b["resets_at"], "2026-03-10T04:00:00Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_allowance_rolls_over_up_to_the_cap() {
+    let r = rig(
+        r#"{"overrides": [{"scope": "user", "subject": "saver", "limit_tokens": 100, "period": "daily", "rollover": {"cap_tokens": 50}}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("saver").await;
+    assert_eq!(r.chat(&key, 16).await, 200);
+    let day1 = r.budget("saver").await;
+    let spent = day1["used_tokens"].as_u64().unwrap();
+    assert!(spent > 0 && spent < 50, "{day1}");
+    r.at("2026-11-25T10:00:00Z");
+    // Unused: 100 - spent > 50, so the cap applies.
+    assert_eq!(r.chat(&key, 16).await, 200);
+    let day2 = r.budget("saver").await;
+    assert_eq!(day2["limit_tokens"], 150, "{day2}");
+    r.at("2026-11-27T10:00:00Z");
+    // The 26th saw no spend, but rollover does not compound: 100 + 50.
+    assert_eq!(r.chat(&key, 16).await, 200);
+    assert_eq!(r.budget("saver").await["limit_tokens"], 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_window_frees_spend_as_it_ages() {
+    let r = rig(
+        r#"{"defaults": {"user": {"limit_tokens": 120, "period": "rolling:1h"}}}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("roller").await;
+    r.exhaust(&key).await;
+    r.at("2026-11-24T10:30:00Z");
+    assert_eq!(r.chat(&key, 20).await, 429, "still inside the hour");
+    r.at("2026-11-24T11:02:00Z");
+    assert_eq!(r.chat(&key, 20).await, 200, "the spend has left the window");
+}
