@@ -51,6 +51,9 @@ pub struct Config {
     pub pricing: PricingConfig,
     #[serde(default)]
     pub budgets: BudgetsConfig,
+    /// JWT callers, besides virtual keys.
+    #[serde(default)]
+    pub jwt: Option<crate::jwt::JwtConfig>,
     /// Trust `X-Tollgate-*` identity headers from every key, not only keys
     /// marked trusted (never do this on a gateway clients reach directly).
     #[serde(default)]
@@ -305,6 +308,9 @@ impl Config {
         if let Err(e) = self.budgets.budgets() {
             errs.extend(e);
         }
+        if let Some(Err(e)) = self.jwt.as_ref().map(crate::jwt::JwtVerifier::from_config) {
+            errs.extend(e);
+        }
         for (i, k) in self.admin_keys.iter().enumerate() {
             if k.trim().is_empty() {
                 errs.push(ConfigError::field(
@@ -413,6 +419,7 @@ impl Default for Config {
             models: Vec::new(),
             pricing: PricingConfig::default(),
             budgets: BudgetsConfig::default(),
+            jwt: None,
             trust_all_identity_headers: false,
         }
     }

@@ -11,6 +11,8 @@ pub enum GatewayError {
     MissingKey(&'static str),
     #[error("invalid api key")]
     InvalidKey,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     #[error("{0}")]
     KeyUnusable(&'static str),
     #[error("this api key may not use model {0:?}")]
@@ -113,7 +115,7 @@ impl GatewayError {
         use GatewayError::*;
         let msg = self.to_string();
         match self {
-            MissingKey(_) | InvalidKey | KeyUnusable(_) => {
+            MissingKey(_) | InvalidKey | InvalidToken(_) | KeyUnusable(_) => {
                 NativeError::new(401, ErrorKind::Authentication, msg)
             }
             ModelNotAllowed(_) => NativeError::new(403, ErrorKind::PermissionDenied, msg)

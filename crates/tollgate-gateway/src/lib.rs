@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod journal;
+pub mod jwt;
 pub mod proxy;
 pub mod routing;
 
@@ -52,6 +53,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub journal: Journal,
     pub budgets: Arc<BudgetEngine>,
+    pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub client: proxy::upstream::HttpClient,
 }
 
@@ -94,6 +96,16 @@ pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog
         catalog.set(&model, price, PriceSource::Admin);
     }
     Ok(catalog)
+}
+
+fn jwt_verifier(c: &Option<jwt::JwtConfig>) -> Result<Option<Arc<jwt::JwtVerifier>>, StartError> {
+    c.as_ref()
+        .map(|c| {
+            jwt::JwtVerifier::from_config(c)
+                .map(Arc::new)
+                .map_err(StartError::Config)
+        })
+        .transpose()
 }
 
 /// How often keys and prices changed outside this process are picked up.
@@ -175,6 +187,7 @@ impl Gateway {
                 tracing::warn!(provider = %p.name, %var, "provider key variable is not set; requests to it will fail");
             }
         }
+        let config_jwt = config.jwt.clone();
         let catalog = build_catalog(&config, &*store).await?;
         let keys = KeyCache::load(store.clone()).await?;
         let key_refresh = keys.spawn_refresh(REFRESH_EVERY);
@@ -199,6 +212,7 @@ impl Gateway {
             store,
             journal,
             budgets: Arc::new(budgets),
+            jwt: jwt_verifier(&config_jwt)?,
             client: proxy::upstream::client(),
         };
         let price_refresh = spawn_price_refresh(state.clone(), prices_version);
@@ -214,6 +228,7 @@ impl Gateway {
     /// refresh, nothing served.
     pub async fn inspect(config: Config, store: Arc<dyn Store>) -> Result<AppState, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let config_jwt = config.jwt.clone();
         let catalog = build_catalog(&config, &*store).await?;
         let keys = KeyCache::load(store.clone()).await?;
         let (journal, _writer) = Journal::spawn(store.clone());
@@ -235,6 +250,7 @@ impl Gateway {
             store,
             journal,
             budgets: Arc::new(budgets),
+            jwt: jwt_verifier(&config_jwt)?,
             client: proxy::upstream::client(),
         })
     }

@@ -32,7 +32,10 @@ impl Drop for Rig {
 async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock_addr = mock.local_addr().unwrap();
-    tokio::spawn(tollgate_mock::serve(mock, tollgate_mock::MockConfig::default()));
+    tokio::spawn(tollgate_mock::serve(
+        mock,
+        tollgate_mock::MockConfig::default(),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         database: format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -46,20 +49,33 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
             timeout_ms: 10_000,
             stream_idle_timeout_ms: 10_000,
         }],
-        models: vec![ModelRoute { pattern: "gpt-*".into(), provider: "openai".into(), upstream_model: None }],
+        models: vec![ModelRoute {
+            pattern: "gpt-*".into(),
+            provider: "openai".into(),
+            upstream_model: None,
+        }],
         ..Config::default()
     };
-    config.budgets = serde_json::from_value(serde_json::to_value(json_value(budgets_yaml)).unwrap()).unwrap();
+    config.budgets =
+        serde_json::from_value(serde_json::to_value(json_value(budgets_yaml)).unwrap()).unwrap();
     let store = tollgate_store::open(&config.database).await.unwrap();
     let clock = Arc::new(ManualClock::new(start.parse().unwrap()));
-    let gw = Gateway::with_clock(config, store, &|_| None, clock.clone()).await.unwrap();
+    let gw = Gateway::with_clock(config, store, &|_| None, clock.clone())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(gw.serve(listener, async {
         let _ = rx.await;
     }));
-    Rig { url, clock, http: reqwest::Client::new(), _dir: dir, stop: Some(tx) }
+    Rig {
+        url,
+        clock,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        stop: Some(tx),
+    }
 }
 
 /// The budgets section as JSON (tests write it as JSON text).
@@ -120,7 +136,13 @@ impl Rig {
             .json()
             .await
             .unwrap();
-        v["budgets"].as_array().unwrap().iter().find(|b| b["subject"] == subject).cloned().unwrap_or(Value::Null)
+        v["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["subject"] == subject)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 }
 

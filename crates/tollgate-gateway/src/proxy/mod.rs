@@ -103,13 +103,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     Ok(buf.freeze())
 }
 
-async fn identify(
+/// Who is calling: a virtual key (`tg-...`), or a JWT when configured.
+pub(crate) async fn identify(
     state: &AppState,
     format: WireFormat,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Caller, GatewayError> {
     match identity::presented_key(format, headers, query) {
+        Some(k) if !k.starts_with("tg-") && crate::jwt::JwtVerifier::looks_like_jwt(k) => {
+            match &state.jwt {
+                Some(v) => v.verify(k),
+                None => Err(GatewayError::InvalidKey),
+            }
+        }
         Some(k) => {
             let rec = state.keys.resolve(k).await?;
             Ok(identity::caller_from_key(&rec))

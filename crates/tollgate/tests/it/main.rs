@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod jwt;
+
 mod budgets;
 mod cli;
 mod errors;

@@ -45,6 +45,9 @@ fn official_python_sdks() {
         "SDK tests failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("passed"), "{stdout}");
-    assert!(!stdout.contains("skipped"), "every SDK test must run: {stdout}");
+    assert!(
+        !stdout.contains("skipped"),
+        "every SDK test must run: {stdout}"
+    );
     println!("{stdout}");
 }
