@@ -537,6 +537,17 @@ impl BudgetEngine {
         }
     }
 
+    /// Releases reservations past their deadline (a safety net: proxy
+    /// requests settle their own). A late settlement still charges them.
+    pub fn expire_due(&self) -> usize {
+        let ids = self.ledger().expire(self.now(), SignedDuration::from_hours(24));
+        for id in &ids {
+            tracing::warn!(reservation = %id, "reservation expired unsettled; released");
+            self.journal.write(JournalEntry::Release { id: id.clone() });
+        }
+        ids.len()
+    }
+
     /// Validates and stores a budget from the admin API or CLI.
     pub async fn put(&self, store: &dyn Store, stored: StoredBudget) -> Result<Budget, PutError> {
         let b = Budget::from_input(stored.id.clone(), &stored.input, Tier::Override, None)

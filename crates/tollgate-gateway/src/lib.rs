@@ -120,6 +120,7 @@ fn spawn_price_refresh(state: AppState, mut version: (i64, i64)) -> tokio::task:
         let mut budgets_version = state.store.budgets_version().await.ok();
         loop {
             tick.tick().await;
+            state.budgets.expire_due();
             let bv = state.store.budgets_version().await.ok();
             if bv.is_some() && bv != budgets_version {
                 match state.budgets.reload(&*state.store).await {

@@ -149,3 +149,19 @@ fn overrides_replace_builtin_prices() {
     assert_eq!(c.get("gpt-4o").unwrap().source, PriceSource::Config);
     assert_eq!(c.get("gpt-4o").unwrap().provider.as_deref(), Some("openai"));
 }
+
+/// Regression (LiteLLM PR #40002): long-context prices ignored when
+/// reserving, so concurrent large prompts overspend. The reservation must
+/// price a 300k-token prompt at the tier's rates.
+#[test]
+fn regression_reservation_uses_long_context_tier() {
+    let p = price("gemini-2.5-pro");
+    let (input, output) = p.reservation_rates(300_000);
+    assert_eq!(input, Price::parse_per_mtok("2.50").unwrap());
+    assert_eq!(output, Price::parse_per_mtok("15").unwrap());
+    let (input, output) = p.reservation_rates(1_000);
+    assert_eq!((input, output), (Price::parse_per_mtok("1.25").unwrap(), Price::parse_per_mtok("10").unwrap()));
+    // Cache writes can cost more than plain input: the reservation assumes them.
+    let claude = price("claude-sonnet-4-5");
+    assert_eq!(claude.reservation_rates(10).0, Price::parse_per_mtok("6").unwrap());
+}
