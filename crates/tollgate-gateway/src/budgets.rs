@@ -16,13 +16,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::{SignedDuration, Timestamp};
 use tollgate_core::budget::{Action, Budget, Scope, Tier};
-use tollgate_core::ledger::{Amount, Denied, Headroom, LedgerState, Limit, Line, Settled};
+use tollgate_core::ledger::{Amount, Denied, Headroom, Limit, Line, Settled};
 use tollgate_core::period::{Period, PeriodKind, bucket_start, window_buckets};
 use tollgate_core::{Money, UsageRecord};
-use tollgate_store::{JournalEntry, Store, StoreError, StoredBudget};
+use tollgate_store::{Store, StoreError, StoredBudget};
 
 use crate::identity::Caller;
-use crate::journal::{Journal, JournalClosed};
+use crate::journal::JournalClosed;
+pub use crate::ledger::Sizing;
+use crate::ledger::{Ledger, LedgerError};
 
 /// Reservations made by the proxy are settled by their request; this
 /// deadline only bounds how long a lost one could hold headroom.
@@ -148,8 +150,7 @@ pub enum ReserveError {
 pub struct BudgetEngine {
     entries: RwLock<Arc<Vec<Entry>>>,
     config_budgets: Vec<Budget>,
-    ledger: Mutex<LedgerState>,
-    journal: Journal,
+    ledger: Arc<dyn Ledger>,
     pub clock: Arc<dyn Clock>,
     pub min_output_tokens: u64,
     pub default_max_output_tokens: u64,
@@ -164,11 +165,10 @@ fn bucket_key(b: &Budget, subject: &str, bucket: Timestamp) -> String {
 }
 
 impl BudgetEngine {
-    /// Loads stored budgets and the ledger. Reservations left open count
-    /// as reserved until [`reconcile`](Self::reconcile) charges them.
+    /// Loads stored budgets over `ledger`.
     pub async fn load(
         store: &dyn Store,
-        journal: Journal,
+        ledger: Arc<dyn Ledger>,
         config_budgets: Vec<Budget>,
         clock: Arc<dyn Clock>,
         min_output_tokens: u64,
@@ -177,59 +177,18 @@ impl BudgetEngine {
         let engine = BudgetEngine {
             entries: RwLock::new(Arc::new(Vec::new())),
             config_budgets,
-            ledger: Mutex::new(LedgerState::default()),
-            journal,
+            ledger,
             clock,
             min_output_tokens,
             default_max_output_tokens,
         };
         engine.reload(store).await?;
-        let (counters, open) = store.load_ledger().await?;
-        {
-            let mut l = engine.ledger();
-            for (k, a) in counters {
-                l.restore_spent(&k, a);
-            }
-            for r in &open {
-                let _ = l.reserve(&r.id, r.lines.clone(), r.amount, r.expires_at);
-            }
-        }
         Ok(engine)
     }
 
-    /// Charges every reservation left open by a process that stopped
-    /// without settling it (a crash, `kill -9`) at its reserved amount, with
-    /// a record flagged `reconciled`. Only the process that owns the
-    /// database's ledger may call this (the gateway, at start-up).
-    pub async fn reconcile(&self, store: &dyn Store) -> Result<usize, StoreError> {
-        let (_, open) = store.load_ledger().await?;
-        let n = open.len();
-        if n > 0 {
-            tracing::warn!(
-                count = n,
-                "charging reservations left open by an unclean stop at their reserved amount"
-            );
-        }
-        for r in open {
-            self.ledger().commit(&r.id, r.amount, self.now());
-            let mut record = r.template.clone();
-            record.flags.reconciled = true;
-            let entry = JournalEntry::Settle {
-                reservation: Some(r.id.clone()),
-                charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
-                actual: r.amount,
-                record: Box::new(record),
-            };
-            self.journal
-                .write_durable(entry)
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))?;
-        }
-        Ok(n)
-    }
-
-    fn ledger(&self) -> std::sync::MutexGuard<'_, LedgerState> {
-        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    /// Charges reservations left open by an unclean stop (see [`Ledger::reconcile`]).
+    pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        self.ledger.reconcile(self.now()).await
     }
 
     /// Re-reads stored budgets (admin API, CLI, another instance).
@@ -389,7 +348,7 @@ impl BudgetEngine {
         let Some(prev) = b.period.previous(&b.calendar, now) else {
             return base;
         };
-        let spent = self.ledger().counter(&key(b, subject, prev.start)).spent;
+        let spent = self.ledger.counter(&key(b, subject, prev.start)).spent;
         Limit {
             money: base.money.map(|l| {
                 let unused = l.saturating_sub(spent.money).max(Money::ZERO);
@@ -403,10 +362,8 @@ impl BudgetEngine {
     }
 
     pub fn state(&self, a: &Applied) -> State {
-        let l = self.ledger();
-        let used = l.used(&a.line.window);
-        let headroom = l.headroom(&a.line);
-        drop(l);
+        let used = self.ledger.used(&a.line.window);
+        let headroom = self.ledger.headroom(&a.line);
         let low_pct = i128::from(a.budget.low_threshold_pct);
         let over = headroom.money.is_some_and(|m| m.units() <= 0) || headroom.tokens == Some(0);
         let low = a
@@ -446,55 +403,41 @@ impl BudgetEngine {
         per_unit: Amount,
         want: u64,
         min: u64,
-        mut template: UsageRecord,
+        template: UsageRecord,
     ) -> Result<Reserved, ReserveError> {
         let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
         let expires_at = self
             .now()
             .checked_add(PROXY_RESERVATION_TTL)
             .unwrap_or(Timestamp::MAX);
-        let granted = {
-            let mut l = self.ledger();
-            l.reserve_capped(id, lines.clone(), base, per_unit, want, min, expires_at)
+        let sizing = Sizing {
+            base,
+            per_unit,
+            want,
+            min,
         };
-        let granted = match granted {
+        let granted = match self
+            .ledger
+            .reserve(id, lines.clone(), sizing, expires_at, template)
+            .await
+        {
             Ok(n) => n,
-            Err(Denied { line, headroom }) => {
+            Err(LedgerError::Denied(Denied { line, headroom })) => {
                 return Err(ReserveError::Refused(Box::new(Refusal {
                     applied: applied[line].clone(),
                     headroom,
                 })));
             }
+            Err(LedgerError::Unavailable(e)) => return Err(e.into()),
         };
-        let amount = Amount {
-            money: base.money + Money::from_units(per_unit.money.units() * i128::from(granted)),
-            tokens: base
-                .tokens
-                .saturating_add(per_unit.tokens.saturating_mul(granted)),
-        };
+        let amount = sizing.amount(granted);
         let warned = applied.iter().any(|a| {
             a.budget.action == Action::Warn && {
-                let h = self.ledger().headroom(&a.line);
+                let h = self.ledger.headroom(&a.line);
                 h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
             }
         });
         let charges: Vec<String> = lines.iter().map(|l| l.charge.clone()).collect();
-        // Should this process die before settling, this is what is charged.
-        template.cost = amount.money;
-        template.usage.output_tokens = granted;
-        template.flags.usage_estimated = true;
-        let entry = JournalEntry::Reserve {
-            id: id.to_string(),
-            lines,
-            amount,
-            expires_at,
-            template: Box::new(template),
-        };
-        if let Err(e) = self.journal.write_durable(entry).await {
-            // Not durable, so not forwarded: give the headroom back.
-            self.ledger().release(id, self.now());
-            return Err(e.into());
-        }
         Ok(Reserved {
             id: id.to_string(),
             granted,
@@ -507,45 +450,25 @@ impl BudgetEngine {
     /// Settles a finished request: charges `actual` (if it reserved) and
     /// writes its record, in one journal entry.
     pub fn settle(&self, reserved: Option<&Reserved>, actual: Amount, record: UsageRecord) {
-        let (reservation, charges) = match reserved {
-            Some(r) => {
-                match self.ledger().commit(&r.id, actual, self.now()) {
-                    Settled::Committed { overage: true } => {
-                        tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
-                    }
-                    Settled::AlreadySettled => return,
-                    _ => {}
-                }
-                (Some(r.id.clone()), r.charges.clone())
-            }
-            None => (None, Vec::new()),
+        let (id, charges) = match reserved {
+            Some(r) => (Some(r.id.as_str()), r.charges.as_slice()),
+            None => (None, &[][..]),
         };
-        self.journal.write(JournalEntry::Settle {
-            reservation,
-            charges,
-            actual,
-            record: Box::new(record),
-        });
+        let settled = self.ledger.settle(id, charges, actual, record);
+        if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {
+            tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
+        }
     }
 
     /// Gives a reservation back (the request never reached a provider).
     pub fn release(&self, reserved: &Reserved) {
-        if self.ledger().release(&reserved.id, self.now()) == Settled::Released {
-            self.journal.write(JournalEntry::Release {
-                id: reserved.id.clone(),
-            });
-        }
+        self.ledger.release(&reserved.id);
     }
 
     /// Releases reservations past their deadline (a safety net: proxy
     /// requests settle their own). A late settlement still charges them.
     pub fn expire_due(&self) -> usize {
-        let ids = self.ledger().expire(self.now(), SignedDuration::from_hours(24));
-        for id in &ids {
-            tracing::warn!(reservation = %id, "reservation expired unsettled; released");
-            self.journal.write(JournalEntry::Release { id: id.clone() });
-        }
-        ids.len()
+        self.ledger.expire_due(self.now())
     }
 
     /// Validates and stores a budget from the admin API or CLI.
@@ -570,7 +493,7 @@ impl BudgetEngine {
         let now = self.now();
         let entries = self.entries();
         let mut out = Vec::new();
-        let keys: Vec<String> = self.ledger().keys();
+        let keys: Vec<String> = self.ledger.keys();
         for e in entries.iter() {
             let b = &e.budget;
             match (&b.subject, b.scope) {
@@ -609,16 +532,6 @@ pub enum PutError {
     Store(#[from] StoreError),
 }
 
-/// How much a request reserves: `base` (its input at the highest input
-/// rate) plus `per_unit` for each output token, up to `want`, at least `min`.
-#[derive(Clone, Copy, Debug)]
-pub struct Sizing {
-    pub base: Amount,
-    pub per_unit: Amount,
-    pub want: u64,
-    pub min: u64,
-}
-
 impl BudgetEngine {
     pub fn sizing(
         &self,
@@ -644,8 +557,8 @@ impl BudgetEngine {
     /// What would happen to this request now, without reserving anything.
     pub fn plan(&self, applied: &[Applied], s: &Sizing) -> Result<u64, Box<Refusal>> {
         let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
-        self.ledger()
-            .plan_capped(&lines, s.base, s.per_unit, s.want, s.min)
+        self.ledger
+            .plan(&lines, s)
             .map_err(|Denied { line, headroom }| {
                 Box::new(Refusal {
                     applied: applied[line].clone(),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod identity;
 pub mod journal;
 pub mod jwt;
+pub mod ledger;
 pub mod proxy;
 pub mod routing;
 
@@ -194,16 +195,17 @@ impl Gateway {
         let key_refresh = keys.spawn_refresh(REFRESH_EVERY);
         let prices_version = store.prices_version().await?;
         let (journal, writer) = Journal::spawn(store.clone());
+        let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
         let budgets = BudgetEngine::load(
             &*store,
-            journal.clone(),
+            ledger,
             config.budgets.budgets().map_err(StartError::Config)?,
             clock,
             config.budgets.min_output_tokens,
             config.budgets.default_max_output_tokens,
         )
         .await?;
-        budgets.reconcile(&*store).await?;
+        budgets.reconcile().await?;
         let state = AppState {
             admin: Arc::new(AdminKeys::new(&config.admin_keys)),
             router: Arc::new(ModelRouter::new(&config, env)),
@@ -233,9 +235,10 @@ impl Gateway {
         let catalog = build_catalog(&config, &*store).await?;
         let keys = KeyCache::load(store.clone()).await?;
         let (journal, _writer) = Journal::spawn(store.clone());
+        let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
         let budgets = BudgetEngine::load(
             &*store,
-            journal.clone(),
+            ledger,
             config.budgets.budgets().map_err(StartError::Config)?,
             Arc::new(SystemClock),
             config.budgets.min_output_tokens,

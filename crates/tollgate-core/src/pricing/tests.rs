@@ -160,8 +160,17 @@ fn regression_reservation_uses_long_context_tier() {
     assert_eq!(input, Price::parse_per_mtok("2.50").unwrap());
     assert_eq!(output, Price::parse_per_mtok("15").unwrap());
     let (input, output) = p.reservation_rates(1_000);
-    assert_eq!((input, output), (Price::parse_per_mtok("1.25").unwrap(), Price::parse_per_mtok("10").unwrap()));
+    assert_eq!(
+        (input, output),
+        (
+            Price::parse_per_mtok("1.25").unwrap(),
+            Price::parse_per_mtok("10").unwrap()
+        )
+    );
     // Cache writes can cost more than plain input: the reservation assumes them.
     let claude = price("claude-sonnet-4-5");
-    assert_eq!(claude.reservation_rates(10).0, Price::parse_per_mtok("6").unwrap());
+    assert_eq!(
+        claude.reservation_rates(10).0,
+        Price::parse_per_mtok("6").unwrap()
+    );
 }

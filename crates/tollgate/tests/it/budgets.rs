@@ -657,20 +657,39 @@ fn regression_no_reservation_leaks_on_any_path() {
     let m = Mock::start(&[]);
     let g = Gateway::start(&m);
     let (_, key) = g.create_key(json!({"user": "leaky"}));
-    budget(&g, json!({"id": "leaky", "scope": "user", "subject": "leaky", "limit_usd": "5", "period": "daily"}));
+    budget(
+        &g,
+        json!({"id": "leaky", "scope": "user", "subject": "leaky", "limit_usd": "5", "period": "daily"}),
+    );
     let body = |stream: bool| json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": stream, "messages": msgs()});
     // Upstream errors, a timeout (3 s for this provider), a cut stream, junk.
-    for h in [("x-mock-error", "500"), ("x-mock-error", "429"), ("x-mock-ttfb-ms", "4000"), ("x-mock-garbage", "1")] {
+    for h in [
+        ("x-mock-error", "500"),
+        ("x-mock-error", "429"),
+        ("x-mock-ttfb-ms", "4000"),
+        ("x-mock-garbage", "1"),
+    ] {
         let _ = chat(&g, &key, body(false), &[h]).text();
         let _ = chat(&g, &key, body(true), &[h]).text();
     }
     let _ = chat(&g, &key, body(true), &[("x-mock-drop-after", "5")]).text();
     // A streaming client that hangs up, and a non-streaming one that gives up.
-    let mut r = chat(&g, &key, body(true), &[("x-mock-chunk-delay-ms", "50"), ("x-mock-output-tokens", "200")]);
+    let mut r = chat(
+        &g,
+        &key,
+        body(true),
+        &[
+            ("x-mock-chunk-delay-ms", "50"),
+            ("x-mock-output-tokens", "200"),
+        ],
+    );
     let mut buf = [0u8; 64];
     let _ = std::io::Read::read(&mut r, &mut buf);
     drop(r);
-    let impatient = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let _ = impatient
         .post(format!("{}/v1/chat/completions", g.url))
         .bearer_auth(&key)
@@ -678,7 +697,13 @@ fn regression_no_reservation_leaks_on_any_path() {
         .json(&body(false))
         .send();
     // Bad requests after identification.
-    let _ = chat(&g, &key, json!({"model": "gpt-4o-mini", "max_tokens": -1, "messages": []}), &[]).text();
+    let _ = chat(
+        &g,
+        &key,
+        json!({"model": "gpt-4o-mini", "max_tokens": -1, "messages": []}),
+        &[],
+    )
+    .text();
     std::thread::sleep(Duration::from_millis(2500));
     let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
         .as_array()
@@ -689,9 +714,17 @@ fn regression_no_reservation_leaks_on_any_path() {
         .unwrap();
     assert_eq!(b["reserved_usd"], "0.000000", "{b}");
     assert_eq!(b["reserved_tokens"], 0, "{b}");
-    let records: Vec<Value> = g.records().into_iter().filter(|r| r["user"] == "leaky").collect();
+    let records: Vec<Value> = g
+        .records()
+        .into_iter()
+        .filter(|r| r["user"] == "leaky")
+        .collect();
     let sum: i128 = records.iter().map(cost_units).sum();
-    assert_eq!(usd(b["used_usd"].as_str().unwrap()), sum, "used equals the records: {b}");
+    assert_eq!(
+        usd(b["used_usd"].as_str().unwrap()),
+        sum,
+        "used equals the records: {b}"
+    );
 }
 
 /// Regression (Bifrost #2873): enforcement skipped on some route. Every
@@ -701,16 +734,40 @@ fn regression_every_route_is_enforced() {
     let m = Mock::start(&[]);
     let g = Gateway::start(&m);
     let (_, key) = g.create_key(json!({"user": "broke"}));
-    budget(&g, json!({"scope": "user", "subject": "broke", "limit_usd": "0", "period": "lifetime"}));
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "broke", "limit_usd": "0", "period": "lifetime"}),
+    );
     let routes: [(&str, Value); 8] = [
-        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": msgs()})),
-        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": msgs()})),
-        ("/v1/completions", json!({"model": "gpt-3.5-turbo-instruct", "prompt": "x"})),
-        ("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": "x"})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": msgs()}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": msgs()}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-3.5-turbo-instruct", "prompt": "x"}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+        ),
         ("/v1/responses", json!({"model": "gpt-4.1", "input": "x"})),
-        ("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": msgs()})),
-        ("/v1beta/models/gemini-2.5-flash:generateContent", json!({"contents": [{"parts": [{"text": "x"}]}]})),
-        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", json!({"contents": [{"parts": [{"text": "x"}]}]})),
+        (
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": msgs()}),
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            json!({"contents": [{"parts": [{"text": "x"}]}]}),
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            json!({"contents": [{"parts": [{"text": "x"}]}]}),
+        ),
     ];
     for (path, body) in routes {
         let r = client()
@@ -724,5 +781,8 @@ fn regression_every_route_is_enforced() {
         assert_eq!(r.status(), 429, "{path}");
         assert!(r.text().unwrap().contains("budget_exceeded"), "{path}");
     }
-    assert!(m.billing()["requests"].as_array().unwrap().is_empty(), "nothing reached the provider");
+    assert!(
+        m.billing()["requests"].as_array().unwrap().is_empty(),
+        "nothing reached the provider"
+    );
 }

@@ -1,0 +1,254 @@
+//! The ledger behind a trait: one call reserves on N budgets atomically (or
+//! none), settlement is idempotent per request id, and the state of any
+//! budget line can be read. [`MemoryLedger`] is the embedded implementation:
+//! [`LedgerState`] in memory behind one lock, made durable through the
+//! [`Journal`] (a reservation is acknowledged once its batch committed). A
+//! Redis implementation for cluster mode ([9/10]) runs the same state
+//! machine as a Lua script; reservation is async for that reason.
+//!
+//! Settlement and release never wait: they are called from drop guards.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use tollgate_core::UsageRecord;
+use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, LedgerState, Line, Settled};
+use tollgate_store::{JournalEntry, Store, StoreError};
+
+use crate::journal::{Journal, JournalClosed};
+
+/// What a request asks of its budgets: `base + n × per_unit` for the
+/// largest `n ≤ want` every line affords, and at least `min`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizing {
+    pub base: Amount,
+    pub per_unit: Amount,
+    pub want: u64,
+    pub min: u64,
+}
+
+impl Sizing {
+    pub fn amount(&self, n: u64) -> Amount {
+        Amount {
+            money: self.base.money
+                + tollgate_core::Money::from_units(self.per_unit.money.units() * i128::from(n)),
+            tokens: self
+                .base
+                .tokens
+                .saturating_add(self.per_unit.tokens.saturating_mul(n)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("refused by line {}", .0.line)]
+    Denied(Denied),
+    #[error(transparent)]
+    Unavailable(#[from] JournalClosed),
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Reserves on every line at once, durably; returns the granted `n`.
+    /// `template` is the record to write if the reservation is never settled.
+    async fn reserve(
+        &self,
+        id: &str,
+        lines: Vec<Line>,
+        sizing: Sizing,
+        expires_at: Timestamp,
+        template: UsageRecord,
+    ) -> Result<u64, LedgerError>;
+    /// What `reserve` would grant now, reserving nothing.
+    fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
+    /// Charges `actual` to `charges`, closes the reservation (if any) and
+    /// persists `record` with it. Idempotent per reservation id.
+    fn settle(
+        &self,
+        reservation: Option<&str>,
+        charges: &[String],
+        actual: Amount,
+        record: UsageRecord,
+    ) -> Settled;
+    /// Gives a reservation back (nothing reached a provider).
+    fn release(&self, id: &str);
+    fn used(&self, window: &[String]) -> Counter;
+    fn headroom(&self, line: &Line) -> Headroom;
+    fn counter(&self, key: &str) -> Counter;
+    /// Every counter key (for listing the subjects of template budgets).
+    fn keys(&self) -> Vec<String>;
+    /// Releases reservations past their deadline; returns how many.
+    fn expire_due(&self, now: Timestamp) -> usize;
+    /// Charges reservations a dead process left open at their reserved amount.
+    async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+pub struct MemoryLedger {
+    state: Mutex<LedgerState>,
+    journal: Journal,
+    store: std::sync::Arc<dyn Store>,
+}
+
+impl MemoryLedger {
+    /// Rebuilds the ledger from the store: committed counters, and open
+    /// reservations as reserved (until [`Ledger::reconcile`]).
+    pub async fn load(
+        store: std::sync::Arc<dyn Store>,
+        journal: Journal,
+    ) -> Result<MemoryLedger, StoreError> {
+        let (counters, open) = store.load_ledger().await?;
+        let mut state = LedgerState::default();
+        for (k, a) in counters {
+            state.restore_spent(&k, a);
+        }
+        for r in &open {
+            let _ = state.reserve(&r.id, r.lines.clone(), r.amount, r.expires_at);
+        }
+        Ok(MemoryLedger {
+            state: Mutex::new(state),
+            journal,
+            store,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn reserve(
+        &self,
+        id: &str,
+        lines: Vec<Line>,
+        sizing: Sizing,
+        expires_at: Timestamp,
+        mut template: UsageRecord,
+    ) -> Result<u64, LedgerError> {
+        let n = self
+            .state()
+            .reserve_capped(
+                id,
+                lines.clone(),
+                sizing.base,
+                sizing.per_unit,
+                sizing.want,
+                sizing.min,
+                expires_at,
+            )
+            .map_err(LedgerError::Denied)?;
+        // Should this process die before settling, this is what is charged:
+        // exactly the reserved amount, so counters still equal records.
+        let amount = sizing.amount(n);
+        template.cost = amount.money;
+        template.usage.output_tokens = n;
+        template.flags.usage_estimated = true;
+        let entry = JournalEntry::Reserve {
+            id: id.to_string(),
+            lines,
+            amount,
+            expires_at,
+            template: Box::new(template),
+        };
+        if let Err(e) = self.journal.write_durable(entry).await {
+            // Not durable, so not forwarded: give the headroom back.
+            self.state().release(id, Timestamp::now());
+            return Err(e.into());
+        }
+        Ok(n)
+    }
+
+    fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
+        self.state()
+            .plan_capped(lines, s.base, s.per_unit, s.want, s.min)
+    }
+
+    fn settle(
+        &self,
+        reservation: Option<&str>,
+        charges: &[String],
+        actual: Amount,
+        record: UsageRecord,
+    ) -> Settled {
+        let settled = match reservation {
+            Some(id) => self.state().commit(id, actual, Timestamp::now()),
+            None => Settled::Unknown,
+        };
+        if settled == Settled::AlreadySettled {
+            return settled;
+        }
+        self.journal.write(JournalEntry::Settle {
+            reservation: reservation.map(str::to_string),
+            charges: if reservation.is_some() {
+                charges.to_vec()
+            } else {
+                Vec::new()
+            },
+            actual,
+            record: Box::new(record),
+        });
+        settled
+    }
+
+    fn release(&self, id: &str) {
+        if self.state().release(id, Timestamp::now()) == Settled::Released {
+            self.journal
+                .write(JournalEntry::Release { id: id.to_string() });
+        }
+    }
+
+    fn used(&self, window: &[String]) -> Counter {
+        self.state().used(window)
+    }
+
+    fn headroom(&self, line: &Line) -> Headroom {
+        self.state().headroom(line)
+    }
+
+    fn counter(&self, key: &str) -> Counter {
+        self.state().counter(key)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.state().keys()
+    }
+
+    fn expire_due(&self, now: Timestamp) -> usize {
+        let ids = self.state().expire(now, SignedDuration::from_hours(24));
+        for id in &ids {
+            tracing::warn!(reservation = %id, "reservation expired unsettled; released");
+            self.journal.write(JournalEntry::Release { id: id.clone() });
+        }
+        ids.len()
+    }
+
+    async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let (_, open) = self.store.load_ledger().await?;
+        let n = open.len();
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "charging reservations left open by an unclean stop at their reserved amount"
+            );
+        }
+        for r in open {
+            self.state().commit(&r.id, r.amount, now);
+            let mut record = r.template.clone();
+            record.flags.reconciled = true;
+            let entry = JournalEntry::Settle {
+                reservation: Some(r.id.clone()),
+                charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
+                actual: r.amount,
+                record: Box::new(record),
+            };
+            self.journal
+                .write_durable(entry)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+        }
+        Ok(n)
+    }
+}
