@@ -75,6 +75,50 @@ pub struct Entry {
     pub source: Source,
 }
 
+/// The budgets, indexed by who they apply to, so finding a request's
+/// budgets costs the same with ten budgets or a hundred thousand.
+#[derive(Default)]
+pub struct BudgetSet {
+    pub all: Vec<Entry>,
+    overrides: std::collections::HashMap<(Scope, String), Vec<usize>>,
+    roles: std::collections::HashMap<(Scope, String), Vec<usize>>,
+    defaults: std::collections::HashMap<Scope, Vec<usize>>,
+    global: Option<Vec<usize>>,
+}
+
+impl BudgetSet {
+    fn new(all: Vec<Entry>) -> BudgetSet {
+        let mut set = BudgetSet {
+            all,
+            ..BudgetSet::default()
+        };
+        for (i, e) in set.all.iter().enumerate() {
+            let b = &e.budget;
+            match (&b.tier, b.scope, &b.subject) {
+                (Tier::Override, Scope::Global, _) => {
+                    set.global.get_or_insert_with(Vec::new).push(i)
+                }
+                (Tier::Override, scope, Some(s)) => {
+                    set.overrides.entry((scope, s.clone())).or_default().push(i)
+                }
+                (Tier::Override, _, None) => {}
+                (Tier::Role(r), scope, _) => {
+                    set.roles.entry((scope, r.clone())).or_default().push(i)
+                }
+                (Tier::Default, scope, _) => set.defaults.entry(scope).or_default().push(i),
+            }
+        }
+        set
+    }
+}
+
+impl std::ops::Deref for BudgetSet {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        &self.all
+    }
+}
+
 /// One budget as it applies to one request: the subject it is counted
 /// for, the current period, and the ledger line.
 #[derive(Clone, Debug)]
@@ -148,7 +192,7 @@ pub enum ReserveError {
 }
 
 pub struct BudgetEngine {
-    entries: RwLock<Arc<Vec<Entry>>>,
+    entries: RwLock<Arc<BudgetSet>>,
     config_budgets: Vec<Budget>,
     ledger: Arc<dyn Ledger>,
     pub clock: Arc<dyn Clock>,
@@ -175,7 +219,7 @@ impl BudgetEngine {
         default_max_output_tokens: u64,
     ) -> Result<BudgetEngine, StoreError> {
         let engine = BudgetEngine {
-            entries: RwLock::new(Arc::new(Vec::new())),
+            entries: RwLock::new(Arc::new(BudgetSet::default())),
             config_budgets,
             ledger,
             clock,
@@ -212,11 +256,12 @@ impl BudgetEngine {
                 }
             }
         }
-        *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(entries);
+        *self.entries.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(BudgetSet::new(entries));
         Ok(())
     }
 
-    pub fn entries(&self) -> Arc<Vec<Entry>> {
+    pub fn entries(&self) -> Arc<BudgetSet> {
         self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -262,32 +307,34 @@ impl BudgetEngine {
         subject: &str,
         now: Timestamp,
     ) -> Vec<Applied> {
-        let entries = self.entries();
+        let set = self.entries();
         let covers = |b: &Budget| {
             b.models.is_empty()
                 || b.models
                     .iter()
                     .any(|p| p == model || wildmatch::WildMatch::new(p).matches(model))
         };
-        let in_scope = || entries.iter().filter(move |e| e.budget.scope == scope);
-        let overrides: Vec<&Entry> = in_scope()
-            .filter(|e| {
-                e.budget.tier == Tier::Override
-                    && (scope == Scope::Global || e.budget.subject.as_deref() == Some(subject))
-            })
-            .collect();
+        let pick = |idx: Option<&Vec<usize>>| -> Vec<&Entry> {
+            idx.map(|v| v.iter().map(|&i| &set.all[i]).collect())
+                .unwrap_or_default()
+        };
+        let overrides = if scope == Scope::Global {
+            pick(set.global.as_ref())
+        } else {
+            pick(set.overrides.get(&(scope, subject.to_string())))
+        };
         let chosen: Vec<&Entry> = if !overrides.is_empty() {
             overrides
         } else {
-            let roles: Vec<&Entry> = in_scope()
-                .filter(|e| matches!(&e.budget.tier, Tier::Role(r) if caller.role.as_deref() == Some(r.as_str())))
-                .collect();
+            let roles = caller
+                .role
+                .as_ref()
+                .map(|r| pick(set.roles.get(&(scope, r.clone()))))
+                .unwrap_or_default();
             if !roles.is_empty() {
                 roles
             } else {
-                in_scope()
-                    .filter(|e| e.budget.tier == Tier::Default)
-                    .collect()
+                pick(set.defaults.get(&scope))
             }
         };
         chosen
