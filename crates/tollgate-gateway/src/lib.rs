@@ -275,6 +275,12 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
+        // Streams are many small writes: Nagle's algorithm with delayed ACKs
+        // would hold each one for up to 40 ms.
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -424,5 +424,8 @@ async fn handle(
 
 /// Serves the mock on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, config: MockConfig) -> std::io::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(MockState::new(config))).await
 }

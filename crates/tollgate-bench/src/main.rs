@@ -1,0 +1,99 @@
+//! `tollgate-bench`: Tollgate side by side with direct calls and a plain
+//! nginx `proxy_pass`, in one run, on one machine, written to BENCHMARKS.md.
+//!
+//! Usage: `cargo build --release --workspace && target/release/tollgate-bench [--quick]`
+//!
+//! Processes: a minimal upstream (this binary, `upstream` subcommand),
+//! nginx (if installed), and several `tollgate serve` instances (the
+//! release binary next to this one), each set up differently. The proxy
+//! under test is pinned to core 0; the load generator and the upstream share
+//! the other cores. Targets are measured in turn, A B A B, so drift hits all
+//! alike. Results are ratios to the baselines measured in the same run.
+
+mod load;
+mod report;
+mod setup;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate-bench",
+    about = "Tollgate vs direct vs nginx, in one run"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// A few seconds in all, tiny load: checks the benchmark runs and its
+    /// numbers are sane (CI), not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Where to write the report (`-` for stdout only).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// The tollgate binary (default: next to this one).
+    #[arg(long)]
+    tollgate: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (internal) run the minimal upstream.
+    Upstream {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Cmd::Upstream { listen }) = args.cmd {
+        return upstream::serve(listen);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = setup::Pinning::plan(cores);
+    if let Some(reexec) = plan.reexec_pinned()? {
+        // This process (the load generator) moves off the proxy's core.
+        std::process::exit(reexec);
+    }
+    let tollgate = match &args.tollgate {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("tollgate"),
+    };
+    anyhow::ensure!(
+        tollgate.exists(),
+        "no tollgate binary at {} — build it first: cargo build --release --workspace",
+        tollgate.display()
+    );
+    let dur = if args.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs_f64(args.seconds)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(setup::run(setup::Options {
+        quick: args.quick,
+        dur,
+        tollgate,
+        plan,
+    }))?;
+    let md = report.markdown();
+    println!("{md}");
+    if args.out.as_os_str() != "-" {
+        std::fs::write(&args.out, &md)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        eprintln!("wrote {}", args.out.display());
+    }
+    report.check_sane()
+}

@@ -1,0 +1,397 @@
+//! The report: tables of ratios against the baselines of the same run,
+//! plus the ledger and the record writer measured alone.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use tollgate_core::Money;
+use tollgate_core::ledger::{Amount, LedgerState, Limit, Line};
+
+use crate::setup::Options;
+
+/// Latency quantiles in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub n: u64,
+}
+
+pub struct Row {
+    pub name: String,
+    pub rps: f64,
+    pub errors: u64,
+    pub lat: Summary,
+}
+
+pub struct Report {
+    pub machine: String,
+    pub pinning: String,
+    pub quick: bool,
+    pub dur: Duration,
+    pub nginx: bool,
+    pub extra: usize,
+    pub throughput: Vec<Row>,
+    pub latency_c1: Vec<Row>,
+    pub fixed_rate: f64,
+    pub latency_fixed: Vec<Row>,
+    pub streaming: Vec<(String, Summary, Summary, u64)>,
+    pub prompts: Vec<(String, Summary, Option<Summary>, Summary, u64)>,
+    pub rss: Vec<(String, u64, u64)>,
+    pub ledger: Vec<(String, f64)>,
+    pub ingest: f64,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{} GiB", kib / 1024 / 1024))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::env::var("TOLLGATE_BENCH_CORES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    format!(
+        "{cpu}, {cores} logical cores, {mem} RAM, Linux {}",
+        kernel.trim()
+    )
+}
+
+impl Report {
+    pub fn new(opts: &Options, nginx: bool, extra: usize) -> Report {
+        Report {
+            machine: machine(),
+            pinning: opts.plan.describe(),
+            quick: opts.quick,
+            dur: opts.dur,
+            nginx,
+            extra,
+            throughput: Vec::new(),
+            latency_c1: Vec::new(),
+            fixed_rate: 0.0,
+            latency_fixed: Vec::new(),
+            streaming: Vec::new(),
+            prompts: Vec::new(),
+            rss: Vec::new(),
+            ledger: Vec::new(),
+            ingest: 0.0,
+        }
+    }
+
+    fn get<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+        rows.iter().find(|r| r.name == name)
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Produced by `target/release/tollgate-bench`{} on {} (UTC). Every number is from one run; compare ratios, not absolutes.\n",
+            if self.quick {
+                " --quick (a smoke run: the numbers are not measurements)"
+            } else {
+                ""
+            },
+            jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M")
+        );
+        let _ = writeln!(s, "- Machine: {}", self.machine);
+        let _ = writeln!(s, "- Placement: {}", self.pinning);
+        let _ = writeln!(
+            s,
+            "- Each measurement runs {:.1} s per target, twice, alternating targets (A B A B).",
+            self.dur.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "- Upstream: a minimal hyper server in this repo returning canned OpenAI responses with usage (100-chunk SSE when streaming)."
+        );
+        let _ = writeln!(
+            s,
+            "- Request: chat completion, 1 KB prompt, `max_tokens` 128, unless stated."
+        );
+        let _ = writeln!(
+            s,
+            "- Targets: `direct` (the upstream), `nginx` (plain `proxy_pass`, 1 worker, keep-alive pool){}, `tollgate-metering` (no auth, no budgets; usage records persisted), `tollgate-full` (virtual key, 3 budgets — tenant, user, key — reserved before forwarding and settled after, records persisted), `tollgate-full-100k` (the same with {} more keys and budgets loaded).\n",
+            if self.nginx {
+                ""
+            } else {
+                " — **nginx not installed: skipped**"
+            },
+            self.extra
+        );
+
+        let base = |rows: &[Row]| {
+            Self::get(rows, "nginx")
+                .or(Self::get(rows, "direct"))
+                .map(|r| r.rps)
+                .unwrap_or(1.0)
+        };
+        let direct = Self::get(&self.throughput, "direct").map_or(1.0, |r| r.rps);
+        let nginx = base(&self.throughput);
+        let _ = writeln!(s, "## Maximum throughput (closed loop)\n");
+        let _ = writeln!(
+            s,
+            "| target | req/s | × direct | × nginx | p50 µs | p99 µs | errors |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.throughput {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+                r.name,
+                r.rps,
+                r.rps / direct,
+                r.rps / nginx,
+                r.lat.p50,
+                r.lat.p99,
+                r.errors
+            );
+        }
+
+        let d1 = Self::get(&self.latency_c1, "direct")
+            .map(|r| r.lat)
+            .unwrap_or_default();
+        let n1 = Self::get(&self.latency_c1, "nginx").map(|r| r.lat);
+        let _ = writeln!(s, "\n## Latency at concurrency 1\n");
+        let _ = writeln!(
+            s,
+            "| target | p50 µs | p99 µs | p99.9 µs | added p50 vs direct | added p99 vs direct | added p50 vs nginx |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.latency_c1 {
+            let vs_n = n1.map_or("-".into(), |n| {
+                format!("{}", r.lat.p50 as i64 - n.p50 as i64)
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.name,
+                r.lat.p50,
+                r.lat.p99,
+                r.lat.p999,
+                r.lat.p50 as i64 - d1.p50 as i64,
+                r.lat.p99 as i64 - d1.p99 as i64,
+                vs_n
+            );
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## Latency at a fixed rate ({:.0} req/s, half of nginx's maximum; open loop, from scheduled time)\n",
+            self.fixed_rate
+        );
+        let _ = writeln!(
+            s,
+            "| target | achieved req/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.latency_fixed {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {} | {} | {} | {} |",
+                r.name, r.rps, r.lat.p50, r.lat.p99, r.lat.p999, r.errors
+            );
+        }
+
+        let ds = self
+            .streaming
+            .iter()
+            .find(|r| r.0 == "direct")
+            .map(|r| (r.1, r.2))
+            .unwrap_or_default();
+        let _ = writeln!(s, "\n## Streaming, 100 chunks, concurrency 1\n");
+        let _ = writeln!(
+            s,
+            "| target | first byte p50 µs | added | last byte p50 µs | added | errors |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for (name, ttfb, ttlb, errors) in &self.streaming {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} | {} | {errors} |",
+                ttfb.p50,
+                ttfb.p50 as i64 - ds.0.p50 as i64,
+                ttlb.p50,
+                ttlb.p50 as i64 - ds.1.p50 as i64
+            );
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## Prompt size (tollgate-full counts input tokens to reserve; concurrency 1)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| prompt | direct p50 µs | nginx p50 µs | tollgate p50 µs | tollgate p99 µs | added p50 vs direct |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for (label, d, n, g, _) in &self.prompts {
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} | {} | {} |",
+                d.p50,
+                n.map_or("-".into(), |n| n.p50.to_string()),
+                g.p50,
+                g.p99,
+                g.p50 as i64 - d.p50 as i64
+            );
+        }
+
+        let _ = writeln!(s, "\n## Memory (RSS)\n");
+        let _ = writeln!(
+            s,
+            "| process | idle MiB | after load MiB |\n|---|---:|---:|"
+        );
+        for (name, idle, after) in &self.rss {
+            let _ = writeln!(
+                s,
+                "| {name} | {:.1} | {:.1} |",
+                *idle as f64 / 1024.0,
+                *after as f64 / 1024.0
+            );
+        }
+
+        let _ = writeln!(s, "\n## The ledger alone (in-process, one thread)\n");
+        let _ = writeln!(s, "| operation | ns per reserve + commit |\n|---|---:|");
+        for (label, ns) in &self.ledger {
+            let _ = writeln!(s, "| {label} | {ns:.0} |");
+        }
+        let _ = writeln!(
+            s,
+            "\nUsage-record ingest into SQLite (journal settle entries, batches of 512, WAL): **{:.0} records/s**.",
+            self.ingest
+        );
+        s
+    }
+
+    /// The smoke check: everything ran, nothing failed, numbers non-zero.
+    pub fn check_sane(&self) -> anyhow::Result<()> {
+        for r in self
+            .throughput
+            .iter()
+            .chain(&self.latency_c1)
+            .chain(&self.latency_fixed)
+        {
+            anyhow::ensure!(
+                r.rps > 0.0 && r.lat.n > 0,
+                "{}: no successful requests",
+                r.name
+            );
+            anyhow::ensure!(r.errors == 0, "{}: {} errors", r.name, r.errors);
+        }
+        for (name, ttfb, _, errors) in &self.streaming {
+            anyhow::ensure!(
+                ttfb.n > 0 && *errors == 0,
+                "{name}: streaming failed ({errors} errors)"
+            );
+        }
+        for (label, _, _, g, errors) in &self.prompts {
+            anyhow::ensure!(
+                g.n > 0 && *errors == 0,
+                "prompt {label}: failed ({errors} errors)"
+            );
+        }
+        anyhow::ensure!(self.ingest > 0.0, "ingest measured nothing");
+        anyhow::ensure!(
+            self.ledger.iter().all(|(_, ns)| *ns > 0.0),
+            "ledger measured nothing"
+        );
+        Ok(())
+    }
+}
+
+/// Reserve + commit on 1, 3 and 10 budget lines, one thread.
+pub fn ledger_bench(quick: bool) -> Vec<(String, f64)> {
+    let iters: u64 = if quick { 2_000 } else { 200_000 };
+    let mut out = Vec::new();
+    for n in [1usize, 3, 10] {
+        let mut l = LedgerState::default();
+        let lines: Vec<Line> = (0..n)
+            .map(|i| Line {
+                charge: format!("b{i}|s|0"),
+                window: vec![format!("b{i}|s|0")],
+                limit: Limit {
+                    money: Some(Money::from_usd(1_000_000_000)),
+                    tokens: None,
+                },
+                enforce: true,
+            })
+            .collect();
+        let t0 = jiff::Timestamp::now();
+        let exp = t0
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .unwrap_or(t0);
+        let start = Instant::now();
+        for i in 0..iters {
+            let id = i.to_string();
+            let _ = l.reserve_capped(
+                &id,
+                lines.clone(),
+                Amount::new(Money::from_units(1_000), 10),
+                Amount::new(Money::from_units(10), 1),
+                128,
+                16,
+                exp,
+            );
+            l.commit(&id, Amount::new(Money::from_units(500), 50), t0);
+        }
+        let ns = start.elapsed().as_nanos() as f64 / iters as f64;
+        out.push((format!("{n} budget(s)"), ns));
+    }
+    out
+}
+
+/// Settle entries (record + counters) written through the store in batches.
+pub async fn ingest_bench(dir: &std::path::Path, quick: bool) -> anyhow::Result<f64> {
+    let total: usize = if quick { 2_048 } else { 100_000 };
+    let store =
+        tollgate_store::open(&format!("sqlite://{}", dir.join("ingest.db").display())).await?;
+    let record = |i: usize| tollgate_core::UsageRecord {
+        request_id: format!("req-{i}"),
+        time: jiff::Timestamp::now(),
+        key_id: Some("key".into()),
+        user: Some(format!("u{}", i % 100)),
+        tenant: Some("t".into()),
+        session: None,
+        budgets: vec!["b".into()],
+        provider: "openai".into(),
+        model_requested: "gpt-4o-mini".into(),
+        model_served: "gpt-4o-mini".into(),
+        usage: tollgate_core::Usage {
+            input_tokens: 250,
+            output_tokens: 100,
+            ..Default::default()
+        },
+        cost: Money::from_units(97_500_000),
+        latency_ms: 3,
+        ttft_ms: Some(1),
+        status: 200,
+        flags: Default::default(),
+    };
+    let start = Instant::now();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(512) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&i| tollgate_store::JournalEntry::Settle {
+                reservation: None,
+                charges: vec![format!("b|u{}|0", i % 100)],
+                actual: Amount::new(Money::from_units(97_500_000), 350),
+                record: Box::new(record(i)),
+            })
+            .collect();
+        store.apply_journal(&batch).await?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
