@@ -240,15 +240,19 @@ fn add_to_counter(tx: &rusqlite::Transaction<'_>, key: &str, amount: Amount) -> 
         .checked_add(amount.money)
         .ok_or_else(|| StoreError::Invalid(format!("counter {key} overflow")))?;
     let tokens = tokens.saturating_add(amount.tokens);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ledger_counters (key, spent_money, spent_tokens) VALUES (?1, ?2, ?3) \
          ON CONFLICT(key) DO UPDATE SET spent_money = excluded.spent_money, spent_tokens = excluded.spent_tokens",
-        params![key, money.units().to_string(), tok(tokens)],
-    )?;
+    )?
+    .execute(params![key, money.units().to_string(), tok(tokens)])?;
     Ok(())
 }
 
-fn apply_entry(tx: &rusqlite::Transaction<'_>, e: &JournalEntry) -> Result<()> {
+fn apply_entry<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    e: &'a JournalEntry,
+    deltas: &mut std::collections::HashMap<&'a str, Amount>,
+) -> Result<()> {
     match e {
         JournalEntry::Reserve {
             id,
@@ -257,10 +261,11 @@ fn apply_entry(tx: &rusqlite::Transaction<'_>, e: &JournalEntry) -> Result<()> {
             expires_at,
             template,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO reservations (id, state, lines, amount_money, amount_tokens, expires_at, template, created_at) \
                  VALUES (?1, 'open', ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+            )?
+            .execute(params![
                     id,
                     to_json(lines)?,
                     amount.money.units().to_string(),
@@ -268,8 +273,7 @@ fn apply_entry(tx: &rusqlite::Transaction<'_>, e: &JournalEntry) -> Result<()> {
                     ms(*expires_at),
                     to_json(template.as_ref())?,
                     ms(Timestamp::now())
-                ],
-            )?;
+                ])?;
         }
         JournalEntry::Settle {
             reservation,
@@ -278,15 +282,16 @@ fn apply_entry(tx: &rusqlite::Transaction<'_>, e: &JournalEntry) -> Result<()> {
             record,
         } => {
             if let Some(id) = reservation {
-                tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+                tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute([id])?;
             }
             for key in charges {
-                add_to_counter(tx, key, *actual)?;
+                let d = deltas.entry(key.as_str()).or_default();
+                *d = d.plus(*actual);
             }
             insert_record(tx, record)?;
         }
         JournalEntry::Release { id } => {
-            tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute([id])?;
         }
     }
     Ok(())
@@ -390,8 +395,14 @@ impl Store for SqliteStore {
         let batch = entries.to_vec();
         self.write(move |c| {
             let tx = c.transaction()?;
+            // Counter increments are summed per key and written once per
+            // batch: under load every request touches the same few budgets.
+            let mut deltas: std::collections::HashMap<&str, Amount> = std::collections::HashMap::new();
             for e in &batch {
-                apply_entry(&tx, e)?;
+                apply_entry(&tx, e, &mut deltas)?;
+            }
+            for (key, amount) in deltas {
+                add_to_counter(&tx, key, amount)?;
             }
             tx.commit()?;
             Ok(())
