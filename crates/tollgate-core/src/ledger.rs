@@ -300,6 +300,7 @@ impl LedgerState {
 
     /// Releases open reservations past their deadline; returns their ids.
     /// They stay known for `grace` so a late commit still charges them.
+    /// Settled ids are remembered (for idempotent replays) for `grace` too.
     pub fn expire(&mut self, now: Timestamp, grace: jiff::SignedDuration) -> Vec<String> {
         let mut out = Vec::new();
         let mut forget = Vec::new();

@@ -195,6 +195,7 @@ pub struct BudgetEngine {
     entries: RwLock<Arc<BudgetSet>>,
     config_budgets: Vec<Budget>,
     ledger: Arc<dyn Ledger>,
+    ticks: std::sync::atomic::AtomicU64,
     pub clock: Arc<dyn Clock>,
     pub min_output_tokens: u64,
     pub default_max_output_tokens: u64,
@@ -222,6 +223,7 @@ impl BudgetEngine {
             entries: RwLock::new(Arc::new(BudgetSet::default())),
             config_budgets,
             ledger,
+            ticks: std::sync::atomic::AtomicU64::new(0),
             clock,
             min_output_tokens,
             default_max_output_tokens,
@@ -515,7 +517,50 @@ impl BudgetEngine {
     /// Releases reservations past their deadline (a safety net: proxy
     /// requests settle their own). A late settlement still charges them.
     pub fn expire_due(&self) -> usize {
-        self.ledger.expire_due(self.now())
+        let n = self.ledger.expire_due(self.now());
+        let tick = self
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if tick % 30 == 0 {
+            self.prune_counters();
+        }
+        n
+    }
+
+    /// Drops in-memory counters no budget can read again: rolling buckets
+    /// that left their window, and calendar periods before the previous one
+    /// (kept for rollover). Counters of budgets that no longer exist stay:
+    /// they are cheap and a re-created budget may use them.
+    pub fn prune_counters(&self) {
+        let now = self.now();
+        let entries = self.entries();
+        let mut oldest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for e in entries.iter() {
+            let b = &e.budget;
+            let cutoff = match b.period {
+                PeriodKind::Rolling(w) => now
+                    .checked_sub(w)
+                    .ok()
+                    .and_then(|t| t.checked_sub(PeriodKind::bucket_width(w)).ok()),
+                PeriodKind::Lifetime => None,
+                _ => b.period.previous(&b.calendar, now).map(|p| p.start),
+            };
+            if let Some(c) = cutoff {
+                oldest.insert(b.id.as_str(), c.as_millisecond());
+            }
+        }
+        self.ledger.retain_counters(&|key: &str| {
+            let mut parts = key.rsplitn(2, '|');
+            let (Some(start), Some(rest)) = (parts.next(), parts.next()) else {
+                return true;
+            };
+            let id = rest.split('|').next().unwrap_or(rest);
+            let start: Option<i64> = start.trim_start_matches('b').parse().ok();
+            match (oldest.get(id), start) {
+                (Some(cut), Some(s)) => s >= *cut,
+                _ => true,
+            }
+        });
     }
 
     /// Validates and stores a budget from the admin API or CLI.

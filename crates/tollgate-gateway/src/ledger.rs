@@ -81,6 +81,9 @@ pub trait Ledger: Send + Sync + 'static {
     fn keys(&self) -> Vec<String>;
     /// Releases reservations past their deadline; returns how many.
     fn expire_due(&self, now: Timestamp) -> usize;
+    /// Forgets in-memory counters `keep` rejects (old periods and buckets;
+    /// the store keeps them). Counters with open reservations stay.
+    fn retain_counters(&self, keep: &dyn Fn(&str) -> bool);
     /// Charges reservations a dead process left open at their reserved amount.
     async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
@@ -217,12 +220,18 @@ impl Ledger for MemoryLedger {
     }
 
     fn expire_due(&self, now: Timestamp) -> usize {
-        let ids = self.state().expire(now, SignedDuration::from_hours(24));
+        // Ten minutes covers any retry or replay of a settlement; keeping
+        // every settled id for longer would grow with every request.
+        let ids = self.state().expire(now, SignedDuration::from_mins(10));
         for id in &ids {
             tracing::warn!(reservation = %id, "reservation expired unsettled; released");
             self.journal.write(JournalEntry::Release { id: id.clone() });
         }
         ids.len()
+    }
+
+    fn retain_counters(&self, keep: &dyn Fn(&str) -> bool) {
+        self.state().retain_counters(keep);
     }
 
     async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError> {

@@ -15,6 +15,7 @@ const ADMIN: &str = "admin-key-for-clock-tests";
 
 struct Rig {
     url: String,
+    budgets: Arc<crate::budgets::BudgetEngine>,
     clock: Arc<ManualClock>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -63,6 +64,7 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     let gw = Gateway::with_clock(config, store, &|_| None, clock.clone())
         .await
         .unwrap();
+    let budgets = gw.state().budgets.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -71,6 +73,7 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     }));
     Rig {
         url,
+        budgets,
         clock,
         http: reqwest::Client::new(),
         _dir: dir,
@@ -209,4 +212,12 @@ async fn rolling_window_frees_spend_as_it_ages() {
     assert_eq!(r.chat(&key, 20).await, 429, "still inside the hour");
     r.at("2026-11-24T11:02:00Z");
     assert_eq!(r.chat(&key, 20).await, 200, "the spend has left the window");
+    // Buckets that left the window are forgotten in memory; the budget's
+    // state is unchanged by it.
+    let before = r.budget("roller").await;
+    r.budgets.prune_counters();
+    assert_eq!(
+        r.budget("roller").await["used_tokens"],
+        before["used_tokens"]
+    );
 }

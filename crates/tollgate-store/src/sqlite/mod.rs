@@ -282,7 +282,8 @@ fn apply_entry<'a>(
             record,
         } => {
             if let Some(id) = reservation {
-                tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute([id])?;
+                tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                    .execute([id])?;
             }
             for key in charges {
                 let d = deltas.entry(key.as_str()).or_default();
@@ -291,7 +292,8 @@ fn apply_entry<'a>(
             insert_record(tx, record)?;
         }
         JournalEntry::Release { id } => {
-            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute([id])?;
+            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                .execute([id])?;
         }
     }
     Ok(())
@@ -397,7 +399,8 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             // Counter increments are summed per key and written once per
             // batch: under load every request touches the same few budgets.
-            let mut deltas: std::collections::HashMap<&str, Amount> = std::collections::HashMap::new();
+            let mut deltas: std::collections::HashMap<&str, Amount> =
+                std::collections::HashMap::new();
             for e in &batch {
                 apply_entry(&tx, e, &mut deltas)?;
             }
