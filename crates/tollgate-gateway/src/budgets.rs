@@ -521,7 +521,7 @@ impl BudgetEngine {
         let tick = self
             .ticks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if tick % 30 == 0 {
+        if tick.is_multiple_of(30) {
             self.prune_counters();
         }
         n
