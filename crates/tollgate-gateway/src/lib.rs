@@ -99,6 +99,42 @@ pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog
     Ok(catalog)
 }
 
+/// Builds the shared state over a validated `config`: catalog, keys, the
+/// journal writer (returned), the ledger and budgets, JWT verification.
+async fn assemble(
+    config: Config,
+    store: Arc<dyn Store>,
+    env: &dyn Fn(&str) -> Option<String>,
+    clock: Arc<dyn Clock>,
+) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
+    let catalog = build_catalog(&config, &*store).await?;
+    let keys = KeyCache::load(store.clone()).await?;
+    let (journal, writer) = Journal::spawn(store.clone());
+    let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
+    let budgets = BudgetEngine::load(
+        &*store,
+        ledger,
+        config.budgets.budgets().map_err(StartError::Config)?,
+        clock,
+        config.budgets.min_output_tokens,
+        config.budgets.default_max_output_tokens,
+    )
+    .await?;
+    let state = AppState {
+        admin: Arc::new(AdminKeys::new(&config.admin_keys)),
+        router: Arc::new(ModelRouter::new(&config, env)),
+        catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+        jwt: jwt_verifier(&config.jwt)?,
+        config: Arc::new(config),
+        keys,
+        store,
+        journal,
+        budgets: Arc::new(budgets),
+        client: proxy::upstream::client(),
+    };
+    Ok((state, writer))
+}
+
 fn jwt_verifier(c: &Option<jwt::JwtConfig>) -> Result<Option<Arc<jwt::JwtVerifier>>, StartError> {
     c.as_ref()
         .map(|c| {
@@ -189,35 +225,10 @@ impl Gateway {
                 tracing::warn!(provider = %p.name, %var, "provider key variable is not set; requests to it will fail");
             }
         }
-        let config_jwt = config.jwt.clone();
-        let catalog = build_catalog(&config, &*store).await?;
-        let keys = KeyCache::load(store.clone()).await?;
-        let key_refresh = keys.spawn_refresh(REFRESH_EVERY);
         let prices_version = store.prices_version().await?;
-        let (journal, writer) = Journal::spawn(store.clone());
-        let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
-        let budgets = BudgetEngine::load(
-            &*store,
-            ledger,
-            config.budgets.budgets().map_err(StartError::Config)?,
-            clock,
-            config.budgets.min_output_tokens,
-            config.budgets.default_max_output_tokens,
-        )
-        .await?;
-        budgets.reconcile().await?;
-        let state = AppState {
-            admin: Arc::new(AdminKeys::new(&config.admin_keys)),
-            router: Arc::new(ModelRouter::new(&config, env)),
-            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
-            config: Arc::new(config),
-            keys,
-            store,
-            journal,
-            budgets: Arc::new(budgets),
-            jwt: jwt_verifier(&config_jwt)?,
-            client: proxy::upstream::client(),
-        };
+        let (state, writer) = assemble(config, store, env, clock).await?;
+        state.budgets.reconcile().await?;
+        let key_refresh = state.keys.spawn_refresh(REFRESH_EVERY);
         let price_refresh = spawn_price_refresh(state.clone(), prices_version);
         Ok(Gateway {
             state,
@@ -231,32 +242,8 @@ impl Gateway {
     /// refresh, nothing served.
     pub async fn inspect(config: Config, store: Arc<dyn Store>) -> Result<AppState, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let config_jwt = config.jwt.clone();
-        let catalog = build_catalog(&config, &*store).await?;
-        let keys = KeyCache::load(store.clone()).await?;
-        let (journal, _writer) = Journal::spawn(store.clone());
-        let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
-        let budgets = BudgetEngine::load(
-            &*store,
-            ledger,
-            config.budgets.budgets().map_err(StartError::Config)?,
-            Arc::new(SystemClock),
-            config.budgets.min_output_tokens,
-            config.budgets.default_max_output_tokens,
-        )
-        .await?;
-        Ok(AppState {
-            admin: Arc::new(AdminKeys::new(&config.admin_keys)),
-            router: Arc::new(ModelRouter::new(&config, &|_| None)),
-            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
-            config: Arc::new(config),
-            keys,
-            store,
-            journal,
-            budgets: Arc::new(budgets),
-            jwt: jwt_verifier(&config_jwt)?,
-            client: proxy::upstream::client(),
-        })
+        let (state, _writer) = assemble(config, store, &|_| None, Arc::new(SystemClock)).await?;
+        Ok(state)
     }
 
     pub fn state(&self) -> &AppState {

@@ -31,6 +31,32 @@ fn chat(
     r.send().unwrap()
 }
 
+/// One budget instance from `GET /admin/budgets`.
+fn budget_state(g: &Gateway, id: &str) -> Value {
+    get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no budget {id}"))
+}
+
+/// What the mock billed, priced by hand at gpt-4o's $2.50 in / $10 out per Mtok.
+fn billed_gpt4o(m: &Mock) -> i128 {
+    m.billing()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            i128::from(r["usage"]["input_tokens"].as_u64().unwrap() as i64) * usd("2.50")
+                / 1_000_000
+                + i128::from(r["usage"]["output_tokens"].as_u64().unwrap() as i64) * usd("10")
+                    / 1_000_000
+        })
+        .sum()
+}
+
 fn msgs() -> Value {
     json!([{"role": "user", "content": "hello"}])
 }
@@ -540,26 +566,10 @@ fn concurrent_requests_never_overspend() {
     let committed: i128 = records.iter().map(cost_units).sum();
     assert!(committed <= usd(limit), "committed {committed} > limit");
     // The provider's own bill, priced by hand: $2.50 in, $10 out per Mtok.
-    let billed: i128 = m.billing()["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            i128::from(r["usage"]["input_tokens"].as_u64().unwrap() as i64) * usd("2.50")
-                / 1_000_000
-                + i128::from(r["usage"]["output_tokens"].as_u64().unwrap() as i64) * usd("10")
-                    / 1_000_000
-        })
-        .sum();
+    let billed: i128 = billed_gpt4o(&m);
     assert!(billed <= usd(limit), "provider billed {billed} > limit");
     assert_eq!(billed, committed, "every billed token was charged");
-    let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == "hammer")
-        .cloned()
-        .unwrap();
+    let b = budget_state(&g, "hammer");
     assert_eq!(
         usd(b["used_usd"].as_str().unwrap()),
         committed,
@@ -605,25 +615,9 @@ fn kill_9_under_load_loses_no_spend() {
         let _ = h.join();
     }
     g.restart();
-    let billed: i128 = m.billing()["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            i128::from(r["usage"]["input_tokens"].as_u64().unwrap() as i64) * usd("2.50")
-                / 1_000_000
-                + i128::from(r["usage"]["output_tokens"].as_u64().unwrap() as i64) * usd("10")
-                    / 1_000_000
-        })
-        .sum();
+    let billed: i128 = billed_gpt4o(&m);
     assert!(billed > 0);
-    let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == "crash")
-        .cloned()
-        .unwrap();
+    let b = budget_state(&g, "crash");
     let used = usd(b["used_usd"].as_str().unwrap()) + usd(b["reserved_usd"].as_str().unwrap());
     assert!(
         used >= billed,
@@ -705,13 +699,7 @@ fn regression_no_reservation_leaks_on_any_path() {
     )
     .text();
     std::thread::sleep(Duration::from_millis(2500));
-    let b = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY))["budgets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == "leaky")
-        .cloned()
-        .unwrap();
+    let b = budget_state(&g, "leaky");
     assert_eq!(b["reserved_usd"], "0.000000", "{b}");
     assert_eq!(b["reserved_tokens"], 0, "{b}");
     let records: Vec<Value> = g
