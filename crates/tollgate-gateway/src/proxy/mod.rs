@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use jiff::Timestamp;
 use tollgate_core::ledger::Amount;
-use tollgate_core::tokens::count_tokens;
+use tollgate_core::tokens::estimate_tokens;
 use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
 
@@ -331,13 +331,14 @@ async fn pipeline(
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
-/// Input tokens to reserve for: the prompt counted with `o200k_base`, a few
+/// Input tokens to reserve for: the prompt counted with `o200k_base` (exact
+/// up to 32 KB, sampled beyond: see `tokens::estimate_tokens`), a few
 /// tokens per message for the chat framing, and for Anthropic and Gemini a
 /// quarter more (their tokenizers count more tokens than OpenAI's for the
 /// same text). Images, audio and files are not counted: a request carrying
 /// them can exceed its reservation, which is then recorded as overspend.
 fn estimate_input_tokens(req: &ParsedRequest) -> u64 {
-    let text = count_tokens(&req.prompt_text());
+    let text = estimate_tokens(&req.prompt_text());
     let messages = ["messages", "contents", "input"]
         .iter()
         .filter_map(|k| req.body().get(*k))
