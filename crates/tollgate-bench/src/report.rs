@@ -273,6 +273,94 @@ impl Report {
             "\nUsage-record ingest into SQLite (journal settle entries, batches of 512, WAL): **{:.0} records/s**.",
             self.ingest
         );
+        s.push_str(&self.goals());
+        s
+    }
+
+    /// The [3/10] goals, each checked against this run's numbers.
+    fn goals(&self) -> String {
+        let mut s = String::from("\n## Goals\n\n| goal | this run | met |\n|---|---|:-:|\n");
+        let mut row = |goal: &str, now: String, met: bool| {
+            let _ = writeln!(s, "| {goal} | {now} | {} |", if met { "yes" } else { "no" });
+        };
+        let rps = |n: &str| Self::get(&self.throughput, n).map(|r| r.rps);
+        if let (Some(full), Some(base)) = (rps("tollgate-full"), rps("nginx").or(rps("direct"))) {
+            let ratio = full / base;
+            row(
+                "throughput, key + 3 budgets + records, ≥ 0.8× nginx",
+                format!("{ratio:.2}×"),
+                ratio >= 0.8,
+            );
+        }
+        let c1 = |n: &str| Self::get(&self.latency_c1, n).map(|r| r.lat);
+        if let (Some(d), Some(f)) = (c1("direct"), c1("tollgate-full")) {
+            let p50 = f.p50 as i64 - d.p50 as i64;
+            let p99 = f.p99 as i64 - d.p99 as i64;
+            row(
+                "added p50 over direct at concurrency 1 ≤ 100 µs",
+                format!("{p50} µs"),
+                p50 <= 100,
+            );
+            row(
+                "added p99 over direct at concurrency 1 ≤ 300 µs",
+                format!("{p99} µs"),
+                p99 <= 300,
+            );
+        }
+        let ttfb = |n: &str| self.streaming.iter().find(|r| r.0 == n).map(|r| r.1.p50);
+        if let (Some(d), Some(f)) = (ttfb("direct"), ttfb("tollgate-full")) {
+            let added = f as i64 - d as i64;
+            row(
+                "streaming time to first byte added ≤ 100 µs",
+                format!("{added} µs"),
+                added <= 100,
+            );
+        }
+        if let Some((_, idle, _)) = self.rss.iter().find(|r| r.0 == "tollgate-full") {
+            let mib = *idle as f64 / 1024.0;
+            row("RSS idle ≤ 32 MiB", format!("{mib:.1} MiB"), mib <= 32.0);
+        }
+        if let Some((_, _, after)) = self
+            .rss
+            .iter()
+            .find(|r| r.0.starts_with("tollgate-full-100k"))
+        {
+            let mib = *after as f64 / 1024.0;
+            row(
+                &format!(
+                    "RSS ≤ 128 MiB with {} keys and budgets loaded (after load)",
+                    self.extra
+                ),
+                format!("{mib:.1} MiB"),
+                mib <= 128.0,
+            );
+        }
+        if let (Some(a), Some(b)) = (rps("tollgate-full"), rps("tollgate-full-100k")) {
+            let ratio = b / a;
+            row(
+                &format!(
+                    "overhead flat up to {} keys and budgets (throughput within 10 %)",
+                    self.extra
+                ),
+                format!("{ratio:.2}×"),
+                (0.9..=1.1).contains(&ratio),
+            );
+        }
+        let added = |label: &str| {
+            self.prompts
+                .iter()
+                .find(|p| p.0 == label)
+                .map(|p| p.3.p50 as i64 - p.1.p50 as i64)
+        };
+        if let (Some(k100), Some(m1)) = (added("100 KB"), added("1 MB")) {
+            // Sub-linear: ten times the prompt costs well under ten times as much.
+            row(
+                "sub-linear in prompt size (added at 1 MB < 5× added at 100 KB)",
+                format!("{k100} µs → {m1} µs"),
+                m1 < 5 * k100.max(1),
+            );
+        }
+        s.push_str("\nNot measured yet: RSS growth over a 10-minute run.\n");
         s
     }
 

@@ -28,6 +28,14 @@ fn load_config(arg: &ConfigArg) -> Result<Config> {
     Ok(config)
 }
 
+/// The gateway's state over the configured database, for commands that
+/// read budgets and the ledger without serving.
+async fn inspect(cfg: &ConfigArg) -> Result<tollgate_gateway::AppState> {
+    let config = load_config(cfg)?;
+    let store = open_store(&config).await?;
+    Ok(Gateway::inspect(config, store).await?)
+}
+
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     tollgate_store::open(&config.database)
         .await
@@ -81,9 +89,7 @@ pub async fn run(cmd: Command) -> Result<()> {
             max_tokens,
             input_tokens,
         } => {
-            let config = load_config(&cfg)?;
-            let store = open_store(&config).await?;
-            let state = Gateway::inspect(config, store).await?;
+            let state = inspect(&cfg).await?;
             let req = admin::ExplainRequest {
                 key,
                 user,
@@ -107,9 +113,7 @@ pub async fn run(cmd: Command) -> Result<()> {
 async fn budgets(action: BudgetsCmd) -> Result<()> {
     match action {
         BudgetsCmd::List { cfg, format } => {
-            let config = load_config(&cfg)?;
-            let store = open_store(&config).await?;
-            let state = Gateway::inspect(config, store).await?;
+            let state = inspect(&cfg).await?;
             let rows: Vec<serde_json::Value> = state
                 .budgets
                 .instances()
@@ -222,9 +226,8 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                     }
                 }),
             };
-            let config = load_config(&cfg)?;
-            let store = open_store(&config).await?;
-            let state = Gateway::inspect(config, store.clone()).await?;
+            let state = inspect(&cfg).await?;
+            let store = state.store.clone();
             let stored = tollgate_store::StoredBudget {
                 id: id.clone(),
                 input,
