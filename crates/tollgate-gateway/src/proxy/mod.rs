@@ -331,8 +331,8 @@ async fn pipeline(
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
-/// Input tokens to reserve for: the prompt counted with `o200k_base` (exact
-/// up to 32 KB, sampled beyond: see `tokens::estimate_tokens`), a few
+/// Input tokens to reserve for: the prompt's `o200k_base` tokens, bounded or
+/// counted or sampled by size (see `tokens::estimate_tokens`), a few
 /// tokens per message for the chat framing, and for Anthropic and Gemini a
 /// quarter more (their tokenizers count more tokens than OpenAI's for the
 /// same text). Images, audio and files are not counted: a request carrying
