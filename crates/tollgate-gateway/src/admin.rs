@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(get_budget).patch(patch_budget).delete(delete_budget),
         )
         .route("/explain", post(explain))
+        .route("/stats", get(stats))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -879,4 +880,22 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         "budgets": budgets,
     }))
     .into_response()
+}
+
+/// `GET /admin/stats`: the journal writer's counters (back pressure is
+/// visible here: `waited_for_space` counts records that had to wait for
+/// room in the queue; nothing is ever dropped) and what is loaded.
+async fn stats(State(s): State<AppState>) -> axum::Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let j = &s.journal.stats;
+    axum::Json(json!({
+        "journal": {
+            "entries_written": j.entries_written.load(Relaxed),
+            "batches": j.batches.load(Relaxed),
+            "write_errors": j.write_errors.load(Relaxed),
+            "waited_for_space": j.waited_for_space.load(Relaxed),
+        },
+        "budgets_loaded": s.budgets.entries().len(),
+        "models_priced": s.catalog().entries().count(),
+    }))
 }

@@ -292,6 +292,10 @@ fn admin_api_requires_admin_key() {
     // The key list never shows a key or its hash.
     let keys = get_json(&format!("{}/admin/keys", g.url), Some(ADMIN_KEY)).to_string();
     assert!(!keys.contains(&key) && !keys.contains("hash"), "{keys}");
+    // Journal counters: what was written, and that nothing waited or failed.
+    let stats = get_json(&format!("{}/admin/stats", g.url), Some(ADMIN_KEY));
+    assert_eq!(stats["journal"]["write_errors"], 0, "{stats}");
+    assert!(stats["models_priced"].as_u64().unwrap() > 30);
     // Provider keys are never returned or forwarded from the caller.
     let pricing = get_json(&format!("{}/admin/pricing", g.url), Some(ADMIN_KEY)).to_string();
     assert!(!pricing.contains(PROVIDER_KEY));
