@@ -828,7 +828,7 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
                 }
                 Err(r) => {
                     let st = s.budgets.state(&r.applied);
-                    let refusal = crate::error::BudgetRefusal::new(&r, &st);
+                    let refusal = crate::error::BudgetRefusal::new(&r, &st, s.budgets.now());
                     json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status, "reason": refusal.message})
                 }
             }

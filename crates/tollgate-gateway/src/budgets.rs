@@ -290,10 +290,11 @@ impl BudgetEngine {
     /// the most specific tier with any budget wins: override > role > default.
     pub fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
         let now = self.now();
+        let set = self.entries();
         let mut out = Vec::new();
         for scope in Scope::ALL {
             if let Some(subject) = Self::subject(caller, scope) {
-                out.extend(self.applicable_in(caller, model, scope, &subject, now));
+                out.extend(self.applicable_in(&set, caller, model, scope, &subject, now));
             }
         }
         out
@@ -303,13 +304,13 @@ impl BudgetEngine {
     /// cover every model, or a model glob itself).
     fn applicable_in(
         &self,
+        set: &BudgetSet,
         caller: &Caller,
         model: &str,
         scope: Scope,
         subject: &str,
         now: Timestamp,
     ) -> Vec<Applied> {
-        let set = self.entries();
         let covers = |b: &Budget| {
             b.models.is_empty()
                 || b.models
@@ -676,8 +677,7 @@ impl BudgetEngine {
             models.push("");
             let mut seen = std::collections::HashSet::new();
             for m in models {
-                let c = Caller { ..caller.clone() };
-                for a in self.applicable_in(&c, m, scope, &subject, now) {
+                for a in self.applicable_in(&entries, caller, m, scope, &subject, now) {
                     if seen.insert(a.line.charge.clone()) {
                         out.push(a);
                     }

@@ -64,11 +64,17 @@ pub struct BudgetRefusal {
     pub limit_usd: Option<String>,
     pub limit_tokens: Option<u64>,
     pub reset_at: Option<jiff::Timestamp>,
+    /// Seconds until the reset, by the budgets' clock.
+    pub retry_after_secs: Option<i64>,
     pub headers: Vec<(&'static str, String)>,
 }
 
 impl BudgetRefusal {
-    pub fn new(r: &crate::budgets::Refusal, st: &crate::budgets::State) -> BudgetRefusal {
+    pub fn new(
+        r: &crate::budgets::Refusal,
+        st: &crate::budgets::State,
+        now: jiff::Timestamp,
+    ) -> BudgetRefusal {
         let b = &r.applied.budget;
         let left = match (r.headroom.money, r.headroom.tokens) {
             (Some(m), Some(t)) => format!("${m} and {t} tokens left"),
@@ -105,6 +111,10 @@ impl BudgetRefusal {
             limit_usd: r.applied.line.limit.money.map(|m| m.to_string()),
             limit_tokens: r.applied.line.limit.tokens,
             reset_at: r.applied.resets_at,
+            retry_after_secs: r
+                .applied
+                .resets_at
+                .map(|t| t.duration_since(now).as_secs().max(1)),
             headers: crate::budgets::header_values(&r.applied, st),
         }
     }
@@ -163,11 +173,8 @@ impl GatewayError {
                 }
             }
             // Retry-After at the reset: waiting less changes nothing.
-            if let Some(t) = r.reset_at {
-                let secs = t.duration_since(jiff::Timestamp::now()).as_secs().max(1);
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    h.insert(header::RETRY_AFTER, v);
-                }
+            if let Some(secs) = r.retry_after_secs {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
         }
         resp

@@ -422,7 +422,9 @@ async fn reserve(
             draft.applied.clear();
             let st = state.budgets.state(&refusal.applied);
             Err(GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(
-                &refusal, &st,
+                &refusal,
+                &st,
+                state.budgets.now(),
             ))))
         }
         Err(ReserveError::Unavailable(e)) => Err(GatewayError::LedgerUnavailable(e.to_string())),

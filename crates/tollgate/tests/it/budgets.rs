@@ -173,10 +173,7 @@ fn output_is_capped_to_what_the_budget_affords() {
     assert!((16..1000).contains(&cap), "cap {cap}");
     assert!(resp.headers().contains_key("x-budget-remaining"));
     assert!(resp.headers().contains_key("x-budget-limit"));
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let v: Value = resp.json().unwrap();
     assert_eq!(
         v["usage"]["completion_tokens"], cap,
@@ -322,7 +319,7 @@ fn only_trusted_keys_name_who_they_act_for() {
         json!({"model": "gpt-4o-mini", "user": "mallory", "messages": msgs()}),
         &hdrs,
     );
-    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    let rec = g.record(&request_id(&r));
     assert_eq!(
         (rec["user"].as_str(), rec["tenant"].as_str()),
         (Some("alice"), Some("acme")),
@@ -338,7 +335,7 @@ fn only_trusted_keys_name_who_they_act_for() {
             ("x-session-id", "conv-9"),
         ],
     );
-    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    let rec = g.record(&request_id(&r));
     assert_eq!(
         (
             rec["user"].as_str(),
@@ -353,7 +350,7 @@ fn only_trusted_keys_name_who_they_act_for() {
         json!({"model": "gpt-4o-mini", "user": "dave", "messages": msgs()}),
         &[],
     );
-    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    let rec = g.record(&request_id(&r));
     assert_eq!(
         rec["user"], "dave",
         "OpenAI's user field names the end user for trusted keys"

@@ -58,7 +58,7 @@ fn keys_usage_and_pricing_commands() {
 
     // usage report, in the §13 JSON shape, equal to the admin API's.
     let resp = chat(&g.key(), "gpt-4o");
-    let _ = g.record(resp.headers()["x-tollgate-request-id"].to_str().unwrap());
+    let _ = g.record(&request_id(&resp));
     let report: Value = serde_json::from_str(&ok(g.cli(&[
         "usage", "report", "--by", "model", "--since", "7d", "--format", "json",
     ])))

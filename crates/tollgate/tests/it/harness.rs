@@ -288,6 +288,14 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The `x-tollgate-request-id` of a response: the id of its usage record.
+pub fn request_id(resp: &reqwest::blocking::Response) -> String {
+    resp.headers()["x-tollgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn get_json(url: &str, bearer: Option<&str>) -> Value {
     let mut r = client().get(url);
     if let Some(b) = bearer {

@@ -49,7 +49,7 @@ budgets:
     let viewer = token("vera", "acme", "viewer", 600);
     let r = chat(&viewer);
     assert_eq!(r.status(), 200);
-    let rec = g.record(r.headers()["x-tollgate-request-id"].to_str().unwrap());
+    let rec = g.record(&request_id(&r));
     assert_eq!(
         (
             rec["user"].as_str(),

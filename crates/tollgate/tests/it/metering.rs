@@ -27,10 +27,7 @@ fn send(g: &Gateway, key: &str, c: &Call) -> (String, reqwest::blocking::Respons
     }
     let resp = r.send().unwrap();
     assert_eq!(resp.status(), 200, "{}", c.path);
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     (id, resp)
 }
 

@@ -34,10 +34,7 @@ fn client_disconnect_stops_upstream_and_charges_streamed_tokens() {
             ("x-mock-chunk-delay-ms", "20"),
         ],
     );
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     // Read a few events, then hang up.
     let mut seen = Vec::new();
     let mut buf = [0u8; 512];
@@ -82,10 +79,7 @@ fn streams_without_usage_or_with_junk_are_still_charged() {
         &key,
         &[("x-mock-garbage", "1"), ("x-mock-output-tokens", "15")],
     );
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let _ = resp.text().unwrap();
     let rec = g.record(&id);
     assert_eq!(rec["output_tokens"], 15);
@@ -97,10 +91,7 @@ fn streams_without_usage_or_with_junk_are_still_charged() {
         &key,
         &[("x-mock-omit-usage", "1"), ("x-mock-output-tokens", "15")],
     );
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let _ = resp.text().unwrap();
     let rec = g.record(&id);
     assert_eq!(rec["output_tokens"], 15, "{rec}");
@@ -113,10 +104,7 @@ fn streams_without_usage_or_with_junk_are_still_charged() {
         &key,
         &[("x-mock-drop-after", "8"), ("x-mock-output-tokens", "30")],
     );
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     assert!(resp.text().is_err(), "the client sees the stream break");
     let rec = g.record(&id);
     assert!(
@@ -145,10 +133,7 @@ fn anthropic_stream_cut_after_message_start_keeps_input_usage() {
         .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .unwrap();
-    let id = resp.headers()["x-tollgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let _ = resp.text();
     let rec = g.record(&id);
     assert_eq!(
@@ -172,7 +157,7 @@ fn sigterm_drains_queued_records() {
                 .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
                 .send()
                 .unwrap();
-            resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string()
+            request_id(&resp)
         })
         .collect();
     g.terminate();
