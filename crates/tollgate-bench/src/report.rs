@@ -479,7 +479,7 @@ pub async fn ingest_bench(dir: &std::path::Path, quick: bool) -> anyhow::Result<
                 record: Box::new(record(i)),
             })
             .collect();
-        store.apply_journal(&batch).await?;
+        store.apply_journal(&batch)?;
     }
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }

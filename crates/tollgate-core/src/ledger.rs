@@ -138,15 +138,7 @@ impl LedgerState {
     }
 
     pub fn headroom(&self, line: &Line) -> Headroom {
-        let u = self.used(&line.window);
-        let used = u.spent.plus(u.reserved);
-        Headroom {
-            money: line
-                .limit
-                .money
-                .map(|l| l.saturating_sub(used.money).max(Money::ZERO)),
-            tokens: line.limit.tokens.map(|l| l.saturating_sub(used.tokens)),
-        }
+        headroom(line, |k| self.counter(k))
     }
 
     fn fits(&self, line: &Line, amount: Amount) -> bool {
@@ -202,36 +194,7 @@ impl LedgerState {
         want: u64,
         min: u64,
     ) -> Result<u64, Denied> {
-        let mut n = want;
-        let mut tightest: Option<(usize, Headroom)> = None;
-        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
-            let h = self.headroom(line);
-            let by_money = h
-                .money
-                .map(|m| afford(m.units(), base.money.units(), per_unit.money.units()));
-            let by_tokens = h.tokens.map(|t| {
-                afford(
-                    i128::from(t),
-                    i128::from(base.tokens),
-                    i128::from(per_unit.tokens),
-                )
-            });
-            let fit = by_money
-                .into_iter()
-                .chain(by_tokens)
-                .min()
-                .unwrap_or(u64::MAX);
-            if fit < n || (fit == 0 && !fits_base(h, base)) {
-                n = n.min(fit);
-                tightest = Some((i, h));
-            }
-        }
-        let base_fits = tightest.as_ref().is_none_or(|(_, h)| fits_base(*h, base));
-        if !base_fits || n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
-            let (line, headroom) = tightest.unwrap_or((0, Headroom::default()));
-            return Err(Denied { line, headroom });
-        }
-        Ok(n)
+        plan_capped(lines, base, per_unit, want, min, |k| self.counter(k))
     }
 
     /// Reserves `base + n × per_unit` for the largest `n ≤ want` every
@@ -250,13 +213,8 @@ impl LedgerState {
         expires_at: Timestamp,
     ) -> Result<u64, Denied> {
         let n = self.plan_capped(&lines, base, per_unit, want, min)?;
-        let amount = Amount {
-            money: base.money + Money::from_units(per_unit.money.units() * i128::from(n)),
-            tokens: base
-                .tokens
-                .saturating_add(per_unit.tokens.saturating_mul(n)),
-        };
-        self.reserve(id, lines, amount, expires_at).map(|()| n)
+        self.reserve(id, lines, sized(base, per_unit, n), expires_at)
+            .map(|()| n)
     }
 
     /// Charges `actual` and releases the reservation.
@@ -350,6 +308,72 @@ impl LedgerState {
     }
 }
 
+/// What is left under `line`'s limit, its window's counters read by `get`.
+fn headroom(line: &Line, get: impl Fn(&str) -> Counter) -> Headroom {
+    let used = line.window.iter().fold(Amount::default(), |acc, k| {
+        let c = get(k);
+        acc.plus(c.spent).plus(c.reserved)
+    });
+    Headroom {
+        money: line
+            .limit
+            .money
+            .map(|l| l.saturating_sub(used.money).max(Money::ZERO)),
+        tokens: line.limit.tokens.map(|l| l.saturating_sub(used.tokens)),
+    }
+}
+
+/// The capping decision shared by [`LedgerState`] and [`ShardedLedger`].
+fn plan_capped(
+    lines: &[Line],
+    base: Amount,
+    per_unit: Amount,
+    want: u64,
+    min: u64,
+    get: impl Fn(&str) -> Counter,
+) -> Result<u64, Denied> {
+    let mut n = want;
+    let mut tightest: Option<(usize, Headroom)> = None;
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
+        let h = headroom(line, &get);
+        let by_money = h
+            .money
+            .map(|m| afford(m.units(), base.money.units(), per_unit.money.units()));
+        let by_tokens = h.tokens.map(|t| {
+            afford(
+                i128::from(t),
+                i128::from(base.tokens),
+                i128::from(per_unit.tokens),
+            )
+        });
+        let fit = by_money
+            .into_iter()
+            .chain(by_tokens)
+            .min()
+            .unwrap_or(u64::MAX);
+        if fit < n || (fit == 0 && !fits_base(h, base)) {
+            n = n.min(fit);
+            tightest = Some((i, h));
+        }
+    }
+    let base_fits = tightest.as_ref().is_none_or(|(_, h)| fits_base(*h, base));
+    if !base_fits || n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
+        let (line, headroom) = tightest.unwrap_or((0, Headroom::default()));
+        return Err(Denied { line, headroom });
+    }
+    Ok(n)
+}
+
+/// `base + n × per_unit`.
+pub fn sized(base: Amount, per_unit: Amount, n: u64) -> Amount {
+    Amount {
+        money: base.money + Money::from_units(per_unit.money.units() * i128::from(n)),
+        tokens: base
+            .tokens
+            .saturating_add(per_unit.tokens.saturating_mul(n)),
+    }
+}
+
 fn fits_base(h: Headroom, base: Amount) -> bool {
     h.money.is_none_or(|m| base.money <= m) && h.tokens.is_none_or(|t| base.tokens <= t)
 }
@@ -365,6 +389,9 @@ fn afford(room: i128, base: i128, per: i128) -> u64 {
     }
     u64::try_from((room - base) / per).unwrap_or(u64::MAX)
 }
+
+mod sharded;
+pub use sharded::ShardedLedger;
 
 #[cfg(test)]
 mod tests;

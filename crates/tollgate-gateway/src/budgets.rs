@@ -2,7 +2,7 @@
 //! of them at once (durably, before forwarding), settling, and the state
 //! that headers, `/usage`, `/admin/budgets` and explain show.
 //!
-//! The authoritative ledger is in memory ([`LedgerState`] behind one lock);
+//! The authoritative ledger is in memory (a sharded ledger, no global lock);
 //! every change also goes to the [`Journal`], so the store can rebuild it.
 //! A reservation is acknowledged only once its journal batch committed. At
 //! start-up, reservations left open by a crash are charged at their

@@ -1,6 +1,8 @@
 //! The journal writer: reservations, settlements (with their usage
-//! records) and releases go on one bounded channel, and one task writes
-//! them to the store in batches — one transaction for many requests.
+//! records) and releases go on one bounded channel, and one thread writes
+//! them to the store in batches — one transaction for many requests. The
+//! thread is its own (not tokio's blocking pool): the store call blocks,
+//! and a batch moves to it without a copy or a hop between threads.
 //!
 //! A reservation's sender waits for the batch that holds it to commit
 //! (group commit: the request is forwarded only once its reservation is
@@ -17,6 +19,10 @@ use tollgate_store::{JournalEntry, Store};
 
 const CHANNEL: usize = 16_384;
 const BATCH: usize = 512;
+/// How long a busy writer waits for more entries before committing.
+const LINGER: Duration = Duration::from_micros(200);
+/// How long settlements wait for a reservation's commit to carry them.
+const SETTLE_LINGER: Duration = Duration::from_millis(2);
 
 enum Msg {
     Entry(Box<JournalEntry>, Option<oneshot::Sender<()>>),
@@ -42,11 +48,23 @@ pub struct Journal {
 pub struct JournalClosed;
 
 impl Journal {
-    pub fn spawn(store: Arc<dyn Store>) -> (Journal, tokio::task::JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn Store>) -> (Journal, WriterHandle) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(JournalStats::default());
-        let task = tokio::spawn(writer(store, rx, stats.clone()));
-        (Journal { tx, stats }, task)
+        let (done_tx, done) = oneshot::channel();
+        let thread_stats = stats.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-journal".into())
+            .spawn(move || {
+                writer(&*store, rx, &thread_stats);
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            // Without a writer every reservation fails (JournalClosed):
+            // requests are refused, never forwarded unrecorded.
+            tracing::error!(error = %e, "cannot start the journal writer thread");
+        }
+        (Journal { tx, stats }, WriterHandle { done })
     }
 
     /// Writes `entry` and waits until it is durable.
@@ -88,49 +106,107 @@ impl Journal {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<JournalStats>) {
+/// Resolves once the writer has drained the channel and stopped (every
+/// [`Journal`] clone dropped).
+pub struct WriterHandle {
+    done: oneshot::Receiver<()>,
+}
+
+impl WriterHandle {
+    pub async fn join(self) {
+        let _ = self.done.await;
+    }
+}
+
+fn writer(store: &dyn Store, mut rx: mpsc::Receiver<Msg>, stats: &JournalStats) {
+    // A small runtime of its own, only for timed waits on the channel.
+    let timers = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .ok();
     let mut batch: Vec<JournalEntry> = Vec::with_capacity(BATCH);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-    // Group commit without waiting: a batch is whatever queued up while the
-    // previous one was being written. One request alone pays one
-    // transaction; a thousand concurrent ones share a few.
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(Msg::Entry(e, ack)) => {
-                    batch.push(*e);
-                    acks.extend(ack);
+    let mut busy = false;
+    // Group commit: a batch is whatever queued up while the previous one
+    // was being written. A reservation alone is committed at once; under
+    // concurrency the writer lingers a moment so a commit carries many
+    // requests (each commit rewrites the same hot pages to the WAL).
+    // Settlements wait for nobody: they ride along with the next
+    // reservation's commit, or go alone after SETTLE_LINGER.
+    while let Some(first) = rx.blocking_recv() {
+        let mut flush = drain(&mut rx, Some(first), &mut batch, &mut acks);
+        if !flush
+            && acks.is_empty()
+            && let Some(rt) = &timers
+        {
+            let deadline = tokio::time::Instant::now() + SETTLE_LINGER;
+            while !flush && acks.is_empty() && batch.len() < BATCH {
+                match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                    Ok(Some(m)) => flush = drain(&mut rx, Some(m), &mut batch, &mut acks),
+                    Ok(None) | Err(_) => break,
                 }
-                Some(Msg::Flush(w)) => {
-                    acks.push(w);
-                    break;
-                }
-                None => {}
-            }
-            if batch.len() >= BATCH {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(m) => next = Some(m),
-                Err(_) => break,
             }
         }
-        write_batch(&*store, &mut batch, &stats).await;
+        if busy && !flush && batch.len() < BATCH {
+            std::thread::sleep(LINGER);
+            drain(&mut rx, None, &mut batch, &mut acks);
+        }
+        busy = batch.len() > 2;
+        write_batch(store, &mut batch, stats);
         for a in acks.drain(..) {
             let _ = a.send(());
         }
     }
-    write_batch(&*store, &mut batch, &stats).await;
+    write_batch(store, &mut batch, stats);
 }
 
-async fn write_batch(store: &dyn Store, batch: &mut Vec<JournalEntry>, stats: &JournalStats) {
+/// Moves queued messages into the batch, up to [`BATCH`]; `true` when a
+/// flush asks for the batch to be written now.
+fn drain(
+    rx: &mut mpsc::Receiver<Msg>,
+    mut next: Option<Msg>,
+    batch: &mut Vec<JournalEntry>,
+    acks: &mut Vec<oneshot::Sender<()>>,
+) -> bool {
+    loop {
+        match next.take() {
+            Some(Msg::Entry(e, ack)) => {
+                batch.push(*e);
+                acks.extend(ack);
+            }
+            Some(Msg::Flush(w)) => {
+                acks.push(w);
+                return true;
+            }
+            None => {}
+        }
+        if batch.len() >= BATCH {
+            return false;
+        }
+        match rx.try_recv() {
+            Ok(m) => next = Some(m),
+            Err(_) => return false,
+        }
+    }
+}
+
+fn write_batch(store: &dyn Store, batch: &mut Vec<JournalEntry>, stats: &JournalStats) {
     if batch.is_empty() {
         return;
     }
     let mut backoff = Duration::from_millis(50);
     loop {
-        match store.apply_journal(batch).await {
+        let t0 = std::time::Instant::now();
+        let r = store.apply_journal(batch);
+        if t0.elapsed() > Duration::from_millis(2) {
+            eprintln!(
+                "SLOW batch {} {:?} at {:?}",
+                batch.len(),
+                t0.elapsed(),
+                std::time::SystemTime::now()
+            );
+        }
+        match r {
             Ok(()) => {
                 stats
                     .entries_written
@@ -143,7 +219,7 @@ async fn write_batch(store: &dyn Store, batch: &mut Vec<JournalEntry>, stats: &J
                 // The transaction rolled back whole; retrying it is safe.
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, entries = batch.len(), "writing the journal failed; retrying");
-                tokio::time::sleep(backoff).await;
+                std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

@@ -1,19 +1,17 @@
 //! The ledger behind a trait: one call reserves on N budgets atomically (or
 //! none), settlement is idempotent per request id, and the state of any
 //! budget line can be read. [`MemoryLedger`] is the embedded implementation:
-//! [`LedgerState`] in memory behind one lock, made durable through the
+//! a [`ShardedLedger`] in memory (no global lock), made durable through the
 //! [`Journal`] (a reservation is acknowledged once its batch committed). A
 //! Redis implementation for cluster mode ([9/10]) runs the same state
 //! machine as a Lua script; reservation is async for that reason.
 //!
 //! Settlement and release never wait: they are called from drop guards.
 
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use tollgate_core::UsageRecord;
-use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, LedgerState, Line, Settled};
+use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, Line, Settled, ShardedLedger};
 use tollgate_store::{JournalEntry, Store, StoreError};
 
 use crate::journal::{Journal, JournalClosed};
@@ -30,14 +28,7 @@ pub struct Sizing {
 
 impl Sizing {
     pub fn amount(&self, n: u64) -> Amount {
-        Amount {
-            money: self.base.money
-                + tollgate_core::Money::from_units(self.per_unit.money.units() * i128::from(n)),
-            tokens: self
-                .base
-                .tokens
-                .saturating_add(self.per_unit.tokens.saturating_mul(n)),
-        }
+        tollgate_core::ledger::sized(self.base, self.per_unit, n)
     }
 }
 
@@ -89,7 +80,7 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 pub struct MemoryLedger {
-    state: Mutex<LedgerState>,
+    state: ShardedLedger,
     journal: Journal,
     store: std::sync::Arc<dyn Store>,
 }
@@ -102,22 +93,22 @@ impl MemoryLedger {
         journal: Journal,
     ) -> Result<MemoryLedger, StoreError> {
         let (counters, open) = store.load_ledger().await?;
-        let mut state = LedgerState::default();
+        let state = ShardedLedger::default();
         for (k, a) in counters {
             state.restore_spent(&k, a);
         }
         for r in &open {
-            let _ = state.reserve(&r.id, r.lines.clone(), r.amount, r.expires_at);
+            state.restore_open(&r.id, &r.charges, r.amount, r.expires_at);
         }
         Ok(MemoryLedger {
-            state: Mutex::new(state),
+            state,
             journal,
             store,
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> &ShardedLedger {
+        &self.state
     }
 }
 
@@ -135,7 +126,7 @@ impl Ledger for MemoryLedger {
             .state()
             .reserve_capped(
                 id,
-                lines.clone(),
+                &lines,
                 sizing.base,
                 sizing.per_unit,
                 sizing.want,
@@ -151,7 +142,7 @@ impl Ledger for MemoryLedger {
         template.flags.usage_estimated = true;
         let entry = JournalEntry::Reserve {
             id: id.to_string(),
-            lines,
+            charges: lines.into_iter().map(|l| l.charge).collect(),
             amount,
             expires_at,
             template: Box::new(template),
@@ -250,7 +241,7 @@ impl Ledger for MemoryLedger {
             record.flags.reconciled = true;
             let entry = JournalEntry::Settle {
                 reservation: Some(r.id.clone()),
-                charges: r.lines.iter().map(|l| l.charge.clone()).collect(),
+                charges: r.charges.clone(),
                 actual: r.amount,
                 record: Box::new(record),
             };

@@ -106,7 +106,7 @@ async fn assemble(
     store: Arc<dyn Store>,
     env: &dyn Fn(&str) -> Option<String>,
     clock: Arc<dyn Clock>,
-) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
+) -> Result<(AppState, journal::WriterHandle), StartError> {
     let catalog = build_catalog(&config, &*store).await?;
     let keys = KeyCache::load(store.clone()).await?;
     let (journal, writer) = Journal::spawn(store.clone());
@@ -190,7 +190,7 @@ fn spawn_price_refresh(state: AppState, mut version: (i64, i64)) -> tokio::task:
 /// A running gateway's parts.
 pub struct Gateway {
     state: AppState,
-    writer: tokio::task::JoinHandle<()>,
+    writer: journal::WriterHandle,
     refresh: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -278,7 +278,7 @@ impl Gateway {
         state.journal.flush().await;
         drop(state);
         // The writer ends once every sender is gone; don't hang on stragglers.
-        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer.join()).await;
         result
     }
 }

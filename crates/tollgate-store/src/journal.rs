@@ -7,16 +7,17 @@
 
 use jiff::Timestamp;
 use tollgate_core::UsageRecord;
-use tollgate_core::ledger::{Amount, Line};
+use tollgate_core::ledger::Amount;
 
 #[derive(Clone, Debug)]
 pub enum JournalEntry {
     /// A reservation, stored before the request is forwarded. `template` is
     /// the record to write if the process dies before settling: the
-    /// reserved (worst-case) amount is then charged.
+    /// reserved (worst-case) amount is then charged to `charges` (the
+    /// counters the reservation holds room on).
     Reserve {
         id: String,
-        lines: Vec<Line>,
+        charges: Vec<String>,
         amount: Amount,
         expires_at: Timestamp,
         template: Box<UsageRecord>,
@@ -37,7 +38,7 @@ pub enum JournalEntry {
 #[derive(Clone, Debug)]
 pub struct OpenReservation {
     pub id: String,
-    pub lines: Vec<Line>,
+    pub charges: Vec<String>,
     pub amount: Amount,
     pub expires_at: Timestamp,
     pub template: UsageRecord,

@@ -48,8 +48,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes usage records; a record whose `request_id` is already stored
     /// is skipped, so replaying a batch never counts twice.
     async fn insert_records(&self, records: &[UsageRecord]) -> Result<()>;
-    /// Applies a batch of journal entries in one transaction.
-    async fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
+    /// Applies a batch of journal entries in one transaction. Blocks: it
+    /// is called from the journal's own thread, never from async code.
+    fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
     /// Every budget counter's committed amount, and the reservations never
     /// settled (a crash): the ledger's state at start-up.
     async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)>;

@@ -13,11 +13,17 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+// glibc's allocator spent a fifth of the proxy's CPU under load (records
+// are allocated on the request path and freed on the journal thread);
+// mimalloc's thread-local free lists cost a fraction of that.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
     version,
-    about = "An LLM spend firewall: meters, prices and (soon) budgets every LLM call"
+    about = "An LLM spend firewall: meters, prices and budgets every LLM call"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -138,7 +138,8 @@ proptest! {
         let hours = end.duration_since(p.start).as_secs() / 3600;
         match k {
             PeriodKind::Daily => prop_assert!((22..=26).contains(&hours), "{hours}h"),
-            PeriodKind::Weekly => prop_assert!((166..=170).contains(&hours), "{hours}h"),
+            // Apia skipped 30 December 2011: that week had 144 hours.
+            PeriodKind::Weekly => prop_assert!((144..=170).contains(&hours), "{hours}h"),
             _ => prop_assert!((27 * 24..=32 * 24).contains(&hours), "{hours}h"),
         }
     }

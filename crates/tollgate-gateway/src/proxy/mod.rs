@@ -67,14 +67,14 @@ pub async fn handle(state: AppState, inbound: Inbound) -> Response {
     resp
 }
 
+/// `req_` and 32 hex digits: 48 bits of milliseconds since the epoch, then
+/// 80 random bits (the layout of a UUIDv7). Ids sort by time, so the
+/// stores' unique indexes on them grow at one edge instead of dirtying a
+/// random page per request.
 fn new_request_id() -> String {
-    format!("req_{}", uuid_like())
-}
-
-/// 128 random bits as 32 hex digits.
-fn uuid_like() -> String {
-    let v: u128 = rand::random();
-    format!("{v:032x}")
+    let ms = jiff::Timestamp::now().as_millisecond().max(0) as u128 & ((1 << 48) - 1);
+    let random: u128 = rand::random::<u128>() >> 48;
+    format!("req_{:032x}", (ms << 80) | random)
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {

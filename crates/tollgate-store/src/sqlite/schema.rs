@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: keys, usage records, price overrides.
     "CREATE TABLE keys (
         id TEXT PRIMARY KEY,
@@ -71,6 +71,34 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE INDEX reservations_open ON reservations(state) WHERE state = 'open';",
+    // 3: leaner hot tables. Every request inserts and deletes a reservation
+    // and bumps counters: keyed b-trees without a rowid (one tree, not
+    // two), no index on a state every stored reservation shares, and only
+    // the charged counter keys instead of whole budget lines.
+    "CREATE TABLE reservations_v3 (
+        id TEXT PRIMARY KEY,
+        charges TEXT NOT NULL,
+        amount_money TEXT NOT NULL,
+        amount_tokens INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        template TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO reservations_v3
+        SELECT id,
+               (SELECT json_group_array(json_extract(l.value, '$.charge')) FROM json_each(r.lines) AS l),
+               amount_money, amount_tokens, expires_at, template, created_at
+        FROM reservations AS r WHERE state = 'open';
+    DROP TABLE reservations;
+    ALTER TABLE reservations_v3 RENAME TO reservations;
+    CREATE TABLE ledger_counters_v3 (
+        key TEXT PRIMARY KEY,
+        spent_money TEXT NOT NULL,
+        spent_tokens INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO ledger_counters_v3 SELECT key, spent_money, spent_tokens FROM ledger_counters;
+    DROP TABLE ledger_counters;
+    ALTER TABLE ledger_counters_v3 RENAME TO ledger_counters;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -173,32 +173,23 @@ async fn prices_persist() {
 #[tokio::test]
 async fn journal_settles_atomically_and_open_reservations_survive() {
     use crate::journal::JournalEntry;
-    use tollgate_core::ledger::{Amount, Limit, Line};
+    use tollgate_core::ledger::Amount;
     let (_d, s) = store().await;
-    let line = |k: &str| Line {
-        charge: k.into(),
-        window: vec![k.into()],
-        limit: Limit::default(),
-        enforce: true,
-    };
     let amount = Amount::new(Money::from_units(500), 50);
     let reserve = |id: &str| JournalEntry::Reserve {
         id: id.into(),
-        lines: vec![line("u|alice|0"), line("t|acme|0")],
+        charges: vec!["u|alice|0".into(), "t|acme|0".into()],
         amount,
         expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
         template: Box::new(record(id, 1_700_000_000, "alice", "gpt-4o", 500)),
     };
-    s.apply_journal(&[reserve("r1"), reserve("r2")])
-        .await
-        .unwrap();
+    s.apply_journal(&[reserve("r1"), reserve("r2")]).unwrap();
     s.apply_journal(&[JournalEntry::Settle {
         reservation: Some("r1".into()),
         charges: vec!["u|alice|0".into(), "t|acme|0".into()],
         actual: Amount::new(Money::from_units(7), 15),
         record: Box::new(record("r1", 1_700_000_000, "alice", "gpt-4o", 7)),
     }])
-    .await
     .unwrap();
     let (counters, open) = s.load_ledger().await.unwrap();
     let mut counters = counters;
@@ -219,10 +210,9 @@ async fn journal_settles_atomically_and_open_reservations_survive() {
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].id, "r2");
     assert_eq!(open[0].amount, amount);
-    assert_eq!(open[0].lines.len(), 2);
+    assert_eq!(open[0].charges, vec!["u|alice|0", "t|acme|0"]);
     assert_eq!(open[0].template.user.as_deref(), Some("alice"));
     s.apply_journal(&[JournalEntry::Release { id: "r2".into() }])
-        .await
         .unwrap();
     assert!(s.load_ledger().await.unwrap().1.is_empty());
     let page = s
@@ -233,4 +223,47 @@ async fn journal_settles_atomically_and_open_reservations_survive() {
         .await
         .unwrap();
     assert_eq!(page.records.len(), 1, "the settle wrote its record");
+}
+
+/// A database from before migration 3 (rowid tables, whole budget lines
+/// stored with each reservation) keeps its open reservations and counters.
+#[tokio::test]
+async fn migration_3_keeps_open_reservations_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute_batch(
+            r#"INSERT INTO ledger_counters VALUES ('b|alice|0', '1500', 12);
+               INSERT INTO reservations VALUES ('req_1', 'open',
+                 '[{"charge":"b|alice|0","window":["b|alice|0"],"limit":{"money":null,"tokens":null},"enforce":true},
+                   {"charge":"t|acme|0","window":["t|acme|0"],"limit":{"money":null,"tokens":null},"enforce":false}]',
+                 '700', 30, 1800000000000, '{}', 1700000000000);
+               INSERT INTO reservations VALUES ('req_2', 'settled', '[]', '1', 1, 1800000000000, '{}', 1700000000001);"#,
+        )
+        .unwrap();
+    }
+    let template =
+        serde_json::to_string(&record("req_1", 1_700_000_000, "alice", "gpt-4o", 700)).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE reservations SET template = ?1", [template])
+        .unwrap();
+    let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    let (counters, open) = s.load_ledger().await.unwrap();
+    assert_eq!(
+        counters,
+        vec![(
+            "b|alice|0".to_string(),
+            Amount::new(Money::from_units(1500), 12)
+        )]
+    );
+    assert_eq!(open.len(), 1, "only the open reservation is carried over");
+    assert_eq!(open[0].id, "req_1");
+    assert_eq!(open[0].charges, vec!["b|alice|0", "t|acme|0"]);
+    assert_eq!(open[0].amount, Amount::new(Money::from_units(700), 30));
 }
