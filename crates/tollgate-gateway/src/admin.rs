@@ -762,18 +762,17 @@ pub struct ExplainRequest {
 pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, AdminError> {
     let mut caller = crate::identity::Caller::default();
     if let Some(k) = &req.key {
-        let rec = if k.starts_with("tg-") {
+        caller = if k.starts_with("tg-") {
             s.keys
                 .resolve(k)
                 .await
                 .map_err(|e| AdminError::bad_request(format!("key: {e}")))?
         } else {
             let found = s.store.list_keys().await?.into_iter().find(|r| &r.id == k);
-            std::sync::Arc::new(
-                found.ok_or_else(|| AdminError::bad_request(format!("no key with id {k:?}")))?,
+            crate::identity::caller_from_key(
+                &found.ok_or_else(|| AdminError::bad_request(format!("no key with id {k:?}")))?,
             )
         };
-        caller = crate::identity::caller_from_key(&rec);
     }
     for (field, value) in [
         (&mut caller.user, &req.user),
@@ -860,15 +859,11 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         return crate::error::GatewayError::MissingKey(identity::native_key_header(format))
             .into_response(format);
     };
-    let rec = match s.keys.resolve(k).await {
-        Ok(r) => r,
+    let caller = match s.keys.resolve(k).await {
+        Ok(c) => c,
         Err(e) => return e.into_response(format),
     };
-    let caller = crate::identity::caller_from_key(&rec).with_request(
-        &headers,
-        None,
-        s.config.trust_all_identity_headers,
-    );
+    let caller = caller.with_request(&headers, None, s.config.trust_all_identity_headers);
     let budgets: Vec<Value> = s
         .budgets
         .applicable_any_model(&caller)

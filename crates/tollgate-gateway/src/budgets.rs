@@ -247,14 +247,21 @@ impl BudgetEngine {
                 source: Source::Config,
             })
             .collect();
-        for s in store.list_budgets().await? {
-            match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
-                Ok(b) => entries.push(Entry {
-                    budget: Arc::new(b),
-                    source: Source::Admin,
-                }),
-                Err(e) => {
-                    tracing::error!(budget = %s.id, error = %e, "stored budget is invalid; ignored")
+        // A page at a time: 100k stored budgets never sit in memory twice.
+        let mut after = None;
+        loop {
+            let page = store.budgets_page(after, 2_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.id.clone()));
+            for s in page {
+                match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
+                    Ok(b) => entries.push(Entry {
+                        budget: Arc::new(b),
+                        source: Source::Admin,
+                    }),
+                    Err(e) => {
+                        tracing::error!(budget = %s.id, error = %e, "stored budget is invalid; ignored")
+                    }
                 }
             }
         }

@@ -146,16 +146,76 @@ pub fn native_key_header(format: WireFormat) -> &'static str {
     }
 }
 
+/// What a request needs of a key, compact: the map holds every key, so
+/// each byte here is multiplied by the number of keys (100k keys ≈ 25 MB).
+struct CachedKey {
+    id: Box<str>,
+    user: Option<Box<str>>,
+    tenant: Option<Box<str>>,
+    role: Option<Box<str>>,
+    models: Box<[Box<str>]>,
+    expires_at: Option<Timestamp>,
+    revoked: bool,
+    trusted: bool,
+}
+
+impl CachedKey {
+    fn new(k: KeyRecord) -> CachedKey {
+        let small = |s: Option<String>| s.map(String::into_boxed_str);
+        CachedKey {
+            id: k.id.into_boxed_str(),
+            user: small(k.user),
+            tenant: small(k.tenant),
+            role: small(k.role),
+            models: k.models.into_iter().map(String::into_boxed_str).collect(),
+            expires_at: k.expires_at,
+            revoked: k.revoked,
+            trusted: k.trusted,
+        }
+    }
+
+    fn unusable_reason(&self, now: Timestamp) -> Option<&'static str> {
+        if self.revoked {
+            return Some("api key has been revoked");
+        }
+        match self.expires_at {
+            Some(t) if t <= now => Some("api key has expired"),
+            _ => None,
+        }
+    }
+
+    fn caller(&self) -> Caller {
+        let owned = |s: &Option<Box<str>>| s.as_deref().map(str::to_string);
+        Caller {
+            key_id: Some(self.id.to_string()),
+            user: owned(&self.user),
+            tenant: owned(&self.tenant),
+            role: owned(&self.role),
+            session: None,
+            budget_id: None,
+            trusted: self.trusted,
+            models: self.models.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
 /// The in-memory key map.
 pub struct KeyCache {
-    by_hash: RwLock<HashMap<[u8; 32], Arc<KeyRecord>>>,
+    by_hash: RwLock<HashMap<[u8; 32], CachedKey>>,
     store: Arc<dyn Store>,
 }
 
 impl KeyCache {
     pub async fn load(store: Arc<dyn Store>) -> Result<Arc<KeyCache>, tollgate_store::StoreError> {
-        let keys = store.list_keys().await?;
-        let map = keys.into_iter().map(|k| (k.hash, Arc::new(k))).collect();
+        let mut map = HashMap::new();
+        let mut after = None;
+        loop {
+            let page = store.keys_page(after, 2_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            map.extend(page.into_iter().map(|k| (k.hash, CachedKey::new(k))));
+        }
+        map.shrink_to_fit();
         Ok(Arc::new(KeyCache {
             by_hash: RwLock::new(map),
             store,
@@ -164,39 +224,39 @@ impl KeyCache {
 
     pub fn upsert(&self, key: KeyRecord) {
         let mut m = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
-        m.insert(key.hash, Arc::new(key));
+        m.insert(key.hash, CachedKey::new(key));
     }
 
-    fn get(&self, hash: &[u8; 32]) -> Option<Arc<KeyRecord>> {
+    /// The caller a key stands for, or why it cannot be used; `None` if the
+    /// map does not know it.
+    fn lookup(&self, hash: &[u8; 32]) -> Option<Result<Caller, GatewayError>> {
         let m = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
-        m.get(hash).cloned()
-    }
-
-    /// Resolves a presented key to its record, or why not.
-    pub async fn resolve(&self, presented: &str) -> Result<Arc<KeyRecord>, GatewayError> {
-        let hash = hash_key(presented);
-        let rec = match self.get(&hash) {
-            Some(r) => r,
-            None => {
-                let found = self
-                    .store
-                    .key_by_hash(hash)
-                    .await
-                    .map_err(|e| GatewayError::Internal(e.to_string()))?
-                    .ok_or(GatewayError::InvalidKey)?;
-                self.upsert(found);
-                self.get(&hash).ok_or(GatewayError::InvalidKey)?
-            }
-        };
+        let (stored, key) = m.get_key_value(hash)?;
         // The map is keyed by the hash, so equality is already decided; the
         // constant-time comparison keeps the final check free of early exits.
-        if !bool::from(rec.hash.ct_eq(&hash)) {
-            return Err(GatewayError::InvalidKey);
+        if !bool::from(stored.ct_eq(hash)) {
+            return Some(Err(GatewayError::InvalidKey));
         }
-        if let Some(why) = rec.unusable_reason(Timestamp::now()) {
-            return Err(GatewayError::KeyUnusable(why));
+        Some(match key.unusable_reason(Timestamp::now()) {
+            Some(why) => Err(GatewayError::KeyUnusable(why)),
+            None => Ok(key.caller()),
+        })
+    }
+
+    /// Resolves a presented key to the caller it stands for, or why not.
+    pub async fn resolve(&self, presented: &str) -> Result<Caller, GatewayError> {
+        let hash = hash_key(presented);
+        if let Some(r) = self.lookup(&hash) {
+            return r;
         }
-        Ok(rec)
+        let found = self
+            .store
+            .key_by_hash(hash)
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .ok_or(GatewayError::InvalidKey)?;
+        self.upsert(found);
+        self.lookup(&hash).unwrap_or(Err(GatewayError::InvalidKey))
     }
 
     /// Keeps the map in step with the store (keys created or revoked by the

@@ -211,10 +211,14 @@ impl Ledger for MemoryLedger {
     }
 
     fn expire_due(&self, now: Timestamp) -> usize {
-        // A minute covers any retry or replay of a settlement (drafts settle
-        // once; this guards the protocol, not the proxy). Longer retention
-        // grows with the request rate: at 5k req/s, 300k ids per minute.
+        // Expired reservations stay known a minute, so a late commit (a
+        // stream past its deadline) still charges them.
         let ids = self.state().expire(now, SignedDuration::from_mins(1));
+        // Settled ids guard against a replayed settlement; drafts settle
+        // once, so seconds suffice — and at 10k req/s each second of
+        // retention is 10k ids in memory.
+        self.state()
+            .forget_settled(now - SignedDuration::from_secs(10));
         for id in &ids {
             tracing::warn!(reservation = %id, "reservation expired unsettled; released");
             self.journal.write(JournalEntry::Release { id: id.clone() });

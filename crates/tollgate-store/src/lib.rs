@@ -39,6 +39,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
     async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Up to `limit` keys with ids after `after`, by id: loading 100k keys a
+    /// page at a time keeps the start-up peak to one page.
+    async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<KeyRecord>>;
     async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>>;
     /// Keys created or changed at or after `since` (cache refresh).
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>>;
@@ -57,6 +60,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Budgets managed at run time (admin API, CLI), as stored JSON inputs.
     async fn list_budgets(&self) -> Result<Vec<StoredBudget>>;
+    /// Up to `limit` budgets after `after` in `list_budgets` order
+    /// (creation time, then id).
+    async fn budgets_page(
+        &self,
+        after: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBudget>>;
     async fn put_budget(&self, b: &StoredBudget) -> Result<()>;
     /// `false` if no such budget.
     async fn delete_budget(&self, id: &str) -> Result<bool>;

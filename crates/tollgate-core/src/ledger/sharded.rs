@@ -13,6 +13,7 @@
 //! the last `|` — the gateway's keys are `budget|subject|period`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 use jiff::{SignedDuration, Timestamp};
@@ -32,17 +33,23 @@ struct Open {
     expired: bool,
 }
 
-#[derive(Debug)]
-enum Slot {
-    Open(Open),
-    /// Settled at; kept for idempotent replays, pruned by age.
-    Settled(Timestamp),
+/// One id shard: open reservations, and settled ids kept for idempotent
+/// replays. Settled ids are many (every request of the last minute), so
+/// they are kept as 128-bit keyed fingerprints with a millisecond time
+/// (~40 bytes each instead of ~120).
+#[derive(Debug, Default)]
+struct Ids {
+    open: HashMap<String, Open>,
+    settled: HashMap<u128, i64>,
 }
 
 #[derive(Debug)]
 pub struct ShardedLedger {
     counters: Box<[Mutex<Counters>]>,
-    ids: Box<[Mutex<HashMap<String, Slot>>]>,
+    ids: Box<[Mutex<Ids>]>,
+    /// Two independently keyed SipHashes: a fingerprint no caller-chosen id
+    /// can be crafted to collide with.
+    keys: (RandomState, RandomState),
 }
 
 impl Default for ShardedLedger {
@@ -50,6 +57,7 @@ impl Default for ShardedLedger {
         ShardedLedger {
             counters: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            keys: (RandomState::new(), RandomState::new()),
         }
     }
 }
@@ -122,8 +130,16 @@ impl ShardedLedger {
         }))
     }
 
-    fn id_shard(&self, id: &str) -> MutexGuard<'_, HashMap<String, Slot>> {
+    fn id_shard(&self, id: &str) -> MutexGuard<'_, Ids> {
         lock(&self.ids[hash(id.as_bytes())])
+    }
+
+    fn fingerprint(&self, id: &str) -> u128 {
+        (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id))
+    }
+
+    fn known(&self, ids: &Ids, id: &str) -> bool {
+        ids.open.contains_key(id) || ids.settled.contains_key(&self.fingerprint(id))
     }
 
     pub fn counter(&self, key: &str) -> Counter {
@@ -191,7 +207,7 @@ impl ShardedLedger {
         amount: Amount,
         expires_at: Timestamp,
     ) -> Result<(), Denied> {
-        if self.id_shard(id).contains_key(id) {
+        if self.known(&self.id_shard(id), id) {
             return Ok(());
         }
         let mut held = self.hold_lines(lines);
@@ -237,32 +253,31 @@ impl ShardedLedger {
         expires_at: Timestamp,
     ) -> bool {
         let mut ids = self.id_shard(id);
-        if ids.contains_key(id) {
+        if self.known(&ids, id) {
             return false;
         }
-        ids.insert(
+        ids.open.insert(
             id.to_string(),
-            Slot::Open(Open {
+            Open {
                 charges,
                 amount,
                 expires_at,
                 expired: false,
-            }),
+            },
         );
         true
     }
 
     /// Takes an open reservation out of its id shard, leaving it settled.
     fn close(&self, id: &str, now: Timestamp) -> Result<Open, Settled> {
+        let fp = self.fingerprint(id);
         let mut ids = self.id_shard(id);
-        match ids.get(id) {
-            None => Err(Settled::Unknown),
-            Some(Slot::Settled(_)) => Err(Settled::AlreadySettled),
-            Some(Slot::Open(_)) => match ids.insert(id.to_string(), Slot::Settled(now)) {
-                Some(Slot::Open(e)) => Ok(e),
-                _ => Err(Settled::Unknown),
-            },
+        if ids.settled.contains_key(&fp) {
+            return Err(Settled::AlreadySettled);
         }
+        let e = ids.open.remove(id).ok_or(Settled::Unknown)?;
+        ids.settled.insert(fp, now.as_millisecond());
+        Ok(e)
     }
 
     /// Charges `actual` and releases the reservation.
@@ -305,18 +320,22 @@ impl ShardedLedger {
         let mut out = Vec::new();
         let mut freed: Vec<(Vec<String>, Amount)> = Vec::new();
         let past = |t: Timestamp| t.checked_add(grace).is_ok_and(|t| t <= now);
+        let forget_before = now
+            .checked_sub(grace)
+            .map_or(i64::MIN, |t| t.as_millisecond());
         for shard in self.ids.iter() {
             let mut ids = lock(shard);
-            ids.retain(|id, slot| match slot {
-                Slot::Open(e) if !e.expired && e.expires_at <= now => {
+            ids.open.retain(|id, e| {
+                if !e.expired && e.expires_at <= now {
                     e.expired = true;
                     freed.push((e.charges.clone(), e.amount));
                     out.push(id.clone());
                     true
+                } else {
+                    !(e.expired && past(e.expires_at))
                 }
-                Slot::Open(e) => !(e.expired && past(e.expires_at)),
-                Slot::Settled(at) => !past(*at),
             });
+            ids.settled.retain(|_, at| *at > forget_before);
         }
         for (charges, amount) in freed {
             let mut held = self.hold(charges.iter().map(String::as_str));
@@ -325,6 +344,17 @@ impl ShardedLedger {
             }
         }
         out
+    }
+
+    /// Forgets settled ids older than `before` sooner than [`Self::expire`]'s
+    /// grace would: they are the bulk of the ledger's memory under load
+    /// (every request of the window), while expired reservations, kept
+    /// for late commits, are few.
+    pub fn forget_settled(&self, before: Timestamp) {
+        let cut = before.as_millisecond();
+        for shard in self.ids.iter() {
+            lock(shard).settled.retain(|_, at| *at >= cut);
+        }
     }
 
     /// Adds already-committed spend (rebuilding state from the store).
@@ -359,18 +389,13 @@ impl ShardedLedger {
     }
 
     pub fn is_open(&self, id: &str) -> bool {
-        matches!(self.id_shard(id).get(id), Some(Slot::Open(e)) if !e.expired)
+        self.id_shard(id).open.get(id).is_some_and(|e| !e.expired)
     }
 
     pub fn open_count(&self) -> usize {
         self.ids
             .iter()
-            .map(|s| {
-                lock(s)
-                    .values()
-                    .filter(|v| matches!(v, Slot::Open(e) if !e.expired))
-                    .count()
-            })
+            .map(|s| lock(s).open.values().filter(|e| !e.expired).count())
             .sum()
     }
 

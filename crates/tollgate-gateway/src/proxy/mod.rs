@@ -117,10 +117,7 @@ pub(crate) async fn identify(
                 None => Err(GatewayError::InvalidKey),
             }
         }
-        Some(k) => {
-            let rec = state.keys.resolve(k).await?;
-            Ok(identity::caller_from_key(&rec))
-        }
+        Some(k) => state.keys.resolve(k).await,
         None if !state.config.require_auth => Ok(Caller::default()),
         None => Err(GatewayError::MissingKey(identity::native_key_header(
             format,

@@ -428,6 +428,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<KeyRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {KEY_COLS} FROM keys WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st
+                .query_map(params![after, limit as i64], key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>> {
         self.read(move |c| {
             Ok(c.query_row(
@@ -542,11 +555,31 @@ impl Store for SqliteStore {
     }
 
     async fn list_budgets(&self) -> Result<Vec<StoredBudget>> {
-        self.read(|c| {
-            let mut st =
-                c.prepare("SELECT id, spec, created_at FROM budgets ORDER BY created_at, id")?;
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.budgets_page(after, 10_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = Some((last.created_at, last.id.clone()));
+            all.extend(page);
+        }
+    }
+
+    async fn budgets_page(
+        &self,
+        after: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBudget>> {
+        let (after_ms, after_id) = after.map_or((None, None), |(t, id)| (Some(ms(t)), Some(id)));
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, spec, created_at FROM budgets \
+                 WHERE ?1 IS NULL OR (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3",
+            )?;
             let rows = st
-                .query_map([], |r| {
+                .query_map(params![after_ms, after_id, limit as i64], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,

@@ -99,6 +99,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     INSERT INTO ledger_counters_v3 SELECT key, spent_money, spent_tokens FROM ledger_counters;
     DROP TABLE ledger_counters;
     ALTER TABLE ledger_counters_v3 RENAME TO ledger_counters;",
+    // 4: budgets are loaded a page at a time in (created_at, id) order.
+    "CREATE INDEX budgets_order ON budgets(created_at, id);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
