@@ -37,6 +37,10 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
+    /// Also run steady load on the 100k setup for this many seconds and
+    /// report its RSS over time (600 checks the "no growth" goal).
+    #[arg(long, default_value_t = 0)]
+    soak: u64,
     /// Where to write the report (`-` for stdout only).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -84,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let report = rt.block_on(setup::run(setup::Options {
         quick: args.quick,
+        soak: args.soak,
         dur,
         tollgate,
         plan,

@@ -94,6 +94,8 @@ impl Pinning {
 pub struct Options {
     pub quick: bool,
     pub dur: Duration,
+    /// Seconds of steady load on the 100k setup, sampling its RSS (0: none).
+    pub soak: u64,
     pub tollgate: PathBuf,
     pub plan: Pinning,
 }
@@ -209,6 +211,9 @@ struct Gw {
     proc: Proc,
     target: Target,
     idle_rss: u64,
+    /// (budgets that apply, target): keys of the full setup with 0, 1 and
+    /// 10 budgets (its main key has 3).
+    by_budgets: Vec<(usize, Target)>,
 }
 
 async fn tollgate(
@@ -224,6 +229,7 @@ async fn tollgate(
     let store = tollgate_store::open(&db_url).await?;
     let mut headers = Vec::new();
     let mut budgets = String::new();
+    let mut by_budgets = Vec::new();
     if full {
         let (rec, key) = tollgate_gateway::identity::create_key(
             &*store,
@@ -235,6 +241,42 @@ async fn tollgate(
         )
         .await?;
         headers.push(("authorization".to_string(), format!("Bearer {key}")));
+        if extra == 0 {
+            // Keys whose users have 0, 1 and 10 budgets (no tenant, so only
+            // their user budgets apply): cost per budget per request.
+            for (n, user) in [(0usize, "dave"), (1, "carol"), (10, "bob")] {
+                let (_, key) = tollgate_gateway::identity::create_key(
+                    &*store,
+                    tollgate_gateway::identity::NewKey {
+                        user: Some(user.into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                for b in 0..n {
+                    let input: tollgate_core::budget::BudgetInput = serde_json::from_value(
+                        serde_json::json!({
+                            "scope": "user", "subject": user, "limit_usd": "100000000", "period": "monthly"
+                        }),
+                    )?;
+                    store
+                        .put_budget(&tollgate_store::StoredBudget {
+                            id: format!("{user}-{b}"),
+                            input,
+                            created_at: jiff::Timestamp::now(),
+                        })
+                        .await?;
+                }
+                by_budgets.push((
+                    n,
+                    Target {
+                        name: format!("{n} budgets"),
+                        host: String::new(),
+                        headers: vec![("authorization".into(), format!("Bearer {key}"))],
+                    },
+                ));
+            }
+        }
         budgets = format!(
             "budgets:\n  overrides:\n    - {{ scope: tenant, subject: acme, limit_usd: \"100000000\", period: monthly }}\n    - {{ scope: user, subject: alice, limit_usd: \"100000000\", period: daily }}\n    - {{ scope: key, subject: {}, limit_usd: \"100000000\", period: lifetime }}\n",
             rec.id
@@ -282,14 +324,30 @@ async fn tollgate(
     let (proc, url) = spawn_until(cmd, "tollgate listening on ")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = proc.rss_kib();
+    let host = host_of(&url);
+    for (_, t) in &mut by_budgets {
+        t.host = host.clone();
+    }
+    if full {
+        by_budgets.push((
+            3,
+            Target {
+                name: "3 budgets".into(),
+                host: host.clone(),
+                headers: headers.clone(),
+            },
+        ));
+        by_budgets.sort_by_key(|(n, _)| *n);
+    }
     Ok(Gw {
         proc,
         target: Target {
             name: name.into(),
-            host: host_of(&url),
+            host,
             headers,
         },
         idle_rss,
+        by_budgets,
     })
 }
 
@@ -510,10 +568,131 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             .push(("nginx (master)".into(), p.rss_kib(), p.rss_kib()));
     }
 
+    growth(
+        &opts,
+        &mut report,
+        nginx.as_ref().map(|(_, a)| a.as_str()),
+        &direct,
+        &full,
+    )
+    .await?;
+    if opts.soak > 0 {
+        report.soak = soak(&opts, &scaled, &job).await?;
+    }
+
     report.ledger = crate::report::ledger_bench(opts.quick);
     report.ingest = crate::report::ingest_bench(&dir, opts.quick).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// How overhead grows with concurrency, budgets per request and stream
+/// length (prompt size and keys in the system have their own tables).
+async fn growth(
+    opts: &Options,
+    report: &mut Report,
+    nginx: Option<&str>,
+    direct: &Target,
+    full: &Gw,
+) -> anyhow::Result<()> {
+    let job = Job {
+        path: "/v1/chat/completions",
+        body: chat_body(1024, false),
+    };
+    let base = match nginx {
+        Some(addr) => Target {
+            name: "nginx".into(),
+            host: addr.to_string(),
+            headers: vec![],
+        },
+        None => direct.clone(),
+    };
+    let levels: &[usize] = if opts.quick {
+        &[1, 8]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    for &conns in levels {
+        let mut b = Outcome::default();
+        let mut g = Outcome::default();
+        for _ in 0..2 {
+            b.merge(&load::closed(&base, &job, conns, opts.dur / 2).await?);
+            g.merge(&load::closed(&full.target, &job, conns, opts.dur / 2).await?);
+        }
+        report
+            .by_concurrency
+            .push((conns, row(&base.name, &b), row("tollgate-full", &g)));
+    }
+    let conns = if opts.quick { 4 } else { 64 };
+    for (n, t) in &full.by_budgets {
+        let mut c1 = Outcome::default();
+        let mut max = Outcome::default();
+        for _ in 0..2 {
+            c1.merge(&load::closed(t, &job, 1, opts.dur / 2).await?);
+            max.merge(&load::closed(t, &job, conns, opts.dur / 2).await?);
+        }
+        report
+            .by_budgets
+            .push((*n, row(&t.name, &c1), row(&t.name, &max)));
+    }
+    let stream_job = Job {
+        path: "/v1/chat/completions",
+        body: chat_body(1024, true),
+    };
+    let lengths: &[usize] = if opts.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000]
+    };
+    for &n in lengths {
+        let with = |t: &Target| {
+            let mut t = t.clone();
+            t.headers.push(("x-bench-chunks".into(), n.to_string()));
+            t
+        };
+        let (d_t, g_t) = (with(direct), with(&full.target));
+        let mut d = Outcome::default();
+        let mut g = Outcome::default();
+        for _ in 0..2 {
+            d.merge(&load::closed(&d_t, &stream_job, 1, opts.dur / 2).await?);
+            g.merge(&load::closed(&g_t, &stream_job, 1, opts.dur / 2).await?);
+        }
+        report
+            .by_stream
+            .push((n, row("direct", &d), row("tollgate-full", &g)));
+    }
+    Ok(())
+}
+
+fn row(name: &str, o: &Outcome) -> Row {
+    Row {
+        name: name.to_string(),
+        rps: o.rps(),
+        errors: o.errors,
+        lat: summary(&o.latency),
+    }
+}
+
+/// Steady load (1,000 req/s, open loop, records persisted) on the
+/// 100k setup for `opts.soak` seconds; RSS sampled ten times.
+async fn soak(opts: &Options, gw: &Gw, job: &Job) -> anyhow::Result<crate::report::Soak> {
+    let total = Duration::from_secs(opts.soak);
+    let step = total / 10;
+    let rate = if opts.quick { 50.0 } else { 1_000.0 };
+    let mut out = crate::report::Soak {
+        rate,
+        samples: vec![(0, gw.proc.rss_kib())],
+        ..Default::default()
+    };
+    let start = Instant::now();
+    for _ in 0..10 {
+        let o = load::open(&gw.target, job, 16, rate, step).await?;
+        out.requests += o.requests;
+        out.errors += o.errors;
+        out.samples
+            .push((start.elapsed().as_secs(), gw.proc.rss_kib()));
+    }
+    Ok(out)
 }
 
 trait LenOpt {

@@ -51,6 +51,12 @@ fn canned() -> Canned {
 type Body = BoxBody<Bytes, Infallible>;
 
 async fn handle(req: Request<Incoming>, c: &'static Canned) -> Result<Response<Body>, Infallible> {
+    // `x-bench-chunks: N` asks for a stream of N content chunks (default 100).
+    let n_chunks = req
+        .headers()
+        .get("x-bench-chunks")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(STREAM_CHUNKS);
     let body = req
         .into_body()
         .collect()
@@ -65,9 +71,12 @@ async fn handle(req: Request<Incoming>, c: &'static Canned) -> Result<Response<B
             .unwrap_or_default());
     }
     let include_usage = memchr::memmem::find(&body, b"\"include_usage\":true").is_some();
-    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = c
-        .chunks
+    let (content, finish) = c.chunks.split_at(STREAM_CHUNKS);
+    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = content
         .iter()
+        .cycle()
+        .take(n_chunks)
+        .chain(finish)
         .cloned()
         .map(|b| Ok(Frame::data(b)))
         .collect();

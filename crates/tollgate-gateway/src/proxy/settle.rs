@@ -228,6 +228,10 @@ impl Drop for Metering {
 /// filter meters them; the record is written when the stream ends or is
 /// dropped. Dropping it also drops the upstream body, which closes the
 /// upstream connection and stops generation.
+///
+/// Complete events that arrived together go out together: after a frame,
+/// frames already buffered are drained into the same write (a burst of 100
+/// chunks is a few writes to the client, not 100).
 pub fn metered_stream(
     body: Incoming,
     filter: StreamFilter,
@@ -241,50 +245,75 @@ pub fn metered_stream(
         status,
         first_byte: None,
     };
-    futures_util::stream::unfold(Some((body, m)), move |state| async move {
-        let (mut body, mut m) = state?;
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if m.first_byte.is_none() {
-                        m.first_byte = m.draft.as_ref().map(|d| d.started.elapsed());
+    futures_util::stream::unfold(
+        Flow::Streaming(body, Box::new(m)),
+        move |state| async move {
+            let (mut body, mut m) = match state {
+                Flow::Streaming(body, m) => (body, m),
+                Flow::Failed(e) => return Some((Err(e), Flow::Done)),
+                Flow::Done => return None,
+            };
+            let mut out = bytes::BytesMut::new();
+            loop {
+                let next = if out.is_empty() {
+                    tokio::time::timeout(idle, body.frame()).await
+                } else {
+                    match futures_util::FutureExt::now_or_never(body.frame()) {
+                        Some(frame) => Ok(frame),
+                        None => return Some((Ok(out.freeze()), Flow::Streaming(body, m))),
                     }
-                    match m.filter.push(&data) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Some((Ok(out), Some((body, m)))),
-                        Err(e) => {
-                            m.settle(End::UpstreamBroken);
-                            return Some((Err(std::io::Error::other(e.to_string())), None));
+                };
+                let failure = match next {
+                    Ok(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if m.first_byte.is_none() {
+                            m.first_byte = m.draft.as_ref().map(|d| d.started.elapsed());
+                        }
+                        match m.filter.push(&data) {
+                            Ok(events) => {
+                                out.extend_from_slice(&events);
+                                continue;
+                            }
+                            Err(e) => {
+                                m.settle(End::UpstreamBroken);
+                                std::io::Error::other(e.to_string())
+                            }
                         }
                     }
-                }
-                Ok(None) => {
-                    let tail = m.filter.finish();
-                    m.settle(End::Complete);
-                    return if tail.is_empty() {
-                        None
-                    } else {
-                        Some((Ok(tail), None))
-                    };
-                }
-                Ok(Some(Err(e))) => {
-                    // A partial trailing event is not forwarded: the client's
-                    // stream fails the way the upstream's did.
-                    m.settle(End::UpstreamBroken);
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    return Some((Err(std::io::Error::other("upstream stream broke")), None));
-                }
-                Err(_) => {
-                    m.settle(End::UpstreamBroken);
-                    return Some((
-                        Err(std::io::Error::other("upstream stream idle timeout")),
-                        None,
-                    ));
-                }
+                    Ok(None) => {
+                        out.extend_from_slice(&m.filter.finish());
+                        m.settle(End::Complete);
+                        return (!out.is_empty()).then(|| (Ok(out.freeze()), Flow::Done));
+                    }
+                    Ok(Some(Err(e))) => {
+                        // A partial trailing event is not forwarded: the client's
+                        // stream fails the way the upstream's did.
+                        m.settle(End::UpstreamBroken);
+                        tracing::warn!(error = %e, "upstream stream broke");
+                        std::io::Error::other("upstream stream broke")
+                    }
+                    Err(_) => {
+                        m.settle(End::UpstreamBroken);
+                        std::io::Error::other("upstream stream idle timeout")
+                    }
+                };
+                // Complete events read before the failure still reach the client.
+                return Some(if out.is_empty() {
+                    (Err(failure), Flow::Done)
+                } else {
+                    (Ok(out.freeze()), Flow::Failed(failure))
+                });
             }
-        }
-    })
+        },
+    )
+}
+
+/// Where a metered stream stands between two polls.
+enum Flow {
+    Streaming(Incoming, Box<Metering>),
+    /// Events were forwarded; the failure that followed them comes next.
+    Failed(std::io::Error),
+    Done,
 }

@@ -317,11 +317,8 @@ fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> Result<()> 
 /// and this connection is the only writer).
 fn add_to_counter(tx: &rusqlite::Transaction<'_>, key: &str, amount: Amount) -> Result<()> {
     let cur: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT spent_money, spent_tokens FROM ledger_counters WHERE key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT spent_money, spent_tokens FROM ledger_counters WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (money, tokens) = match cur {
         Some((m, t)) => (parse_units(&m)?, t.max(0) as u64),
