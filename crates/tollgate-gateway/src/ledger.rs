@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use tollgate_core::UsageRecord;
 use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, Line, Settled, ShardedLedger};
-use tollgate_store::{JournalEntry, Store, StoreError};
+use tollgate_store::{JournalEntry, OpenReservation, Store, StoreError};
 
 use crate::journal::{Journal, JournalClosed};
 
@@ -140,17 +140,18 @@ impl Ledger for MemoryLedger {
         template.cost = amount.money;
         template.usage.output_tokens = n;
         template.flags.usage_estimated = true;
-        let entry = JournalEntry::Reserve {
+        let open = OpenReservation {
             id: id.to_string(),
             charges: lines.into_iter().map(|l| l.charge).collect(),
             amount,
             expires_at,
-            template: Box::new(template),
+            template,
         };
-        if let Err(e) = self.journal.write_durable(entry).await {
+        if let Err(e) = self.store.log_reservation(&open) {
             // Not durable, so not forwarded: give the headroom back.
+            tracing::error!(error = %e, "cannot make a reservation durable; refusing");
             self.state().release(id, Timestamp::now());
-            return Err(e.into());
+            return Err(LedgerError::Unavailable(JournalClosed));
         }
         Ok(n)
     }

@@ -150,11 +150,17 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// Reloads the catalog and the budgets when their stored versions change
 /// (set or imported by the CLI, or by another instance).
-fn spawn_price_refresh(state: AppState, mut version: (i64, i64)) -> tokio::task::JoinHandle<()> {
+/// `version` and `budgets_version` were read before the catalog and the
+/// budgets were loaded, so a change racing the start-up is reloaded.
+fn spawn_price_refresh(
+    state: AppState,
+    mut version: (i64, i64),
+    budgets_version: (i64, i64),
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         tick.tick().await;
-        let mut budgets_version = state.store.budgets_version().await.ok();
+        let mut budgets_version = Some(budgets_version);
         loop {
             tick.tick().await;
             state.budgets.expire_due();
@@ -226,10 +232,11 @@ impl Gateway {
             }
         }
         let prices_version = store.prices_version().await?;
+        let budgets_version = store.budgets_version().await?;
         let (state, writer) = assemble(config, store, env, clock).await?;
         state.budgets.reconcile().await?;
         let key_refresh = state.keys.spawn_refresh(REFRESH_EVERY);
-        let price_refresh = spawn_price_refresh(state.clone(), prices_version);
+        let price_refresh = spawn_price_refresh(state.clone(), prices_version, budgets_version);
         Ok(Gateway {
             state,
             writer,

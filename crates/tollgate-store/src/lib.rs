@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch of journal entries in one transaction. Blocks: it
     /// is called from the journal's own thread, never from async code.
     fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
+    /// Makes a reservation durable before its request is forwarded; it is
+    /// closed by the `Settle` or `Release` entry with its id. Short: the
+    /// embedded store appends one line to its reservation log.
+    fn log_reservation(&self, r: &OpenReservation) -> Result<()>;
     /// Every budget counter's committed amount, and the reservations never
     /// settled (a crash): the ledger's state at start-up.
     async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)>;

@@ -11,6 +11,7 @@
 //! never stall behind one. The writer keeps a high auto-checkpoint as a
 //! backstop: it bounds the WAL when the background pass cannot finish.
 
+mod reslog;
 mod schema;
 
 use std::path::Path;
@@ -31,6 +32,10 @@ use crate::{Result, Store, StoreError, StoredBudget};
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    reslog: Arc<reslog::ReservationLog>,
+    /// Reservations a previous process left open in the log (reported by
+    /// `load_ledger` until their settlements commit).
+    recovered: Arc<Vec<OpenReservation>>,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -62,11 +67,20 @@ impl SqliteStore {
             configure(&reader)?;
             let checkpointer = Connection::open(&path)?;
             configure(&checkpointer)?;
+            let (reslog, recovered) = reslog::ReservationLog::open(Path::new(&path), |id| {
+                Ok(writer
+                    .prepare_cached("SELECT 1 FROM usage_records WHERE request_id = ?1")?
+                    .query_row([id], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            })?;
             let writer = Arc::new(Mutex::new(writer));
             spawn_checkpointer(checkpointer, Arc::downgrade(&writer));
             Ok(SqliteStore {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
+                reslog: Arc::new(reslog),
+                recovered: Arc::new(recovered),
             })
         })
         .await
@@ -507,11 +521,28 @@ impl Store for SqliteStore {
             add_to_counter(&tx, key, amount)?;
         }
         tx.commit()?;
+        // Durable now: the log's copies of these reservations are closed.
+        self.reslog.settled(entries.iter().filter_map(|e| match e {
+            JournalEntry::Settle {
+                reservation: Some(id),
+                ..
+            } => Some(id.as_str()),
+            _ => None,
+        }));
+        for e in entries {
+            if let JournalEntry::Release { id } = e {
+                self.reslog.release(id)?;
+            }
+        }
         Ok(())
     }
 
+    fn log_reservation(&self, r: &OpenReservation) -> Result<()> {
+        self.reslog.reserve(r)
+    }
+
     async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)> {
-        self.read(|c| {
+        let table = self.read(|c| {
             let mut st = c.prepare("SELECT key, spent_money, spent_tokens FROM ledger_counters")?;
             let counters = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
@@ -548,7 +579,15 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>>>()?;
             Ok((counters, open))
         })
-        .await
+        .await?;
+        let (counters, mut open) = table;
+        open.extend(
+            self.recovered
+                .iter()
+                .filter(|r| self.reslog.is_open(&r.id))
+                .cloned(),
+        );
+        Ok((counters, open))
     }
 
     async fn list_budgets(&self) -> Result<Vec<StoredBudget>> {
