@@ -462,7 +462,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nOne connection is latency-bound (each request waits for its reservation's commit); from ten on, Tollgate's single core is saturated and the ratio settles: throughput stays flat while latency grows with the queue (Little's law), without errors. The journal's group commit makes the per-request SQLite cost fall as concurrency rises (one commit carries more requests).\n"
+            "\nOne connection is latency-bound: each request crosses one more process, and nginx's lead is smallest there. From ten connections on, Tollgate's one core is saturated: throughput stays flat while latency grows with the queue (Little's law), without errors. About half of that core goes to SQLite (the journal commits settlements and records in batches on its own thread, sharing the core the benchmark pins Tollgate to); the batches grow with concurrency, which is why a thousand connections still complete.\n"
         );
         let _ = writeln!(
             s,
@@ -477,7 +477,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nEach budget adds a counter to lock, check and update in memory (about 0.2 µs in the ledger table below), a counter row to the journal's batch and its key to the record; with no budget there is no reservation to commit before forwarding, so the request skips the journal's wait altogether.\n"
+            "\nEach budget adds a counter to lock, check and update in memory (about 0.2 µs in the ledger table below), a counter row to the journal's batch and its key to the record; with no budget there is no reservation to log before forwarding (one JSON line with the record to charge should the process die) and no counters to settle.\n"
         );
         let _ = writeln!(
             s,

@@ -119,38 +119,29 @@ impl WriterHandle {
 }
 
 fn writer(store: &dyn Store, mut rx: mpsc::Receiver<Msg>, stats: &JournalStats) {
-    // A small runtime of its own, only for timed waits on the channel.
-    let timers = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .ok();
     let mut batch: Vec<JournalEntry> = Vec::with_capacity(BATCH);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut busy = false;
     // Group commit: a batch is whatever queued up while the previous one
-    // was being written. A reservation alone is committed at once; under
-    // concurrency the writer lingers a moment so a commit carries many
-    // requests (each commit rewrites the same hot pages to the WAL).
-    // Settlements wait for nobody: they ride along with the next
-    // reservation's commit, or go alone after SETTLE_LINGER.
+    // was being written. Settlements wait for nobody, so the writer sleeps
+    // SETTLE_LINGER before committing them: one commit carries many
+    // requests (each commit rewrites the same hot pages to the WAL), and a
+    // sleeping writer is not woken by every send. Someone waiting (a flush,
+    // reconciliation) is committed at once, after LINGER when busy.
     while let Some(first) = rx.blocking_recv() {
         let mut flush = drain(&mut rx, Some(first), &mut batch, &mut acks);
-        if !flush
-            && acks.is_empty()
-            && let Some(rt) = &timers
-        {
-            let deadline = tokio::time::Instant::now() + SETTLE_LINGER;
-            while !flush && acks.is_empty() && batch.len() < BATCH {
-                match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
-                    Ok(Some(m)) => flush = drain(&mut rx, Some(m), &mut batch, &mut acks),
-                    Ok(None) | Err(_) => break,
-                }
+        if !flush && batch.len() < BATCH {
+            let pause = if acks.is_empty() {
+                Some(SETTLE_LINGER)
+            } else {
+                busy.then_some(LINGER)
+            };
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
+                flush = drain(&mut rx, None, &mut batch, &mut acks);
             }
         }
-        if busy && !flush && batch.len() < BATCH {
-            std::thread::sleep(LINGER);
-            drain(&mut rx, None, &mut batch, &mut acks);
-        }
+        let _ = flush;
         busy = batch.len() > 2;
         write_batch(store, &mut batch, stats);
         for a in acks.drain(..) {

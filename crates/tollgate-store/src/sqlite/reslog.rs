@@ -111,11 +111,13 @@ impl ReservationLog {
         for &g in &gens {
             let path = generation(&base, g);
             let file = File::open(&path).map_err(|e| io(&path, e))?;
-            for line in BufReader::new(file).lines() {
-                let line = line.map_err(|e| io(&path, e))?;
-                // A torn last line (the process died mid-write) was never
-                // acknowledged, so its request was never forwarded.
-                match serde_json::from_str::<Line>(&line) {
+            let lines = BufReader::new(file)
+                .lines()
+                .collect::<std::io::Result<Vec<String>>>()
+                .map_err(|e| io(&path, e))?;
+            let last = lines.len().saturating_sub(1);
+            for (i, line) in lines.iter().enumerate() {
+                match serde_json::from_str::<Line>(line) {
                     Ok(Line::Reserve {
                         id,
                         charges,
@@ -135,6 +137,11 @@ impl ReservationLog {
                     )),
                     Ok(Line::Release { id }) => {
                         released.insert(id);
+                    }
+                    // A torn last line (a writer died, or is writing now)
+                    // was never acknowledged: its request was not forwarded.
+                    Err(e) if i == last => {
+                        tracing::debug!(file = %path.display(), error = %e, "partial last line ignored")
                     }
                     Err(e) => {
                         tracing::warn!(file = %path.display(), error = %e, "unreadable reservation log line skipped")
@@ -192,10 +199,24 @@ impl ReservationLog {
             std::collections::btree_map::Entry::Occupied(f) => Ok(f.into_mut()),
             std::collections::btree_map::Entry::Vacant(v) => {
                 let path = generation(&self.base, n);
-                let f = OpenOptions::new()
+                let mut f = OpenOptions::new()
+                    .read(true)
                     .append(true)
                     .open(&path)
                     .map_err(|e| io(&path, e))?;
+                // A file a dead writer left may end in a torn line: end it,
+                // so what is appended now is a line of its own.
+                let len = f.metadata().map_err(|e| io(&path, e))?.len();
+                if len > 0 {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut last = [0u8; 1];
+                    f.seek(SeekFrom::Start(len - 1))
+                        .and_then(|_| f.read_exact(&mut last))
+                        .map_err(|e| io(&path, e))?;
+                    if last[0] != b'\n' {
+                        f.write_all(b"\n").map_err(|e| io(&path, e))?;
+                    }
+                }
                 Ok(v.insert(f))
             }
         }

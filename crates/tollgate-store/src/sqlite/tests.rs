@@ -376,3 +376,45 @@ async fn reservation_log_rotates_and_stays_small() {
     assert!(generations <= 2, "{generations} generations kept");
     assert!(log_files(dir.path()) <= 2);
 }
+
+/// A writer that died mid-line leaves a torn last line: it is ignored (its
+/// request was never forwarded), and a release appended to that file later
+/// still reads as a line of its own.
+#[tokio::test]
+async fn torn_last_line_is_ignored_and_fenced() {
+    use crate::journal::JournalEntry;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let open = || SqliteStore::open(path.to_str().unwrap());
+    let s = open().await.unwrap();
+    s.log_reservation(&logged("req_a")).unwrap();
+    drop(s);
+    let file = dir.path().join("t.db-reservations.0");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(br#"{"t":"r","id":"req_torn","charges":["#)
+        .unwrap();
+
+    let s = open().await.unwrap();
+    let ids: Vec<String> = s
+        .load_ledger()
+        .await
+        .unwrap()
+        .1
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["req_a"]);
+    s.apply_journal(&[JournalEntry::Release { id: "req_a".into() }])
+        .unwrap();
+    drop(s);
+
+    let s = open().await.unwrap();
+    assert!(
+        s.load_ledger().await.unwrap().1.is_empty(),
+        "the release line was read"
+    );
+}
