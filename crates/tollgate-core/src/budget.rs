@@ -360,7 +360,7 @@ impl Budget {
             limit_usd: self.limit_money,
             limit_tokens: self.limit_tokens,
             period: self.period.to_string(),
-            timezone: Some(self.calendar.tz_name.clone()),
+            timezone: Some(self.calendar.tz_name.to_string()),
             reset_time: Some(format!(
                 "{:02}:{:02}",
                 self.calendar.reset_time.hour(),

@@ -130,7 +130,8 @@ fn writer(store: &dyn Store, mut rx: mpsc::Receiver<Msg>, stats: &JournalStats) 
     // reconciliation) is committed at once, after LINGER when busy.
     while let Some(first) = rx.blocking_recv() {
         let mut flush = drain(&mut rx, Some(first), &mut batch, &mut acks);
-        if !flush && batch.len() < BATCH {
+        // A writer behind (a full batch waiting) commits at once.
+        if !flush && batch.len() < BATCH / 8 {
             let pause = if acks.is_empty() {
                 Some(SETTLE_LINGER)
             } else {
