@@ -174,9 +174,12 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// SCHED_IDLE: a checkpoint runs when a core is otherwise idle and yields
-/// at once to request work; under saturation the writer's backstop takes
-/// over. Without it, on one core, each pass stalled requests by ~3-15 ms.
+/// Nice 19: a checkpoint mostly runs while the core is otherwise idle and
+/// yields quickly to request work (at normal priority, on one core, each
+/// pass stalled requests by 3-15 ms). Not SCHED_IDLE: under saturation an
+/// idle-class thread starved in the middle of a pass, holding its WAL read
+/// lock, so neither it nor the writer's backstop could restart the WAL,
+/// which grew past 150 MB in seconds.
 fn background_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -184,7 +187,7 @@ fn background_priority() {
             NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
             thread_native_id,
         };
-        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
         if let Err(e) = set_thread_priority_and_policy(
             thread_native_id(),
             thread_priority::ThreadPriority::Min,
