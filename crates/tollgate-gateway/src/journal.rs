@@ -188,17 +188,7 @@ fn write_batch(store: &dyn Store, batch: &mut Vec<JournalEntry>, stats: &Journal
     }
     let mut backoff = Duration::from_millis(50);
     loop {
-        let t0 = std::time::Instant::now();
-        let r = store.apply_journal(batch);
-        if t0.elapsed() > Duration::from_millis(2) {
-            eprintln!(
-                "SLOW batch {} {:?} at {:?}",
-                batch.len(),
-                t0.elapsed(),
-                std::time::SystemTime::now()
-            );
-        }
-        match r {
+        match store.apply_journal(batch) {
             Ok(()) => {
                 stats
                     .entries_written
