@@ -128,13 +128,7 @@ impl LedgerState {
 
     /// Spent and reserved over a window.
     pub fn used(&self, window: &[String]) -> Counter {
-        window.iter().fold(Counter::default(), |acc, k| {
-            let c = self.counter(k);
-            Counter {
-                spent: acc.spent.plus(c.spent),
-                reserved: acc.reserved.plus(c.reserved),
-            }
-        })
+        used(window, |k| self.counter(k))
     }
 
     pub fn headroom(&self, line: &Line) -> Headroom {
@@ -308,18 +302,27 @@ impl LedgerState {
     }
 }
 
+/// Spent and reserved summed over `window`, each counter read by `get`.
+fn used(window: &[String], get: impl Fn(&str) -> Counter) -> Counter {
+    window.iter().fold(Counter::default(), |acc, k| {
+        let c = get(k);
+        Counter {
+            spent: acc.spent.plus(c.spent),
+            reserved: acc.reserved.plus(c.reserved),
+        }
+    })
+}
+
 /// What is left under `line`'s limit, its window's counters read by `get`.
 fn headroom(line: &Line, get: impl Fn(&str) -> Counter) -> Headroom {
-    let used = line.window.iter().fold(Amount::default(), |acc, k| {
-        let c = get(k);
-        acc.plus(c.spent).plus(c.reserved)
-    });
+    let u = used(&line.window, get);
+    let taken = u.spent.plus(u.reserved);
     Headroom {
         money: line
             .limit
             .money
-            .map(|l| l.saturating_sub(used.money).max(Money::ZERO)),
-        tokens: line.limit.tokens.map(|l| l.saturating_sub(used.tokens)),
+            .map(|l| l.saturating_sub(taken.money).max(Money::ZERO)),
+        tokens: line.limit.tokens.map(|l| l.saturating_sub(taken.tokens)),
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Amount, Counter, Denied, Headroom, Line, Settled, headroom, plan_capped, sized};
+use super::{Amount, Counter, Denied, Headroom, Line, Settled, headroom, plan_capped, sized, used};
 
 const SHARDS: usize = 64;
 
@@ -152,13 +152,7 @@ impl ShardedLedger {
     /// Spent and reserved over a window.
     pub fn used(&self, window: &[String]) -> Counter {
         let held = self.hold(window.iter().map(String::as_str));
-        window.iter().fold(Counter::default(), |acc, k| {
-            let c = held.get(k);
-            Counter {
-                spent: acc.spent.plus(c.spent),
-                reserved: acc.reserved.plus(c.reserved),
-            }
-        })
+        used(window, |k| held.get(k))
     }
 
     pub fn headroom(&self, line: &Line) -> Headroom {
