@@ -136,8 +136,7 @@ impl LedgerState {
     }
 
     fn fits(&self, line: &Line, amount: Amount) -> bool {
-        let h = self.headroom(line);
-        h.money.is_none_or(|m| amount.money <= m) && h.tokens.is_none_or(|t| amount.tokens <= t)
+        fits(self.headroom(line), amount)
     }
 
     /// Reserves `amount` on every line, or on none. Reserving an id that is
@@ -354,12 +353,12 @@ fn plan_capped(
             .chain(by_tokens)
             .min()
             .unwrap_or(u64::MAX);
-        if fit < n || (fit == 0 && !fits_base(h, base)) {
+        if fit < n || (fit == 0 && !fits(h, base)) {
             n = n.min(fit);
             tightest = Some((i, h));
         }
     }
-    let base_fits = tightest.as_ref().is_none_or(|(_, h)| fits_base(*h, base));
+    let base_fits = tightest.as_ref().is_none_or(|(_, h)| fits(*h, base));
     if !base_fits || n < min.min(want) || (n == 0 && want > 0 && tightest.is_some()) {
         let (line, headroom) = tightest.unwrap_or((0, Headroom::default()));
         return Err(Denied { line, headroom });
@@ -377,8 +376,9 @@ pub fn sized(base: Amount, per_unit: Amount, n: u64) -> Amount {
     }
 }
 
-fn fits_base(h: Headroom, base: Amount) -> bool {
-    h.money.is_none_or(|m| base.money <= m) && h.tokens.is_none_or(|t| base.tokens <= t)
+/// Whether `amount` fits in headroom `h`.
+fn fits(h: Headroom, amount: Amount) -> bool {
+    h.money.is_none_or(|m| amount.money <= m) && h.tokens.is_none_or(|t| amount.tokens <= t)
 }
 
 /// Largest `n` with `base + n × per ≤ room` (`u64::MAX` when `per` is 0

@@ -23,7 +23,6 @@ use tollgate_core::{Money, UsageRecord};
 use tollgate_store::{Store, StoreError, StoredBudget};
 
 use crate::identity::Caller;
-use crate::journal::JournalClosed;
 pub use crate::ledger::Sizing;
 use crate::ledger::{Ledger, LedgerError};
 
@@ -229,7 +228,7 @@ pub enum ReserveError {
     #[error("budget {} exceeded", .0.applied.budget.id)]
     Refused(Box<Refusal>),
     #[error("the ledger is unavailable: {0}")]
-    Unavailable(#[from] JournalClosed),
+    Unavailable(String),
 }
 
 pub struct BudgetEngine {
@@ -528,7 +527,7 @@ impl BudgetEngine {
                     headroom,
                 })));
             }
-            Err(LedgerError::Unavailable(e)) => return Err(e.into()),
+            Err(LedgerError::Unavailable(e)) => return Err(ReserveError::Unavailable(e)),
         };
         let amount = sizing.amount(granted);
         let warned = applied.iter().any(|a| {

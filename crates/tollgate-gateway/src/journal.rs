@@ -48,23 +48,20 @@ pub struct Journal {
 pub struct JournalClosed;
 
 impl Journal {
-    pub fn spawn(store: Arc<dyn Store>) -> (Journal, WriterHandle) {
+    /// Starts the writer thread. Failing to start it fails start-up: without
+    /// it nothing would be recorded.
+    pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<(Journal, WriterHandle)> {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(JournalStats::default());
         let (done_tx, done) = oneshot::channel();
         let thread_stats = stats.clone();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("tollgate-journal".into())
             .spawn(move || {
                 writer(&*store, rx, &thread_stats);
                 let _ = done_tx.send(());
-            });
-        if let Err(e) = spawned {
-            // Without a writer every reservation fails (JournalClosed):
-            // requests are refused, never forwarded unrecorded.
-            tracing::error!(error = %e, "cannot start the journal writer thread");
-        }
-        (Journal { tx, stats }, WriterHandle { done })
+            })?;
+        Ok((Journal { tx, stats }, WriterHandle { done }))
     }
 
     /// Writes `entry` and waits until it is durable.

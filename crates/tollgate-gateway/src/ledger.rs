@@ -14,7 +14,7 @@ use tollgate_core::UsageRecord;
 use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, Line, Settled, ShardedLedger};
 use tollgate_store::{JournalEntry, OpenReservation, Store, StoreError};
 
-use crate::journal::{Journal, JournalClosed};
+use crate::journal::Journal;
 
 /// What a request asks of its budgets: `base + n × per_unit` for the
 /// largest `n ≤ want` every line affords, and at least `min`.
@@ -36,8 +36,9 @@ impl Sizing {
 pub enum LedgerError {
     #[error("refused by line {}", .0.line)]
     Denied(Denied),
-    #[error(transparent)]
-    Unavailable(#[from] JournalClosed),
+    /// The reservation could not be made durable (e.g. the disk is full).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[async_trait]
@@ -151,7 +152,9 @@ impl Ledger for MemoryLedger {
             // Not durable, so not forwarded: give the headroom back.
             tracing::error!(error = %e, "cannot make a reservation durable; refusing");
             self.state().release(id, Timestamp::now());
-            return Err(LedgerError::Unavailable(JournalClosed));
+            return Err(LedgerError::Unavailable(format!(
+                "cannot make the reservation durable: {e}"
+            )));
         }
         Ok(n)
     }

@@ -81,6 +81,8 @@ pub enum StartError {
     Config(Vec<ConfigError>),
     #[error(transparent)]
     Store(#[from] tollgate_store::StoreError),
+    #[error("cannot start the journal writer: {0}")]
+    Journal(std::io::Error),
 }
 
 /// Builds the catalog: built-in prices, then config overrides, then prices
@@ -109,7 +111,7 @@ async fn assemble(
 ) -> Result<(AppState, journal::WriterHandle), StartError> {
     let catalog = build_catalog(&config, &*store).await?;
     let keys = KeyCache::load(store.clone()).await?;
-    let (journal, writer) = Journal::spawn(store.clone());
+    let (journal, writer) = Journal::spawn(store.clone()).map_err(StartError::Journal)?;
     let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
     let budgets = BudgetEngine::load(
         &*store,

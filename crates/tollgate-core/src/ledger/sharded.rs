@@ -18,7 +18,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Amount, Counter, Denied, Headroom, Line, Settled, headroom, plan_capped, sized, used};
+use super::{
+    Amount, Counter, Denied, Headroom, Line, Settled, fits, headroom, plan_capped, sized, used,
+};
 
 const SHARDS: usize = 64;
 
@@ -207,9 +209,7 @@ impl ShardedLedger {
         let mut held = self.hold_lines(lines);
         for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
             let h = headroom(line, |k| held.get(k));
-            if !(h.money.is_none_or(|m| amount.money <= m)
-                && h.tokens.is_none_or(|t| amount.tokens <= t))
-            {
+            if !fits(h, amount) {
                 return Err(Denied {
                     line: i,
                     headroom: h,
