@@ -60,6 +60,8 @@ def main():
             print("        }),")
         else:
             print("        long_context: None,")
+        ctx = v.get("max_input_tokens")
+        print(f"        context_window: {'Some(%d)' % ctx if ctx else 'None'},")
         print("    },")
     print("];")
 

@@ -814,9 +814,9 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
             json!({"decision": "allow", "reason": "no budget applies"})
         }
         (Some(_), Some(p)) => {
-            let sizing = s
-                .budgets
-                .sizing(p, req.input_tokens.unwrap_or(100), req.max_tokens, true);
+            let sizing =
+                s.budgets
+                    .sizing(p, req.input_tokens.unwrap_or(100), req.max_tokens, true, 1);
             match s.budgets.plan(&applied, &sizing) {
                 Ok(n) if n < sizing.want => {
                     json!({"decision": "allow_capped", "max_tokens": n, "asked_max_tokens": sizing.want,
@@ -863,7 +863,10 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };
-    let caller = caller.with_request(&headers, None, s.config.trust_all_identity_headers);
+    let caller = match caller.with_request(&headers, None, s.config.trust_all_identity_headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(format),
+    };
     let budgets: Vec<Value> = s
         .budgets
         .applicable_any_model(&caller)

@@ -239,7 +239,13 @@ pub struct BudgetEngine {
     pub clock: Arc<dyn Clock>,
     pub min_output_tokens: u64,
     pub default_max_output_tokens: u64,
+    /// `budgets.unknown_input_tokens`; `None`: the model's context window.
+    pub unknown_input_tokens: Option<u64>,
 }
+
+/// Input reserved for what only the provider can size, for a model whose
+/// context window the catalog does not know.
+pub const DEFAULT_UNKNOWN_INPUT_TOKENS: u64 = 200_000;
 
 fn key(b: &Budget, subject: &str, start: Timestamp) -> String {
     format!("{}|{subject}|{}", b.id, start.as_millisecond())
@@ -256,8 +262,7 @@ impl BudgetEngine {
         ledger: Arc<dyn Ledger>,
         config_budgets: Vec<Budget>,
         clock: Arc<dyn Clock>,
-        min_output_tokens: u64,
-        default_max_output_tokens: u64,
+        sizing: &crate::config::BudgetsConfig,
     ) -> Result<BudgetEngine, StoreError> {
         let engine = BudgetEngine {
             entries: RwLock::new(Arc::new(BudgetSet::default())),
@@ -265,8 +270,9 @@ impl BudgetEngine {
             ledger,
             ticks: std::sync::atomic::AtomicU64::new(0),
             clock,
-            min_output_tokens,
-            default_max_output_tokens,
+            min_output_tokens: sizing.min_output_tokens,
+            default_max_output_tokens: sizing.default_max_output_tokens,
+            unknown_input_tokens: sizing.unknown_input_tokens,
         };
         engine.reload(store).await?;
         Ok(engine)
@@ -334,7 +340,8 @@ impl BudgetEngine {
     }
 
     /// Every budget that applies to `caller` using `model` now. Per scope,
-    /// the most specific tier with any budget wins: override > role > default.
+    /// the most specific tier with a budget covering `model` wins:
+    /// override > role > default.
     pub fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
         let now = self.now();
         let set = self.entries();
@@ -364,10 +371,13 @@ impl BudgetEngine {
                     .iter()
                     .any(|p| p == model || wildmatch::WildMatch::new(p).matches(model))
         };
+        // A tier counts for this model only through budgets that cover it:
+        // an override for `claude-*` leaves the default in force for `gpt-*`.
         let pick = |idx: Option<&Slots>| -> Vec<&Entry> {
             idx.map_or(&[][..], Slots::positions)
                 .iter()
                 .filter_map(|&i| set.all.get(i as usize))
+                .filter(|e| covers(&e.budget))
                 .collect()
         };
         let overrides = if scope == Scope::Global {
@@ -391,7 +401,6 @@ impl BudgetEngine {
         };
         chosen
             .into_iter()
-            .filter(|e| covers(&e.budget))
             .map(|e| self.applied(e.budget.clone(), subject.to_string(), now))
             .collect()
     }
@@ -493,15 +502,11 @@ impl BudgetEngine {
 
     /// Reserves `base + n × per_unit` on every applicable budget for the
     /// largest `n ≤ want` all of them afford (at least `min`), durably.
-    #[allow(clippy::too_many_arguments)]
     pub async fn reserve(
         &self,
         id: &str,
         applied: &[Applied],
-        base: Amount,
-        per_unit: Amount,
-        want: u64,
-        min: u64,
+        sizing: Sizing,
         template: UsageRecord,
     ) -> Result<Reserved, ReserveError> {
         let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
@@ -509,12 +514,6 @@ impl BudgetEngine {
             .now()
             .checked_add(PROXY_RESERVATION_TTL)
             .unwrap_or(Timestamp::MAX);
-        let sizing = Sizing {
-            base,
-            per_unit,
-            want,
-            min,
-        };
         let granted = match self
             .ledger
             .reserve(id, lines.clone(), sizing, expires_at, template)
@@ -675,12 +674,17 @@ pub enum PutError {
 }
 
 impl BudgetEngine {
+    /// How a request is reserved: `input_tokens` at the highest input rate,
+    /// plus up to `max_output` (or the default) output tokens for each of
+    /// `choices` completions at the higher of the output and reasoning rates.
+    /// The ledger grants a per-choice output limit.
     pub fn sizing(
         &self,
         price: &tollgate_core::ModelPrice,
         input_tokens: u64,
         max_output: Option<u64>,
         makes_output: bool,
+        choices: u64,
     ) -> Sizing {
         let (input_rate, output_rate) = price.reservation_rates(input_tokens);
         let want = if makes_output {
@@ -688,12 +692,20 @@ impl BudgetEngine {
         } else {
             0
         };
+        let choices = choices.max(1);
         Sizing {
             base: Amount::new(input_rate.cost(input_tokens), input_tokens),
-            per_unit: Amount::new(output_rate.cost(1), 1),
+            per_unit: Amount::new(output_rate.cost(choices), choices),
             want,
             min: self.min_output_tokens.min(want),
         }
+    }
+
+    /// Input tokens reserved for a request part only the provider can size.
+    pub fn unknown_input_tokens(&self, model: &str, catalog: &tollgate_core::Catalog) -> u64 {
+        self.unknown_input_tokens
+            .or_else(|| catalog.context_window(model))
+            .unwrap_or(DEFAULT_UNKNOWN_INPUT_TOKENS)
     }
 
     /// What would happen to this request now, without reserving anything.

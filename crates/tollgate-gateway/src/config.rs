@@ -92,6 +92,11 @@ pub struct BudgetsConfig {
     /// limit, so the reservation holds).
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u64,
+    /// Input tokens reserved once for a request carrying input only the
+    /// provider can size (a previous response, cached content, files,
+    /// audio, video). Absent: the model's context window from the catalog.
+    #[serde(default)]
+    pub unknown_input_tokens: Option<u64>,
 }
 
 impl Default for BudgetsConfig {
@@ -103,6 +108,7 @@ impl Default for BudgetsConfig {
             overrides: Vec::new(),
             min_output_tokens: default_min_output(),
             default_max_output_tokens: default_max_output(),
+            unknown_input_tokens: None,
         }
     }
 }
@@ -197,6 +203,40 @@ pub struct ProviderConfig {
     /// Longest silence allowed between two chunks of a stream.
     #[serde(default = "default_idle")]
     pub stream_idle_timeout_ms: u64,
+    /// OpenAI-compatible chat: the field(s) the upstream reads the output
+    /// limit from (`max_completion_tokens`, `max_tokens` or `both`).
+    #[serde(default)]
+    pub chat_limit_field: Option<String>,
+    /// Headers sent on every request to this provider (`OpenAI-Organization`,
+    /// `OpenAI-Project`, ...): billing headers come from here, never from callers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Caller headers forwarded besides the format's allow-list (names or
+    /// globs, e.g. a test provider's `x-mock-*` knobs).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// `anthropic-beta` values allowed besides those Tollgate prices.
+    #[serde(default)]
+    pub allow_betas: Vec<String>,
+}
+
+impl Default for ProviderConfig {
+    /// Empty name, kind and URL (which validation refuses), default timeouts.
+    fn default() -> Self {
+        ProviderConfig {
+            name: String::new(),
+            kind: String::new(),
+            base_url: String::new(),
+            api_key_env: None,
+            connect_timeout_ms: default_connect_timeout(),
+            timeout_ms: default_timeout(),
+            stream_idle_timeout_ms: default_idle(),
+            chat_limit_field: None,
+            headers: BTreeMap::new(),
+            forward_headers: Vec::new(),
+            allow_betas: Vec::new(),
+        }
+    }
 }
 
 fn default_connect_timeout() -> u64 {
@@ -358,6 +398,35 @@ impl Config {
                     f("base_url"),
                     format!("expected an http(s) URL, got {:?}", p.base_url),
                 ));
+            }
+            if let Some(c) = &p.chat_limit_field
+                && tollgate_providers::ChatLimitField::parse(c).is_none()
+            {
+                errs.push(ConfigError::field(
+                    f("chat_limit_field"),
+                    format!(
+                        "unknown field {c:?} (expected max_completion_tokens, max_tokens or both)"
+                    ),
+                ));
+            }
+            for (name, value) in &p.headers {
+                let lower = name.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    errs.push(ConfigError::field(
+                        f(&format!("headers.{name}")),
+                        "not a valid header name and value",
+                    ));
+                } else if matches!(
+                    lower.as_str(),
+                    "authorization" | "x-api-key" | "x-goog-api-key" | "host" | "content-length"
+                ) {
+                    errs.push(ConfigError::field(
+                        f(&format!("headers.{name}")),
+                        "set by Tollgate itself (the provider key comes from api_key_env)",
+                    ));
+                }
             }
             if p.timeout_ms == 0 || p.connect_timeout_ms == 0 || p.stream_idle_timeout_ms == 0 {
                 errs.push(ConfigError::field(

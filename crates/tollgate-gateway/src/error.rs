@@ -17,8 +17,12 @@ pub enum GatewayError {
     KeyUnusable(&'static str),
     #[error("this api key may not use model {0:?}")]
     ModelNotAllowed(String),
+    #[error("{0}")]
+    IdentityNotAllowed(String),
     #[error(transparent)]
     BadRequest(#[from] RequestError),
+    #[error("header {name}: {reason}")]
+    HeaderNotAllowed { name: String, reason: String },
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
@@ -131,9 +135,13 @@ impl GatewayError {
             ModelNotAllowed(_) => NativeError::new(403, ErrorKind::PermissionDenied, msg)
                 .with_code("model_not_allowed")
                 .with_param("model"),
+            IdentityNotAllowed(_) => NativeError::new(403, ErrorKind::PermissionDenied, msg)
+                .with_code("identity_not_allowed"),
             BadRequest(e) => e.to_native(),
             BodyTooLarge { .. } => NativeError::new(413, ErrorKind::RequestTooLarge, msg),
             BodyRead(_) => NativeError::new(400, ErrorKind::InvalidRequest, msg),
+            HeaderNotAllowed { .. } => NativeError::new(400, ErrorKind::InvalidRequest, msg)
+                .with_code("header_not_allowed"),
             UnknownModel(_) => NativeError::new(404, ErrorKind::NotFound, msg).with_param("model"),
             WrongFormat { .. } => NativeError::new(400, ErrorKind::InvalidRequest, msg)
                 .with_code("wrong_api_format")

@@ -317,32 +317,53 @@ impl Caller {
     /// `metadata.user_id`), the tenant, the session and a named budget.
     /// Untrusted keys cannot change who they are; they may still name a
     /// session, which only ever adds a limit, and which is counted under
-    /// their key so it cannot share another caller's session budget.
+    /// their key (JWT callers: their user) so it cannot share another
+    /// caller's session budget.
     pub fn with_request(
         mut self,
         headers: &HeaderMap,
         end_user: Option<&str>,
         trust_all: bool,
-    ) -> Caller {
+    ) -> Result<Caller, GatewayError> {
         let session = header(headers, "x-session-id");
         if self.trusted || trust_all {
+            // A key that belongs to a tenant acts only within it: it cannot
+            // name another tenant, and the users, sessions and named budgets
+            // it names are that tenant's (counted as `tenant/name`), so two
+            // tenants' "alice" never share a budget. A key without a tenant
+            // (a platform key) may name any.
+            let home = self.tenant.clone();
+            if let Some(t) = header(headers, "x-tollgate-tenant") {
+                match &home {
+                    Some(h) if *h != t => {
+                        return Err(GatewayError::IdentityNotAllowed(format!(
+                            "this key belongs to tenant {h:?} and cannot act for tenant {t:?}"
+                        )));
+                    }
+                    _ => self.tenant = Some(t),
+                }
+            }
+            let own = |s: String| match &home {
+                Some(h) => format!("{h}/{s}"),
+                None => s,
+            };
             if let Some(u) =
                 header(headers, "x-tollgate-user").or_else(|| end_user.map(str::to_string))
             {
-                self.user = Some(u);
+                self.user = Some(own(u));
             }
-            if let Some(t) = header(headers, "x-tollgate-tenant") {
-                self.tenant = Some(t);
-            }
-            self.session = session;
-            self.budget_id = header(headers, "x-budget-id");
+            self.session = session.map(own);
+            self.budget_id = header(headers, "x-budget-id").map(own);
         } else {
-            self.session = session.map(|s| match &self.key_id {
-                Some(k) => format!("{k}/{s}"),
-                None => s,
+            // Sessions of untrusted callers are their own: under their key,
+            // or for JWT callers under their user.
+            self.session = session.map(|s| match (&self.key_id, &self.user) {
+                (Some(k), _) => format!("{k}/{s}"),
+                (None, Some(u)) => format!("{u}/{s}"),
+                (None, None) => s,
             });
         }
-        self
+        Ok(self)
     }
 }
 

@@ -199,6 +199,13 @@ impl JwtVerifier {
         if let Some(iss) = &c.issuer {
             validation.set_issuer(&[iss]);
         }
+        // A configured `iss` or `aud` must be present, not only right when
+        // present: a token minted for another audience without the claim
+        // would pass otherwise.
+        let mut required = vec!["exp"];
+        required.extend(c.issuer.as_ref().map(|_| "iss"));
+        required.extend(c.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         Ok(JwtVerifier {
             keys,
             validation,
@@ -316,6 +323,22 @@ mod tests {
         )
         .unwrap();
         assert!(v.verify(&t).is_err());
+    }
+
+    #[test]
+    fn regression_configured_iss_and_aud_are_required() {
+        let v = JwtVerifier::from_config(&config(&["HS256"])).unwrap();
+        for missing in ["iss", "aud"] {
+            let mut c = claims(60);
+            c.as_object_mut().unwrap().remove(missing);
+            let t = encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            )
+            .unwrap();
+            assert!(v.verify(&t).is_err(), "a token without {missing} passed");
+        }
     }
 
     #[test]

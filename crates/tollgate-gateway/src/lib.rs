@@ -118,8 +118,7 @@ async fn assemble(
         ledger,
         config.budgets.budgets().map_err(StartError::Config)?,
         clock,
-        config.budgets.min_output_tokens,
-        config.budgets.default_max_output_tokens,
+        &config.budgets,
     )
     .await?;
     let state = AppState {

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_providers::WireFormat;
+use axum::http::{HeaderName, HeaderValue};
+use tollgate_providers::{ChatLimitField, WireFormat};
 use wildmatch::WildMatch;
 
 use crate::config::{Config, ProviderConfig};
@@ -21,6 +22,12 @@ pub struct Provider {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub stream_idle_timeout: Duration,
+    pub chat_limit_field: ChatLimitField,
+    /// Static headers from config (sensitive: never logged).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Caller headers forwarded besides the format's allow-list.
+    pub forward_headers: Vec<WildMatch>,
+    pub allow_betas: Vec<String>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -50,6 +57,27 @@ impl Provider {
             connect_timeout: Duration::from_millis(p.connect_timeout_ms),
             timeout: Duration::from_millis(p.timeout_ms),
             stream_idle_timeout: Duration::from_millis(p.stream_idle_timeout_ms),
+            chat_limit_field: p
+                .chat_limit_field
+                .as_deref()
+                .and_then(ChatLimitField::parse)
+                .unwrap_or_default(),
+            // Validated with the config; an invalid pair cannot reach here.
+            headers: p
+                .headers
+                .iter()
+                .filter_map(|(n, v)| {
+                    let mut v = HeaderValue::from_str(v).ok()?;
+                    v.set_sensitive(true);
+                    Some((HeaderName::from_bytes(n.as_bytes()).ok()?, v))
+                })
+                .collect(),
+            forward_headers: p
+                .forward_headers
+                .iter()
+                .map(|g| WildMatch::new(&g.to_ascii_lowercase()))
+                .collect(),
+            allow_betas: p.allow_betas.clone(),
         }
     }
 }
@@ -161,6 +189,7 @@ mod tests {
                     connect_timeout_ms: 1,
                     timeout_ms: 1,
                     stream_idle_timeout_ms: 1,
+                    ..ProviderConfig::default()
                 },
                 ProviderConfig {
                     name: "ant".into(),
@@ -170,6 +199,7 @@ mod tests {
                     connect_timeout_ms: 1,
                     timeout_ms: 1,
                     stream_idle_timeout_ms: 1,
+                    ..ProviderConfig::default()
                 },
             ],
             models: vec![

@@ -49,6 +49,8 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
             connect_timeout_ms: 2_000,
             timeout_ms: 10_000,
             stream_idle_timeout_ms: 10_000,
+            forward_headers: vec!["x-mock-*".into()],
+            ..ProviderConfig::default()
         }],
         models: vec![ModelRoute {
             pattern: "gpt-*".into(),
@@ -220,4 +222,32 @@ async fn rolling_window_frees_spend_as_it_ages() {
         r.budget("roller").await["used_tokens"],
         before["used_tokens"]
     );
+}
+
+/// Regression: a model-scoped override (`models: ["claude-*"]`) silently
+/// removed the user's default budget for every other model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_model_scoped_override_keeps_the_default_for_other_models() {
+    let r = rig(
+        r#"{"defaults": {"user": {"limit_tokens": 100, "period": "daily"}},
+            "overrides": [{"scope": "user", "subject": "alice", "limit_tokens": 5000, "period": "daily", "models": ["claude-*"]}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let alice = crate::identity::Caller {
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    let ids = |model: &str| -> Vec<String> {
+        r.budgets
+            .applicable(&alice, model)
+            .iter()
+            .map(|a| a.budget.id.clone())
+            .collect()
+    };
+    assert_eq!(ids("gpt-4o-mini"), vec!["default:user".to_string()]);
+    assert_eq!(ids("claude-sonnet-4-5"), vec!["override:0".to_string()]);
+    // And the default is enforced end to end for the other model.
+    let key = r.key("alice").await;
+    r.exhaust(&key).await;
 }

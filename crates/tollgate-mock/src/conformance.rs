@@ -38,6 +38,7 @@ fn plan(endpoint: Endpoint, sse: bool) -> Plan {
             },
         },
         output_words: 12,
+        choices: 1,
         hit_limit: false,
         include_usage: true,
         omit_usage: false,

@@ -11,6 +11,14 @@
 //! - `x-mock-ttfb-ms`, `x-mock-chunk-delay-ms`: latency before the first and between chunks
 //! - `x-mock-omit-usage: 1`, `x-mock-garbage: 1`, `x-mock-drop-after: N`:
 //!   hostile streams (no usage; junk lines and split chunks; cut after N pieces)
+//! - `x-mock-unknown-input-tokens`: input billed for each part only a provider
+//!   can size (a previous response, cached content, a file; default 1000)
+//!
+//! Output bounds are honoured the way the providers document them, reading
+//! the raw body itself (not Tollgate's parser), as the most generous
+//! upstream would: the largest of every output-limit field present, and
+//! `n` / `best_of` / `candidateCount` completions, each billed. Images are
+//! billed by the providers' published formulas, token-id arrays by length.
 //!
 //! `GET /mock/billing` reports what the mock would have billed, per request
 //! (keyed by the `x-tollgate-request-id` header the gateway sends), so tests
@@ -18,6 +26,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod honour;
 pub mod render;
 
 use std::sync::{Arc, Mutex};
@@ -280,10 +289,12 @@ async fn handle(
             "invalid provider api key".into(),
         );
     }
-    let req = match ParsedRequest::parse(endpoint, path_model.as_deref(), body) {
+    let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let req = match ParsedRequest::parse_lenient(endpoint, path_model.as_deref(), body) {
         Ok(r) => r,
         Err(e) => return error(endpoint, 400, ErrorKind::InvalidRequest, e.to_string()),
     };
+    let honoured = honour::output(endpoint, &raw);
     if let Some(status) = knob(&h, "x-mock-error") {
         let kind = match status {
             400 => ErrorKind::InvalidRequest,
@@ -304,27 +315,33 @@ async fn handle(
     let ttfb = knob(&h, "x-mock-ttfb-ms").map_or(s.config.ttfb, Duration::from_millis);
     let delay =
         knob(&h, "x-mock-chunk-delay-ms").map_or(s.config.chunk_delay, Duration::from_millis);
-    let input =
-        knob(&h, "x-mock-input-tokens").unwrap_or_else(|| count_tokens(&req.prompt_text()).max(1));
+    let input = knob(&h, "x-mock-input-tokens").unwrap_or_else(|| {
+        let size = req.input_size(&req.model);
+        let unknown = knob(&h, "x-mock-unknown-input-tokens").unwrap_or(1000);
+        (count_tokens(&size.text) + size.fixed_tokens + size.unknown_parts * unknown).max(1)
+    });
     let cached = knob(&h, "x-mock-cached-tokens").unwrap_or(0);
     let w5 = knob(&h, "x-mock-cache-write-5m-tokens").unwrap_or(0);
     let w1 = knob(&h, "x-mock-cache-write-1h-tokens").unwrap_or(0);
-    let limit = req.max_output_tokens.unwrap_or(u64::MAX);
+    let limit = honoured.limit.unwrap_or(u64::MAX);
+    let choices = honoured.choices;
     let reasoning = knob(&h, "x-mock-reasoning-tokens").unwrap_or(0).min(limit);
     let wanted = knob(&h, "x-mock-output-tokens").unwrap_or(s.config.output_tokens);
     let billable = endpoint.is_billable() && endpoint != Endpoint::Embeddings;
+    // Per choice: visible words after the reasoning, within the limit.
     let words = if billable {
         wanted.min(limit - reasoning)
     } else {
         0
     };
+    let reasoning = if billable { reasoning } else { 0 };
     let usage = Usage {
         input_tokens: input + cached + w5 + w1,
-        output_tokens: words + if billable { reasoning } else { 0 },
+        output_tokens: (words + reasoning).saturating_mul(choices),
         cached_input_tokens: cached,
         cache_write_5m_tokens: w5,
         cache_write_1h_tokens: w1,
-        reasoning_tokens: if billable { reasoning } else { 0 },
+        reasoning_tokens: reasoning.saturating_mul(choices),
     };
     let embedding_inputs = match req.body().get("input") {
         Some(serde_json::Value::Array(a)) => a.len(),
@@ -337,6 +354,7 @@ async fn handle(
         sse,
         usage,
         output_words: words,
+        choices,
         hit_limit: words < wanted,
         include_usage: req.client_wants_usage_chunk,
         omit_usage: flag(&h, "x-mock-omit-usage"),
@@ -362,7 +380,7 @@ async fn handle(
             Usage::default()
         },
         completed: true,
-        output_tokens_sent: words,
+        output_tokens_sent: words * choices,
     };
     if !ttfb.is_zero() {
         tokio::time::sleep(ttfb).await;
@@ -377,7 +395,7 @@ async fn handle(
     }
     billed.completed = false;
     billed.output_tokens_sent = 0;
-    billed.usage.output_tokens = reasoning;
+    billed.usage.output_tokens = reasoning * choices;
     let idx = s.bill(billed);
     let drop_after = knob(&h, "x-mock-drop-after");
     let pieces = render::stream(&plan);
@@ -402,7 +420,7 @@ async fn handle(
             sent += p.tokens;
             state.update(idx, |b| {
                 b.output_tokens_sent = sent;
-                b.usage.output_tokens = reasoning + sent;
+                b.usage.output_tokens = reasoning * choices + sent;
                 b.completed = i + 1 == total;
             });
         }

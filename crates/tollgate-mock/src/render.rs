@@ -23,8 +23,11 @@ pub struct Plan {
     pub sse: bool,
     /// The usage billed if the response completes.
     pub usage: Usage,
-    /// Visible output tokens, one word each.
+    /// Visible output tokens per choice, one word each.
     pub output_words: u64,
+    /// Completions generated (`n`, `best_of`, `candidateCount`); each one
+    /// carries `output_words`.
+    pub choices: u64,
     /// Output stopped at the caller's limit.
     pub hit_limit: bool,
     /// OpenAI streams: send the usage chunk (`stream_options.include_usage`).
@@ -80,21 +83,21 @@ pub fn body(p: &Plan) -> Value {
     match p.endpoint {
         Endpoint::ChatCompletions => json!({
             "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
-            "choices": [{
-                "index": 0,
+            "choices": (0..p.choices.max(1)).map(|i| json!({
+                "index": i,
                 "message": {"role": "assistant", "content": text, "refusal": null},
                 "logprobs": null,
                 "finish_reason": if p.hit_limit { "length" } else { "stop" },
-            }],
+            })).collect::<Vec<_>>(),
             "usage": openai::WireUsage::from_usage(&p.usage),
             "system_fingerprint": "fp_mock",
         }),
         Endpoint::Completions => json!({
             "id": p.id, "object": "text_completion", "created": p.created, "model": p.model,
-            "choices": [{
-                "index": 0, "text": text, "logprobs": null,
+            "choices": (0..p.choices.max(1)).map(|i| json!({
+                "index": i, "text": text, "logprobs": null,
                 "finish_reason": if p.hit_limit { "length" } else { "stop" },
-            }],
+            })).collect::<Vec<_>>(),
             "usage": openai::WireUsage::from_usage(&p.usage),
         }),
         Endpoint::Embeddings => {
@@ -125,11 +128,11 @@ pub fn body(p: &Plan) -> Value {
         }),
         Endpoint::CountTokens => json!({"input_tokens": p.usage.input_tokens}),
         Endpoint::GenerateContent | Endpoint::StreamGenerateContent => json!({
-            "candidates": [{
+            "candidates": (0..p.choices.max(1)).map(|i| json!({
                 "content": {"parts": [{"text": text}], "role": "model"},
                 "finishReason": if p.hit_limit { "MAX_TOKENS" } else { "STOP" },
-                "index": 0,
-            }],
+                "index": i,
+            })).collect::<Vec<_>>(),
             "usageMetadata": gemini::UsageMetadata::from_usage(&p.usage),
             "modelVersion": p.model,
             "responseId": p.id,
@@ -196,27 +199,35 @@ fn openai_stream(p: &Plan) -> Vec<Piece> {
         sse(None, &v)
     };
     let mut out = Vec::new();
+    let n = p.choices.max(1);
     if chat {
-        out.push(piece(
-            chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None),
-            0,
-        ));
+        for c in 0..n {
+            out.push(piece(
+                chunk(json!([{"index": c, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None),
+                0,
+            ));
+        }
     }
+    // Each choice streams in its own chunks, interleaved as the API does.
     for i in 0..p.output_words {
-        let choice = if chat {
-            json!([{"index": 0, "delta": {"content": word(i)}, "finish_reason": null}])
-        } else {
-            json!([{"index": 0, "text": word(i), "logprobs": null, "finish_reason": null}])
-        };
-        out.push(piece(chunk(choice, None), 1));
+        for c in 0..n {
+            let choice = if chat {
+                json!([{"index": c, "delta": {"content": word(i)}, "finish_reason": null}])
+            } else {
+                json!([{"index": c, "text": word(i), "logprobs": null, "finish_reason": null}])
+            };
+            out.push(piece(chunk(choice, None), 1));
+        }
     }
     let finish = if p.hit_limit { "length" } else { "stop" };
-    let last = if chat {
-        json!([{"index": 0, "delta": {}, "finish_reason": finish}])
-    } else {
-        json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": finish}])
-    };
-    out.push(piece(chunk(last, None), 0));
+    for c in 0..n {
+        let last = if chat {
+            json!([{"index": c, "delta": {}, "finish_reason": finish}])
+        } else {
+            json!([{"index": c, "text": "", "logprobs": null, "finish_reason": finish}])
+        };
+        out.push(piece(chunk(last, None), 0));
+    }
     if p.include_usage && !p.omit_usage {
         let u = json!(openai::WireUsage::from_usage(&p.usage));
         out.push(piece(chunk(json!([]), Some(u)), 0));
@@ -349,17 +360,23 @@ fn anthropic_stream(p: &Plan) -> Vec<Piece> {
 
 fn gemini_stream(p: &Plan) -> Vec<Piece> {
     let n = p.output_words;
+    let choices = p.choices.max(1);
     let mut objs: Vec<(Value, u64)> = Vec::new();
     for i in 0..n.max(1) {
         let last = i + 1 >= n;
-        let mut cand = json!({"content": {"parts": [{"text": if n == 0 { "" } else { word(i) }}], "role": "model"}, "index": 0});
-        if last {
-            cand["finishReason"] = json!(if p.hit_limit { "MAX_TOKENS" } else { "STOP" });
-        }
+        let cands: Vec<Value> = (0..choices)
+            .map(|c| {
+                let mut cand = json!({"content": {"parts": [{"text": if n == 0 { "" } else { word(i) }}], "role": "model"}, "index": c});
+                if last {
+                    cand["finishReason"] = json!(if p.hit_limit { "MAX_TOKENS" } else { "STOP" });
+                }
+                cand
+            })
+            .collect();
         // Running totals: output so far; thoughts are reported in full from the start.
         let mut running = p.usage;
-        running.output_tokens = p.usage.reasoning_tokens + (i + 1).min(n);
-        let mut obj = json!({"candidates": [cand], "modelVersion": p.model, "responseId": p.id});
+        running.output_tokens = p.usage.reasoning_tokens + (i + 1).min(n) * choices;
+        let mut obj = json!({"candidates": cands, "modelVersion": p.model, "responseId": p.id});
         if !p.omit_usage {
             obj["usageMetadata"] = json!(gemini::UsageMetadata::from_usage(if last {
                 &p.usage
@@ -367,7 +384,7 @@ fn gemini_stream(p: &Plan) -> Vec<Piece> {
                 &running
             }));
         }
-        objs.push((obj, u64::from(n > 0)));
+        objs.push((obj, u64::from(n > 0) * choices));
     }
     if p.sse {
         objs.into_iter()

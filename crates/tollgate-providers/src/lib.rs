@@ -8,13 +8,17 @@
 //! same wire types ([`openai::WireUsage`], ...), so the two cannot drift.
 
 pub mod anthropic;
+pub mod bounds;
 pub mod error;
 pub mod gemini;
+pub mod input;
+pub mod json;
 pub mod openai;
 pub mod request;
 pub mod sse;
 pub mod stream;
 
+pub use bounds::ChatLimitField;
 pub use error::{ErrorKind, NativeError};
 pub use request::{ParsedRequest, RequestError};
 pub use stream::{StreamError, StreamFilter};
@@ -81,7 +85,10 @@ impl Endpoint {
 
     /// The path to append to the provider's `base_url`.
     /// OpenAI's base includes `/v1`; Anthropic's is the host; Gemini's
-    /// includes the API version (`.../v1beta`).
+    /// includes the API version (`.../v1beta`). A Gemini model is put in its
+    /// path segment percent-encoded unless it is a plain model id, so no
+    /// name can end, escape or extend the segment (names are validated
+    /// before this; the encoding keeps the builder safe on its own).
     pub fn upstream_path(self, upstream_model: &str) -> String {
         match self {
             Endpoint::ChatCompletions => "/chat/completions".into(),
@@ -90,12 +97,34 @@ impl Endpoint {
             Endpoint::Responses => "/responses".into(),
             Endpoint::Messages => "/v1/messages".into(),
             Endpoint::CountTokens => "/v1/messages/count_tokens".into(),
-            Endpoint::GenerateContent => format!("/models/{upstream_model}:generateContent"),
+            Endpoint::GenerateContent => {
+                format!("/models/{}:generateContent", path_segment(upstream_model))
+            }
             Endpoint::StreamGenerateContent => {
-                format!("/models/{upstream_model}:streamGenerateContent")
+                format!(
+                    "/models/{}:streamGenerateContent",
+                    path_segment(upstream_model)
+                )
             }
         }
     }
+}
+
+/// `s` as one URL path segment: unreserved characters as they are, every
+/// other byte percent-encoded (`.` and `..` too).
+fn path_segment(s: &str) -> String {
+    if request::is_model_id(s) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Usage and the served model read from a complete (non-streaming) body.
@@ -112,5 +141,26 @@ pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> BodyUsage {
         WireFormat::OpenAi => openai::usage_from_body(endpoint, body),
         WireFormat::Anthropic => anthropic::usage_from_body(body),
         WireFormat::Gemini => gemini::usage_from_body(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_gemini_path_model_cannot_reach_other_upstream_paths() {
+        assert_eq!(
+            Endpoint::GenerateContent.upstream_path("gemini-2.5-pro"),
+            "/models/gemini-2.5-pro:generateContent"
+        );
+        assert_eq!(
+            Endpoint::GenerateContent.upstream_path("../tunedModels/x#/y"),
+            "/models/%2E%2E%2FtunedModels%2Fx%23%2Fy:generateContent"
+        );
+        assert_eq!(
+            Endpoint::StreamGenerateContent.upstream_path(".."),
+            "/models/%2E%2E:streamGenerateContent"
+        );
     }
 }

@@ -1,15 +1,18 @@
 //! Parsing the caller's request body, and rewriting it for the upstream.
 //!
-//! The body is parsed once into a JSON map; the gateway reads what it needs
-//! (model, stream flag, output limit, end user, prompt text) and the map is
-//! re-serialized only when Tollgate must change it (model alias, an injected
-//! `stream_options.include_usage`, a capped output limit).
+//! The body is parsed once into a JSON map (duplicate keys refused, see
+//! [`crate::json`]); the gateway reads what it needs (model, stream flag,
+//! output bounds, end user, input size) and the map is re-serialized only
+//! when Tollgate must change it (model alias, an injected
+//! `stream_options.include_usage`, an output limit it sets or caps).
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::Endpoint;
+use crate::bounds::{self, ChatLimitField, OutputBounds};
 use crate::error::{ErrorKind, NativeError};
+use crate::input::{self, InputSize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -24,13 +27,19 @@ pub enum RequestError {
         field: &'static str,
         expected: &'static str,
     },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("contradictory request: {0}")]
+    Contradictory(String),
+    #[error("invalid model name {0:?} (a model id has letters, digits, '-', '.' and '_' only)")]
+    BadModelName(String),
 }
 
 impl RequestError {
     pub fn to_native(&self) -> NativeError {
         let e = NativeError::new(400, ErrorKind::InvalidRequest, self.to_string());
         match self {
-            RequestError::MissingModel => e.with_param("model"),
+            RequestError::MissingModel | RequestError::BadModelName(_) => e.with_param("model"),
             RequestError::BadField { field, .. } => e.with_param(*field),
             _ => e,
         }
@@ -44,8 +53,10 @@ pub struct ParsedRequest {
     /// The model the caller named (before aliasing).
     pub model: String,
     pub stream: bool,
-    /// The caller's output limit, if it set one.
+    /// The caller's output limit per choice, if it set one.
     pub max_output_tokens: Option<u64>,
+    /// Completions generated and billed (`n`, `best_of`, `candidateCount`).
+    pub choices: u64,
     /// OpenAI's `user` field or Anthropic's `metadata.user_id`.
     pub end_user: Option<String>,
     /// The caller itself asked for a usage chunk in an OpenAI stream.
@@ -71,15 +82,51 @@ impl ParsedRequest {
         path_model: Option<&str>,
         body: Bytes,
     ) -> Result<ParsedRequest, RequestError> {
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+        Self::parse_with(endpoint, path_model, body, true)
+    }
+
+    /// Parses as a lenient upstream would: duplicate keys (the last wins)
+    /// and contradictory output bounds (left unread: `max_output_tokens`
+    /// `None`, one choice) are accepted. For the mock provider, which must
+    /// serve whatever a gateway forwards, and read its bounds its own way.
+    pub fn parse_lenient(
+        endpoint: Endpoint,
+        path_model: Option<&str>,
+        body: Bytes,
+    ) -> Result<ParsedRequest, RequestError> {
+        Self::parse_with(endpoint, path_model, body, false)
+    }
+
+    fn parse_with(
+        endpoint: Endpoint,
+        path_model: Option<&str>,
+        body: Bytes,
+        strict: bool,
+    ) -> Result<ParsedRequest, RequestError> {
+        let value = if strict {
+            crate::json::from_slice(&body)
+        } else {
+            serde_json::from_slice(&body)
+        }
+        .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         let Value::Object(map) = value else {
             return Err(RequestError::NotAnObject);
         };
         let model = match path_model {
-            Some(m) => m.strip_prefix("models/").unwrap_or(m).to_string(),
+            Some(m) => {
+                let m = m.strip_prefix("models/").unwrap_or(m);
+                if !is_model_id(m) {
+                    return Err(RequestError::BadModelName(m.to_string()));
+                }
+                m.to_string()
+            }
             None => match map.get("model") {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::String(s)) if !s.is_empty() => {
+                    if !is_body_model_name(s) {
+                        return Err(RequestError::BadModelName(s.clone()));
+                    }
+                    s.clone()
+                }
                 Some(Value::String(_)) | None | Some(Value::Null) => {
                     return Err(RequestError::MissingModel);
                 }
@@ -105,25 +152,14 @@ impl ParsedRequest {
                 }
             },
         };
+        let OutputBounds { limit, choices, .. } = match bounds::read(endpoint, &map) {
+            Ok(b) => b,
+            Err(e) if strict => return Err(e),
+            Err(_) => OutputBounds::default(),
+        };
         let max_output_tokens = match endpoint {
-            Endpoint::ChatCompletions => {
-                uint_field(&map, "max_completion_tokens")?.or(uint_field(&map, "max_tokens")?)
-            }
-            Endpoint::Completions | Endpoint::Messages => uint_field(&map, "max_tokens")?,
-            Endpoint::Responses => uint_field(&map, "max_output_tokens")?,
-            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-                match map.get("generationConfig") {
-                    Some(Value::Object(g)) => uint_field(g, "maxOutputTokens")?,
-                    None | Some(Value::Null) => None,
-                    Some(_) => {
-                        return Err(RequestError::BadField {
-                            field: "generationConfig",
-                            expected: "an object",
-                        });
-                    }
-                }
-            }
             Endpoint::Embeddings | Endpoint::CountTokens => None,
+            _ => limit,
         };
         let end_user = match endpoint.format() {
             crate::WireFormat::OpenAi => map.get("user").and_then(Value::as_str),
@@ -144,6 +180,7 @@ impl ParsedRequest {
             model,
             stream,
             max_output_tokens,
+            choices,
             end_user,
             client_wants_usage_chunk,
             body: map,
@@ -156,31 +193,29 @@ impl ParsedRequest {
         &self.body
     }
 
-    /// All prompt text (messages, system, instructions, input), for token
-    /// counting. Non-text parts (images, audio) are not included.
+    /// The input's size as far as Tollgate can know it, for `model` (the
+    /// model served: image token formulas are model-specific).
+    pub fn input_size(&self, model: &str) -> InputSize {
+        input::measure(self.endpoint, model, &self.body)
+    }
+
+    /// All prompt text (messages, system, instructions, input, tools), for
+    /// token counting. Media and token ids are sized by [`Self::input_size`].
     pub fn prompt_text(&self) -> String {
-        let mut out = String::new();
-        for key in [
-            "messages",
-            "system",
-            "instructions",
-            "input",
-            "prompt",
-            "contents",
-            "systemInstruction",
-            "tools",
-        ] {
-            if let Some(v) = self.body.get(key) {
-                collect_text(v, &mut out);
-            }
-        }
-        out
+        self.input_size(&self.model).text
     }
 
     /// The body to send upstream: the model renamed to `upstream_model`
     /// where the format carries it in the body, `include_usage` injected for
-    /// OpenAI streams, and `max_output` set if given.
-    pub fn upstream_body(&self, upstream_model: &str, max_output: Option<u64>) -> UpstreamBody {
+    /// OpenAI streams, and the output limit `max_output` (per choice) written
+    /// to every limit field the upstream reads (`chat`: which ones an
+    /// OpenAI-compatible chat upstream reads).
+    pub fn upstream_body(
+        &self,
+        upstream_model: &str,
+        max_output: Option<u64>,
+        chat: ChatLimitField,
+    ) -> UpstreamBody {
         let in_body_model = self.endpoint.format() != crate::WireFormat::Gemini;
         let rename = in_body_model && upstream_model != self.model;
         let inject_usage = self.stream
@@ -189,8 +224,10 @@ impl ParsedRequest {
                 Endpoint::ChatCompletions | Endpoint::Completions
             )
             && !self.client_wants_usage_chunk;
-        let set_max = max_output.is_some() && max_output != self.max_output_tokens;
-        if !rename && !inject_usage && !set_max {
+        let set_max = max_output
+            .filter(|_| !matches!(self.endpoint, Endpoint::Embeddings | Endpoint::CountTokens))
+            .filter(|&m| !bounds::limit_is(self.endpoint, &self.body, chat, m));
+        if !rename && !inject_usage && set_max.is_none() {
             return UpstreamBody {
                 body: self.original.clone(),
                 drop_usage_chunk: false,
@@ -211,76 +248,33 @@ impl ParsedRequest {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        if let Some(max) = max_output.filter(|_| set_max) {
-            self.set_max_output(&mut map, max);
+        if let Some(max) = set_max {
+            bounds::set_limit(self.endpoint, &mut map, chat, max);
         }
         UpstreamBody {
             body: Bytes::from(serde_json::to_vec(&Value::Object(map)).unwrap_or_default()),
             drop_usage_chunk: inject_usage,
         }
     }
-
-    fn set_max_output(&self, map: &mut Map<String, Value>, max: u64) {
-        match self.endpoint {
-            Endpoint::ChatCompletions => {
-                // Keep whichever name the caller used; newer models reject
-                // `max_tokens`.
-                let key = if map.contains_key("max_tokens") {
-                    "max_tokens"
-                } else {
-                    "max_completion_tokens"
-                };
-                map.insert(key.into(), max.into());
-            }
-            Endpoint::Completions | Endpoint::Messages => {
-                map.insert("max_tokens".into(), max.into());
-            }
-            Endpoint::Responses => {
-                map.insert("max_output_tokens".into(), max.into());
-            }
-            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-                let g = map
-                    .entry("generationConfig")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(g) = g {
-                    g.insert("maxOutputTokens".into(), max.into());
-                }
-            }
-            Endpoint::Embeddings | Endpoint::CountTokens => {}
-        }
-    }
 }
 
-fn uint_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<u64>, RequestError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or(RequestError::BadField {
-            field,
-            expected: "a non-negative integer",
-        }),
-    }
+/// A model id as it may appear in a URL path (Gemini): letters, digits,
+/// `-`, `.` and `_`, at most 128 bytes, and not `.` or `..`. Nothing that
+/// could end, escape or extend the path segment it is put in.
+pub fn is_model_id(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 128
+        && m != "."
+        && m != ".."
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
-/// Appends every string under `v` that is prompt text: plain strings,
-/// and `text` / `content` / `description` fields of objects.
-fn collect_text(v: &Value, out: &mut String) {
-    match v {
-        Value::String(s) => {
-            out.push_str(s);
-            out.push('\n');
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_text(x, out)),
-        Value::Object(o) => {
-            for (k, x) in o {
-                match k.as_str() {
-                    "text" | "content" | "parts" | "input" | "description" | "arguments"
-                    | "parameters" | "function" | "name" => collect_text(x, out),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
+/// A model name in a JSON body (OpenAI-compatible servers use names like
+/// `meta-llama/Llama-3.1-8B` or `llama3:8b`): printable ASCII without spaces,
+/// at most 256 bytes.
+pub fn is_body_model_name(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 256 && m.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -303,7 +297,7 @@ mod tests {
         assert_eq!(r.max_output_tokens, Some(50));
         assert_eq!(r.end_user.as_deref(), Some("u1"));
         assert_eq!(r.prompt_text(), "hi\n");
-        let up = r.upstream_body("gpt-4o", None);
+        let up = r.upstream_body("gpt-4o", None, ChatLimitField::default());
         assert!(up.drop_usage_chunk);
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
@@ -313,8 +307,9 @@ mod tests {
     fn body_is_forwarded_untouched_when_nothing_changes() {
         let body = r#"{"model": "gpt-4o",  "messages": []}"#;
         let r = parse(Endpoint::ChatCompletions, body).unwrap();
-        assert_eq!(r.upstream_body("gpt-4o", None).body, body.as_bytes());
-        let renamed = r.upstream_body("gpt-4o-2024-08-06", Some(10)).body;
+        let chat = ChatLimitField::default();
+        assert_eq!(r.upstream_body("gpt-4o", None, chat).body, body.as_bytes());
+        let renamed = r.upstream_body("gpt-4o-2024-08-06", Some(10), chat).body;
         let v: Value = serde_json::from_slice(&renamed).unwrap();
         assert_eq!(v["model"], "gpt-4o-2024-08-06");
         assert_eq!(v["max_completion_tokens"], 10);
@@ -359,10 +354,7 @@ mod tests {
                 Endpoint::ChatCompletions,
                 r#"{"model":"m","max_tokens":-1}"#
             ),
-            Err(RequestError::BadField {
-                field: "max_tokens",
-                ..
-            })
+            Err(RequestError::Invalid(m)) if m.contains("\"max_tokens\" must be an integer of at least 1")
         ));
         assert!(matches!(
             parse(Endpoint::ChatCompletions, r#"{"model":"m","stream":"yes"}"#),
@@ -371,5 +363,88 @@ mod tests {
                 ..
             })
         ));
+        assert!(matches!(
+            parse(Endpoint::ChatCompletions, r#"{"model":"m","model":"n"}"#),
+            Err(RequestError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse(Endpoint::ChatCompletions, "{\"model\":\"gpt 4o\\n\"}"),
+            Err(RequestError::BadModelName(_))
+        ));
+    }
+
+    #[test]
+    fn regression_dual_limit_fields_are_sized_and_sent_as_one() {
+        // max_completion_tokens: 1000000 next to max_tokens: 1 was sized on one
+        // and honoured on the other; now it is refused, and a single field is
+        // always sent in exactly the field(s) the upstream reads.
+        assert!(matches!(
+            parse(
+                Endpoint::ChatCompletions,
+                r#"{"model":"m","max_completion_tokens":1000000,"max_tokens":1}"#
+            ),
+            Err(RequestError::Contradictory(_))
+        ));
+        let r = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","max_tokens":50}"#,
+        )
+        .unwrap();
+        let up = r.upstream_body("m", Some(50), ChatLimitField::MaxCompletionTokens);
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model": "m", "max_completion_tokens": 50})
+        );
+        let up = r.upstream_body("m", Some(20), ChatLimitField::Both);
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(v["max_tokens"], 20);
+        assert_eq!(v["max_completion_tokens"], 20);
+    }
+
+    #[test]
+    fn regression_n_is_a_multiplier() {
+        let r = parse(Endpoint::ChatCompletions, r#"{"model":"m","n":128}"#).unwrap();
+        assert_eq!(r.choices, 128);
+        let r = parse(Endpoint::Completions, r#"{"model":"m","best_of":5,"n":2}"#).unwrap();
+        assert_eq!(r.choices, 5);
+        let g = ParsedRequest::parse(
+            Endpoint::GenerateContent,
+            Some("gemini-2.5-pro"),
+            Bytes::from_static(br#"{"generationConfig":{"candidateCount":4}}"#),
+        )
+        .unwrap();
+        assert_eq!(g.choices, 4);
+    }
+
+    #[test]
+    fn regression_gemini_path_model_is_exact() {
+        for bad in [
+            "gemini-2.5-pro:generateContent#/gemini-2.5-flash-lite",
+            "../tunedModels/x",
+            "gemini-2.5-pro/../../upload/v1beta/files",
+            "..",
+            "gemini%2F",
+            "",
+        ] {
+            let r = ParsedRequest::parse(
+                Endpoint::GenerateContent,
+                Some(bad),
+                Bytes::from_static(b"{}"),
+            );
+            assert!(
+                matches!(r, Err(RequestError::BadModelName(_))),
+                "{bad:?}: {r:?}"
+            );
+        }
+        // The `models/` prefix is handled once: a second one is refused.
+        assert!(
+            ParsedRequest::parse(
+                Endpoint::GenerateContent,
+                Some("models/models/gemini-2.5-pro"),
+                Bytes::from_static(b"{}"),
+            )
+            .is_err()
+        );
     }
 }

@@ -23,6 +23,9 @@ fn provider(name: &str, kind: &str, base_url: String) -> ProviderConfig {
         connect_timeout_ms: 5_000,
         timeout_ms: 30_000,
         stream_idle_timeout_ms: 30_000,
+        // The demo steers the mock with its knobs.
+        forward_headers: vec!["x-mock-*".into()],
+        ..ProviderConfig::default()
     }
 }
 

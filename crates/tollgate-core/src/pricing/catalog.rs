@@ -21,6 +21,8 @@ pub(super) struct CatalogRow {
     pub cache_write_1h: Option<&'static str>,
     pub reasoning: Option<&'static str>,
     pub long_context: Option<LongRow>,
+    /// Most input tokens the model accepts.
+    pub context_window: Option<u64>,
 }
 
 pub(super) struct LongRow {
@@ -46,6 +48,10 @@ pub struct CatalogEntry {
     pub source: PriceSource,
     #[serde(flatten)]
     pub price: ModelPrice,
+    /// Most input tokens the model accepts, where known: what a request
+    /// with input only the provider can size reserves by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
 }
 
 /// What to do with a model that has no price.
@@ -103,6 +109,7 @@ impl Catalog {
                     provider: Some(row.provider.to_string()),
                     source: PriceSource::Builtin,
                     price,
+                    context_window: row.context_window,
                 },
             );
         }
@@ -129,7 +136,9 @@ impl Catalog {
 
     /// Adds or replaces a model's price; later sources win.
     pub fn set(&mut self, model: &str, price: ModelPrice, source: PriceSource) {
-        let provider = self.entries.get(model).and_then(|e| e.provider.clone());
+        let known = self.entries.get(model);
+        let provider = known.and_then(|e| e.provider.clone());
+        let context_window = known.and_then(|e| e.context_window);
         self.entries.insert(
             model.to_string(),
             CatalogEntry {
@@ -137,6 +146,7 @@ impl Catalog {
                 provider,
                 source,
                 price,
+                context_window,
             },
         );
     }
@@ -149,16 +159,16 @@ impl Catalog {
         self.entries.get(model)
     }
 
-    /// The price of `model`: the exact name, then the name without a
-    /// `provider/` or `models/` prefix, then the fallback. Dated snapshots are
-    /// not guessed from their base name: snapshots have had different prices.
+    /// The model's context window, where the catalog knows it.
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        self.entries.get(model).and_then(|e| e.context_window)
+    }
+
+    /// The price of `model` by its exact name (the name sent upstream),
+    /// else the fallback. No prefix is stripped and no snapshot guessed
+    /// from its base name: the model priced is the model served.
     pub fn price_of(&self, model: &str) -> Result<&ModelPrice, Unpriced> {
         if let Some(e) = self.entries.get(model) {
-            return Ok(&e.price);
-        }
-        if let Some((_, base)) = model.rsplit_once('/')
-            && let Some(e) = self.entries.get(base)
-        {
             return Ok(&e.price);
         }
         match &self.fallback {

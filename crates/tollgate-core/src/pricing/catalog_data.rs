@@ -12,6 +12,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(272000),
     },
     CatalogRow {
         model: "gpt-5-mini",
@@ -23,6 +24,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(272000),
     },
     CatalogRow {
         model: "gpt-5-nano",
@@ -34,6 +36,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(272000),
     },
     CatalogRow {
         model: "gpt-4.1",
@@ -45,6 +48,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(1047576),
     },
     CatalogRow {
         model: "gpt-4.1-mini",
@@ -56,6 +60,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(1047576),
     },
     CatalogRow {
         model: "gpt-4.1-nano",
@@ -67,6 +72,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(1047576),
     },
     CatalogRow {
         model: "gpt-4o",
@@ -78,6 +84,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(128000),
     },
     CatalogRow {
         model: "gpt-4o-mini",
@@ -89,6 +96,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(128000),
     },
     CatalogRow {
         model: "o3",
@@ -100,6 +108,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "o3-mini",
@@ -111,6 +120,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "o4-mini",
@@ -122,6 +132,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "gpt-3.5-turbo-instruct",
@@ -133,6 +144,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(8192),
     },
     CatalogRow {
         model: "text-embedding-3-small",
@@ -144,6 +156,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(8191),
     },
     CatalogRow {
         model: "text-embedding-3-large",
@@ -155,6 +168,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(8191),
     },
     CatalogRow {
         model: "claude-opus-4-5",
@@ -166,6 +180,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("10"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "claude-opus-4-5-20251101",
@@ -177,6 +192,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("10"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "claude-opus-4-6",
@@ -188,6 +204,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("10"),
         reasoning: None,
         long_context: None,
+        context_window: Some(1000000),
     },
     CatalogRow {
         model: "claude-opus-4-7",
@@ -199,6 +216,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("10"),
         reasoning: None,
         long_context: None,
+        context_window: Some(1000000),
     },
     CatalogRow {
         model: "claude-sonnet-4-5",
@@ -210,6 +228,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("6"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "claude-sonnet-4-5-20250929",
@@ -221,6 +240,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("6"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "claude-sonnet-4-6",
@@ -232,6 +252,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("6"),
         reasoning: None,
         long_context: None,
+        context_window: Some(1000000),
     },
     CatalogRow {
         model: "claude-sonnet-5",
@@ -243,6 +264,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("4"),
         reasoning: None,
         long_context: None,
+        context_window: Some(1000000),
     },
     CatalogRow {
         model: "claude-haiku-4-5",
@@ -254,6 +276,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("2"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "claude-haiku-4-5-20251001",
@@ -265,6 +288,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: Some("2"),
         reasoning: None,
         long_context: None,
+        context_window: Some(200000),
     },
     CatalogRow {
         model: "gemini-2.5-pro",
@@ -281,6 +305,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
             output: Some("15"),
             cached_input: Some("0.25"),
         }),
+        context_window: Some(1048576),
     },
     CatalogRow {
         model: "gemini-2.5-flash",
@@ -292,6 +317,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: Some("2.5"),
         long_context: None,
+        context_window: Some(1048576),
     },
     CatalogRow {
         model: "gemini-2.5-flash-lite",
@@ -303,6 +329,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: Some("0.4"),
         long_context: None,
+        context_window: Some(1048576),
     },
     CatalogRow {
         model: "gemini-3.5-flash",
@@ -314,6 +341,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: Some("9"),
         long_context: None,
+        context_window: Some(1048576),
     },
     CatalogRow {
         model: "gemini-3.5-flash-lite",
@@ -325,6 +353,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: Some("2.5"),
         long_context: None,
+        context_window: Some(1048576),
     },
     CatalogRow {
         model: "mistral-large-latest",
@@ -336,6 +365,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(262144),
     },
     CatalogRow {
         model: "mistral-medium-latest",
@@ -347,6 +377,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(262144),
     },
     CatalogRow {
         model: "mistral-small-latest",
@@ -358,6 +389,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(262144),
     },
     CatalogRow {
         model: "codestral-latest",
@@ -369,6 +401,7 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(128000),
     },
     CatalogRow {
         model: "mistral-embed",
@@ -380,5 +413,6 @@ pub(super) const ROWS: &[CatalogRow] = &[
         cache_write_1h: None,
         reasoning: None,
         long_context: None,
+        context_window: Some(8192),
     },
 ];

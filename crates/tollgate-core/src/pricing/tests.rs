@@ -131,7 +131,13 @@ fn missing_rates_are_never_free() {
 fn unpriced_models_are_refused_unless_a_fallback_is_set() {
     let mut c = Catalog::builtin();
     assert!(c.price_of("my-finetune").is_err());
-    assert!(c.price_of("openai/gpt-4o").is_ok());
+    // Priced exactly as sent: no prefix is stripped (the model priced is
+    // the model served; `x/gpt-4o-mini` must not be charged as gpt-4o-mini).
+    assert!(c.price_of("openai/gpt-4o").is_err());
+    assert!(
+        c.price_of("gemini-2.5-pro:generateContent#/gemini-2.5-flash-lite")
+            .is_err()
+    );
     let fb = ModelPrice::simple(
         Price::parse_per_mtok("1").unwrap(),
         Price::parse_per_mtok("4").unwrap(),

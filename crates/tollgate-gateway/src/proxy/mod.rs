@@ -161,7 +161,7 @@ async fn pipeline(
         &headers,
         req.end_user.as_deref(),
         state.config.trust_all_identity_headers,
-    );
+    )?;
     if !caller.may_use(&req.model) {
         return Err(GatewayError::ModelNotAllowed(req.model));
     }
@@ -178,6 +178,7 @@ async fn pipeline(
     } else {
         None
     };
+    upstream::check_request_headers(&route.provider, &headers, price.as_ref())?;
 
     let req = Arc::new(req);
     let mut draft = Draft::new(
@@ -197,14 +198,20 @@ async fn pipeline(
     let max_output = reserve(state, &mut draft, &req).await?;
 
     // 7. forward
-    let up = req.upstream_body(&route.upstream_model, max_output);
+    let up = req.upstream_body(
+        &route.upstream_model,
+        max_output,
+        route.provider.chat_limit_field,
+    );
+    // The meter reads the stream in the framing the upstream is asked for.
+    let query = upstream::forwarded_query(format, query.as_deref());
     let gemini_sse = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
     let upstream_req = upstream::build(upstream::UpstreamRequest {
         provider: &route.provider,
         path: endpoint.upstream_path(&route.upstream_model),
-        query: upstream::forwarded_query(query.as_deref()),
+        query,
         headers: &headers,
         body: up.body,
         request_id,
@@ -328,24 +335,30 @@ async fn pipeline(
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
-/// Input tokens to reserve for: the prompt's `o200k_base` tokens, bounded or
-/// counted or sampled by size (see `tokens::estimate_tokens`), a few
-/// tokens per message for the chat framing, and for Anthropic and Gemini a
-/// quarter more (their tokenizers count more tokens than OpenAI's for the
-/// same text). Images, audio and files are not counted: a request carrying
-/// them can exceed its reservation, which is then recorded as overspend.
-fn estimate_input_tokens(req: &ParsedRequest) -> u64 {
-    let text = estimate_tokens(&req.prompt_text());
-    let messages = ["messages", "contents", "input"]
-        .iter()
-        .filter_map(|k| req.body().get(*k))
-        .map(|v| v.as_array().map_or(1, Vec::len) as u64)
-        .sum::<u64>();
-    let framing = 4 * messages + 16;
-    match req.endpoint.format() {
-        WireFormat::OpenAi => text + framing,
-        _ => text + text.div_ceil(4) + framing,
+/// Input tokens to reserve for `req` sent to `model`:
+/// - the prompt's text (messages, system, tools and schemas as JSON) in
+///   `o200k_base` tokens, bounded, counted or sampled by size (see
+///   `tokens::estimate_tokens`), and for Anthropic and Gemini a quarter
+///   more (their tokenizers count more tokens for the same text);
+/// - a few tokens per message for the chat framing;
+/// - token ids and images by the providers' formulas
+///   (`tollgate_providers::input`);
+/// - for input only the provider can size (a previous response, cached
+///   content, files, audio, video), `unknown_input_tokens` once (by default
+///   the model's context window: no request can carry more).
+fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> u64 {
+    let size = req.input_size(model);
+    let text = estimate_tokens(&size.text);
+    let text = match req.endpoint.format() {
+        WireFormat::OpenAi => text,
+        _ => text + text.div_ceil(4),
+    };
+    let framing = 4 * size.items + 16;
+    let mut tokens = text + framing + size.fixed_tokens;
+    if size.unknown_parts > 0 {
+        tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &state.catalog()));
     }
+    tokens
 }
 
 /// Phase 6: reserves the request's worst case on every applicable budget,
@@ -363,18 +376,16 @@ async fn reserve(
     if applied.is_empty() {
         return Ok(None);
     }
-    let input_tokens = estimate_input_tokens(req);
-    let (input_rate, output_rate) = price.reservation_rates(input_tokens);
-    let base = Amount::new(input_rate.cost(input_tokens), input_tokens);
+    let input_tokens = estimate_input_tokens(state, req, &draft.model_served);
     let makes_output = req.endpoint != Endpoint::Embeddings;
-    let want = if makes_output {
-        req.max_output_tokens
-            .unwrap_or(state.budgets.default_max_output_tokens)
-    } else {
-        0
-    };
-    let per_token = Amount::new(output_rate.cost(1), 1);
-    let min = state.budgets.min_output_tokens.min(want);
+    let sizing = state.budgets.sizing(
+        &price,
+        input_tokens,
+        req.max_output_tokens,
+        makes_output,
+        req.choices,
+    );
+    let want = sizing.want;
     let template = draft.record(
         Usage {
             input_tokens,
@@ -387,22 +398,16 @@ async fn reserve(
     draft.applied = applied.clone();
     match state
         .budgets
-        .reserve(
-            &draft.request_id,
-            &applied,
-            base,
-            per_token,
-            want,
-            min,
-            template,
-        )
+        .reserve(&draft.request_id, &applied, sizing, template)
         .await
     {
         Ok(r) => {
             draft.flags.capped = makes_output && r.granted < want;
             draft.flags.warned = r.warned;
-            let set =
-                (makes_output && req.max_output_tokens != Some(r.granted)).then_some(r.granted);
+            // The granted limit is always sent: every field the upstream
+            // reads then says what was reserved (`upstream_body` leaves the
+            // body untouched when it already does).
+            let set = makes_output.then_some(r.granted);
             draft.reserved = Some(r);
             Ok(set)
         }

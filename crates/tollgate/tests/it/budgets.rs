@@ -307,7 +307,8 @@ fn only_trusted_keys_name_who_they_act_for() {
     let m = Mock::start(&[]);
     let g = Gateway::start(&m);
     let (_, plain) = g.create_key(json!({"user": "alice", "tenant": "acme"}));
-    let (_, trusted) = g.create_key(json!({"user": "backend", "tenant": "saas", "trusted": true}));
+    // A platform key (no tenant of its own) may name any tenant.
+    let (_, trusted) = g.create_key(json!({"user": "backend", "trusted": true}));
     let hdrs = [
         ("x-tollgate-user", "mallory"),
         ("x-tollgate-tenant", "victim"),
@@ -373,6 +374,50 @@ fn only_trusted_keys_name_who_they_act_for() {
         })
         .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn regression_a_tenants_trusted_key_acts_only_within_its_tenant() {
+    // A trusted key of tenant acme could charge tenant globex, and name
+    // users and sessions that other tenants' keys name too.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let (_, acme) =
+        g.create_key(json!({"user": "acme-backend", "tenant": "acme", "trusted": true}));
+    budget(
+        &g,
+        json!({"scope": "tenant", "subject": "globex", "limit_tokens": 1000000, "period": "daily"}),
+    );
+    let r = chat(
+        &g,
+        &acme,
+        json!({"model": "gpt-4o-mini", "messages": msgs()}),
+        &[("x-tollgate-tenant", "globex")],
+    );
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "identity_not_allowed", "{body}");
+    let r = chat(
+        &g,
+        &acme,
+        json!({"model": "gpt-4o-mini", "messages": msgs()}),
+        &[
+            ("x-tollgate-tenant", "acme"),
+            ("x-tollgate-user", "carol"),
+            ("x-session-id", "conv-1"),
+        ],
+    );
+    assert_eq!(r.status(), 200);
+    let rec = g.record(&request_id(&r));
+    assert_eq!(
+        (
+            rec["tenant"].as_str(),
+            rec["user"].as_str(),
+            rec["session"].as_str()
+        ),
+        (Some("acme"), Some("acme/carol"), Some("acme/conv-1")),
+        "the users and sessions a tenant's key names are that tenant's"
+    );
 }
 
 #[test]

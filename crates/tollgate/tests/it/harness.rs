@@ -129,14 +129,17 @@ providers:
     api_key_env: TEST_PROVIDER_KEY
     timeout_ms: 3000
     stream_idle_timeout_ms: 3000
+    forward_headers: ["x-mock-*"]
   - name: anthropic
     kind: anthropic
     base_url: {m}
     api_key_env: TEST_PROVIDER_KEY
+    forward_headers: ["x-mock-*"]
   - name: gemini
     kind: gemini
     base_url: {m}/v1beta
     api_key_env: TEST_PROVIDER_KEY
+    forward_headers: ["x-mock-*"]
   - name: dead
     kind: openai
     base_url: http://127.0.0.1:9
