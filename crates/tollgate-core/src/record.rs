@@ -29,10 +29,14 @@ pub struct Flags {
     /// Settled at start-up from a reservation a crashed process left open:
     /// charged at the reserved (worst-case) amount.
     pub reconciled: bool,
+    /// The provider's usage was implausible (far beyond the request's
+    /// bounds, or past the ceiling a usage field may carry): charged as
+    /// reported up to the ceiling.
+    pub usage_suspicious: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 9] = [
         "capped",
         "downgraded",
         "warned",
@@ -41,9 +45,10 @@ impl Flags {
         "client_disconnected",
         "stream_interrupted",
         "reconciled",
+        "usage_suspicious",
     ];
 
-    fn bits(&self) -> [bool; 8] {
+    fn bits(&self) -> [bool; 9] {
         [
             self.capped,
             self.downgraded,
@@ -53,6 +58,7 @@ impl Flags {
             self.client_disconnected,
             self.stream_interrupted,
             self.reconciled,
+            self.usage_suspicious,
         ]
     }
 
@@ -78,6 +84,7 @@ impl Flags {
                 "client_disconnected" => f.client_disconnected = true,
                 "stream_interrupted" => f.stream_interrupted = true,
                 "reconciled" => f.reconciled = true,
+                "usage_suspicious" => f.usage_suspicious = true,
                 _ => {}
             }
         }

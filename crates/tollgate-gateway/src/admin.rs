@@ -882,7 +882,8 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
 
 /// `GET /admin/stats`: the journal writer's counters (back pressure is
 /// visible here: `waited_for_space` counts records that had to wait for
-/// room in the queue; nothing is ever dropped) and what is loaded.
+/// room in the queue; nothing is ever dropped), what is loaded, and how
+/// often usage exceeded a reservation or looked implausible.
 async fn stats(State(s): State<AppState>) -> axum::Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let j = &s.journal.stats;
@@ -895,5 +896,10 @@ async fn stats(State(s): State<AppState>) -> axum::Json<Value> {
         },
         "budgets_loaded": s.budgets.entries().len(),
         "models_priced": s.catalog().entries().count(),
+        // Requests whose usage exceeded their reservation (an estimate miss:
+        // charged in full and recorded as overspend).
+        "overspent_requests": s.budgets.overspent.load(Relaxed),
+        // Usage fields beyond any plausible bound, charged up to the ceiling.
+        "suspicious_usage": s.budgets.suspicious.load(Relaxed),
     }))
 }

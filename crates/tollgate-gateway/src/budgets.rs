@@ -241,6 +241,10 @@ pub struct BudgetEngine {
     pub default_max_output_tokens: u64,
     /// `budgets.unknown_input_tokens`; `None`: the model's context window.
     pub unknown_input_tokens: Option<u64>,
+    /// Settlements whose usage exceeded their reservation.
+    pub overspent: std::sync::atomic::AtomicU64,
+    /// Settlements whose reported usage was clamped or implausible.
+    pub suspicious: std::sync::atomic::AtomicU64,
 }
 
 /// Input reserved for what only the provider can size, for a model whose
@@ -273,6 +277,8 @@ impl BudgetEngine {
             min_output_tokens: sizing.min_output_tokens,
             default_max_output_tokens: sizing.default_max_output_tokens,
             unknown_input_tokens: sizing.unknown_input_tokens,
+            overspent: Default::default(),
+            suspicious: Default::default(),
         };
         engine.reload(store).await?;
         Ok(engine)
@@ -554,6 +560,8 @@ impl BudgetEngine {
         };
         let settled = self.ledger.settle(id, charges, actual, record);
         if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {
+            self.overspent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
         }
     }

@@ -24,6 +24,9 @@ fn default_true() -> bool {
 fn default_max_body() -> usize {
     32 << 20
 }
+fn default_max_upstream_body() -> usize {
+    16 << 20
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +46,10 @@ pub struct Config {
     /// Largest request body accepted, in bytes (413 above it).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest non-streaming upstream answer held in memory for metering
+    /// (decompressed); a larger one is a 502, charged its worst case.
+    #[serde(default = "default_max_upstream_body")]
+    pub max_upstream_body_bytes: usize,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -364,6 +371,12 @@ impl Config {
                 ));
             }
         }
+        if self.max_upstream_body_bytes == 0 {
+            errs.push(ConfigError::field(
+                "max_upstream_body_bytes",
+                "must be greater than 0",
+            ));
+        }
         if self.max_body_bytes == 0 {
             errs.push(ConfigError::field(
                 "max_body_bytes",
@@ -484,6 +497,7 @@ impl Default for Config {
             admin_keys: Vec::new(),
             require_auth: true,
             max_body_bytes: default_max_body(),
+            max_upstream_body_bytes: default_max_upstream_body(),
             providers: Vec::new(),
             models: Vec::new(),
             pricing: PricingConfig::default(),

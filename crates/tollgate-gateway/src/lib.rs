@@ -20,6 +20,8 @@ pub mod proxy;
 pub mod routing;
 
 #[cfg(test)]
+mod bounds_property;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;

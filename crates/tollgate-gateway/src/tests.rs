@@ -13,11 +13,12 @@ use crate::{Config, Gateway};
 
 const ADMIN: &str = "admin-key-for-clock-tests";
 
-struct Rig {
-    url: String,
-    budgets: Arc<crate::budgets::BudgetEngine>,
+pub(crate) struct Rig {
+    pub(crate) url: String,
+    pub(crate) mock_url: String,
+    pub(crate) budgets: Arc<crate::budgets::BudgetEngine>,
     clock: Arc<ManualClock>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -30,7 +31,7 @@ impl Drop for Rig {
     }
 }
 
-async fn rig(budgets_yaml: &str, start: &str) -> Rig {
+pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock_addr = mock.local_addr().unwrap();
     tokio::spawn(tollgate_mock::serve(
@@ -41,22 +42,31 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     let mut config = Config {
         database: format!("sqlite://{}", dir.path().join("t.db").display()),
         admin_keys: vec![ADMIN.into()],
-        providers: vec![ProviderConfig {
-            name: "openai".into(),
-            kind: "openai".into(),
-            base_url: format!("http://{mock_addr}/v1"),
-            api_key_env: None,
+        providers: [
+            ("openai", format!("http://{mock_addr}/v1")),
+            ("anthropic", format!("http://{mock_addr}")),
+            ("gemini", format!("http://{mock_addr}/v1beta")),
+        ]
+        .into_iter()
+        .map(|(kind, base_url)| ProviderConfig {
+            name: kind.into(),
+            kind: kind.into(),
+            base_url,
             connect_timeout_ms: 2_000,
             timeout_ms: 10_000,
             stream_idle_timeout_ms: 10_000,
             forward_headers: vec!["x-mock-*".into()],
             ..ProviderConfig::default()
-        }],
-        models: vec![ModelRoute {
-            pattern: "gpt-*".into(),
-            provider: "openai".into(),
-            upstream_model: None,
-        }],
+        })
+        .collect(),
+        models: [("gpt-*", "openai"), ("claude-*", "anthropic"), ("gemini-*", "gemini")]
+            .into_iter()
+            .map(|(pattern, provider)| ModelRoute {
+                pattern: pattern.into(),
+                provider: provider.into(),
+                upstream_model: None,
+            })
+            .collect(),
         ..Config::default()
     };
     config.budgets =
@@ -75,6 +85,7 @@ async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     }));
     Rig {
         url,
+        mock_url: format!("http://{mock_addr}"),
         budgets,
         clock,
         http: reqwest::Client::new(),
@@ -89,7 +100,7 @@ fn json_value(s: &str) -> Value {
 }
 
 impl Rig {
-    async fn key(&self, user: &str) -> String {
+    pub(crate) async fn key(&self, user: &str) -> String {
         let v: Value = self
             .http
             .post(format!("{}/admin/keys", self.url))

@@ -13,6 +13,8 @@
 //!   hostile streams (no usage; junk lines and split chunks; cut after N pieces)
 //! - `x-mock-unknown-input-tokens`: input billed for each part only a provider
 //!   can size (a previous response, cached content, a file; default 1000)
+//! - `x-mock-gzip: 1`: answer gzip-compressed whatever the request asked
+//! - `x-mock-ignore-limit: 1`: a broken upstream that ignores output limits
 //!
 //! Output bounds are honoured the way the providers document them, reading
 //! the raw body itself (not Tollgate's parser), as the most generous
@@ -79,6 +81,9 @@ pub struct Billed {
     pub usage: Usage,
     pub completed: bool,
     pub output_tokens_sent: u64,
+    /// Names of the request headers the mock received, sorted.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -323,7 +328,11 @@ async fn handle(
     let cached = knob(&h, "x-mock-cached-tokens").unwrap_or(0);
     let w5 = knob(&h, "x-mock-cache-write-5m-tokens").unwrap_or(0);
     let w1 = knob(&h, "x-mock-cache-write-1h-tokens").unwrap_or(0);
-    let limit = honoured.limit.unwrap_or(u64::MAX);
+    let limit = if flag(&h, "x-mock-ignore-limit") {
+        u64::MAX
+    } else {
+        honoured.limit.unwrap_or(u64::MAX)
+    };
     let choices = honoured.choices;
     let reasoning = knob(&h, "x-mock-reasoning-tokens").unwrap_or(0).min(limit);
     let wanted = knob(&h, "x-mock-output-tokens").unwrap_or(s.config.output_tokens);
@@ -381,17 +390,31 @@ async fn handle(
         },
         completed: true,
         output_tokens_sent: words * choices,
+        headers: {
+            let mut names: Vec<String> = h.keys().map(|k| k.as_str().to_string()).collect();
+            names.sort();
+            names.dedup();
+            names
+        },
     };
     if !ttfb.is_zero() {
         tokio::time::sleep(ttfb).await;
     }
+    let gzip = flag(&h, "x-mock-gzip");
     if !req.stream {
         s.bill(billed);
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            render::body(&plan).to_string(),
-        )
-            .into_response();
+        let body = render::body(&plan).to_string();
+        if gzip {
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CONTENT_ENCODING, "gzip"),
+                ],
+                gzipped(body.as_bytes()),
+            )
+                .into_response();
+        }
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     billed.completed = false;
     billed.output_tokens_sent = 0;
@@ -433,11 +456,23 @@ async fn handle(
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
-    Response::builder()
+    let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, content_type)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
+        .header(header::CACHE_CONTROL, "no-cache");
+    if gzip {
+        // Only the header: a client that meters must refuse or decode it.
+        resp = resp.header(header::CONTENT_ENCODING, "gzip");
+    }
+    resp.body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn gzipped(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = e.write_all(b);
+    e.finish().unwrap_or_default()
 }
 
 /// Serves the mock on `listener` until the future is dropped.

@@ -77,8 +77,20 @@ fn piece(bytes: Bytes, tokens: u64) -> Piece {
     Piece { bytes, tokens }
 }
 
-/// The complete (non-streaming) JSON body.
+/// The complete (non-streaming) JSON body (without its usage fields when
+/// the plan is hostile with `omit_usage`).
 pub fn body(p: &Plan) -> Value {
+    let mut v = full_body(p);
+    if p.omit_usage
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("usage");
+        o.remove("usageMetadata");
+    }
+    v
+}
+
+fn full_body(p: &Plan) -> Value {
     let text = p.text();
     match p.endpoint {
         Endpoint::ChatCompletions => json!({

@@ -37,9 +37,6 @@ use crate::error::{BudgetRefusal, GatewayError};
 use crate::identity::{self, Caller};
 use settle::Draft;
 
-/// Largest non-streaming upstream body read for metering.
-const MAX_UPSTREAM_BODY: usize = 256 << 20;
-
 /// A request as it arrived on one of the provider routes.
 pub struct Inbound {
     pub endpoint: Endpoint,
@@ -251,6 +248,26 @@ async fn pipeline(
         }
     }
 
+    let encoding = upstream::content_encoding(&parts.headers);
+    if streaming && let Some(enc) = encoding {
+        // A compressed stream cannot be metered event by event: refused,
+        // and charged the worst case it was reserved for (the upstream may
+        // bill what it generated before the stream is dropped).
+        let u = draft.worst_case_usage();
+        let flags = Flags {
+            usage_estimated: true,
+            stream_interrupted: true,
+            ..Flags::default()
+        };
+        draft.finish(u, 502, Some(started.elapsed()), flags);
+        return Err(GatewayError::UpstreamUnreachable {
+            provider: route.provider.name.clone(),
+            reason: format!(
+                "answered with a compressed stream ({enc}); Tollgate meters only uncompressed streams"
+            ),
+        });
+    }
+
     if streaming {
         let sse = format != WireFormat::Gemini || gemini_sse;
         let filter = StreamFilter::new(endpoint, up.drop_usage_chunk, sse);
@@ -268,65 +285,50 @@ async fn pipeline(
 
     // Whole bodies: errors and non-streaming responses.
     let first_byte = started.elapsed();
-    let bytes = match tokio::time::timeout(
+    let limit = state.config.max_upstream_body_bytes;
+    let read = tokio::time::timeout(
         route.provider.timeout.saturating_sub(first_byte),
-        Limited::new(body, MAX_UPSTREAM_BODY).collect(),
+        Limited::new(body, limit).collect(),
     )
-    .await
-    {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            let err = GatewayError::UpstreamUnreachable {
-                provider: route.provider.name.clone(),
-                reason: format!("reading response body: {e}"),
-            };
-            let u = draft.estimate(None, "");
+    .await;
+    let raw = match read {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(format!("reading response body: {e}")),
+        Err(_) => Err(format!(
+            "response body not complete within {} ms",
+            route.provider.timeout.as_millis()
+        )),
+    };
+    let bytes = raw.and_then(|b| match encoding {
+        None => Ok(b),
+        Some(enc) => upstream::decompress(enc, &b, limit),
+    });
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(reason) => {
+            // The upstream answered and may have billed the whole generation:
+            // charged the worst case it was reserved for, flagged.
+            let u = draft.worst_case_usage();
             let flags = Flags {
                 usage_estimated: true,
                 stream_interrupted: true,
                 ..Flags::default()
             };
             draft.finish(u, 502, Some(first_byte), flags);
-            return Err(err);
-        }
-        Err(_) => {
-            let err = GatewayError::UpstreamTimeout {
+            return Err(GatewayError::UpstreamUnreachable {
                 provider: route.provider.name.clone(),
-                ms: route.provider.timeout.as_millis() as u64,
-            };
-            draft.finish(Usage::default(), 504, Some(first_byte), Flags::default());
-            return Err(err);
+                reason,
+            });
         }
     };
+    if encoding.is_some()
+        && let Some(h) = out.headers_mut()
     {
-        if status.is_success() {
-            let found = usage_from_body(endpoint, &bytes);
-            match found.usage {
-                Some(u) => {
-                    draft.finish(u, status.as_u16(), Some(first_byte), Flags::default());
-                }
-                None => {
-                    // A success without usage is still charged: counted, flagged.
-                    tracing::warn!(%request_id, "upstream response without usage; counting tokens");
-                    let text = String::from_utf8_lossy(&bytes);
-                    let u = draft.estimate(None, &text);
-                    let flags = Flags {
-                        usage_estimated: true,
-                        ..Flags::default()
-                    };
-                    draft.finish(u, status.as_u16(), Some(first_byte), flags);
-                }
-            }
-        } else {
-            // Providers do not bill failed requests.
-            draft.finish(
-                Usage::default(),
-                status.as_u16(),
-                Some(first_byte),
-                Flags::default(),
-            );
-        }
+        // The client gets the body decompressed.
+        h.remove(header::CONTENT_ENCODING);
+        h.remove(header::CONTENT_LENGTH);
     }
+    settle_body(&mut draft, endpoint, status, &bytes, first_byte, request_id);
     // After settlement: what is left once this response is paid for.
     if let Some(h) = out.headers_mut() {
         h.extend(budget_headers(state, &draft.applied, None));
@@ -335,9 +337,46 @@ async fn pipeline(
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
+/// Phase 8 for a whole body: usage from the body, or — a success without
+/// usage — counted from the body's text, bounded by the output limit the
+/// request was allowed. Failed requests are not billed by providers.
+fn settle_body(
+    draft: &mut Draft,
+    endpoint: Endpoint,
+    status: StatusCode,
+    bytes: &Bytes,
+    first_byte: std::time::Duration,
+    request_id: &str,
+) {
+    if !status.is_success() {
+        draft.finish(
+            Usage::default(),
+            status.as_u16(),
+            Some(first_byte),
+            Flags::default(),
+        );
+        return;
+    }
+    match usage_from_body(endpoint, bytes).usage {
+        Some(u) => {
+            draft.finish(u, status.as_u16(), Some(first_byte), Flags::default());
+        }
+        None => {
+            // A success without usage is still charged: counted, flagged.
+            tracing::warn!(%request_id, "upstream response without usage; counting tokens");
+            let u = draft.estimate_from_body(bytes);
+            let flags = Flags {
+                usage_estimated: true,
+                ..Flags::default()
+            };
+            draft.finish(u, status.as_u16(), Some(first_byte), flags);
+        }
+    }
+}
+
 /// Input tokens to reserve for `req` sent to `model`:
 /// - the prompt's text (messages, system, tools and schemas as JSON) in
-///   `o200k_base` tokens, bounded, counted or sampled by size (see
+///   `o200k_base` tokens, counted, or bounded by its bytes when long (see
 ///   `tokens::estimate_tokens`), and for Anthropic and Gemini a quarter
 ///   more (their tokenizers count more tokens for the same text);
 /// - a few tokens per message for the chat framing;
@@ -345,7 +384,8 @@ async fn pipeline(
 ///   (`tollgate_providers::input`);
 /// - for input only the provider can size (a previous response, cached
 ///   content, files, audio, video), `unknown_input_tokens` once (by default
-///   the model's context window: no request can carry more).
+///   the model's context window: no request can carry more);
+/// - at most the model's context window in all.
 fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> u64 {
     let size = req.input_size(model);
     let text = estimate_tokens(&size.text);
@@ -354,11 +394,16 @@ fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> 
         _ => text + text.div_ceil(4),
     };
     let framing = 4 * size.items + 16;
+    let catalog = state.catalog();
     let mut tokens = text + framing + size.fixed_tokens;
     if size.unknown_parts > 0 {
-        tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &state.catalog()));
+        tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &catalog));
     }
-    tokens
+    // No provider accepts more than the model's context window.
+    match catalog.context_window(model) {
+        Some(window) => tokens.min(window),
+        None => tokens,
+    }
 }
 
 /// Phase 6: reserves the request's worst case on every applicable budget,
@@ -377,6 +422,7 @@ async fn reserve(
         return Ok(None);
     }
     let input_tokens = estimate_input_tokens(state, req, &draft.model_served);
+    draft.input_estimate = Some(input_tokens);
     let makes_output = req.endpoint != Endpoint::Embeddings;
     let sizing = state.budgets.sizing(
         &price,

@@ -18,6 +18,10 @@ use tollgate_providers::{ParsedRequest, StreamFilter};
 use crate::budgets::{Applied, BudgetEngine, Reserved};
 use crate::identity::Caller;
 
+/// Most tokens one usage field is charged: far beyond any model's context
+/// or output. A larger report is clamped to it and flagged `usage_suspicious`.
+pub const USAGE_CEILING: u64 = 100_000_000;
+
 /// Everything about a request that its record needs, gathered before
 /// forwarding, and its reservation. Settles exactly once: through
 /// [`Draft::finish`], or on drop (a dropped handler: client gone, panic).
@@ -37,6 +41,8 @@ pub struct Draft {
     pub reserved: Option<Reserved>,
     /// The request went to the provider (from here on, it may be billed).
     pub forwarded: bool,
+    /// The input tokens reserved for, when a budget applied.
+    pub input_estimate: Option<u64>,
     done: bool,
 }
 
@@ -69,6 +75,7 @@ impl Draft {
             applied: Vec::new(),
             reserved: None,
             forwarded: false,
+            input_estimate: None,
             done: false,
         }
     }
@@ -106,19 +113,29 @@ impl Draft {
                 client_disconnected: flags.client_disconnected,
                 stream_interrupted: flags.stream_interrupted,
                 blocked: flags.blocked,
+                usage_suspicious: flags.usage_suspicious,
                 ..self.flags
             },
         }
     }
 
-    /// Charges `usage` and writes the record — once.
+    /// Charges `usage` and writes the record — once. Usage is first held
+    /// to what is plausible (see [`Draft::bounded`]).
     pub fn finish(
         &mut self,
         usage: Usage,
         status: u16,
         ttft: Option<Duration>,
-        flags: Flags,
+        mut flags: Flags,
     ) -> UsageRecord {
+        let (usage, suspicious) = self.bounded(usage);
+        if suspicious {
+            flags.usage_suspicious = true;
+            self.budgets
+                .suspicious
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(request_id = %self.request_id, ?usage, "implausible usage from the provider; charged up to the ceiling and flagged");
+        }
         let rec = self.record(usage, status, ttft, flags);
         if !self.request.endpoint.is_billable() {
             // Free endpoints (count_tokens) are neither charged nor recorded.
@@ -132,6 +149,87 @@ impl Draft {
                 .settle(self.reserved.as_ref(), actual, rec.clone());
         }
         rec
+    }
+
+    /// Usage as it will be charged: every field at most [`USAGE_CEILING`]
+    /// (a provider answer cannot make a cost no store holds), and whether it
+    /// is suspicious — clamped, or output far beyond what the request was
+    /// allowed (more than twice the granted limit × choices, plus 1,024).
+    /// Suspicious usage is still charged as reported up to the ceiling:
+    /// the provider bills what it reports.
+    fn bounded(&self, mut u: Usage) -> (Usage, bool) {
+        let mut clamped = false;
+        for t in [
+            &mut u.input_tokens,
+            &mut u.output_tokens,
+            &mut u.cached_input_tokens,
+            &mut u.cache_write_5m_tokens,
+            &mut u.cache_write_1h_tokens,
+            &mut u.reasoning_tokens,
+        ] {
+            if *t > USAGE_CEILING {
+                *t = USAGE_CEILING;
+                clamped = true;
+            }
+        }
+        let allowed = self
+            .reserved
+            .as_ref()
+            .map(|r| r.granted)
+            .or(self.request.max_output_tokens)
+            .map(|l| l.saturating_mul(self.request.choices.max(1)));
+        let beyond =
+            allowed.is_some_and(|a| u.output_tokens > a.saturating_mul(2).saturating_add(1024));
+        (u, clamped || beyond)
+    }
+
+    /// Output tokens per choice the request was allowed: what its
+    /// reservation granted, else its own limit, else the default.
+    fn allowed_output(&self) -> u64 {
+        self.reserved
+            .as_ref()
+            .map(|r| r.granted)
+            .or(self.request.max_output_tokens)
+            .unwrap_or(self.budgets.default_max_output_tokens)
+    }
+
+    fn counted_input(&self) -> u64 {
+        self.input_estimate
+            .unwrap_or_else(|| count_tokens(&self.request.prompt_text()))
+    }
+
+    /// The most this request can have cost: its input and every allowed
+    /// output token of every choice (what a broken or unreadable answer is
+    /// charged: the provider may bill the whole generation).
+    pub fn worst_case_usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.counted_input(),
+            output_tokens: self
+                .allowed_output()
+                .saturating_mul(self.request.choices.max(1)),
+            ..Usage::default()
+        }
+    }
+
+    /// Usage for a complete answer without usage fields: the input counted,
+    /// the output counted from the body's text but never more than the
+    /// output the request was allowed (a huge body does not make a huge
+    /// charge, nor a long count: at most a bounded prefix is read).
+    pub fn estimate_from_body(&self, body: &[u8]) -> Usage {
+        let allowed = self
+            .allowed_output()
+            .saturating_mul(self.request.choices.max(1));
+        // No token is longer than 64 bytes of text in practice; the prefix
+        // bounds the work, the min bounds the charge.
+        let prefix = &body[..body
+            .len()
+            .min(usize::try_from(allowed.saturating_mul(64)).unwrap_or(usize::MAX))];
+        let counted = tollgate_core::tokens::estimate_tokens(&String::from_utf8_lossy(prefix));
+        Usage {
+            input_tokens: self.counted_input(),
+            output_tokens: counted.min(allowed),
+            ..Usage::default()
+        }
     }
 
     /// Usage when the provider's final count never came: the partial count

@@ -138,6 +138,46 @@ pub fn is_stripped_response_header(name: &HeaderName, streaming: bool) -> bool {
     ) || (streaming && name == header::CONTENT_LENGTH)
 }
 
+/// The response's `content-encoding` unless it is `identity` (or absent).
+/// Tollgate asks for none (`accept-encoding` is never forwarded), but an
+/// upstream may compress anyway.
+pub fn content_encoding(headers: &HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(header::CONTENT_ENCODING)?
+        .to_str()
+        .unwrap_or("unreadable");
+    let v = v.trim();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("identity")).then_some(v)
+}
+
+/// Decompresses a whole body for metering, holding at most `limit` bytes:
+/// gzip and deflate; anything else is refused (it cannot be metered).
+pub fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let read = match encoding.to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut out),
+        other => {
+            return Err(format!(
+                "answered with content-encoding {other:?}, which Tollgate cannot meter"
+            ));
+        }
+    };
+    read.map_err(|e| format!("answered with a corrupt {encoding} body: {e}"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "answered with a {encoding} body larger than {limit} bytes once decompressed"
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
 pub struct UpstreamRequest<'a> {
     pub provider: &'a Provider,
     pub path: String,

@@ -9,6 +9,7 @@ mod jwt;
 mod budgets;
 mod cli;
 mod errors;
+mod escapes;
 mod metering;
 mod sdk;
 mod streams;

@@ -1,0 +1,417 @@
+//! No way around a budget: each test pins one way a request field, a
+//! header, a URL or an upstream answer got spend past a budget (or charged
+//! the wrong price), end to end through the real binaries. The mock honours
+//! every output field the way the providers document them (the most
+//! generous reading where several apply), so its bill is what a provider
+//! would charge.
+
+use serde_json::{Value, json};
+use tollgate_core::{Catalog, Usage};
+
+use crate::harness::*;
+
+fn budget(g: &Gateway, body: Value) -> Value {
+    post_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY), &body)
+}
+
+fn chat(
+    g: &Gateway,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut r = client()
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth(key)
+        .json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().unwrap()
+}
+
+/// What the mock billed in all, priced as `model` (list prices).
+fn billed_usd_units(m: &Mock, model: &str) -> i128 {
+    let price = Catalog::builtin().price_of(model).unwrap().clone();
+    m.billing()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let u: Usage = serde_json::from_value(b["usage"].clone()).unwrap();
+            price.cost(&u).total().units()
+        })
+        .sum()
+}
+
+fn msgs() -> Value {
+    json!([{"role": "user", "content": "hello there"}])
+}
+
+/// Sends `n` requests at once, each from its own thread; returns statuses.
+fn at_once(n: usize, send: impl Fn() -> u16 + Sync) -> Vec<u16> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(&send)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn regression_dual_limit_fields_are_refused_or_sent_as_one() {
+    // {"max_completion_tokens": 1000000, "max_tokens": 1} was sized on one
+    // field and honoured upstream on the other: $0.50 on a $0.01 budget.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "alice", "limit_usd": "0.01", "period": "daily"}),
+    );
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_completion_tokens": 1000000, "max_tokens": 1, "messages": msgs()}),
+        &[("x-mock-output-tokens", "50000")],
+    );
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disagree"),
+        "{body}"
+    );
+    // One field, either name: the upstream gets the same limit in the field
+    // it reads, and the mock (which honours the larger of both) stops there.
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let r = chat(
+            &g,
+            &key,
+            &json!({"model": "gpt-4o-mini", field: 7, "messages": msgs()}),
+            &[("x-mock-output-tokens", "50000")],
+        );
+        assert_eq!(r.status(), 200);
+        let bill = m.billed(&request_id(&r));
+        assert_eq!(bill["usage"]["output_tokens"], 7, "{field}: {bill}");
+    }
+    // Concurrency: 200 at once with both fields equal but huge, on the
+    // small budget: what the mock billed stays within it.
+    let statuses = at_once(200, || {
+        chat(
+            &g,
+            &key,
+            &json!({"model": "gpt-4o-mini", "max_completion_tokens": 100000, "max_tokens": 100000, "messages": msgs()}),
+            &[("x-mock-output-tokens", "50000")],
+        )
+        .status()
+        .as_u16()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(billed_usd_units(&m, "gpt-4o-mini") <= usd("0.01"));
+}
+
+#[test]
+fn regression_n_choices_are_reserved_each() {
+    // n: 128 was reserved as one choice: $0.64 on $0.01.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "alice", "limit_usd": "0.01", "period": "daily"}),
+    );
+    let statuses = at_once(200, || {
+        chat(
+            &g,
+            &key,
+            &json!({"model": "gpt-4o-mini", "n": 128, "max_tokens": 1000, "messages": msgs()}),
+            &[("x-mock-output-tokens", "1000")],
+        )
+        .status()
+        .as_u16()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let billed = billed_usd_units(&m, "gpt-4o-mini");
+    assert!(billed > 0, "some requests were served, capped");
+    assert!(
+        billed <= usd("0.01"),
+        "billed {billed} units on a $0.01 budget"
+    );
+    // best_of (completions) and candidateCount (Gemini) multiply too.
+    let (_, key) = g.create_key(json!({"user": "bob"}));
+    let r = client()
+        .post(format!("{}/v1/completions", g.url))
+        .bearer_auth(&key)
+        .header("x-mock-output-tokens", "100")
+        .json(&json!({"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "best_of": 5, "n": 2, "max_tokens": 10}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(m.billed(&request_id(&r))["usage"]["output_tokens"], 50);
+    let r = client()
+        .post(format!("{}/v1beta/models/gemini-2.5-flash:generateContent", g.url))
+        .header("x-goog-api-key", &key)
+        .header("x-mock-output-tokens", "100")
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"candidateCount": 3, "maxOutputTokens": 10}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rec = g.record(&request_id(&r));
+    assert_eq!(rec["output_tokens"], 30, "{rec}");
+}
+
+#[test]
+fn regression_images_and_token_arrays_are_reserved() {
+    // 100 concurrent requests with 50 images each billed $9.10 on $0.50.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "alice", "limit_usd": "0.50", "period": "daily"}),
+    );
+    let images: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "image_url", "image_url": {"url": format!("https://img.example/{i}.png")}}))
+        .collect();
+    let body = json!({"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": images}]});
+    let statuses = at_once(100, || {
+        chat(&g, &key, &body, &[("x-mock-output-tokens", "16")])
+            .status()
+            .as_u16()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let billed = billed_usd_units(&m, "gpt-4o");
+    assert!(
+        billed <= usd("0.50"),
+        "billed {billed} units on a $0.50 budget"
+    );
+
+    // Embeddings as token-id arrays (6.9× over before): a token budget holds.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    budget(
+        &g,
+        json!({"scope": "user", "subject": "alice", "limit_tokens": 10000, "period": "daily"}),
+    );
+    let ids: Vec<u32> = (0..3000).collect();
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            client()
+                .post(format!("{}/v1/embeddings", g.url))
+                .bearer_auth(&key)
+                .json(&json!({"model": "text-embedding-3-small", "input": [ids]}))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    let billed: u64 = m.billing()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["usage"]["input_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(billed <= 10000, "{billed}");
+}
+
+#[test]
+fn regression_gemini_path_model_is_exact() {
+    // The path model was percent-decoded, priced by the text after its last
+    // `/` and pasted into the upstream URL: gemini-2.5-pro was billed at
+    // flash-lite rates, and `%2F..%2F` reached other upstream paths with the
+    // operator's key.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    for path in [
+        "gemini-2.5-pro:generateContent%23%2Fgemini-2.5-flash-lite:generateContent",
+        "gemini-2.5-pro%2F..%2F..%2FtunedModels%2Fx:generateContent",
+        "..%2FcachedContents%2Fy:generateContent",
+        "gemini-2.5-pro%3Fkey%3Dz:generateContent",
+        "models%2Fmodels%2Fgemini-2.5-pro:generateContent",
+    ] {
+        let r = client()
+            .post(format!("{}/v1beta/models/{path}", g.url))
+            .header("x-goog-api-key", &key)
+            .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(
+            body["error"]["status"], "INVALID_ARGUMENT",
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        m.billing()["requests"].as_array().unwrap().len(),
+        0,
+        "nothing reached the provider"
+    );
+    // A key limited to flash-lite cannot reach pro through the path either.
+    let (_, lite) = g.create_key(json!({"user": "bob", "models": ["gemini-2.5-flash-lite"]}));
+    let r = client()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-pro:generateContent%23%2Fgemini-2.5-flash-lite:generateContent",
+            g.url
+        ))
+        .header("x-goog-api-key", &lite)
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[test]
+fn regression_headers_to_a_provider_are_an_allow_list() {
+    // OpenAI-Organization, OpenAI-Project, Cookie and X-Forwarded-For
+    // reached the provider with the operator's key; anthropic-beta could
+    // switch on what the catalog does not price.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": msgs()}),
+        &[
+            ("openai-organization", "org-victim"),
+            ("openai-project", "proj-victim"),
+            ("cookie", "session=abc"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("idempotency-key", "abc-1"),
+        ],
+    );
+    assert_eq!(r.status(), 200);
+    let seen = m.billed(&request_id(&r))["headers"].clone();
+    for h in [
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "x-forwarded-for",
+        "x-real-ip",
+    ] {
+        assert!(
+            !seen.as_array().unwrap().contains(&json!(h)),
+            "{h} in {seen}"
+        );
+    }
+    assert!(seen.as_array().unwrap().contains(&json!("idempotency-key")));
+    let anthropic = |beta: &str| {
+        client()
+            .post(format!("{}/v1/messages", g.url))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", beta)
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": msgs()}))
+            .send()
+            .unwrap()
+    };
+    let r = anthropic("code-execution-2025-05-22");
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("code-execution")
+    );
+    // claude-haiku-4-5 has no long-context price: the 1M-context beta is refused.
+    assert_eq!(anthropic("context-1m-2025-08-07").status(), 400);
+    assert_eq!(anthropic("interleaved-thinking-2025-05-14").status(), 200);
+}
+
+#[test]
+fn regression_compressed_and_usage_less_answers_are_metered() {
+    // A gzip-encoded answer went unmetered; a success without usage was
+    // charged its whole body's token count ($194 for 100 MB on max_tokens 100).
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 9, "messages": msgs()}),
+        &[("x-mock-gzip", "1"), ("x-mock-output-tokens", "9")],
+    );
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    let id = request_id(&r);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["usage"]["completion_tokens"], 9);
+    let rec = g.record(&id);
+    assert_eq!(rec["output_tokens"], 9, "{rec}");
+    assert_eq!(rec["flags"], json!([]));
+    // A compressed stream cannot be metered: refused, charged its worst case.
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 9, "stream": true, "messages": msgs()}),
+        &[("x-mock-gzip", "1")],
+    );
+    assert_eq!(r.status(), 502);
+    let rec = g.record(&request_id(&r));
+    assert_eq!(rec["output_tokens"], 9, "{rec}");
+    // No usage, and an upstream that ignores the limit: charged at most the limit.
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": msgs()}),
+        &[
+            ("x-mock-omit-usage", "1"),
+            ("x-mock-ignore-limit", "1"),
+            ("x-mock-output-tokens", "20000"),
+        ],
+    );
+    assert_eq!(r.status(), 200);
+    let rec = g.record(&request_id(&r));
+    assert_eq!(rec["output_tokens"], 100, "{rec}");
+    assert_eq!(rec["flags"], json!(["usage_estimated"]));
+}
+
+#[test]
+fn regression_absurd_usage_is_charged_bounded_and_loses_nothing() {
+    // One answer with absurd usage made a cost the store refused; the
+    // journal then retried that batch forever and every later record was lost.
+    let m = Mock::start(&[]);
+    let mut g = Gateway::start(&m);
+    let key = g.key();
+    let poison = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": msgs()}),
+        &[("x-mock-input-tokens", "1000000000000000000")],
+    );
+    assert_eq!(poison.status(), 200);
+    let poison_id = request_id(&poison);
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            request_id(&chat(
+                &g,
+                &key,
+                &json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": msgs()}),
+                &[],
+            ))
+        })
+        .collect();
+    let rec = g.record(&poison_id);
+    assert_eq!(rec["flags"], json!(["usage_suspicious"]), "{rec}");
+    assert_eq!(rec["input_tokens"], 100_000_000);
+    for id in &ids {
+        g.record(id);
+    }
+    let stats = get_json(&format!("{}/admin/stats", g.url), Some(ADMIN_KEY));
+    assert_eq!(stats["suspicious_usage"], 1, "{stats}");
+    g.terminate();
+}
