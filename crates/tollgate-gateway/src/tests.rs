@@ -59,14 +59,18 @@ pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
             ..ProviderConfig::default()
         })
         .collect(),
-        models: [("gpt-*", "openai"), ("claude-*", "anthropic"), ("gemini-*", "gemini")]
-            .into_iter()
-            .map(|(pattern, provider)| ModelRoute {
-                pattern: pattern.into(),
-                provider: provider.into(),
-                upstream_model: None,
-            })
-            .collect(),
+        models: [
+            ("gpt-*", "openai"),
+            ("claude-*", "anthropic"),
+            ("gemini-*", "gemini"),
+        ]
+        .into_iter()
+        .map(|(pattern, provider)| ModelRoute {
+            pattern: pattern.into(),
+            provider: provider.into(),
+            upstream_model: None,
+        })
+        .collect(),
         ..Config::default()
     };
     config.budgets =
