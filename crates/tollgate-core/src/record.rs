@@ -33,10 +33,12 @@ pub struct Flags {
     /// bounds, or past the ceiling a usage field may carry): charged as
     /// reported up to the ceiling.
     pub usage_suspicious: bool,
+    /// Tollgate ended the stream: its output passed what it was allowed.
+    pub cut_by_budget: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 9] = [
+    const NAMES: [&'static str; 10] = [
         "capped",
         "downgraded",
         "warned",
@@ -46,9 +48,10 @@ impl Flags {
         "stream_interrupted",
         "reconciled",
         "usage_suspicious",
+        "cut_by_budget",
     ];
 
-    fn bits(&self) -> [bool; 9] {
+    fn bits(&self) -> [bool; 10] {
         [
             self.capped,
             self.downgraded,
@@ -59,6 +62,7 @@ impl Flags {
             self.stream_interrupted,
             self.reconciled,
             self.usage_suspicious,
+            self.cut_by_budget,
         ]
     }
 
@@ -85,6 +89,7 @@ impl Flags {
                 "stream_interrupted" => f.stream_interrupted = true,
                 "reconciled" => f.reconciled = true,
                 "usage_suspicious" => f.usage_suspicious = true,
+                "cut_by_budget" => f.cut_by_budget = true,
                 _ => {}
             }
         }

@@ -893,7 +893,10 @@ async fn stats(State(s): State<AppState>) -> axum::Json<Value> {
             "batches": j.batches.load(Relaxed),
             "write_errors": j.write_errors.load(Relaxed),
             "waited_for_space": j.waited_for_space.load(Relaxed),
+            "quarantined": j.quarantined.load(Relaxed),
         },
+        // Records kept aside because the store refused them (all time).
+        "quarantined_records": s.store.quarantined_count().await.unwrap_or(0),
         "budgets_loaded": s.budgets.entries().len(),
         "models_priced": s.catalog().entries().count(),
         // Requests whose usage exceeded their reservation (an estimate miss:

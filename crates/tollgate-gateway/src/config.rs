@@ -27,6 +27,9 @@ fn default_max_body() -> usize {
 fn default_max_upstream_body() -> usize {
     16 << 20
 }
+fn default_shutdown_grace() -> u64 {
+    30
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +53,10 @@ pub struct Config {
     /// (decompressed); a larger one is a 502, charged its worst case.
     #[serde(default = "default_max_upstream_body")]
     pub max_upstream_body_bytes: usize,
+    /// On SIGTERM, how long requests and streams may still finish before
+    /// open streams are ended (charged for what passed).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -498,6 +505,7 @@ impl Default for Config {
             require_auth: true,
             max_body_bytes: default_max_body(),
             max_upstream_body_bytes: default_max_upstream_body(),
+            shutdown_grace_seconds: default_shutdown_grace(),
             providers: Vec::new(),
             models: Vec::new(),
             pricing: PricingConfig::default(),

@@ -7,8 +7,10 @@
 //! A reservation's sender waits for the batch that holds it to commit
 //! (group commit: the request is forwarded only once its reservation is
 //! durable); settlements and releases do not wait. Nothing is dropped: a
-//! full channel makes senders wait, a failed batch is retried (every entry
-//! is idempotent), and shutdown drains the channel.
+//! full channel makes senders wait; a failed batch is written again entry
+//! by entry (every entry is idempotent), each retried while the failure is
+//! transient and quarantined — kept exactly, aside — when the store refuses
+//! what it holds; shutdown drains the channel.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,8 @@ pub struct JournalStats {
     pub batches: AtomicU64,
     pub write_errors: AtomicU64,
     pub waited_for_space: AtomicU64,
+    /// Entries the store refused, kept aside (see [`Store::quarantine`]).
+    pub quarantined: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -183,24 +187,50 @@ fn write_batch(store: &dyn Store, batch: &mut Vec<JournalEntry>, stats: &Journal
     if batch.is_empty() {
         return;
     }
+    match store.apply_journal(batch) {
+        Ok(()) => {
+            stats
+                .entries_written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            batch.clear();
+        }
+        Err(e) => {
+            // The transaction rolled back whole. Write the entries one by
+            // one, so that one the store refuses cannot hold up the others.
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, entries = batch.len(), "writing a journal batch failed; writing its entries one by one");
+            for entry in batch.drain(..) {
+                write_one(store, entry, stats);
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes one entry: retried while the failure is transient (busy, disk
+/// full), quarantined when the store refuses what it holds.
+fn write_one(store: &dyn Store, entry: JournalEntry, stats: &JournalStats) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match store.apply_journal(batch) {
+        let err = match store.apply_journal(std::slice::from_ref(&entry)) {
             Ok(()) => {
-                stats
-                    .entries_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                batch.clear();
+                stats.entries_written.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            Err(e) => {
-                // The transaction rolled back whole; retrying it is safe.
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, entries = batch.len(), "writing the journal failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+            Err(e) if !e.is_transient() => match store.quarantine(&entry, &e.to_string()) {
+                Ok(()) => {
+                    stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "journal entry refused by the store; quarantined (kept, see `tollgate quarantine list`)");
+                    return;
+                }
+                Err(q) => q,
+            },
+            Err(e) => e,
+        };
+        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %err, "writing a journal entry failed; retrying");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

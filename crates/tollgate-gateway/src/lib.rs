@@ -58,6 +58,8 @@ pub struct AppState {
     pub budgets: Arc<BudgetEngine>,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub client: proxy::upstream::HttpClient,
+    /// Set when the shutdown grace is over: open streams end themselves.
+    pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -134,6 +136,7 @@ async fn assemble(
         journal,
         budgets: Arc::new(budgets),
         client: proxy::upstream::client(),
+        streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     Ok((state, writer))
 }
@@ -278,9 +281,34 @@ impl Gateway {
             axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
                 let _ = tcp.set_nodelay(true);
             });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // SIGTERM: stop accepting and let requests and streams finish, for
+        // `shutdown_grace_seconds` at most; then open streams end (cleanly,
+        // charged for what passed), and a request still waiting on its
+        // upstream gets a few seconds more before it is dropped (its draft
+        // charges what the provider saw).
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_seconds);
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        });
+        let server = server.into_future();
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = async {
+                match on_signal.await {
+                    Ok(()) => tokio::time::sleep(grace).await,
+                    Err(_) => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace over: ending open streams");
+                let _ = self.state.streams_end.send(true);
+                tokio::time::timeout(Duration::from_secs(5), &mut server)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
         for task in &self.refresh {
             task.abort();
         }

@@ -15,6 +15,8 @@
 //!   can size (a previous response, cached content, a file; default 1000)
 //! - `x-mock-gzip: 1`: answer gzip-compressed whatever the request asked
 //! - `x-mock-ignore-limit: 1`: a broken upstream that ignores output limits
+//! - `x-mock-report-output-tokens: N`: report N output tokens in the usage
+//!   fields (a lying upstream); the bill keeps the true count
 //!
 //! Output bounds are honoured the way the providers document them, reading
 //! the raw body itself (not Tollgate's parser), as the most generous
@@ -352,6 +354,14 @@ async fn handle(
         cache_write_1h_tokens: w1,
         reasoning_tokens: reasoning.saturating_mul(choices),
     };
+    // What the answer says; the bill below keeps the truth.
+    let reported = match knob(&h, "x-mock-report-output-tokens") {
+        Some(n) => Usage {
+            output_tokens: n,
+            ..usage
+        },
+        None => usage,
+    };
     let embedding_inputs = match req.body().get("input") {
         Some(serde_json::Value::Array(a)) => a.len(),
         _ => 1,
@@ -361,7 +371,7 @@ async fn handle(
         endpoint,
         model: req.model.clone(),
         sse,
-        usage,
+        usage: reported,
         output_words: words,
         choices,
         hit_limit: words < wanted,

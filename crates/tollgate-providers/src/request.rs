@@ -193,6 +193,11 @@ impl ParsedRequest {
         &self.body
     }
 
+    /// The size of the body as received, in bytes.
+    pub fn body_len(&self) -> usize {
+        self.original.len()
+    }
+
     /// The input's size as far as Tollgate can know it, for `model` (the
     /// model served: image token formulas are model-specific).
     pub fn input_size(&self, model: &str) -> InputSize {

@@ -33,6 +33,28 @@ pub enum StoreError {
     Duplicate(String),
 }
 
+impl StoreError {
+    /// Whether retrying the same write can succeed: the database was busy,
+    /// locked, out of space or failed at I/O. Anything else (a value the
+    /// store cannot hold, a constraint) fails again the same way.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | OutOfMemory
+                    | CannotOpen
+            ),
+            StoreError::Task(_) => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
@@ -54,6 +76,17 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch of journal entries in one transaction. Blocks: it
     /// is called from the journal's own thread, never from async code.
     fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
+    /// Keeps an entry that [`Store::apply_journal`] refuses for what it
+    /// holds (not for a passing I/O failure): a settlement's counters are
+    /// charged and its reservation closed as usual, and its record is kept
+    /// exactly, aside, until [`Store::retry_quarantined`] writes it. One bad
+    /// record never holds up the rest.
+    fn quarantine(&self, entry: &JournalEntry, reason: &str) -> Result<()>;
+    async fn quarantined(&self) -> Result<Vec<Quarantined>>;
+    async fn quarantined_count(&self) -> Result<u64>;
+    /// Writes quarantined records that the store now accepts; returns how
+    /// many were written and how many still fail.
+    async fn retry_quarantined(&self) -> Result<(usize, usize)>;
     /// Makes a reservation durable before its request is forwarded; it is
     /// closed by the `Settle` or `Release` entry with its id. Short: the
     /// embedded store appends one line to its reservation log.
@@ -83,6 +116,15 @@ pub trait Store: Send + Sync + 'static {
     async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
     /// Changes whenever a stored price changes: (count, latest update in ms).
     async fn prices_version(&self) -> Result<(i64, i64)>;
+}
+
+/// A record kept aside because the store refused it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quarantined {
+    pub request_id: String,
+    pub quarantined_at: Timestamp,
+    pub reason: String,
+    pub record: UsageRecord,
 }
 
 /// A budget as stored: its id and the validated input that recreates it.

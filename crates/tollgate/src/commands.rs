@@ -12,7 +12,7 @@ use tollgate_gateway::identity::{self, NewKey};
 use tollgate_gateway::{Config, Gateway};
 use tollgate_store::{GroupBy, ReportQuery, Store};
 
-use crate::{BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, UsageCmd};
+use crate::{BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd, UsageCmd};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -77,6 +77,7 @@ pub async fn run(cmd: Command) -> Result<()> {
         Command::Pricing { action } => pricing(action).await,
         Command::CheckConfig(arg) => check_config(&arg).await,
         Command::Budgets { action } => budgets(action).await,
+        Command::Quarantine { action } => quarantine(action).await,
         Command::Explain {
             cfg,
             key,
@@ -105,6 +106,30 @@ pub async fn run(cmd: Command) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+    }
+}
+
+async fn quarantine(action: QuarantineCmd) -> Result<()> {
+    match action {
+        QuarantineCmd::List { cfg } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            for q in store.quarantined().await? {
+                let line = serde_json::json!({
+                    "request_id": q.request_id,
+                    "quarantined_at": q.quarantined_at.to_string(),
+                    "reason": q.reason,
+                    "record": admin::record_json(&q.record),
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+        QuarantineCmd::Retry { cfg } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            let (written, failing) = store.retry_quarantined().await?;
+            println!("{written} written, {failing} still refused");
             Ok(())
         }
     }

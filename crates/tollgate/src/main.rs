@@ -116,8 +116,28 @@ enum Command {
         #[arg(long)]
         input_tokens: Option<u64>,
     },
+    /// Records the store refused to write (kept exactly, aside): list them,
+    /// or write again those it now accepts.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCmd,
+    },
     /// Validate the configuration and print what it sets up.
     CheckConfig(#[command(flatten)] ConfigArg),
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// Every quarantined record, with why the store refused it (JSON lines).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Writes the quarantined records the store now accepts.
+    Retry {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
 }
 
 // Parsed once per run: the size difference between variants costs nothing.

@@ -193,6 +193,7 @@ async fn pipeline(
 
     // 6. reserve — once, on the final model and provider, on every budget that applies.
     let max_output = reserve(state, &mut draft, &req).await?;
+    draft.output_limit = max_output.or(req.max_output_tokens);
 
     // 7. forward
     let up = req.upstream_body(
@@ -277,6 +278,7 @@ async fn pipeline(
             draft,
             status.as_u16(),
             route.provider.stream_idle_timeout,
+            state.streams_end.subscribe(),
         );
         return out
             .body(Body::from_stream(stream))
@@ -408,7 +410,9 @@ fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> 
 
 /// Phase 6: reserves the request's worst case on every applicable budget,
 /// capping the output limit to what they afford. Returns the output limit
-/// to send upstream, if Tollgate must set one.
+/// to send upstream, if Tollgate must set one. A request no budget applies
+/// to is still reserved (on no line): its reservation is in the log before
+/// it is forwarded, so a crash leaves a record of it (`reconciled`).
 async fn reserve(
     state: &AppState,
     draft: &mut Draft,
@@ -418,10 +422,18 @@ async fn reserve(
         return Ok(None);
     };
     let applied = state.budgets.applicable(&draft.caller, &draft.model_served);
-    if applied.is_empty() {
-        return Ok(None);
-    }
-    let input_tokens = estimate_input_tokens(state, req, &draft.model_served);
+    let unbudgeted = applied.is_empty();
+    let input_tokens = if unbudgeted {
+        // Only a crash ever charges this (no budget to hold): a cheap bound,
+        // the body's bytes, not a count.
+        let bound = req.body_len() as u64;
+        state
+            .catalog()
+            .context_window(&draft.model_served)
+            .map_or(bound, |w| bound.min(w))
+    } else {
+        estimate_input_tokens(state, req, &draft.model_served)
+    };
     draft.input_estimate = Some(input_tokens);
     let makes_output = req.endpoint != Endpoint::Embeddings;
     let sizing = state.budgets.sizing(
@@ -447,6 +459,12 @@ async fn reserve(
         .reserve(&draft.request_id, &applied, sizing, template)
         .await
     {
+        Ok(r) if unbudgeted => {
+            // Logged all the same, so that a crash loses no record; the
+            // request goes upstream as the caller sent it.
+            draft.reserved = Some(r);
+            Ok(None)
+        }
         Ok(r) => {
             draft.flags.capped = makes_output && r.granted < want;
             draft.flags.warned = r.warned;

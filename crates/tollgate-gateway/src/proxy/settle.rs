@@ -41,8 +41,11 @@ pub struct Draft {
     pub reserved: Option<Reserved>,
     /// The request went to the provider (from here on, it may be billed).
     pub forwarded: bool,
-    /// The input tokens reserved for, when a budget applied.
+    /// The input tokens reserved for (a bound when no budget applied).
     pub input_estimate: Option<u64>,
+    /// The output limit per choice the upstream was sent (Tollgate's, or
+    /// the caller's own when Tollgate set none).
+    pub output_limit: Option<u64>,
     done: bool,
 }
 
@@ -76,6 +79,7 @@ impl Draft {
             reserved: None,
             forwarded: false,
             input_estimate: None,
+            output_limit: None,
             done: false,
         }
     }
@@ -172,25 +176,19 @@ impl Draft {
                 clamped = true;
             }
         }
-        let allowed = self
-            .reserved
-            .as_ref()
-            .map(|r| r.granted)
-            .or(self.request.max_output_tokens)
-            .map(|l| l.saturating_mul(self.request.choices.max(1)));
+        let allowed = self.allowed_output();
         let beyond =
             allowed.is_some_and(|a| u.output_tokens > a.saturating_mul(2).saturating_add(1024));
         (u, clamped || beyond)
     }
 
-    /// Output tokens per choice the request was allowed: what its
-    /// reservation granted, else its own limit, else the default.
-    fn allowed_output(&self) -> u64 {
-        self.reserved
-            .as_ref()
-            .map(|r| r.granted)
-            .or(self.request.max_output_tokens)
-            .unwrap_or(self.budgets.default_max_output_tokens)
+    /// Output tokens the upstream was allowed in all: the limit per choice
+    /// it was sent (Tollgate's granted limit, or the caller's own) times
+    /// the choices; `None` when the request carried no limit at all (the
+    /// upstream's default applies).
+    pub fn allowed_output(&self) -> Option<u64> {
+        self.output_limit
+            .map(|l| l.saturating_mul(self.request.choices.max(1)))
     }
 
     fn counted_input(&self) -> u64 {
@@ -204,9 +202,11 @@ impl Draft {
     pub fn worst_case_usage(&self) -> Usage {
         Usage {
             input_tokens: self.counted_input(),
-            output_tokens: self
-                .allowed_output()
-                .saturating_mul(self.request.choices.max(1)),
+            output_tokens: self.allowed_output().unwrap_or_else(|| {
+                self.budgets
+                    .default_max_output_tokens
+                    .saturating_mul(self.request.choices.max(1))
+            }),
             ..Usage::default()
         }
     }
@@ -216,11 +216,10 @@ impl Draft {
     /// output the request was allowed (a huge body does not make a huge
     /// charge, nor a long count: at most a bounded prefix is read).
     pub fn estimate_from_body(&self, body: &[u8]) -> Usage {
-        let allowed = self
-            .allowed_output()
-            .saturating_mul(self.request.choices.max(1));
+        let allowed = self.allowed_output().unwrap_or(u64::MAX);
         // No token is longer than 64 bytes of text in practice; the prefix
-        // bounds the work, the min bounds the charge.
+        // bounds the work (and counting stops at 64 KB: beyond, the bytes
+        // bound the tokens), the min bounds the charge.
         let prefix = &body[..body
             .len()
             .min(usize::try_from(allowed.saturating_mul(64)).unwrap_or(usize::MAX))];
@@ -280,7 +279,15 @@ enum End {
     Complete,
     UpstreamBroken,
     ClientGone,
+    /// Past its output limit by the margin: cut by Tollgate.
+    OverLimit,
+    /// Still open when the shutdown grace ran out.
+    Shutdown,
 }
+
+/// A stream is cut once its visible output passes what it was allowed by
+/// a tenth plus this many tokens (a broken upstream that ignores the limit).
+const CUT_MARGIN_TOKENS: u64 = 64;
 
 /// The metered stream state; its `Drop` settles a stream the client abandoned.
 struct Metering {
@@ -288,16 +295,55 @@ struct Metering {
     draft: Option<Draft>,
     status: u16,
     first_byte: Option<Duration>,
+    /// Output tokens allowed in all (limit × choices), if the request had a limit.
+    allowed: Option<u64>,
+    /// Output text length at which to count it again (every token is at
+    /// least a byte, so below `allowed` bytes nothing needs counting; then
+    /// counts are spaced geometrically, a bounded cost per byte).
+    next_count_at: usize,
+    /// Turns true when the shutdown grace is over.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Metering {
+    /// Whether the visible output has passed the allowed output by the margin.
+    fn over_limit(&mut self) -> bool {
+        let Some(allowed) = self.allowed else {
+            return false;
+        };
+        let text = self.filter.output_text();
+        if text.len() < self.next_count_at {
+            return false;
+        }
+        self.next_count_at = text.len() + (text.len() / 4).max(256);
+        count_tokens(text) > allowed + allowed / 10 + CUT_MARGIN_TOKENS
+    }
+
     fn settle(&mut self, end: End) {
         let Some(mut draft) = self.draft.take() else {
             return;
         };
         let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());
+        let mut suspicious = false;
         let (usage, estimated) = match final_usage {
-            Some(u) => (u, false),
+            Some(mut u) => {
+                // Usage far below what visibly streamed is not believed: the
+                // stream is charged what it streamed. Counted only when the
+                // text is long enough to contradict the report.
+                let text = self.filter.output_text();
+                let floor = u
+                    .output_tokens
+                    .saturating_mul(2)
+                    .saturating_add(CUT_MARGIN_TOKENS);
+                if text.len() as u64 > floor {
+                    let streamed = count_tokens(text);
+                    if streamed > floor {
+                        u.output_tokens = streamed.saturating_add(u.reasoning_tokens);
+                        suspicious = true;
+                    }
+                }
+                (u, false)
+            }
             None => (
                 draft.estimate(self.filter.usage(), self.filter.output_text()),
                 true,
@@ -306,9 +352,13 @@ impl Metering {
         let flags = Flags {
             usage_estimated: estimated,
             client_disconnected: end == End::ClientGone,
-            stream_interrupted: end == End::UpstreamBroken,
+            stream_interrupted: matches!(end, End::UpstreamBroken | End::Shutdown),
+            usage_suspicious: suspicious,
             ..Flags::default()
         };
+        if end == End::OverLimit {
+            draft.flags.cut_by_budget = true;
+        }
         if estimated {
             tracing::warn!(request_id = %draft.request_id, ?end, "stream ended without final usage; counted from streamed text");
         }
@@ -336,12 +386,17 @@ pub fn metered_stream(
     draft: Draft,
     status: u16,
     idle: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let allowed = draft.allowed_output();
     let m = Metering {
         filter,
         draft: Some(draft),
         status,
         first_byte: None,
+        allowed,
+        next_count_at: usize::try_from(allowed.unwrap_or(0)).unwrap_or(usize::MAX),
+        shutdown,
     };
     futures_util::stream::unfold(
         Flow::Streaming(body, Box::new(m)),
@@ -354,7 +409,17 @@ pub fn metered_stream(
             let mut out = bytes::BytesMut::new();
             loop {
                 let next = if out.is_empty() {
-                    tokio::time::timeout(idle, body.frame()).await
+                    let next = tokio::select! {
+                        next = tokio::time::timeout(idle, body.frame()) => Some(next),
+                        _ = m.shutdown.wait_for(|stop| *stop) => None,
+                    };
+                    let Some(next) = next else {
+                        // The shutdown grace is over: the stream ends here,
+                        // cleanly, charged for what passed.
+                        m.settle(End::Shutdown);
+                        return None;
+                    };
+                    next
                 } else {
                     match futures_util::FutureExt::now_or_never(body.frame()) {
                         Some(frame) => Ok(frame),
@@ -372,6 +437,14 @@ pub fn metered_stream(
                         match m.filter.push(&data) {
                             Ok(events) => {
                                 out.extend_from_slice(&events);
+                                if m.over_limit() {
+                                    // Past its limit by the margin: cut, charged
+                                    // what it streamed; the upstream is dropped.
+                                    tracing::warn!("stream past its output limit; cut");
+                                    m.settle(End::OverLimit);
+                                    return (!out.is_empty())
+                                        .then(|| (Ok(out.freeze()), Flow::Done));
+                                }
                                 continue;
                             }
                             Err(e) => {

@@ -26,7 +26,7 @@ use tollgate_core::ledger::Amount;
 
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
-use crate::{Result, Store, StoreError, StoredBudget};
+use crate::{Quarantined, Result, Store, StoreError, StoredBudget};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -69,7 +69,10 @@ impl SqliteStore {
             configure(&checkpointer)?;
             let (reslog, recovered) = reslog::ReservationLog::open(Path::new(&path), |id| {
                 Ok(writer
-                    .prepare_cached("SELECT 1 FROM usage_records WHERE request_id = ?1")?
+                    .prepare_cached(
+                        "SELECT 1 FROM usage_records WHERE request_id = ?1 \
+                         UNION ALL SELECT 1 FROM quarantined_records WHERE request_id = ?1",
+                    )?
                     .query_row([id], |_| Ok(()))
                     .optional()?
                     .is_some())
@@ -538,6 +541,122 @@ impl Store for SqliteStore {
             }
         }
         Ok(())
+    }
+
+    fn quarantine(&self, entry: &JournalEntry, reason: &str) -> Result<()> {
+        let mut c = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = c.transaction()?;
+        let mut closed = None;
+        let mut released = None;
+        match entry {
+            JournalEntry::Settle {
+                reservation,
+                charges,
+                actual,
+                record,
+            } => {
+                if let Some(id) = reservation {
+                    tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                        .execute([id])?;
+                    closed = Some(id.as_str());
+                }
+                for key in charges {
+                    add_to_counter(&tx, key, *actual)?;
+                }
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO quarantined_records (request_id, time, reason, record) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    record.request_id,
+                    ms(Timestamp::now()),
+                    reason,
+                    to_json(record.as_ref())?
+                ])?;
+            }
+            JournalEntry::Release { id } => {
+                tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                    .execute([id])?;
+                released = Some(id.as_str());
+            }
+            JournalEntry::Reserve { .. } => {}
+        }
+        tx.commit()?;
+        self.reslog.settled(closed);
+        if let Some(id) = released {
+            self.reslog.release(id)?;
+        }
+        Ok(())
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT request_id, time, reason, record FROM quarantined_records ORDER BY time",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(request_id, t, reason, record)| {
+                    Ok(Quarantined {
+                        request_id,
+                        quarantined_at: ts(t),
+                        reason,
+                        record: serde_json::from_str(&record)
+                            .map_err(|e| StoreError::Invalid(format!("quarantined record: {e}")))?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn retry_quarantined(&self) -> Result<(usize, usize)> {
+        let all = self.quarantined().await?;
+        self.write(move |c| {
+            let (mut applied, mut failing) = (0, 0);
+            for q in all {
+                // Each in its own transaction: one that still fails keeps its place.
+                let tx = c.transaction()?;
+                match insert_record(&tx, &q.record) {
+                    Ok(()) => {
+                        tx.prepare_cached("DELETE FROM quarantined_records WHERE request_id = ?1")?
+                            .execute([&q.request_id])?;
+                        tx.commit()?;
+                        applied += 1;
+                    }
+                    Err(e) => {
+                        drop(tx);
+                        c.prepare_cached(
+                            "UPDATE quarantined_records SET reason = ?2 WHERE request_id = ?1",
+                        )?
+                        .execute(params![q.request_id, e.to_string()])?;
+                        failing += 1;
+                    }
+                }
+            }
+            Ok((applied, failing))
+        })
+        .await
+    }
+
+    async fn quarantined_count(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT COUNT(*) FROM quarantined_records", [], |r| {
+                    r.get::<_, i64>(0)
+                })?
+                .max(0) as u64,
+            )
+        })
+        .await
     }
 
     fn log_reservation(&self, r: &OpenReservation) -> Result<()> {

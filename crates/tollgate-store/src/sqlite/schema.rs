@@ -101,6 +101,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger_counters_v3 RENAME TO ledger_counters;",
     // 4: budgets are loaded a page at a time in (created_at, id) order.
     "CREATE INDEX budgets_order ON budgets(created_at, id);",
+    // 5: records the store could not write as rows, kept exactly (JSON)
+    // until re-applied; their counters and reservations were applied.
+    "CREATE TABLE quarantined_records (
+        request_id TEXT PRIMARY KEY,
+        time INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        record TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -418,3 +418,45 @@ async fn torn_last_line_is_ignored_and_fenced() {
         "the release line was read"
     );
 }
+
+/// Regression: a record whose cost no column holds failed its batch, which
+/// was retried forever: every later record was lost. Now the store refuses
+/// it (not a transient error), and quarantine keeps it exactly, charges its
+/// counters and closes its reservation, so a restart neither reconciles it
+/// again nor loses it.
+#[tokio::test]
+async fn regression_a_record_the_store_refuses_is_quarantined_not_retried_forever() {
+    use crate::journal::JournalEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let open = || SqliteStore::open(path.to_str().unwrap());
+    let s = open().await.unwrap();
+    s.log_reservation(&logged("req_poison")).unwrap();
+    let huge = i128::from(i64::MAX) * 1000;
+    let poison = JournalEntry::Settle {
+        reservation: Some("req_poison".into()),
+        charges: vec!["u|alice|0".into()],
+        actual: Amount::new(Money::from_units(huge), 10),
+        record: Box::new(record("req_poison", 1_700_000_000, "alice", "gpt-4o", huge)),
+    };
+    let err = s.apply_journal(std::slice::from_ref(&poison)).unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    s.quarantine(&poison, &err.to_string()).unwrap();
+    let q = s.quarantined().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].record.cost, Money::from_units(huge), "kept exactly");
+    assert!(q[0].reason.contains("out of range"), "{}", q[0].reason);
+    assert_eq!(s.quarantined_count().await.unwrap(), 1);
+    // Still refused: it stays, with its reason.
+    assert_eq!(s.retry_quarantined().await.unwrap(), (0, 1));
+    drop(s);
+    let s = open().await.unwrap();
+    let (counters, open_now) = s.load_ledger().await.unwrap();
+    assert!(open_now.is_empty(), "the reservation is closed");
+    let c = counters.iter().find(|(k, _)| k == "u|alice|0").unwrap();
+    assert_eq!(
+        c.1.money,
+        Money::from_units(huge),
+        "its spend is charged exactly"
+    );
+}

@@ -415,3 +415,163 @@ fn regression_absurd_usage_is_charged_bounded_and_loses_nothing() {
     assert_eq!(stats["suspicious_usage"], 1, "{stats}");
     g.terminate();
 }
+
+#[test]
+fn regression_kill_9_loses_no_record_of_unbudgeted_requests() {
+    // Only budgeted requests were in the reservation log: after kill -9,
+    // records of unbudgeted requests in flight (or queued) were gone.
+    let m = Mock::start(&[]);
+    let mut g = Gateway::start(&m);
+    let key = g.key();
+    let url = g.url.clone();
+    let handles: Vec<_> = (0..60u64)
+        .map(|i| {
+            let (url, key) = (url.clone(), key.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(i * 4));
+                let stream = i % 2 == 0;
+                let _ = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .header("x-mock-chunk-delay-ms", "10")
+                    .header("x-mock-ttfb-ms", if stream { "0" } else { "150" })
+                    .header("x-mock-output-tokens", "40")
+                    .json(&json!({"model": "gpt-4o-mini", "stream": stream, "messages": msgs()}))
+                    .send()
+                    .and_then(|r| r.text());
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut child = g.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for h in handles {
+        let _ = h.join();
+    }
+    g.restart();
+    let records = g.records();
+    let billing = m.billing();
+    let billed: Vec<&str> = billing["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["request_id"].as_str())
+        .collect();
+    assert!(!billed.is_empty());
+    for id in &billed {
+        assert!(
+            records.iter().any(|r| r["request_id"] == *id),
+            "the provider billed {id}, which has no record"
+        );
+    }
+    // A record the provider never billed is a reconciled one (in the log,
+    // killed before it was forwarded): charged at its bound, never lost.
+    for r in &records {
+        if !billed.contains(&r["request_id"].as_str().unwrap()) {
+            assert!(
+                r["flags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("reconciled")),
+                "{r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn regression_sigterm_ends_a_never_ending_stream_within_its_grace() {
+    // SIGTERM waited forever on a stream that never ends.
+    let m = Mock::start(&[]);
+    let mut g = Gateway::start_with(&m, "shutdown_grace_seconds: 1\n");
+    let key = g.key();
+    let url = g.url.clone();
+    let reader = std::thread::spawn(move || {
+        let r = client()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("x-mock-chunk-delay-ms", "100")
+            .header("x-mock-output-tokens", "100000")
+            .json(&json!({"model": "gpt-4o-mini", "stream": true, "messages": msgs()}))
+            .send()
+            .unwrap();
+        let id = request_id(&r);
+        // The body ends (not an error) when the gateway ends the stream.
+        let text = r.text();
+        (id, text.is_ok())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    g.terminate();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    let (id, clean) = reader.join().unwrap();
+    assert!(clean, "the stream was ended cleanly");
+    g.restart();
+    let rec = g.record(&id);
+    assert!(
+        rec["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("stream_interrupted")),
+        "{rec}"
+    );
+    assert!(
+        rec["output_tokens"].as_u64().unwrap() > 0,
+        "charged for what passed: {rec}"
+    );
+}
+
+#[test]
+fn regression_streams_are_metered_defensively() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    // A stream that keeps producing past its output limit is cut at a margin.
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 20, "stream": true, "messages": msgs()}),
+        &[
+            ("x-mock-ignore-limit", "1"),
+            ("x-mock-output-tokens", "20000"),
+        ],
+    );
+    let id = request_id(&r);
+    let _ = r.text();
+    let rec = g.record(&id);
+    assert!(
+        rec["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("cut_by_budget")),
+        "{rec}"
+    );
+    let out = rec["output_tokens"].as_u64().unwrap();
+    assert!(out > 20 && out < 1000, "cut near its limit: {rec}");
+    // Usage far below what visibly streamed is charged what streamed.
+    let r = chat(
+        &g,
+        &key,
+        &json!({"model": "gpt-4o-mini", "max_tokens": 500, "stream": true, "messages": msgs()}),
+        &[
+            ("x-mock-output-tokens", "400"),
+            ("x-mock-report-output-tokens", "3"),
+        ],
+    );
+    let id = request_id(&r);
+    let _ = r.text();
+    let rec = g.record(&id);
+    assert_eq!(rec["output_tokens"], 400, "{rec}");
+    assert!(
+        rec["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("usage_suspicious")),
+        "{rec}"
+    );
+}
