@@ -904,5 +904,8 @@ async fn stats(State(s): State<AppState>) -> axum::Json<Value> {
         "overspent_requests": s.budgets.overspent.load(Relaxed),
         // Usage fields beyond any plausible bound, charged up to the ceiling.
         "suspicious_usage": s.budgets.suspicious.load(Relaxed),
+        // Unknown keys cost no database read; misses refresh the key map at
+        // most once a second.
+        "key_miss_refreshes": s.keys.miss_refreshes.load(Relaxed),
     }))
 }

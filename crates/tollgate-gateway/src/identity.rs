@@ -199,14 +199,28 @@ impl CachedKey {
     }
 }
 
-/// The in-memory key map.
+/// The in-memory key map. Every key is in it: a presented key it does not
+/// know costs no database read, only — at most once a second, whoever
+/// asks — the same bounded refresh (keys changed since the last one) that
+/// runs every two seconds anyway, so a key the CLI just created works at
+/// once and a flood of random keys costs nothing.
 pub struct KeyCache {
     by_hash: RwLock<HashMap<[u8; 32], CachedKey>>,
     store: Arc<dyn Store>,
+    /// Keys changed at or after this were not read yet.
+    watermark: std::sync::Mutex<Timestamp>,
+    /// When a miss last triggered a refresh (single flight).
+    last_miss_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Refreshes triggered by misses (tests and stats).
+    pub miss_refreshes: std::sync::atomic::AtomicU64,
 }
+
+/// Misses refresh the map at most this often.
+const MISS_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 impl KeyCache {
     pub async fn load(store: Arc<dyn Store>) -> Result<Arc<KeyCache>, tollgate_store::StoreError> {
+        let started = Timestamp::now();
         let mut map = HashMap::new();
         let mut after = None;
         loop {
@@ -219,6 +233,9 @@ impl KeyCache {
         Ok(Arc::new(KeyCache {
             by_hash: RwLock::new(map),
             store,
+            watermark: std::sync::Mutex::new(started),
+            last_miss_refresh: tokio::sync::Mutex::new(None),
+            miss_refreshes: Default::default(),
         }))
     }
 
@@ -249,14 +266,33 @@ impl KeyCache {
         if let Some(r) = self.lookup(&hash) {
             return r;
         }
-        let found = self
-            .store
-            .key_by_hash(hash)
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .ok_or(GatewayError::InvalidKey)?;
-        self.upsert(found);
+        {
+            // Concurrent misses wait for one refresh, and only one a second runs.
+            let mut last = self.last_miss_refresh.lock().await;
+            if last.is_none_or(|t| t.elapsed() >= MISS_REFRESH_EVERY) {
+                *last = Some(std::time::Instant::now());
+                self.miss_refreshes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "key refresh failed");
+                }
+            }
+        }
         self.lookup(&hash).unwrap_or(Err(GatewayError::InvalidKey))
+    }
+
+    /// Reads the keys changed since the last refresh (overlapping by a
+    /// second so a write racing the query is not missed).
+    async fn refresh(&self) -> Result<(), tollgate_store::StoreError> {
+        let from = *self.watermark.lock().unwrap_or_else(|e| e.into_inner())
+            - jiff::SignedDuration::from_secs(1);
+        let now = Timestamp::now();
+        for k in self.store.keys_updated_since(from).await? {
+            self.upsert(k);
+        }
+        let mut w = self.watermark.lock().unwrap_or_else(|e| e.into_inner());
+        *w = (*w).max(now);
+        Ok(())
     }
 
     /// Keeps the map in step with the store (keys created or revoked by the
@@ -264,22 +300,12 @@ impl KeyCache {
     pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let mut since = Timestamp::now();
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                // Overlap windows by a second so a write racing the query is not missed.
-                let from = since - jiff::SignedDuration::from_secs(1);
-                let now = Timestamp::now();
-                match cache.store.keys_updated_since(from).await {
-                    Ok(keys) => {
-                        for k in keys {
-                            cache.upsert(k);
-                        }
-                        since = now;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "key refresh failed"),
+                if let Err(e) = cache.refresh().await {
+                    tracing::warn!(error = %e, "key refresh failed");
                 }
             }
         })

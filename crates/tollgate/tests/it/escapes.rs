@@ -575,3 +575,40 @@ fn regression_streams_are_metered_defensively() {
         "{rec}"
     );
 }
+
+#[test]
+fn regression_unknown_keys_cost_no_database_read() {
+    // Every unknown key cost a SQLite read: a flood of random keys used 1.45 cores.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let before = get_json(&format!("{}/admin/stats", g.url), Some(ADMIN_KEY))["key_miss_refreshes"]
+        .as_u64()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let statuses = at_once(300, || {
+        chat(
+            &g,
+            &format!("tg-{}", uuid_like()),
+            &json!({"model": "gpt-4o-mini", "messages": msgs()}),
+            &[],
+        )
+        .status()
+        .as_u16()
+    });
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let after = get_json(&format!("{}/admin/stats", g.url), Some(ADMIN_KEY))["key_miss_refreshes"]
+        .as_u64()
+        .unwrap();
+    let secs = started.elapsed().as_secs() + 1;
+    assert!(
+        after - before <= secs,
+        "{} refreshes for 300 unknown keys in {secs} s",
+        after - before
+    );
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("unknown{:032}", N.fetch_add(1, Ordering::Relaxed))
+}
