@@ -57,6 +57,9 @@ pub struct Config {
     /// open streams are ended (charged for what passed).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// Limits on client connections (timeouts, how many at once).
+    #[serde(default)]
+    pub connections: crate::server::ConnectionLimits,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -378,6 +381,24 @@ impl Config {
                 ));
             }
         }
+        let c = &self.connections;
+        for (name, v) in [
+            ("connections.max", c.max as u64),
+            (
+                "connections.header_read_timeout_ms",
+                c.header_read_timeout_ms,
+            ),
+            ("connections.idle_timeout_ms", c.idle_timeout_ms),
+            ("connections.body_timeout_ms", c.body_timeout_ms),
+            (
+                "connections.body_min_bytes_per_sec",
+                c.body_min_bytes_per_sec,
+            ),
+        ] {
+            if v == 0 {
+                errs.push(ConfigError::field(name, "must be greater than 0"));
+            }
+        }
         if self.max_upstream_body_bytes == 0 {
             errs.push(ConfigError::field(
                 "max_upstream_body_bytes",
@@ -506,6 +527,7 @@ impl Default for Config {
             max_body_bytes: default_max_body(),
             max_upstream_body_bytes: default_max_upstream_body(),
             shutdown_grace_seconds: default_shutdown_grace(),
+            connections: Default::default(),
             providers: Vec::new(),
             models: Vec::new(),
             pricing: PricingConfig::default(),

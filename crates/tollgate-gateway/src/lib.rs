@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod ledger;
 pub mod proxy;
 pub mod routing;
+pub mod server;
 
 #[cfg(test)]
 mod bounds_property;
@@ -275,12 +276,6 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
-        // Streams are many small writes: Nagle's algorithm with delayed ACKs
-        // would hold each one for up to 40 ms.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
         // SIGTERM: stop accepting and let requests and streams finish, for
         // `shutdown_grace_seconds` at most; then open streams end (cleanly,
         // charged for what passed), and a request still waiting on its
@@ -288,11 +283,11 @@ impl Gateway {
         // charges what the provider saw).
         let grace = Duration::from_secs(self.state.config.shutdown_grace_seconds);
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let limits = self.state.config.connections.clone();
+        let server = server::serve(listener, app, limits, async move {
             shutdown.await;
             let _ = signalled.send(());
         });
-        let server = server.into_future();
         tokio::pin!(server);
         let result = tokio::select! {
             r = &mut server => r,

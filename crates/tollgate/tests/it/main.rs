@@ -8,6 +8,7 @@ mod jwt;
 
 mod budgets;
 mod cli;
+mod connections;
 mod errors;
 mod escapes;
 mod metering;
