@@ -569,21 +569,80 @@ pub fn budget_json(
 }
 
 fn source_of(s: &AppState, id: &str) -> Option<crate::budgets::Source> {
-    s.budgets
-        .entries()
-        .iter()
-        .find(|e| e.budget.id == id)
-        .map(|e| e.source)
+    s.budgets.entries().get(id).map(|e| e.source)
 }
 
-async fn list_budgets(State(s): State<AppState>) -> axum::Json<Value> {
-    let v: Vec<Value> = s
-        .budgets
-        .instances()
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BudgetListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    scope: Option<String>,
+    subject: Option<String>,
+    status: Option<String>,
+}
+
+/// Budget pages hold at most this many instances.
+const MAX_BUDGET_PAGE: usize = 1000;
+
+/// `GET /admin/budgets?limit=&cursor=&scope=&subject=&status=`: budget
+/// instances in (id, subject) order, a page at a time (100 by default,
+/// at most 1,000), with `next_cursor` while there are more.
+async fn list_budgets(
+    State(s): State<AppState>,
+    Query(q): Query<BudgetListQuery>,
+) -> Result<axum::Json<Value>, AdminError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_BUDGET_PAGE);
+    let scope = q
+        .scope
+        .as_deref()
+        .map(|v| {
+            v.parse::<tollgate_core::budget::Scope>()
+                .map_err(|e| AdminError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    if let Some(st) = q.status.as_deref()
+        && !matches!(st, "ok" | "low" | "over_limit")
+    {
+        return Err(AdminError::bad_request(format!(
+            "unknown status {st:?} (expected ok, low or over_limit)"
+        )));
+    }
+    let cursor = q.cursor.as_deref().map(decode_budget_cursor).transpose()?;
+    let filter = crate::budgets::InstanceFilter {
+        scope,
+        subject: q.subject,
+        status: q.status,
+    };
+    let (page, next) = s.budgets.instances_page(
+        cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+        limit,
+        &filter,
+    );
+    let v: Vec<Value> = page
         .iter()
-        .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &a.budget.id)))
+        .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
         .collect();
-    axum::Json(json!({"budgets": v}))
+    Ok(axum::Json(json!({
+        "budgets": v,
+        "next_cursor": next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
+    })))
+}
+
+/// A budget page cursor: the last (id, subject) shown, URL-safe base64.
+fn encode_budget_cursor(id: &str, subject: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&json!([id, subject])).unwrap_or_default())
+}
+
+fn decode_budget_cursor(c: &str) -> Result<(String, String), AdminError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
+        .ok_or_else(|| AdminError::bad_request(format!("invalid cursor {c:?}")))
 }
 
 async fn get_budget(
@@ -730,13 +789,12 @@ async fn delete_budget(
             format!("budget {id:?} is declared in the config file; remove it there"),
         ));
     }
-    if !s.store.delete_budget(&id).await? {
+    if !s.budgets.delete(&*s.store, &id).await? {
         return Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("no budget with id {id:?}"),
         ));
     }
-    s.budgets.reload(&*s.store).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true})))
 }
 

@@ -80,17 +80,19 @@ pub struct Entry {
 /// a map from subject (or role) to the budgets' positions in `all`: looked
 /// up by `&str`, no allocation per request; one position inline, since a
 /// subject rarely has more than one budget per scope (100k budgets ≈ 5 MB).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct BudgetSet {
     pub all: Vec<Entry>,
     overrides: HashMap<Scope, HashMap<Box<str>, Slots>>,
     roles: HashMap<Scope, HashMap<Box<str>, Slots>>,
     defaults: HashMap<Scope, Slots>,
     global: Slots,
+    /// Position of each budget by id, in id order (lookups, stable pages).
+    by_id: std::collections::BTreeMap<Box<str>, u32>,
 }
 
 /// Positions in [`BudgetSet::all`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 enum Slots {
     #[default]
     None,
@@ -118,37 +120,126 @@ impl Slots {
             Slots::Many(v) => v,
         }
     }
+
+    fn remove(&mut self, i: u32) {
+        *self = match std::mem::take(self) {
+            Slots::One(a) if a == i => Slots::None,
+            Slots::Many(mut v) => {
+                v.retain(|&x| x != i);
+                match v.as_slice() {
+                    [] => Slots::None,
+                    [one] => Slots::One(*one),
+                    _ => Slots::Many(v),
+                }
+            }
+            other => other,
+        };
+    }
+
+    fn replace(&mut self, old: u32, new: u32) {
+        match self {
+            Slots::One(a) if *a == old => *a = new,
+            Slots::Many(v) => v.iter_mut().filter(|x| **x == old).for_each(|x| *x = new),
+            _ => {}
+        }
+    }
 }
 
 impl BudgetSet {
     fn new(all: Vec<Entry>) -> BudgetSet {
-        let mut set = BudgetSet {
-            all,
-            ..BudgetSet::default()
-        };
-        for (i, e) in set.all.iter().enumerate() {
-            let b = &e.budget;
-            match (&b.tier, b.scope, &b.subject) {
-                (Tier::Override, Scope::Global, _) => set.global.push(i),
-                (Tier::Override, scope, Some(s)) => set
-                    .overrides
+        let mut set = BudgetSet::default();
+        for e in all {
+            set.upsert(e);
+        }
+        set
+    }
+
+    /// The index slot a budget belongs to (`None`: an override without a
+    /// subject, which applies to nobody).
+    fn slot_mut(&mut self, b: &Budget) -> Option<&mut Slots> {
+        match (&b.tier, b.scope, &b.subject) {
+            (Tier::Override, Scope::Global, _) => Some(&mut self.global),
+            (Tier::Override, scope, Some(s)) => Some(
+                self.overrides
                     .entry(scope)
                     .or_default()
                     .entry(s.as_str().into())
-                    .or_default()
-                    .push(i),
-                (Tier::Override, _, None) => {}
-                (Tier::Role(r), scope, _) => set
-                    .roles
+                    .or_default(),
+            ),
+            (Tier::Override, _, None) => None,
+            (Tier::Role(r), scope, _) => Some(
+                self.roles
                     .entry(scope)
                     .or_default()
                     .entry(r.as_str().into())
-                    .or_default()
-                    .push(i),
-                (Tier::Default, scope, _) => set.defaults.entry(scope).or_default().push(i),
+                    .or_default(),
+            ),
+            (Tier::Default, scope, _) => Some(self.defaults.entry(scope).or_default()),
+        }
+    }
+
+    /// Adds a budget, or replaces the one with its id, updating the index
+    /// in place (no rebuild).
+    pub fn upsert(&mut self, e: Entry) {
+        match self.by_id.get(e.budget.id.as_str()).copied() {
+            Some(i) => {
+                let old = std::mem::replace(&mut self.all[i as usize], e.clone());
+                if let Some(slot) = self.slot_mut(&old.budget) {
+                    slot.remove(i);
+                }
+                if let Some(slot) = self.slot_mut(&e.budget) {
+                    slot.push(i as usize);
+                }
+            }
+            None => {
+                let i = self.all.len();
+                self.by_id.insert(
+                    e.budget.id.as_str().into(),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                );
+                if let Some(slot) = self.slot_mut(&e.budget) {
+                    slot.push(i);
+                }
+                self.all.push(e);
             }
         }
-        set
+    }
+
+    /// Removes the budget with `id`, if any: the last budget takes its
+    /// place, and the index follows.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(i) = self.by_id.remove(id) else {
+            return false;
+        };
+        let last = u32::try_from(self.all.len() - 1).unwrap_or(u32::MAX);
+        let removed = self.all.swap_remove(i as usize);
+        if let Some(slot) = self.slot_mut(&removed.budget) {
+            slot.remove(i);
+        }
+        if i != last {
+            let moved = self.all[i as usize].budget.clone();
+            if let Some(slot) = self.slot_mut(&moved) {
+                slot.replace(last, i);
+            }
+            self.by_id.insert(moved.id.as_str().into(), i);
+        }
+        true
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.by_id.get(id).map(|&i| &self.all[i as usize])
+    }
+
+    /// Budgets in id order, from the first id after `after`.
+    pub fn by_id_after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a Entry> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(Box::<str>::from(a)),
+            None => Bound::Unbounded,
+        };
+        self.by_id
+            .range::<Box<str>, _>((start, Bound::Unbounded))
+            .map(|(_, &i)| &self.all[i as usize])
     }
 }
 
@@ -245,6 +336,8 @@ pub struct BudgetEngine {
     pub overspent: std::sync::atomic::AtomicU64,
     /// Settlements whose reported usage was clamped or implausible.
     pub suspicious: std::sync::atomic::AtomicU64,
+    /// The stored budgets' version the loaded set reflects.
+    known_version: Mutex<Option<(i64, i64)>>,
 }
 
 /// Input reserved for what only the provider can size, for a model whose
@@ -279,6 +372,7 @@ impl BudgetEngine {
             unknown_input_tokens: sizing.unknown_input_tokens,
             overspent: Default::default(),
             suspicious: Default::default(),
+            known_version: Mutex::new(None),
         };
         engine.reload(store).await?;
         Ok(engine)
@@ -627,9 +721,55 @@ impl BudgetEngine {
         if self.config_budgets.iter().any(|c| c.id == stored.id) {
             return Err(PutError::ConfigOwned(stored.id));
         }
+        let before = store.budgets_version().await.ok();
         store.put_budget(&stored).await?;
-        self.reload(store).await?;
+        let entry = Entry {
+            budget: Arc::new(b.clone()),
+            source: Source::Admin,
+        };
+        self.change(|set| set.upsert(entry));
+        self.note_own_change(before, store.budgets_version().await.ok());
         Ok(b)
+    }
+
+    /// Deletes a stored budget; `false` if there is none with `id`.
+    pub async fn delete(&self, store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+        let before = store.budgets_version().await.ok();
+        if !store.delete_budget(id).await? {
+            return Ok(false);
+        }
+        self.change(|set| {
+            set.remove(id);
+        });
+        self.note_own_change(before, store.budgets_version().await.ok());
+        Ok(true)
+    }
+
+    /// Applies one change to the loaded set in place (copied only if a
+    /// request holds the current one this instant).
+    fn change(&self, f: impl FnOnce(&mut BudgetSet)) {
+        let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        f(Arc::make_mut(&mut guard));
+    }
+
+    /// After this process changed a stored budget itself: if the set was
+    /// current before the change, it is current after it, and the refresh
+    /// need not reload everything.
+    fn note_own_change(&self, before: Option<(i64, i64)>, after: Option<(i64, i64)>) {
+        let mut known = self.known_version.lock().unwrap_or_else(|e| e.into_inner());
+        if before.is_some() && *known == before {
+            *known = after;
+        }
+    }
+
+    /// The stored version the loaded set reflects (`None`: unknown).
+    pub fn known_version(&self) -> Option<(i64, i64)> {
+        *self.known_version.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the loaded set reflects stored version `v`.
+    pub fn set_known_version(&self, v: Option<(i64, i64)>) {
+        *self.known_version.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
     pub fn is_config_budget(&self, id: &str) -> bool {
@@ -639,36 +779,106 @@ impl BudgetEngine {
     /// Every (budget, subject) with spend or reservations in its current
     /// period, plus every budget with a fixed subject.
     pub fn instances(&self) -> Vec<Applied> {
+        self.instances_page(None, usize::MAX, &InstanceFilter::default())
+            .0
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect()
+    }
+
+    /// One page of [`instances`](Self::instances) in (budget id, subject)
+    /// order, after the cursor `after`, filtered; and the cursor of the next
+    /// page. Costs one pass over the in-memory counter keys plus the page,
+    /// whatever the number of budgets.
+    pub fn instances_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        filter: &InstanceFilter,
+    ) -> InstancePage {
         let now = self.now();
-        let entries = self.entries();
-        let mut out = Vec::new();
-        let keys: Vec<String> = self.ledger.keys();
-        for e in entries.iter() {
-            let b = &e.budget;
-            match (&b.subject, b.scope) {
-                (Some(s), _) => out.push(self.applied(b.clone(), s.clone(), now)),
-                (None, Scope::Global) => out.push(self.applied(b.clone(), "*".into(), now)),
-                (None, _) => {
-                    let prefix = format!("{}|", b.id);
-                    let mut subjects: Vec<String> = keys
-                        .iter()
-                        .filter_map(|k| k.strip_prefix(&prefix))
-                        .filter_map(|rest| rest.rsplit_once('|').map(|(s, _)| s.to_string()))
-                        .collect();
-                    subjects.sort();
-                    subjects.dedup();
-                    for s in subjects {
-                        let a = self.applied(b.clone(), s, now);
-                        let st = self.state(&a);
-                        if st.spent != Amount::default() || st.reserved != Amount::default() {
-                            out.push(a);
-                        }
-                    }
-                }
+        let set = self.entries();
+        // Subjects seen per template budget (counter key: `id|subject|start`).
+        let keys = self.ledger.keys();
+        let mut subjects: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
+        for k in &keys {
+            if let Some((id, rest)) = k.split_once('|')
+                && let Some((subject, _)) = rest.rsplit_once('|')
+            {
+                subjects.entry(id).or_default().insert(subject);
             }
         }
-        out
+        let mut out = Vec::new();
+        let start = after.map(|(id, _)| id);
+        let from = match start {
+            // Resume inside the cursor's budget: it may have more subjects.
+            Some(id) => set.get(id).map(|_| id),
+            None => None,
+        };
+        let entries = from
+            .and_then(|id| set.get(id))
+            .into_iter()
+            .chain(set.by_id_after(start));
+        for e in entries {
+            let b = &e.budget;
+            if filter.scope.is_some_and(|s| s != b.scope) {
+                continue;
+            }
+            let fixed = match (&b.subject, b.scope) {
+                (Some(s), _) => Some(s.as_str()),
+                (None, Scope::Global) => Some("*"),
+                (None, _) => None,
+            };
+            let candidates: Vec<&str> = match fixed {
+                Some(s) => vec![s],
+                None => subjects
+                    .get(b.id.as_str())
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+            };
+            for subject in candidates {
+                if let Some((id, after_subject)) = after
+                    && id == b.id
+                    && subject <= after_subject
+                {
+                    continue;
+                }
+                if filter.subject.as_deref().is_some_and(|s| s != subject) {
+                    continue;
+                }
+                let a = self.applied(b.clone(), subject.to_string(), now);
+                let st = self.state(&a);
+                let active = st.spent != Amount::default() || st.reserved != Amount::default();
+                if fixed.is_none() && !active {
+                    continue;
+                }
+                if filter.status.as_deref().is_some_and(|s| s != st.status) {
+                    continue;
+                }
+                if out.len() == limit {
+                    let next = out
+                        .last()
+                        .map(|(a, _): &(Applied, State)| (a.budget.id.clone(), a.subject.clone()));
+                    return (out, next);
+                }
+                out.push((a, st));
+            }
+        }
+        (out, None)
     }
+}
+
+/// A page of budget instances with their state, and the cursor (budget
+/// id, subject) of the next page if there is one.
+pub type InstancePage = (Vec<(Applied, State)>, Option<(String, String)>);
+
+/// Filters for listing budget instances.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceFilter {
+    pub scope: Option<Scope>,
+    pub subject: Option<String>,
+    /// `ok`, `low` or `over_limit`.
+    pub status: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -783,4 +993,81 @@ pub fn header_values(a: &Applied, st: &State) -> Vec<(&'static str, String)> {
     out.push(("x-budget-status", st.status.to_string()));
     out.push(("x-budget-id", a.budget.id.clone()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tollgate_core::budget::BudgetInput;
+
+    fn entry(id: u8, scope: u8, subject: u8, tier: u8) -> Entry {
+        let scope = ["user", "tenant", "session", "global"][scope as usize % 4];
+        let tier = match tier % 3 {
+            0 => Tier::Override,
+            1 => Tier::Default,
+            _ => Tier::Role(format!("r{}", subject % 2)),
+        };
+        let mut spec = serde_json::json!({"scope": scope, "limit_tokens": 100, "period": "daily"});
+        if tier == Tier::Override && scope != "global" {
+            spec["subject"] = serde_json::json!(format!("s{}", subject % 3));
+        }
+        let input: BudgetInput = serde_json::from_value(spec).unwrap();
+        let b = Budget::from_input(format!("b{id}"), &input, tier, None).unwrap();
+        Entry {
+            budget: Arc::new(b),
+            source: Source::Admin,
+        }
+    }
+
+    /// What the index answers, for every scope, subject and role.
+    fn answers(set: &BudgetSet) -> Vec<Vec<String>> {
+        let ids = |slots: Option<&Slots>| -> Vec<String> {
+            let mut v: Vec<String> = slots
+                .map_or(&[][..], Slots::positions)
+                .iter()
+                .map(|&i| set.all[i as usize].budget.id.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut out = vec![ids(Some(&set.global))];
+        for scope in Scope::ALL {
+            out.push(ids(set.defaults.get(&scope)));
+            for k in ["s0", "s1", "s2", "r0", "r1"] {
+                out.push(ids(set.overrides.get(&scope).and_then(|m| m.get(k))));
+                out.push(ids(set.roles.get(&scope).and_then(|m| m.get(k))));
+            }
+        }
+        let mut by_id: Vec<String> = set.by_id_after(None).map(|e| e.budget.id.clone()).collect();
+        by_id.dedup();
+        out.push(by_id);
+        out
+    }
+
+    proptest! {
+        /// Changing one budget in place indexes exactly as loading the
+        /// whole set again would (the admin API no longer reloads).
+        #[test]
+        fn incremental_changes_index_like_a_full_reload(
+            ops in prop::collection::vec((any::<bool>(), 0u8..12, 0u8..4, 0u8..6, 0u8..3), 1..60)
+        ) {
+            let mut set = BudgetSet::default();
+            let mut model: Vec<Entry> = Vec::new();
+            for (remove, id, scope, subject, tier) in ops {
+                let e = entry(id, scope, subject, tier);
+                if remove {
+                    set.remove(&e.budget.id);
+                    model.retain(|m| m.budget.id != e.budget.id);
+                } else {
+                    set.upsert(e.clone());
+                    match model.iter_mut().find(|m| m.budget.id == e.budget.id) {
+                        Some(m) => *m = e,
+                        None => model.push(e),
+                    }
+                }
+                prop_assert_eq!(answers(&set), answers(&BudgetSet::new(model.clone())));
+            }
+        }
+    }
 }

@@ -167,14 +167,17 @@ fn spawn_price_refresh(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         tick.tick().await;
-        let mut budgets_version = Some(budgets_version);
+        state.budgets.set_known_version(Some(budgets_version));
         loop {
             tick.tick().await;
             state.budgets.expire_due();
             let bv = state.store.budgets_version().await.ok();
-            if bv.is_some() && bv != budgets_version {
+            // Changes made through this process's admin API are applied in
+            // place and move the known version along: only changes from
+            // elsewhere (the CLI, another instance) reload.
+            if bv.is_some() && bv != state.budgets.known_version() {
                 match state.budgets.reload(&*state.store).await {
-                    Ok(()) => budgets_version = bv,
+                    Ok(()) => state.budgets.set_known_version(bv),
                     Err(e) => tracing::warn!(error = %e, "budget reload failed"),
                 }
             }

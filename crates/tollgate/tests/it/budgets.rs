@@ -816,3 +816,70 @@ fn regression_every_route_is_enforced() {
         "nothing reached the provider"
     );
 }
+
+#[test]
+fn regression_budget_admin_is_incremental_and_paginated() {
+    // Each POST /admin/budgets reloaded every budget, and GET /admin/budgets
+    // returned one unpaginated 45 MB answer.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    for i in 0..250 {
+        budget(
+            &g,
+            json!({"id": format!("page-{i:03}"), "scope": "user", "subject": format!("u{i}"), "limit_tokens": 1000, "period": "daily"}),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/admin/budgets?limit=100&scope=user&cursor={c}", g.url),
+            None => format!("{}/admin/budgets?limit=100&scope=user", g.url),
+        };
+        let page = get_json(&url, Some(ADMIN_KEY));
+        pages += 1;
+        let rows = page["budgets"].as_array().unwrap();
+        assert!(rows.len() <= 100);
+        seen.extend(rows.iter().map(|b| b["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 250, "every budget once");
+    assert_eq!(seen, sorted, "in id order");
+    let one = get_json(
+        &format!("{}/admin/budgets?subject=u7", g.url),
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(one["budgets"].as_array().unwrap().len(), 1);
+    assert_eq!(one["budgets"][0]["id"], "page-007");
+    let over = get_json(
+        &format!("{}/admin/budgets?status=over_limit", g.url),
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(over["budgets"].as_array().unwrap().len(), 0);
+    // Deleting one takes effect at once, without a reload.
+    let r = client()
+        .delete(format!("{}/admin/budgets/page-007", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let gone = get_json(
+        &format!("{}/admin/budgets?subject=u7", g.url),
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(gone["budgets"].as_array().unwrap().len(), 0);
+    let bad = client()
+        .get(format!("{}/admin/budgets?status=sleepy", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
