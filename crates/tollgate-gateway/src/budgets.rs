@@ -646,18 +646,92 @@ impl BudgetEngine {
     }
 
     /// Settles a finished request: charges `actual` (if it reserved) and
-    /// writes its record, in one journal entry.
-    pub fn settle(&self, reserved: Option<&Reserved>, actual: Amount, record: UsageRecord) {
-        let (id, charges) = match reserved {
-            Some(r) => (Some(r.id.as_str()), r.charges.as_slice()),
-            None => (None, &[][..]),
+    /// writes its record, in one journal entry. A budget whose period
+    /// changed while the request was in flight is charged as it is now:
+    /// in the current period of its new definition.
+    pub fn settle(
+        &self,
+        reserved: Option<&Reserved>,
+        applied: &[Applied],
+        actual: Amount,
+        record: UsageRecord,
+    ) {
+        let charges: std::borrow::Cow<'_, [String]> = match reserved {
+            Some(r) => self.current_charges(r, applied, self.now()),
+            None => std::borrow::Cow::Borrowed(&[][..]),
         };
-        let settled = self.ledger.settle(id, charges, actual, record);
+        let id = reserved.map(|r| r.id.as_str());
+        let settled = self.ledger.settle(id, &charges, actual, record);
         if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {
             self.overspent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
         }
+    }
+
+    /// The counters a reservation is charged to now: its own, unless a
+    /// budget it holds room on was redefined (its period, time zone or reset
+    /// changed) since — then that budget's key under its new definition.
+    fn current_charges<'r>(
+        &self,
+        r: &'r Reserved,
+        applied: &[Applied],
+        time: Timestamp,
+    ) -> std::borrow::Cow<'r, [String]> {
+        if applied.len() != r.charges.len() {
+            return std::borrow::Cow::Borrowed(&r.charges);
+        }
+        let set = self.entries();
+        let mut out: Option<Vec<String>> = None;
+        for (i, a) in applied.iter().enumerate() {
+            let Some(cur) = set.get(&a.budget.id) else {
+                continue;
+            };
+            if Arc::ptr_eq(&cur.budget, &a.budget)
+                || (cur.budget.period == a.budget.period
+                    && cur.budget.calendar == a.budget.calendar)
+            {
+                continue;
+            }
+            let now = self.applied(cur.budget.clone(), a.subject.clone(), time);
+            if now.line.charge != r.charges[i] {
+                out.get_or_insert_with(|| r.charges.clone())[i] = now.line.charge;
+            }
+        }
+        match out {
+            Some(v) => std::borrow::Cow::Owned(v),
+            None => std::borrow::Cow::Borrowed(&r.charges),
+        }
+    }
+
+    /// After a budget's period was redefined: its new period starts at the
+    /// spend its records show, per subject (a rolling window's spend goes to
+    /// its newest bucket: it leaves the window late, never early).
+    async fn recount(&self, store: &dyn Store, b: &Arc<Budget>) -> Result<(), StoreError> {
+        use tollgate_store::SubjectOf;
+        let now = self.now();
+        let subject = match (&b.subject, b.scope) {
+            (Some(s), _) => SubjectOf::Fixed(s.clone()),
+            (None, Scope::Global) => SubjectOf::Fixed("*".into()),
+            (None, Scope::User) => SubjectOf::User,
+            (None, Scope::Tenant) => SubjectOf::Tenant,
+            (None, Scope::Session) => SubjectOf::Session,
+            (None, Scope::Key) => SubjectOf::Key,
+            // Named budgets always have their subject.
+            (None, Scope::Budget) => return Ok(()),
+        };
+        let since = match b.period {
+            PeriodKind::Rolling(w) => now.checked_sub(w).unwrap_or(Timestamp::MIN),
+            PeriodKind::Lifetime => Timestamp::MIN,
+            _ => b.period.period_at(&b.calendar, now).start,
+        };
+        // Everything settled so far is in the records the count reads.
+        self.ledger.flush().await;
+        for (subject, spent) in store.budget_spend(&b.id, subject, since).await? {
+            let a = self.applied(b.clone(), subject, now);
+            self.ledger.set_spent(&a.line.charge, spent);
+        }
+        Ok(())
     }
 
     /// Gives a reservation back (the request never reached a provider).
@@ -723,12 +797,20 @@ impl BudgetEngine {
         }
         let before = store.budgets_version().await.ok();
         store.put_budget(&stored).await?;
+        let budget = Arc::new(b.clone());
+        let redefined = self
+            .entries()
+            .get(&b.id)
+            .is_some_and(|old| old.budget.period != b.period || old.budget.calendar != b.calendar);
         let entry = Entry {
-            budget: Arc::new(b.clone()),
+            budget: budget.clone(),
             source: Source::Admin,
         };
         self.change(|set| set.upsert(entry));
         self.note_own_change(before, store.budgets_version().await.ok());
+        if redefined {
+            self.recount(store, &budget).await?;
+        }
         Ok(b)
     }
 

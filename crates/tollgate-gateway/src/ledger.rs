@@ -55,8 +55,9 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> Result<u64, LedgerError>;
     /// What `reserve` would grant now, reserving nothing.
     fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
-    /// Charges `actual` to `charges`, closes the reservation (if any) and
-    /// persists `record` with it. Idempotent per reservation id.
+    /// Charges `actual` to `charges` (normally the reservation's own lines;
+    /// others when a budget changed in flight), closes the reservation (if
+    /// any) and persists `record` with it. Idempotent per reservation id.
     fn settle(
         &self,
         reservation: Option<&str>,
@@ -66,6 +67,10 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> Settled;
     /// Gives a reservation back (nothing reached a provider).
     fn release(&self, id: &str);
+    /// Sets what a counter has spent, durably (a budget's new period).
+    fn set_spent(&self, key: &str, spent: Amount);
+    /// Waits until every settlement so far is in the store.
+    async fn flush(&self);
     fn used(&self, window: &[String]) -> Counter;
     fn headroom(&self, line: &Line) -> Headroom;
     fn counter(&self, key: &str) -> Counter;
@@ -172,7 +177,9 @@ impl Ledger for MemoryLedger {
         record: UsageRecord,
     ) -> Settled {
         let settled = match reservation {
-            Some(id) => self.state().commit(id, actual, Timestamp::now()),
+            Some(id) => self
+                .state()
+                .commit_to(id, charges, actual, Timestamp::now()),
             None => Settled::Unknown,
         };
         if settled == Settled::AlreadySettled {
@@ -196,6 +203,18 @@ impl Ledger for MemoryLedger {
             self.journal
                 .write(JournalEntry::Release { id: id.to_string() });
         }
+    }
+
+    fn set_spent(&self, key: &str, spent: Amount) {
+        self.state().set_spent(key, spent);
+        self.journal.write(JournalEntry::SetCounter {
+            key: key.to_string(),
+            spent,
+        });
+    }
+
+    async fn flush(&self) {
+        self.journal.flush().await;
     }
 
     fn used(&self, window: &[String]) -> Counter {

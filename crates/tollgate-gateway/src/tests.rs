@@ -266,3 +266,82 @@ async fn regression_model_scoped_override_keeps_the_default_for_other_models() {
     let key = r.key("alice").await;
     r.exhaust(&key).await;
 }
+
+/// Regression: PATCHing a budget's period mid-flight dropped the in-flight
+/// spend (it settled into the old period's counter) and started the new
+/// period at zero. Now in-flight requests are charged to the budget as it
+/// is now, and the new period starts at what its records show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_changing_a_budgets_period_in_flight_keeps_its_spend() {
+    let r = rig("{}", "2026-11-24T10:00:00Z").await;
+    let post = |path: &str, body: Value| {
+        r.http
+            .post(format!("{}{path}", r.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    post(
+        "/admin/budgets",
+        json!({"id": "pat-b", "scope": "user", "subject": "pat", "limit_tokens": 1000000, "period": "daily"}),
+    )
+    .await
+    .unwrap();
+    let key = r.key("pat").await;
+    for _ in 0..3 {
+        assert_eq!(r.chat(&key, 20).await, 200);
+    }
+    // A stream in flight while the period changes.
+    let url = r.url.clone();
+    let http = r.http.clone();
+    let k = key.clone();
+    let stream = tokio::spawn(async move {
+        http.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&k)
+            .header("x-mock-output-tokens", "30")
+            .header("x-mock-chunk-delay-ms", "20")
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let patched = r
+        .http
+        .patch(format!("{}/admin/budgets/pat-b", r.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"period": "monthly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    stream.await.unwrap();
+    // Let the journal write the stream's record.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let records: Value = r
+        .http
+        .get(format!("{}/admin/records?limit=100&user=pat", r.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total: u64 = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["input_tokens"].as_u64().unwrap() + x["output_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records["records"].as_array().unwrap().len(), 4);
+    let b = r.budget("pat").await;
+    assert_eq!(b["period_start"], "2026-11-01T00:00:00Z", "{b}");
+    assert_eq!(
+        b["used_tokens"], total,
+        "the month's spend is what its records show: {b}"
+    );
+}

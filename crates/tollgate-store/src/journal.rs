@@ -32,6 +32,11 @@ pub enum JournalEntry {
     },
     /// A reservation given back without a record (nothing was forwarded).
     Release { id: String },
+    /// Sets what a counter has spent: a budget whose period changed starts
+    /// its new period at the spend its records show. Applied in order, so
+    /// settlements written before it are counted in that spend and the
+    /// ones after it add to it.
+    SetCounter { key: String, spent: Amount },
 }
 
 /// An unsettled reservation found at start-up.

@@ -110,12 +110,31 @@ pub trait Store: Send + Sync + 'static {
     /// Changes whenever a stored budget changes: (count, latest update in ms).
     async fn budgets_version(&self) -> Result<(i64, i64)>;
     async fn records(&self, q: &RecordQuery) -> Result<RecordPage>;
+    /// What the records charged to budget `budget_id` since `since` add
+    /// up to, per subject (`subject`: which record field names it).
+    async fn budget_spend(
+        &self,
+        budget_id: &str,
+        subject: SubjectOf,
+        since: Timestamp,
+    ) -> Result<Vec<(String, Amount)>>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
 
     async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()>;
     async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
     /// Changes whenever a stored price changes: (count, latest update in ms).
     async fn prices_version(&self) -> Result<(i64, i64)>;
+}
+
+/// Which field of a usage record is a budget's subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectOf {
+    User,
+    Tenant,
+    Session,
+    Key,
+    /// A budget with one subject: every record it charged is that subject's.
+    Fixed(String),
 }
 
 /// A record kept aside because the store refused it.

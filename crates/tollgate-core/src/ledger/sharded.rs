@@ -294,6 +294,41 @@ impl ShardedLedger {
         }
     }
 
+    /// As [`commit`](Self::commit), but charges `actual` to `charges`
+    /// instead of the reservation's own lines (a budget whose period
+    /// changed while the request was in flight is charged as it is now).
+    pub fn commit_to(
+        &self,
+        id: &str,
+        charges: &[String],
+        actual: Amount,
+        now: Timestamp,
+    ) -> Settled {
+        let e = match self.close(id, now) {
+            Ok(e) => e,
+            Err(s) => return s,
+        };
+        let mut held = self.hold(e.charges.iter().chain(charges).map(String::as_str));
+        if !e.expired {
+            for k in &e.charges {
+                held.update(k, |c| c.reserved = c.reserved.minus(e.amount));
+            }
+        }
+        for k in charges {
+            held.update(k, |c| c.spent = c.spent.plus(actual));
+        }
+        Settled::Committed {
+            overage: actual.money > e.amount.money || actual.tokens > e.amount.tokens,
+        }
+    }
+
+    /// Sets what a counter has spent (a budget's new period, counted from
+    /// its records).
+    pub fn set_spent(&self, key: &str, spent: Amount) {
+        let mut held = self.hold(std::iter::once(key));
+        held.update(key, |c| c.spent = spent);
+    }
+
     /// Gives the whole reservation back.
     pub fn release(&self, id: &str, now: Timestamp) -> Settled {
         let e = match self.close(id, now) {

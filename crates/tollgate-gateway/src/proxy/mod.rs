@@ -484,7 +484,7 @@ async fn reserve(
             let status = refusal.applied.budget.refusal_status;
             draft.forwarded = false;
             let rec = draft.record(Usage::default(), status, None, flags);
-            state.budgets.settle(None, Amount::default(), rec);
+            state.budgets.settle(None, &[], Amount::default(), rec);
             draft.applied.clear();
             let st = state.budgets.state(&refusal.applied);
             Err(GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(

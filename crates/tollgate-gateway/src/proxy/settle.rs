@@ -150,7 +150,7 @@ impl Draft {
             self.done = true;
             let actual = Amount::new(rec.cost, usage.total_tokens());
             self.budgets
-                .settle(self.reserved.as_ref(), actual, rec.clone());
+                .settle(self.reserved.as_ref(), &self.applied, actual, rec.clone());
         }
         rec
     }

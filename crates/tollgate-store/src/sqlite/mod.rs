@@ -26,7 +26,7 @@ use tollgate_core::ledger::Amount;
 
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
-use crate::{Quarantined, Result, Store, StoreError, StoredBudget};
+use crate::{Quarantined, Result, Store, StoreError, StoredBudget, SubjectOf};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -403,6 +403,15 @@ fn apply_entry<'a>(
             tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
                 .execute([id])?;
         }
+        JournalEntry::SetCounter { key, spent } => {
+            // Increments summed earlier in this batch belong to records not
+            // yet stored when the spend was counted: they still apply.
+            tx.prepare_cached(
+                "INSERT INTO ledger_counters (key, spent_money, spent_tokens) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(key) DO UPDATE SET spent_money = excluded.spent_money, spent_tokens = excluded.spent_tokens",
+            )?
+            .execute(params![key, spent.money.units().to_string(), tok(spent.tokens)])?;
+        }
     }
     Ok(())
 }
@@ -578,7 +587,7 @@ impl Store for SqliteStore {
                     .execute([id])?;
                 released = Some(id.as_str());
             }
-            JournalEntry::Reserve { .. } => {}
+            JournalEntry::Reserve { .. } | JournalEntry::SetCounter { .. } => {}
         }
         tx.commit()?;
         self.reslog.settled(closed);
@@ -586,6 +595,52 @@ impl Store for SqliteStore {
             self.reslog.release(id)?;
         }
         Ok(())
+    }
+
+    async fn budget_spend(
+        &self,
+        budget_id: &str,
+        subject: SubjectOf,
+        since: Timestamp,
+    ) -> Result<Vec<(String, Amount)>> {
+        let (id, since) = (budget_id.to_string(), ms(since));
+        self.read(move |c| {
+            let (expr, fixed) = match &subject {
+                SubjectOf::User => ("user", None),
+                SubjectOf::Tenant => ("tenant", None),
+                SubjectOf::Session => ("session", None),
+                SubjectOf::Key => ("key_id", None),
+                SubjectOf::Fixed(s) => ("?3", Some(s.clone())),
+            };
+            // Cost in two parts, as in reports: no SUM can overflow.
+            let sql = format!(
+                "SELECT {expr}, SUM(cost / 1000000), SUM(cost % 1000000), SUM(input_tokens + output_tokens) \
+                 FROM usage_records WHERE time >= ?1 \
+                 AND EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?2) \
+                 AND {expr} IS NOT NULL GROUP BY 1"
+            );
+            let mut st = c.prepare(&sql)?;
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            };
+            let rows = match &fixed {
+                Some(s) => st.query_map(params![since, id, s], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+                None => st.query_map(params![since, id], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(rows
+                .into_iter()
+                .map(|(subject, hi, lo, tokens)| {
+                    let units = i128::from(hi) * 1_000_000 + i128::from(lo);
+                    (subject, Amount::new(Money::from_units(units), tokens.max(0) as u64))
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn quarantined(&self) -> Result<Vec<Quarantined>> {
