@@ -10,6 +10,8 @@
 pub mod anthropic;
 pub mod bounds;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod gemini;
 pub mod input;
 pub mod json;

@@ -79,3 +79,44 @@ budgets:
         assert_eq!(v["error"]["type"], "authentication_error");
     }
 }
+
+#[test]
+fn regression_jwt_sessions_are_their_users_own() {
+    // JWT callers' X-Session-Id was not namespaced: one user could drain
+    // another's session budget by naming the same session.
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        &format!(
+            r#"jwt:
+  algorithms: [HS256]
+  secret: "{SECRET}"
+  issuer: idp
+budgets:
+  defaults:
+    session: {{ limit_tokens: 60, period: lifetime }}
+"#
+        ),
+    );
+    let chat = |bearer: &str| {
+        client()
+            .post(format!("{}/v1/chat/completions", g.url))
+            .bearer_auth(bearer)
+            .header("x-session-id", "shared-conv")
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .unwrap()
+    };
+    let mallory = token("mallory", "acme", "member", 600);
+    let statuses: Vec<u16> = (0..5).map(|_| chat(&mallory).status().as_u16()).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let victim = token("victor", "acme", "member", 600);
+    let r = chat(&victim);
+    assert_eq!(
+        r.status(),
+        200,
+        "another user's session of the same name is untouched"
+    );
+    let rec = g.record(&request_id(&r));
+    assert_eq!(rec["session"], "victor/shared-conv");
+}
