@@ -327,7 +327,7 @@ impl Report {
         s
     }
 
-    /// The [3/10] goals, each checked against this run's numbers.
+    /// The speed goals, each checked against this run's numbers.
     fn goals(&self) -> String {
         let mut s = String::from("\n## Goals\n\n| goal | this run | met |\n|---|---|:-:|\n");
         let mut row = |goal: &str, now: String, met: bool| {

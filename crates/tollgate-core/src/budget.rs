@@ -155,7 +155,7 @@ fn default_period() -> String {
     "monthly".into()
 }
 
-/// A budget as written in YAML or sent to the admin API (§13).
+/// A budget as written in YAML or sent to the admin API.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetInput {
@@ -285,7 +285,7 @@ impl Budget {
             a @ ("throttle" | "downgrade") => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("{a:?} arrives with milestone [4/10]; use block or warn"),
+                    format!("{a:?} is not supported in this version; use block or warn"),
                 ));
             }
             a => {

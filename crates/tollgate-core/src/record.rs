@@ -97,7 +97,7 @@ impl Flags {
     }
 }
 
-/// One request's usage and cost (§6).
+/// One request's usage and cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub request_id: String,

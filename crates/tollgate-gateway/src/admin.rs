@@ -1,6 +1,6 @@
 //! The admin REST API, behind admin keys (`Authorization: Bearer <admin
 //! key>`): virtual keys, usage records, reports and prices. JSON shapes are
-//! the contract of §13; money is a decimal USD string, never a float.
+//! the documented API contract; money is a decimal USD string, never a float.
 //!
 //! The record and report renderers are public so the CLI prints exactly
 //! what the API returns.
@@ -225,7 +225,7 @@ async fn revoke_key(
     Ok(axum::Json(json!({"id": id, "revoked": true})))
 }
 
-/// A usage record in the §13 shape.
+/// A usage record in the documented shape.
 pub fn record_json(r: &UsageRecord) -> Value {
     let u = &r.usage;
     json!({
@@ -308,7 +308,7 @@ fn totals_json(
     m
 }
 
-/// A report in the §13 shape: `{"rows":[{<dimension>, ...totals}], "total": {...}}`.
+/// A report in the documented shape: `{"rows":[{<dimension>, ...totals}], "total": {...}}`.
 pub fn report_json(group_by: GroupBy, rows: &[ReportRow]) -> Value {
     let mut total_u = Usage::default();
     let mut total_cost = tollgate_core::Money::ZERO;
@@ -530,7 +530,7 @@ mod tests {
     }
 }
 
-/// A budget instance as the API shows it (§13): limits, used (committed),
+/// A budget instance as the API shows it limits, used (committed),
 /// reserved (in flight), remaining, status and period.
 pub fn budget_json(
     a: &crate::budgets::Applied,

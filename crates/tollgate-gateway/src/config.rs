@@ -1,4 +1,4 @@
-//! The configuration schema (`tollgate.yaml`, §13) and its validation.
+//! The configuration schema (`tollgate.yaml`) and its validation.
 //!
 //! Loading (file, `${ENV}` interpolation, `TOLLGATE_*` overrides) is the
 //! binary's job; this module owns the shape and what makes it valid, with
@@ -38,7 +38,7 @@ pub struct Config {
     pub listen: String,
     #[serde(default = "default_database")]
     pub database: String,
-    /// Cluster mode's shared ledger (PostgreSQL + Redis arrive in [9/10]).
+    /// Cluster mode's shared ledger (not available in this version: refused).
     #[serde(default)]
     pub redis: Option<String>,
     #[serde(default)]
@@ -84,7 +84,7 @@ fn default_max_output() -> u64 {
     4096
 }
 
-/// `budgets:` — declarative budgets (§4, §13) and how reservations size
+/// `budgets:` — declarative budgets and how reservations size
 /// requests.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -351,7 +351,7 @@ impl Config {
             errs.push(ConfigError::field(
                 "database",
                 format!(
-                    "unsupported database {:?}: this version stores to sqlite://PATH (PostgreSQL arrives with cluster mode)",
+                    "unsupported database {:?}: this version stores to sqlite://PATH only (PostgreSQL is not supported)",
                     self.database
                 ),
             ));

@@ -1,4 +1,4 @@
-//! JWT callers (§2): tokens signed with HS256 (a shared secret), RS256 or
+//! JWT callers: tokens signed with HS256 (a shared secret), RS256 or
 //! ES256 (a PEM public key, or a JWKS file with keys picked by `kid`).
 //! Which claims name the user, tenant and role is configurable; `exp` is
 //! required, `iss` and `aud` are checked when configured.

@@ -3,7 +3,7 @@
 //! budget line can be read. [`MemoryLedger`] is the embedded implementation:
 //! a [`ShardedLedger`] in memory (no global lock), made durable through the
 //! [`Journal`] (a reservation is acknowledged once its batch committed). A
-//! Redis implementation for cluster mode ([9/10]) runs the same state
+//! Redis implementation for cluster mode would run the same state
 //! machine as a Lua script; reservation is async for that reason.
 //!
 //! Settlement and release never wait: they are called from drop guards.

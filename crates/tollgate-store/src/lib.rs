@@ -1,7 +1,7 @@
 //! Storage behind one trait, one module per backend.
 //!
 //! [`Store`] holds what must outlive the process: virtual keys, usage
-//! records, price overrides (and, from [2/10] on, budgets and reservations).
+//! records, price overrides, budgets, counters and quarantined records.
 //! The embedded default is [`sqlite::SqliteStore`]; PostgreSQL joins in
 //! cluster mode. Callers hold an `Arc<dyn Store>` and never see SQL.
 

@@ -5,7 +5,7 @@
 //! 3. **parse** — model, stream flag, output limit (400);
 //! 4. **route** — model → provider and upstream name (404, 400 wrong API);
 //! 5. **price** — the served model's price, or a refusal when unpriced;
-//! 6. **reserve** — budgets ([2/10]) slot in here, after the final model is known;
+//! 6. **reserve** — on every budget that applies, after the final model is known;
 //! 7. **forward** — rewrite only what must change, send with provider auth;
 //! 8. **settle** — read usage from the body or the stream, exactly once;
 //! 9. **record** — the usage record goes to the batch writer.

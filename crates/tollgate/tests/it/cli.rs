@@ -56,7 +56,7 @@ fn keys_usage_and_pricing_commands() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
-    // usage report, in the §13 JSON shape, equal to the admin API's.
+    // usage report, in the documented JSON shape, equal to the admin API's.
     let resp = chat(&g.key(), "gpt-4o");
     let _ = g.record(&request_id(&resp));
     let report: Value = serde_json::from_str(&ok(g.cli(&[
