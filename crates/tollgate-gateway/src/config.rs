@@ -235,6 +235,10 @@ pub struct ProviderConfig {
     /// `anthropic-beta` values allowed besides those Tollgate prices.
     #[serde(default)]
     pub allow_betas: Vec<String>,
+    /// Tools billed per use (hosted web search, code execution, ...) that
+    /// callers may turn on, names or globs; their fees are not budgeted.
+    #[serde(default)]
+    pub allow_tools: Vec<String>,
 }
 
 impl Default for ProviderConfig {
@@ -252,6 +256,7 @@ impl Default for ProviderConfig {
             headers: BTreeMap::new(),
             forward_headers: Vec::new(),
             allow_betas: Vec::new(),
+            allow_tools: Vec::new(),
         }
     }
 }

@@ -23,6 +23,10 @@ pub enum GatewayError {
     BadRequest(#[from] RequestError),
     #[error("header {name}: {reason}")]
     HeaderNotAllowed { name: String, reason: String },
+    #[error(
+        "tool {0:?} is billed per use by the provider, which Tollgate does not price (an operator can allow it in providers[].allow_tools)"
+    )]
+    ToolNotPriced(String),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
@@ -142,6 +146,9 @@ impl GatewayError {
             BodyRead(_) => NativeError::new(400, ErrorKind::InvalidRequest, msg),
             HeaderNotAllowed { .. } => NativeError::new(400, ErrorKind::InvalidRequest, msg)
                 .with_code("header_not_allowed"),
+            ToolNotPriced(_) => NativeError::new(400, ErrorKind::InvalidRequest, msg)
+                .with_code("tool_not_priced")
+                .with_param("tools"),
             UnknownModel(_) => NativeError::new(404, ErrorKind::NotFound, msg).with_param("model"),
             WrongFormat { .. } => NativeError::new(400, ErrorKind::InvalidRequest, msg)
                 .with_code("wrong_api_format")

@@ -28,6 +28,8 @@ pub struct Provider {
     /// Caller headers forwarded besides the format's allow-list.
     pub forward_headers: Vec<WildMatch>,
     pub allow_betas: Vec<String>,
+    /// Per-use tools callers may turn on (globs).
+    pub allow_tools: Vec<WildMatch>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -78,6 +80,7 @@ impl Provider {
                 .map(|g| WildMatch::new(&g.to_ascii_lowercase()))
                 .collect(),
             allow_betas: p.allow_betas.clone(),
+            allow_tools: p.allow_tools.iter().map(|g| WildMatch::new(g)).collect(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod openai;
 pub mod request;
 pub mod sse;
 pub mod stream;
+pub mod tools;
 
 pub use bounds::ChatLimitField;
 pub use error::{ErrorKind, NativeError};

@@ -193,6 +193,11 @@ impl ParsedRequest {
         &self.body
     }
 
+    /// Tools in the request that the provider bills per use (see [`crate::tools`]).
+    pub fn per_use_tools(&self) -> Vec<String> {
+        crate::tools::per_use_tools(self.endpoint, &self.body)
+    }
+
     /// The size of the body as received, in bytes.
     pub fn body_len(&self) -> usize {
         self.original.len()

@@ -176,6 +176,13 @@ async fn pipeline(
         None
     };
     upstream::check_request_headers(&route.provider, &headers, price.as_ref())?;
+    if let Some(tool) = req
+        .per_use_tools()
+        .into_iter()
+        .find(|t| !route.provider.allow_tools.iter().any(|g| g.matches(t)))
+    {
+        return Err(GatewayError::ToolNotPriced(tool));
+    }
 
     let req = Arc::new(req);
     let mut draft = Draft::new(

@@ -612,3 +612,39 @@ fn uuid_like() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("unknown{:032}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+#[test]
+fn regression_per_use_tools_are_refused_unless_allowed() {
+    // Hosted tools (web search, code execution, grounding) bill per use,
+    // which no token budget sees.
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let key = g.key();
+    let responses = |tools: Value| {
+        client()
+            .post(format!("{}/v1/responses", g.url))
+            .bearer_auth(&key)
+            .json(
+                &json!({"model": "gpt-4.1", "input": "hi", "max_output_tokens": 5, "tools": tools}),
+            )
+            .send()
+            .unwrap()
+    };
+    let r = responses(json!([{"type": "web_search_preview"}]));
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "tool_not_priced", "{body}");
+    let r = responses(json!([{"type": "function", "name": "f", "parameters": {"type": "object"}}]));
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            g.url
+        ))
+        .header("x-goog-api-key", &key)
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}], "tools": [{"googleSearch": {}}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(m.billing()["requests"].as_array().unwrap().len(), 1);
+}
