@@ -163,7 +163,8 @@ fn regression_n_choices_are_reserved_each() {
 
 #[test]
 fn regression_images_and_token_arrays_are_reserved() {
-    // 100 concurrent requests with 50 images each billed $9.10 on $0.50.
+    // 100 concurrent requests with 50 images each billed $9.10 on $0.50;
+    // here 200 at once.
     let m = Mock::start(&[]);
     let g = Gateway::start(&m);
     let key = g.key();
@@ -175,7 +176,7 @@ fn regression_images_and_token_arrays_are_reserved() {
         .map(|i| json!({"type": "image_url", "image_url": {"url": format!("https://img.example/{i}.png")}}))
         .collect();
     let body = json!({"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": images}]});
-    let statuses = at_once(100, || {
+    let statuses = at_once(200, || {
         chat(&g, &key, &body, &[("x-mock-output-tokens", "16")])
             .status()
             .as_u16()
