@@ -294,7 +294,19 @@ impl Connection {
         tokio::pin!(conn);
         let mut closing = false;
         loop {
-            let check = tokio::time::sleep(idle.min(Duration::from_secs(1)));
+            // Wake when the connection would have been idle long enough,
+            // not on a fixed tick: ten thousand idle connections must not
+            // mean ten thousand wake-ups a second.
+            let quiet = idle_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            let wait = if self.inflight.load(Ordering::Acquire) == 0 {
+                idle.saturating_sub(quiet)
+            } else {
+                idle
+            };
+            let check = tokio::time::sleep(wait.max(Duration::from_millis(50)));
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = self.evict.notified() => return,
