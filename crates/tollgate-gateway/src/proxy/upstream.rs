@@ -287,7 +287,8 @@ pub async fn send(
 }
 
 /// The query parameters a caller may send upstream, per wire format:
-/// Gemini's `alt` (the first one: the meter reads the same), Anthropic's
+/// Gemini's `alt` (`sse` or `json`, the first one: the meter reads the
+/// same), Anthropic's
 /// `beta`, and `api-version` for Azure-style OpenAI-compatible upstreams.
 /// Nothing else — a Tollgate `key=` above all — is forwarded.
 pub fn forwarded_query(format: WireFormat, query: Option<&str>) -> Option<String> {
@@ -300,6 +301,11 @@ pub fn forwarded_query(format: WireFormat, query: Option<&str>) -> Option<String
     let mut out: Vec<&str> = Vec::new();
     for kv in query?.split('&') {
         let k = kv.split_once('=').map_or(kv, |(k, _)| k);
+        // Gemini answers `alt=proto` in binary protobuf, which no meter
+        // reads: only the SSE and JSON framings travel.
+        if k == "alt" && !matches!(kv, "alt=sse" | "alt=json") {
+            continue;
+        }
         if allowed.contains(&k) && !seen.contains(&k) {
             seen.push(k);
             out.push(kv);
@@ -323,6 +329,14 @@ mod tests {
         assert_eq!(
             forwarded_query(WireFormat::Gemini, Some("alt=sse&alt=json&$fields=x")),
             Some("alt=sse".into())
+        );
+        // A framing no meter reads, and field masks that drop usage, never travel.
+        assert_eq!(
+            forwarded_query(
+                WireFormat::Gemini,
+                Some("alt=proto&fields=candidates&$alt=proto")
+            ),
+            None
         );
         let h = |n: &'static str| HeaderName::from_static(n);
         for f in [
@@ -356,6 +370,7 @@ mod tests {
             "forwarded",
             "x-real-ip",
             "x-goog-user-project",
+            "x-goog-fieldmask",
             "x-mock-output-tokens",
         ] {
             for f in [
