@@ -152,6 +152,13 @@ impl ParsedRequest {
                 }
             },
         };
+        // A background response is billed after this call returns, where no
+        // meter sees it (it is fetched from a route Tollgate does not serve).
+        if endpoint == Endpoint::Responses && map.get("background") == Some(&Value::Bool(true)) {
+            return Err(RequestError::Invalid(
+                "background responses are not supported through Tollgate: they are billed after the call returns, where it cannot meter them".into(),
+            ));
+        }
         let OutputBounds { limit, choices, .. } = match bounds::read(endpoint, &map) {
             Ok(b) => b,
             Err(e) if strict => return Err(e),
@@ -410,6 +417,21 @@ mod tests {
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(v["max_tokens"], 20);
         assert_eq!(v["max_completion_tokens"], 20);
+    }
+
+    #[test]
+    fn background_responses_are_refused() {
+        assert!(matches!(
+            parse(Endpoint::Responses, r#"{"model":"m","input":"hi","background":true}"#),
+            Err(RequestError::Invalid(m)) if m.contains("background")
+        ));
+        assert!(
+            parse(
+                Endpoint::Responses,
+                r#"{"model":"m","input":"hi","background":false}"#
+            )
+            .is_ok()
+        );
     }
 
     #[test]
