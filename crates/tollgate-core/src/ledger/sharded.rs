@@ -276,21 +276,9 @@ impl ShardedLedger {
 
     /// Charges `actual` and releases the reservation.
     pub fn commit(&self, id: &str, actual: Amount, now: Timestamp) -> Settled {
-        let e = match self.close(id, now) {
-            Ok(e) => e,
-            Err(s) => return s,
-        };
-        let mut held = self.hold(e.charges.iter().map(String::as_str));
-        for k in &e.charges {
-            held.update(k, |c| {
-                if !e.expired {
-                    c.reserved = c.reserved.minus(e.amount);
-                }
-                c.spent = c.spent.plus(actual);
-            });
-        }
-        Settled::Committed {
-            overage: actual.money > e.amount.money || actual.tokens > e.amount.tokens,
+        match self.close(id, now) {
+            Ok(e) => self.charge_closed(&e, &e.charges, actual),
+            Err(s) => s,
         }
     }
 
@@ -304,10 +292,15 @@ impl ShardedLedger {
         actual: Amount,
         now: Timestamp,
     ) -> Settled {
-        let e = match self.close(id, now) {
-            Ok(e) => e,
-            Err(s) => return s,
-        };
+        match self.close(id, now) {
+            Ok(e) => self.charge_closed(&e, charges, actual),
+            Err(s) => s,
+        }
+    }
+
+    /// Releases a closed reservation's hold on its lines and charges
+    /// `actual` to `charges`, with every shard involved held at once.
+    fn charge_closed(&self, e: &Open, charges: &[String], actual: Amount) -> Settled {
         let mut held = self.hold(e.charges.iter().chain(charges).map(String::as_str));
         if !e.expired {
             for k in &e.charges {

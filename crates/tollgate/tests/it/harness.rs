@@ -324,6 +324,13 @@ pub fn usd(s: &str) -> i128 {
     tollgate_core::Money::parse_usd(s).unwrap().units()
 }
 
+/// Whether a usage record carries `flag`.
+pub fn has_flag(record: &Value, flag: &str) -> bool {
+    record["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == flag))
+}
+
 pub fn cost_units(record: &Value) -> i128 {
     usd(record["cost_usd"].as_str().unwrap())
 }
