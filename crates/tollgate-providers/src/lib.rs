@@ -14,7 +14,7 @@ pub mod error;
 mod fuzz;
 pub mod gemini;
 pub mod input;
-pub mod json;
+mod json;
 pub mod openai;
 pub mod request;
 pub mod sse;
