@@ -58,7 +58,6 @@ pub struct AppState {
     pub journal: Journal,
     pub budgets: Arc<BudgetEngine>,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
-    pub client: proxy::upstream::HttpClient,
     /// Set when the shutdown grace is over: open streams end themselves.
     pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -136,7 +135,6 @@ async fn assemble(
         store,
         journal,
         budgets: Arc::new(budgets),
-        client: proxy::upstream::client(),
         streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     Ok((state, writer))

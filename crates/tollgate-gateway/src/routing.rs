@@ -25,6 +25,8 @@ pub struct Provider {
     pub chat_limit_field: ChatLimitField,
     /// Static headers from config (sensitive: never logged).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// This provider's connection pool (built with its connect timeout).
+    pub client: crate::proxy::upstream::HttpClient,
     /// Caller headers forwarded besides the format's allow-list.
     pub forward_headers: Vec<WildMatch>,
     pub allow_betas: Vec<String>,
@@ -57,6 +59,7 @@ impl Provider {
                 .filter(|k| !k.is_empty()),
             api_key_env: p.api_key_env.clone(),
             connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+            client: crate::proxy::upstream::client(Duration::from_millis(p.connect_timeout_ms)),
             timeout: Duration::from_millis(p.timeout_ms),
             stream_idle_timeout: Duration::from_millis(p.stream_idle_timeout_ms),
             chat_limit_field: p
@@ -253,5 +256,68 @@ mod tests {
         let r = ModelRouter::new(&config(), &|_| Some("sk-secret".into()));
         let p = r.route("gpt-4o", WireFormat::OpenAi).unwrap().provider;
         assert!(!format!("{p:?}").contains("sk-secret"));
+    }
+}
+
+#[cfg(test)]
+mod connect_timeout_tests {
+    use super::*;
+    use crate::proxy::upstream;
+
+    /// A listener whose accept queue is full: further connects hang (the
+    /// kernel drops their SYNs) until the client gives up.
+    fn stuck_listener() -> (
+        std::net::SocketAddr,
+        Vec<std::net::TcpStream>,
+        tokio::net::TcpListener,
+    ) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = sock.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        (addr, held, listener)
+    }
+
+    #[tokio::test]
+    async fn regression_connect_timeout_ms_is_honoured() {
+        let (addr, _held, _listener) = stuck_listener();
+        // The overall timeout is far longer than the connect timeout: a
+        // client that ignored `connect_timeout_ms` would answer 504 from it.
+        let p = Provider::from_config(
+            &ProviderConfig {
+                name: "stuck".into(),
+                kind: "openai".into(),
+                base_url: format!("http://{addr}/v1"),
+                connect_timeout_ms: 200,
+                timeout_ms: 5_000,
+                stream_idle_timeout_ms: 5_000,
+                ..ProviderConfig::default()
+            },
+            &|_| None,
+        );
+        let headers = axum::http::HeaderMap::new();
+        let req = upstream::build(upstream::UpstreamRequest {
+            provider: &p,
+            path: "/chat/completions".into(),
+            query: None,
+            headers: &headers,
+            body: bytes::Bytes::from_static(b"{}"),
+            request_id: "r1",
+        })
+        .unwrap();
+        match upstream::send(&p, req).await {
+            Err(GatewayError::UpstreamUnreachable { reason, .. }) => {
+                assert!(reason.contains("200 ms"), "{reason}")
+            }
+            Err(e) => panic!("expected a connect timeout, got {e:?}"),
+            Ok(_) => panic!("the stuck listener answered"),
+        }
     }
 }

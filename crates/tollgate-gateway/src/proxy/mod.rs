@@ -222,7 +222,7 @@ async fn pipeline(
         request_id,
     })?;
     draft.forwarded = true;
-    let resp = match upstream::send(&state.client, &route.provider, upstream_req).await {
+    let resp = match upstream::send(&route.provider, upstream_req).await {
         Ok(r) => r,
         Err(e) => {
             // Nothing reached the model: recorded, at zero cost.

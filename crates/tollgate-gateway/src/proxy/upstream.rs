@@ -18,11 +18,13 @@ use crate::routing::Provider;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub fn client() -> HttpClient {
+/// A pooled client whose TCP connects give up after `connect_timeout`
+/// (one per provider: each has its own `connect_timeout_ms`).
+pub fn client(connect_timeout: Duration) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
         .unwrap_or_else(|_| {
@@ -260,11 +262,10 @@ pub fn build(req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, GatewayEr
 
 /// Sends the request; errors become native 502/504.
 pub async fn send(
-    client: &HttpClient,
     provider: &Provider,
     req: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<Incoming>, GatewayError> {
-    match tokio::time::timeout(provider.timeout, client.request(req)).await {
+    match tokio::time::timeout(provider.timeout, provider.client.request(req)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             provider: provider.name.clone(),
             ms: provider.timeout.as_millis() as u64,
@@ -272,10 +273,20 @@ pub async fn send(
         Ok(Err(e)) => {
             // Walk to the root cause: "connection refused" beats "client error (Connect)".
             let mut reason = e.to_string();
+            let mut timed_out = false;
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 reason = s.to_string();
+                timed_out |= s
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
                 src = s.source();
+            }
+            if e.is_connect() && timed_out {
+                reason = format!(
+                    "no connection within {} ms (connect_timeout_ms)",
+                    provider.connect_timeout.as_millis()
+                );
             }
             Err(GatewayError::UpstreamUnreachable {
                 provider: provider.name.clone(),
