@@ -25,6 +25,10 @@ use crate::identity::{self, NewKey};
 pub struct AdminError(StatusCode, String);
 
 impl AdminError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        AdminError(status, msg.into())
+    }
+
     pub fn message(&self) -> &str {
         &self.1
     }
@@ -913,11 +917,8 @@ async fn explain(
 /// `GET /usage`: the calling key's own budgets and their state.
 pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let format = tollgate_providers::WireFormat::OpenAi;
-    let Some(k) = identity::presented_key(format, &headers, None) else {
-        return crate::error::GatewayError::MissingKey(identity::native_key_header(format))
-            .into_response(format);
-    };
-    let caller = match s.keys.resolve(k).await {
+    // The same identification as the proxy: a virtual key or a JWT.
+    let caller = match crate::proxy::identify(&s, format, &headers, None).await {
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };

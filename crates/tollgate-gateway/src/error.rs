@@ -218,3 +218,61 @@ pub fn native_response(e: &NativeError, format: WireFormat) -> Response {
     }
     resp
 }
+
+/// Gives every error response a JSON body: axum's own rejections (no route,
+/// wrong method, a query string or body its extractors refuse) answer
+/// `text/plain` or nothing. On provider paths the body is the caller's
+/// wire format; elsewhere it is the admin error shape
+/// `{"error":{"message","type"}}`.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Rejection texts are short; anything longer is cut, not buffered whole.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::NOT_FOUND, true) => format!("no route for {method} {path}"),
+        (StatusCode::METHOD_NOT_ALLOWED, true) => {
+            format!("method {method} is not allowed on {path}")
+        }
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+        (_, false) => text,
+    };
+    let kind = match status.as_u16() {
+        401 => ErrorKind::Authentication,
+        403 => ErrorKind::PermissionDenied,
+        404 | 405 => ErrorKind::NotFound,
+        413 => ErrorKind::RequestTooLarge,
+        429 => ErrorKind::RateLimited,
+        s if s < 500 => ErrorKind::InvalidRequest,
+        _ => ErrorKind::Api,
+    };
+    let e = NativeError::new(status.as_u16(), kind, message);
+    let mut out = match WireFormat::for_path(&path) {
+        Some(format) => native_response(&e, format),
+        None => crate::admin::AdminError::new(status, e.message).into_response(),
+    };
+    // Keep what the framework said about the error (`Allow` on a 405).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}

@@ -5,7 +5,8 @@
 //! - OpenAI: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
 //!   `/v1/responses`; `GET /v1/models`
 //! - Anthropic: `POST /v1/messages`, `/v1/messages/count_tokens`
-//! - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`
+//! - Gemini: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent`
+//!   and `:countTokens` (also under `/v1/models/`)
 //! - `GET /health`; `/admin/...` behind admin keys (see [`admin`])
 
 pub mod admin;
@@ -340,12 +341,13 @@ async fn gemini(State(s): State<AppState>, Path(call): Path<String>, req: Reques
     let (model, endpoint) = match call.rsplit_once(':') {
         Some((m, "generateContent")) => (m, Endpoint::GenerateContent),
         Some((m, "streamGenerateContent")) => (m, Endpoint::StreamGenerateContent),
+        Some((m, "countTokens")) => (m, Endpoint::GeminiCountTokens),
         _ => {
             let e = NativeError::new(
                 404,
                 ErrorKind::NotFound,
                 format!(
-                    "unknown Gemini method in {call:?} (expected MODEL:generateContent or MODEL:streamGenerateContent)"
+                    "unknown Gemini method in {call:?} (expected MODEL:generateContent, MODEL:streamGenerateContent or MODEL:countTokens)"
                 ),
             );
             return error::native_response(&e, WireFormat::Gemini);
@@ -374,7 +376,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/messages/count_tokens",
             proxy_route!(Endpoint::CountTokens),
         )
+        // The google-genai SDK calls `v1beta` by default and `v1` when the
+        // base URL is custom; both reach the provider's configured version.
         .route("/v1beta/models/{call}", post(gemini))
+        .route("/v1/models/{call}", post(gemini))
         .route(
             "/v1/models",
             get(|State(s): State<AppState>, h: HeaderMap| proxy::list_models(s, h)),
@@ -382,5 +387,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/usage", get(admin::own_usage))
         .nest("/admin", admin::router(state.clone()))
+        // An empty 404 that `json_errors` words in the caller's format.
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }

@@ -65,7 +65,7 @@ pub fn output(endpoint: Endpoint, body: &Value) -> Honoured {
                 choices: choices.unwrap_or(1).max(1),
             }
         }
-        Endpoint::Embeddings | Endpoint::CountTokens => Honoured {
+        Endpoint::Embeddings | Endpoint::CountTokens | Endpoint::GeminiCountTokens => Honoured {
             limit: Some(0),
             choices: 1,
         },

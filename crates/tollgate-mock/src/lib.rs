@@ -179,6 +179,7 @@ pub fn router(state: MockState) -> Router {
             }),
         )
         .route("/v1beta/models/{call}", post(gemini))
+        .route("/v1/models/{call}", post(gemini))
         .route("/mock/billing", get(billing))
         .route("/mock/reset", post(reset))
         .with_state(state)
@@ -208,7 +209,7 @@ async fn gemini(
     let endpoint = match method {
         "generateContent" => Endpoint::GenerateContent,
         "streamGenerateContent" => Endpoint::StreamGenerateContent,
-        "countTokens" => Endpoint::CountTokens,
+        "countTokens" => Endpoint::GeminiCountTokens,
         _ => {
             return error(
                 Endpoint::GenerateContent,

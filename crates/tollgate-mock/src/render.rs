@@ -139,6 +139,7 @@ fn full_body(p: &Plan) -> Value {
             "usage": anthropic::WireUsage::from_usage(&p.usage),
         }),
         Endpoint::CountTokens => json!({"input_tokens": p.usage.input_tokens}),
+        Endpoint::GeminiCountTokens => json!({"totalTokens": p.usage.input_tokens}),
         Endpoint::GenerateContent | Endpoint::StreamGenerateContent => json!({
             "candidates": (0..p.choices.max(1)).map(|i| json!({
                 "content": {"parts": [{"text": text}], "role": "model"},

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::bounds::{self, ChatLimitField};
 use crate::{Endpoint, ParsedRequest, StreamFilter, input};
 
-const ENDPOINTS: [Endpoint; 8] = [
+const ENDPOINTS: [Endpoint; 9] = [
     Endpoint::ChatCompletions,
     Endpoint::Completions,
     Endpoint::Embeddings,
@@ -27,6 +27,7 @@ const ENDPOINTS: [Endpoint; 8] = [
     Endpoint::CountTokens,
     Endpoint::GenerateContent,
     Endpoint::StreamGenerateContent,
+    Endpoint::GeminiCountTokens,
 ];
 
 fn cases() -> u32 {
@@ -145,7 +146,7 @@ proptest! {
         let Ok(req) = ParsedRequest::parse(ep, Some("gemini-2.5-pro"), body) else { return Ok(()) };
         let _ = req.input_size("gpt-4o");
         let up = req.upstream_body("gpt-4o", Some(set), chat);
-        if matches!(ep, Endpoint::Embeddings | Endpoint::CountTokens) {
+        if matches!(ep, Endpoint::Embeddings | Endpoint::CountTokens | Endpoint::GeminiCountTokens) {
             return Ok(());
         }
         let sent = ParsedRequest::parse(ep, Some("gemini-2.5-pro"), up.body.clone())

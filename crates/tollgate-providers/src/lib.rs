@@ -46,6 +46,20 @@ impl WireFormat {
         }
     }
 
+    /// The wire format a caller of `path` speaks, for paths on the
+    /// providers' API prefixes (`None` elsewhere: admin, health, usage).
+    pub fn for_path(path: &str) -> Option<WireFormat> {
+        if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
+            Some(WireFormat::Gemini)
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Some(WireFormat::Anthropic)
+        } else if path == "/v1" || path.starts_with("/v1/") {
+            Some(WireFormat::OpenAi)
+        } else {
+            None
+        }
+    }
+
     pub fn parse(s: &str) -> Option<WireFormat> {
         match s {
             "openai" => Some(WireFormat::OpenAi),
@@ -64,9 +78,12 @@ pub enum Endpoint {
     Embeddings,
     Responses,
     Messages,
+    /// Anthropic's `count_tokens`.
     CountTokens,
     GenerateContent,
     StreamGenerateContent,
+    /// Gemini's `:countTokens` (free, like Anthropic's).
+    GeminiCountTokens,
 }
 
 impl Endpoint {
@@ -77,13 +94,15 @@ impl Endpoint {
             | Endpoint::Embeddings
             | Endpoint::Responses => WireFormat::OpenAi,
             Endpoint::Messages | Endpoint::CountTokens => WireFormat::Anthropic,
-            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => WireFormat::Gemini,
+            Endpoint::GenerateContent
+            | Endpoint::StreamGenerateContent
+            | Endpoint::GeminiCountTokens => WireFormat::Gemini,
         }
     }
 
-    /// Whether the endpoint consumes billable tokens (count_tokens is free).
+    /// Whether the endpoint consumes billable tokens (counting tokens is free).
     pub fn is_billable(self) -> bool {
-        !matches!(self, Endpoint::CountTokens)
+        !matches!(self, Endpoint::CountTokens | Endpoint::GeminiCountTokens)
     }
 
     /// The path to append to the provider's `base_url`.
@@ -108,6 +127,9 @@ impl Endpoint {
                     "/models/{}:streamGenerateContent",
                     path_segment(upstream_model)
                 )
+            }
+            Endpoint::GeminiCountTokens => {
+                format!("/models/{}:countTokens", path_segment(upstream_model))
             }
         }
     }
@@ -150,6 +172,26 @@ pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> BodyUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_for_path() {
+        for (p, f) in [
+            ("/v1/chat/completions", Some(WireFormat::OpenAi)),
+            ("/v1/nope", Some(WireFormat::OpenAi)),
+            ("/v1/messages", Some(WireFormat::Anthropic)),
+            ("/v1/messages/batches", Some(WireFormat::Anthropic)),
+            ("/v1beta/models/x:embedContent", Some(WireFormat::Gemini)),
+            (
+                "/v1/models/gemini-2.5-pro:generateContent",
+                Some(WireFormat::Gemini),
+            ),
+            ("/v1/models/gpt-4o", Some(WireFormat::OpenAi)),
+            ("/admin/keys", None),
+            ("/", None),
+        ] {
+            assert_eq!(WireFormat::for_path(p), f, "{p}");
+        }
+    }
 
     #[test]
     fn regression_gemini_path_model_cannot_reach_other_upstream_paths() {

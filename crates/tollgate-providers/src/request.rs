@@ -140,7 +140,10 @@ impl ParsedRequest {
         };
         let stream = match endpoint {
             Endpoint::StreamGenerateContent => true,
-            Endpoint::GenerateContent | Endpoint::CountTokens | Endpoint::Embeddings => false,
+            Endpoint::GenerateContent
+            | Endpoint::CountTokens
+            | Endpoint::GeminiCountTokens
+            | Endpoint::Embeddings => false,
             _ => match map.get("stream") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -165,7 +168,7 @@ impl ParsedRequest {
             Err(_) => OutputBounds::default(),
         };
         let max_output_tokens = match endpoint {
-            Endpoint::Embeddings | Endpoint::CountTokens => None,
+            Endpoint::Embeddings | Endpoint::CountTokens | Endpoint::GeminiCountTokens => None,
             _ => limit,
         };
         let end_user = match endpoint.format() {
@@ -242,7 +245,12 @@ impl ParsedRequest {
             )
             && !self.client_wants_usage_chunk;
         let set_max = max_output
-            .filter(|_| !matches!(self.endpoint, Endpoint::Embeddings | Endpoint::CountTokens))
+            .filter(|_| {
+                !matches!(
+                    self.endpoint,
+                    Endpoint::Embeddings | Endpoint::CountTokens | Endpoint::GeminiCountTokens
+                )
+            })
             .filter(|&m| !bounds::limit_is(self.endpoint, &self.body, chat, m));
         if !rename && !inject_usage && set_max.is_none() {
             return UpstreamBody {

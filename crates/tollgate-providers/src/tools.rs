@@ -68,7 +68,10 @@ pub fn per_use_tools(endpoint: Endpoint, body: &Map<String, Value>) -> Vec<Strin
                 }
             }
         }
-        Endpoint::Completions | Endpoint::Embeddings | Endpoint::CountTokens => {}
+        Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::CountTokens
+        | Endpoint::GeminiCountTokens => {}
     }
     out
 }

@@ -22,11 +22,10 @@ fn token(sub: &str, tenant: &str, role: &str, exp_offset: i64) -> String {
     .unwrap()
 }
 
-#[test]
-fn jwt_callers_are_identified_and_budgeted_by_role() {
-    let m = Mock::start(&[]);
-    let g = Gateway::start_with(
-        &m,
+/// HS256 tokens from issuer `idp`; role `viewer` has a 120-token daily budget.
+fn viewer_gateway(m: &Mock) -> Gateway {
+    Gateway::start_with(
+        m,
         &format!(
             r#"jwt:
   algorithms: [HS256]
@@ -37,7 +36,13 @@ budgets:
     viewer: {{ limit_tokens: 120, period: daily }}
 "#
         ),
-    );
+    )
+}
+
+#[test]
+fn jwt_callers_are_identified_and_budgeted_by_role() {
+    let m = Mock::start(&[]);
+    let g = viewer_gateway(&m);
     let chat = |bearer: &str| {
         client()
             .post(format!("{}/v1/chat/completions", g.url))
@@ -119,4 +124,29 @@ budgets:
     );
     let rec = g.record(&request_id(&r));
     assert_eq!(rec["session"], "victor/shared-conv");
+}
+
+#[test]
+fn regression_usage_accepts_a_jwt_caller_the_proxy_accepts() {
+    let m = Mock::start(&[]);
+    let g = viewer_gateway(&m);
+    let viewer = token("vera", "acme", "viewer", 600);
+    let r = client()
+        .get(format!("{}/usage", g.url))
+        .bearer_auth(&viewer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (v["user"].as_str(), v["tenant"].as_str()),
+        (Some("vera"), Some("acme"))
+    );
+    assert_eq!(v["budgets"][0]["id"], "role:viewer", "{v}");
+    let r = client()
+        .get(format!("{}/usage", g.url))
+        .bearer_auth(token("vera", "acme", "viewer", -600))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -12,5 +12,6 @@ mod connections;
 mod errors;
 mod escapes;
 mod metering;
+mod rough_edges;
 mod sdk;
 mod streams;

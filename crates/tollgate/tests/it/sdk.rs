@@ -1,4 +1,4 @@
-//! The official `openai` and `anthropic` Python SDKs as clients (the tests
+//! The official `openai`, `anthropic` and `google-genai` Python SDKs as clients (the tests
 //! live in `tests/sdk/`), against the real gateway and mock provider.
 
 use std::path::PathBuf;
