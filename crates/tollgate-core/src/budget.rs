@@ -128,8 +128,6 @@ pub struct Budget {
     /// HTTP status of a refusal (429 by default; 402 is common too).
     pub refusal_status: u16,
     pub low_threshold_pct: u8,
-    pub alert_thresholds: Vec<u8>,
-    pub webhook_url: Option<String>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -190,6 +188,8 @@ pub struct BudgetInput {
     pub refusal_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_threshold_pct: Option<u8>,
+    /// Alert settings: read so that a budget carrying them is refused with
+    /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_thresholds: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,15 +306,17 @@ impl Budget {
         if low_threshold_pct > 100 {
             return Err(BudgetError::field("low_threshold_pct", "must be 0..=100"));
         }
-        let alert_thresholds = input
-            .alert_thresholds
-            .clone()
-            .unwrap_or_else(|| vec![50, 80, 100]);
-        if alert_thresholds.iter().any(|t| *t == 0 || *t > 100) {
-            return Err(BudgetError::field(
-                "alert_thresholds",
-                "each threshold must be 1..=100",
-            ));
+        // A setting that does nothing is refused, not silently accepted.
+        for (field, set) in [
+            ("alert_thresholds", input.alert_thresholds.is_some()),
+            ("webhook_url", input.webhook_url.is_some()),
+        ] {
+            if set {
+                return Err(BudgetError::field(
+                    field,
+                    "budget alerts are not supported by this version of Tollgate; remove the field (the budget's own thresholds — low_threshold_pct, the limit — are enforced and reported)",
+                ));
+            }
         }
         let rollover = match &input.rollover {
             Some(r) if period.is_rolling() || period == PeriodKind::Lifetime => {
@@ -343,8 +345,6 @@ impl Budget {
             action,
             refusal_status,
             low_threshold_pct,
-            alert_thresholds,
-            webhook_url: input.webhook_url.clone(),
             models: input.models.clone(),
             rollover,
         })
@@ -371,8 +371,8 @@ impl Budget {
             action: Some(self.action.as_str().into()),
             refusal_status: Some(self.refusal_status),
             low_threshold_pct: Some(self.low_threshold_pct),
-            alert_thresholds: Some(self.alert_thresholds.clone()),
-            webhook_url: self.webhook_url.clone(),
+            alert_thresholds: None,
+            webhook_url: None,
             models: self.models.clone(),
             rollover: self.rollover.as_ref().map(|r| RolloverInput {
                 cap_usd: r.cap_money,
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn brief_example_validates_and_round_trips() {
         let i = input(
-            r#"{"scope":"user","subject":"alice","limit_usd":"5.00","period":"daily","timezone":"Europe/Paris","action":"warn","low_threshold_pct":10,"alert_thresholds":[50,80,100],"models":["gpt-*"]}"#,
+            r#"{"scope":"user","subject":"alice","limit_usd":"5.00","period":"daily","timezone":"Europe/Paris","action":"warn","low_threshold_pct":10,"models":["gpt-*"]}"#,
         );
         let b = Budget::from_input("b1".into(), &i, Tier::Override, None).unwrap();
         assert_eq!(b.limit_money, Some(Money::parse_usd("5").unwrap()));
@@ -434,6 +434,14 @@ mod tests {
             (
                 r#"{"scope":"global","subject":"a","limit_usd":"1"}"#,
                 "subject",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","alert_thresholds":[50,80]}"#,
+                "alert_thresholds",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","webhook_url":"https://x"}"#,
+                "webhook_url",
             ),
         ];
         for (json, field) in cases {

@@ -399,7 +399,14 @@ impl BudgetEngine {
             let page = store.budgets_page(after, 2_000).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.created_at, last.id.clone()));
-            for s in page {
+            for mut s in page {
+                // Alert settings were once accepted and never acted on; a
+                // budget stored with them keeps enforcing its limit.
+                if s.input.alert_thresholds.is_some() || s.input.webhook_url.is_some() {
+                    tracing::warn!(budget = %s.id, "stored budget has alert settings, which are not supported; they are ignored");
+                    s.input.alert_thresholds = None;
+                    s.input.webhook_url = None;
+                }
                 match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
                     Ok(b) => entries.push(Entry {
                         budget: Arc::new(b),
