@@ -100,8 +100,8 @@ pub async fn build_catalog(config: &Config, store: &dyn Store) -> Result<Catalog
     for p in &config.pricing.models {
         catalog.set(&p.model, p.price.clone(), PriceSource::Config);
     }
-    for (model, price) in store.prices().await? {
-        catalog.set(&model, price, PriceSource::Admin);
+    for (model, p) in store.prices().await? {
+        catalog.set_for(&model, p.price, PriceSource::Admin, p.provider);
     }
     Ok(catalog)
 }

@@ -120,8 +120,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, Amount)>>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
 
-    async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()>;
-    async fn prices(&self) -> Result<Vec<(String, ModelPrice)>>;
+    async fn put_price(&self, model: &str, price: &StoredPrice) -> Result<()>;
+    async fn prices(&self) -> Result<Vec<(String, StoredPrice)>>;
     /// Changes whenever a stored price changes: (count, latest update in ms).
     async fn prices_version(&self) -> Result<(i64, i64)>;
 }
@@ -144,6 +144,14 @@ pub struct Quarantined {
     pub quarantined_at: Timestamp,
     pub reason: String,
     pub record: UsageRecord,
+}
+
+/// A price set through the admin API or CLI, or imported, and the
+/// provider it is for (shown in the catalog; `None` keeps the catalog's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPrice {
+    pub price: ModelPrice,
+    pub provider: Option<String>,
 }
 
 /// A budget as stored: its id and the validated input that recreates it.

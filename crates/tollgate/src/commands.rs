@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
-use tollgate_core::pricing::{ModelPrice, Price, PriceSource};
+use tollgate_core::pricing::{Price, PriceSource};
 use tollgate_gateway::admin::{self, catalog_json, key_json, parse_time};
 use tollgate_gateway::identity::{self, NewKey};
 use tollgate_gateway::{Config, Gateway};
@@ -520,29 +520,47 @@ async fn pricing(action: PricingCmd) -> Result<()> {
             model,
             input,
             output,
+            provider,
             cached_input,
             cache_write_5m,
             cache_write_1h,
             reasoning,
         } => {
-            let opt = |flag: &str, v: &Option<String>| {
-                v.as_deref().map(|s| per_mtok(flag, s)).transpose()
-            };
-            let price = ModelPrice {
-                input: per_mtok("--input", &input)?,
-                output: per_mtok("--output", &output)?,
-                cached_input: opt("--cached-input", &cached_input)?,
-                cache_write_5m: opt("--cache-write-5m", &cache_write_5m)?,
-                cache_write_1h: opt("--cache-write-1h", &cache_write_1h)?,
-                reasoning: opt("--reasoning", &reasoning)?,
-                long_context: None,
-            };
-            let store = open_store(&load_config(&cfg)?).await?;
-            store.put_price(&model, &price).await?;
+            let mut patch = serde_json::Map::new();
+            for (flag, key, v) in [
+                ("--input", "input_per_mtok", &input),
+                ("--output", "output_per_mtok", &output),
+                ("--cached-input", "cached_input_per_mtok", &cached_input),
+                (
+                    "--cache-write-5m",
+                    "cache_write_5m_per_mtok",
+                    &cache_write_5m,
+                ),
+                (
+                    "--cache-write-1h",
+                    "cache_write_1h_per_mtok",
+                    &cache_write_1h,
+                ),
+                ("--reasoning", "reasoning_per_mtok", &reasoning),
+            ] {
+                if let Some(v) = v {
+                    let p = per_mtok(flag, v)?;
+                    patch.insert(key.into(), serde_json::json!(p.to_per_mtok_string()));
+                }
+            }
+            if let Some(p) = provider {
+                patch.insert("provider".into(), serde_json::json!(p));
+            }
+            let config = load_config(&cfg)?;
+            let store = open_store(&config).await?;
+            let catalog = tollgate_gateway::build_catalog(&config, &*store).await?;
+            let stored = tollgate_gateway::admin::merge_price(catalog.get(&model), patch)
+                .map_err(|e| anyhow::anyhow!("{model}: {e}"))?;
+            store.put_price(&model, &stored).await?;
             println!(
                 "{model}: input {} output {} USD/Mtok",
-                price.input.to_per_mtok_string(),
-                price.output.to_per_mtok_string()
+                stored.price.input.to_per_mtok_string(),
+                stored.price.output.to_per_mtok_string()
             );
         }
         PricingCmd::Import {
@@ -567,14 +585,19 @@ async fn pricing(action: PricingCmd) -> Result<()> {
             bar.set_message("storing");
             bar.set_length(report.models.len() as u64);
             bar.set_position(0);
-            for m in &report.models {
-                store.put_price(&m.model, &m.price).await?;
+            let imported = report.models.len();
+            for m in report.models {
+                let stored = tollgate_store::StoredPrice {
+                    price: m.price,
+                    provider: m.provider,
+                };
+                store.put_price(&m.model, &stored).await?;
                 bar.inc(1);
             }
             bar.finish_and_clear();
             println!(
                 "imported {} model prices from {} ({} entries without a per-token price skipped)",
-                report.models.len(),
+                imported,
                 file.display(),
                 report.skipped.len()
             );

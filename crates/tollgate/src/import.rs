@@ -11,6 +11,8 @@ use tollgate_core::pricing::{LongContextTier, ModelPrice, Price};
 /// One imported model and its price.
 pub struct Imported {
     pub model: String,
+    /// LiteLLM's `litellm_provider`.
+    pub provider: Option<String>,
     pub price: ModelPrice,
 }
 
@@ -115,6 +117,7 @@ pub fn parse(
                 long_context,
             },
             model: name,
+            provider,
         });
     }
     Ok(ImportReport { models, skipped })

@@ -286,15 +286,20 @@ pub enum PricingCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Set a model's price (USD per million tokens).
+    /// Set a model's price (USD per million tokens): the flags given change
+    /// the price in force, the others keep their value.
     Set {
         #[command(flatten)]
         cfg: ConfigArg,
         model: String,
+        /// Required for a model without a price.
         #[arg(long)]
-        input: String,
+        input: Option<String>,
         #[arg(long)]
-        output: String,
+        output: Option<String>,
+        /// The provider the price is for (shown in the catalog).
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(long)]
         cached_input: Option<String>,
         #[arg(long)]

@@ -136,8 +136,19 @@ impl Catalog {
 
     /// Adds or replaces a model's price; later sources win.
     pub fn set(&mut self, model: &str, price: ModelPrice, source: PriceSource) {
+        self.set_for(model, price, source, None);
+    }
+
+    /// [`Self::set`], naming the provider (`None` keeps the one known).
+    pub fn set_for(
+        &mut self,
+        model: &str,
+        price: ModelPrice,
+        source: PriceSource,
+        provider: Option<String>,
+    ) {
         let known = self.entries.get(model);
-        let provider = known.and_then(|e| e.provider.clone());
+        let provider = provider.or_else(|| known.and_then(|e| e.provider.clone()));
         let context_window = known.and_then(|e| e.context_window);
         self.entries.insert(
             model.to_string(),

@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tollgate_core::{Flags, KeyRecord, ModelPrice, Money, Usage, UsageRecord};
+use tollgate_core::{Flags, KeyRecord, Money, Usage, UsageRecord};
 
 use tollgate_core::ledger::Amount;
 
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
-use crate::{Quarantined, Result, Store, StoreError, StoredBudget, SubjectOf};
+use crate::{Quarantined, Result, Store, StoreError, StoredBudget, StoredPrice, SubjectOf};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -952,14 +952,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_price(&self, model: &str, price: &ModelPrice) -> Result<()> {
+    async fn put_price(&self, model: &str, price: &StoredPrice) -> Result<()> {
         let model = model.to_string();
-        let json = serde_json::to_string(price).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let json =
+            serde_json::to_string(&price.price).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let provider = price.provider.clone();
         self.write(move |c| {
             c.execute(
-                "INSERT INTO prices (model, price, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(model) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-                params![model, json, ms(Timestamp::now())],
+                "INSERT INTO prices (model, price, updated_at, provider) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(model) DO UPDATE SET price = excluded.price, \
+                 updated_at = excluded.updated_at, provider = excluded.provider",
+                params![model, json, ms(Timestamp::now()), provider],
             )?;
             Ok(())
         })
@@ -977,16 +980,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn prices(&self) -> Result<Vec<(String, ModelPrice)>> {
+    async fn prices(&self) -> Result<Vec<(String, StoredPrice)>> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT model, price FROM prices ORDER BY model")?;
+            let mut st = c.prepare("SELECT model, price, provider FROM prices ORDER BY model")?;
             let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
-                .map(|(m, p)| {
+                .map(|(m, p, provider)| {
                     serde_json::from_str(&p)
-                        .map(|p| (m.clone(), p))
+                        .map(|price| (m.clone(), StoredPrice { price, provider }))
                         .map_err(|e| StoreError::Invalid(format!("stored price of {m:?}: {e}")))
                 })
                 .collect()

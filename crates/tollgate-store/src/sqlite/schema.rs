@@ -109,6 +109,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         record TEXT NOT NULL
     );",
+    // 6: a stored price keeps the provider it was set or imported for.
+    "ALTER TABLE prices ADD COLUMN provider TEXT;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

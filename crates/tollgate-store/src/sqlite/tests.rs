@@ -158,10 +158,14 @@ async fn reports_sum_exactly_beyond_i64() {
 #[tokio::test]
 async fn prices_persist() {
     let (_d, s) = store().await;
-    let p = ModelPrice::simple(
+    let p = tollgate_core::ModelPrice::simple(
         tollgate_core::Price::parse_per_mtok("0.3").unwrap(),
         tollgate_core::Price::parse_per_mtok("1.2").unwrap(),
     );
+    let p = crate::StoredPrice {
+        price: p,
+        provider: Some("openai".into()),
+    };
     s.put_price("my-finetune", &p).await.unwrap();
     s.put_price("my-finetune", &p).await.unwrap();
     assert_eq!(

@@ -118,6 +118,29 @@ fn keys_usage_and_pricing_commands() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--input"));
+    // A new model needs an input price; a known one changes only what is given.
+    let bad = g.cli(&["pricing", "set", "brand-new", "--output", "1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("input_per_mtok"));
+    ok(g.cli(&["pricing", "set", "gpt-4o", "--input", "3"]));
+    let list: Value =
+        serde_json::from_str(&ok(g.cli(&["pricing", "list", "--format", "json"]))).unwrap();
+    let e = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "gpt-4o")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            e["input_per_mtok"].as_str(),
+            e["output_per_mtok"].as_str(),
+            e["cached_input_per_mtok"].as_str()
+        ),
+        (Some("3"), Some("10"), Some("1.25")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -141,6 +164,10 @@ fn pricing_import_reads_the_litellm_file() {
         .unwrap();
     assert_eq!(m["input_per_mtok"], "0.5");
     assert_eq!(m["source"], "admin");
+    assert_eq!(
+        m["provider"], "mistral",
+        "regression: import kept the provider"
+    );
 }
 
 #[test]

@@ -156,3 +156,77 @@ fn regression_alert_settings_are_refused_not_silently_stored() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("alert_thresholds"), "{text}");
 }
+
+#[test]
+fn regression_pricing_put_changes_only_the_fields_sent_and_get_answers() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let c = client();
+    let url = format!("{}/admin/pricing/gpt-4o", g.url);
+    let before = get_json(&url, Some(ADMIN_KEY));
+    assert_eq!(before["model"], "gpt-4o");
+    assert_eq!(before["cached_input_per_mtok"], "1.25", "{before}");
+    let r = c
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"input_per_mtok": "3"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after: Value = r.json().unwrap();
+    assert_eq!(after["input_per_mtok"], "3");
+    assert_eq!(after["output_per_mtok"], before["output_per_mtok"]);
+    assert_eq!(after["cached_input_per_mtok"], "1.25", "kept: {after}");
+    assert_eq!(after["provider"], "openai");
+    assert_eq!(after["source"], "admin");
+    // `null` clears an optional field; unknown fields are refused.
+    let after: Value = c
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"cached_input_per_mtok": null}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(after.get("cached_input_per_mtok").is_none(), "{after}");
+    let r = c
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"input_per_mtokk": "1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A model without a price needs its input price.
+    let r = c
+        .put(format!("{}/admin/pricing/my-new", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"output_per_mtok": "1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .get(format!("{}/admin/pricing/my-new", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The stored change survives a restart, provider included.
+    let r = c
+        .put(format!("{}/admin/pricing/my-new", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"input_per_mtok": "1", "output_per_mtok": "2", "provider": "openai"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut g = g;
+    g.terminate();
+    g.restart();
+    let e = get_json(&format!("{}/admin/pricing/my-new", g.url), Some(ADMIN_KEY));
+    assert_eq!(
+        (e["input_per_mtok"].as_str(), e["provider"].as_str()),
+        (Some("1"), Some("openai")),
+        "{e}"
+    );
+    let e = get_json(&format!("{}/admin/pricing/gpt-4o", g.url), Some(ADMIN_KEY));
+    assert_eq!(e["input_per_mtok"], "3");
+}
