@@ -92,12 +92,14 @@ pub struct BudgetsConfig {
     /// A budget over all traffic.
     #[serde(default)]
     pub global: Option<BudgetInput>,
-    /// Per scope (`user`, `session`, `tenant`, `key`): every subject gets its own.
+    /// Per scope (`user`, `session`, `tenant`, `key`): every subject gets its
+    /// own. One budget or a list (a daily and a monthly one, say).
     #[serde(default)]
-    pub defaults: BTreeMap<String, BudgetInput>,
-    /// Per role: every user with the role gets its own (scope `user` unless set).
+    pub defaults: BTreeMap<String, OneOrMany>,
+    /// Per role: every user with the role gets its own (scope `user` unless
+    /// set). One budget or a list.
     #[serde(default)]
-    pub roles: BTreeMap<String, BudgetInput>,
+    pub roles: BTreeMap<String, OneOrMany>,
     /// Budgets for one subject (`{scope: user, subject: alice, ...}`).
     #[serde(default)]
     pub overrides: Vec<BudgetInput>,
@@ -114,6 +116,62 @@ pub struct BudgetsConfig {
     /// audio, video). Absent: the model's context window from the catalog.
     #[serde(default)]
     pub unknown_input_tokens: Option<u64>,
+}
+
+/// One budget, or several for the same scope or role.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(Box<BudgetInput>),
+    Many(Vec<BudgetInput>),
+}
+
+impl OneOrMany {
+    /// Each budget with its id and config path: `{base}` for one budget,
+    /// `{base}:{i}` for the i-th of a list, unless the budget names its id.
+    fn each<'a>(
+        &'a self,
+        base: &'a str,
+        path: &'a str,
+    ) -> Box<dyn Iterator<Item = (String, String, &'a BudgetInput)> + 'a> {
+        match self {
+            OneOrMany::One(b) => Box::new(std::iter::once((
+                b.id.clone().unwrap_or_else(|| base.to_string()),
+                path.to_string(),
+                &**b,
+            ))),
+            OneOrMany::Many(v) => Box::new(v.iter().enumerate().map(move |(i, b)| {
+                (
+                    b.id.clone().unwrap_or_else(|| format!("{base}:{i}")),
+                    format!("{path}[{i}]"),
+                    b,
+                )
+            })),
+        }
+    }
+}
+
+// By hand rather than `untagged`, so a mistake inside a budget is reported
+// as itself ("unknown field `limit_usdd`"), not as "did not match any variant".
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a budget or a list of budgets")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<OneOrMany, A::Error> {
+                BudgetInput::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|b| OneOrMany::One(Box::new(b)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<OneOrMany, A::Error> {
+                Vec::<BudgetInput>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(OneOrMany::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for BudgetsConfig {
@@ -143,38 +201,38 @@ impl BudgetsConfig {
                 "budgets.global".into(),
             );
         }
-        for (scope, input) in &self.defaults {
+        for (scope, inputs) in &self.defaults {
             let path = format!("budgets.defaults.{scope}");
             match scope.parse::<Scope>() {
                 Ok(Scope::Global) => errs.push(ConfigError::field(
                     path,
                     "the global budget goes under budgets.global",
                 )),
-                Ok(sc) => push(
-                    Budget::from_input(format!("default:{scope}"), input, Tier::Default, Some(sc)),
-                    path,
-                ),
+                Ok(sc) => {
+                    let base = format!("default:{scope}");
+                    for (id, path, input) in inputs.each(&base, &path) {
+                        push(Budget::from_input(id, input, Tier::Default, Some(sc)), path);
+                    }
+                }
                 Err(e) => errs.push(ConfigError::field(path, e.message)),
             }
         }
-        for (role, input) in &self.roles {
-            let path = format!("budgets.roles.{role}");
-            let scope = match input.scope.as_deref().map(str::parse::<Scope>).transpose() {
-                Ok(s) => s.unwrap_or(Scope::User),
-                Err(e) => {
-                    errs.push(ConfigError::field(format!("{path}.scope"), e.message));
-                    continue;
-                }
-            };
-            push(
-                Budget::from_input(
-                    format!("role:{role}"),
-                    input,
-                    Tier::Role(role.clone()),
-                    Some(scope),
-                ),
-                path,
-            );
+        for (role, inputs) in &self.roles {
+            let base = format!("role:{role}");
+            let role_path = format!("budgets.roles.{role}");
+            for (id, path, input) in inputs.each(&base, &role_path) {
+                let scope = match input.scope.as_deref().map(str::parse::<Scope>).transpose() {
+                    Ok(s) => s.unwrap_or(Scope::User),
+                    Err(e) => {
+                        errs.push(ConfigError::field(format!("{path}.scope"), e.message));
+                        continue;
+                    }
+                };
+                push(
+                    Budget::from_input(id, input, Tier::Role(role.clone()), Some(scope)),
+                    path,
+                );
+            }
         }
         for (i, input) in self.overrides.iter().enumerate() {
             let id = input.id.clone().unwrap_or_else(|| format!("override:{i}"));

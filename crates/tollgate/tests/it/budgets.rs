@@ -883,3 +883,65 @@ fn regression_budget_admin_is_incremental_and_paginated() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[test]
+fn regression_a_user_default_can_be_daily_and_monthly() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        r#"budgets:
+  defaults:
+    user:
+      - { limit_tokens: 100000, period: daily }
+      - { id: user-monthly, limit_usd: "0.0005", period: monthly }
+"#,
+    );
+    let (_, key) = g.create_key(json!({"user": "mia"}));
+    let usage = get_json(&format!("{}/usage", g.url), Some(&key));
+    let mut ids: Vec<&str> = usage["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["default:user:0", "user-monthly"], "{usage}");
+    let mut refused = None;
+    for _ in 0..10 {
+        let r = chat(
+            &g,
+            &key,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        if r.status() != 200 {
+            refused = Some(r.json::<Value>().unwrap());
+            break;
+        }
+    }
+    let e = refused.expect("the monthly default refuses");
+    assert_eq!(e["error"]["budget"]["id"], "user-monthly", "{e}");
+    let rec = &g.records()[1];
+    assert_eq!(
+        rec["budgets"],
+        json!(["default:user:0", "user-monthly"]),
+        "{rec}"
+    );
+
+    // A mistake inside a list names itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "budgets:\n  defaults:\n    user:\n      - { limit_tokens: 1, period: daily }\n      - { limit_usdd: \"1\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("limit_usdd"), "{err}");
+}
