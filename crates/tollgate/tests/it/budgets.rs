@@ -945,3 +945,48 @@ fn regression_a_user_default_can_be_daily_and_monthly() {
     assert!(!out.status.success());
     assert!(err.contains("limit_usdd"), "{err}");
 }
+
+#[test]
+fn regression_a_session_override_reaches_an_untrusted_keys_session() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        "budgets:\n  defaults:\n    session: { limit_tokens: 100000, period: lifetime }\n",
+    );
+    let (key_id, key) = g.create_key(json!({"user": "uma"}));
+    // An untrusted key's sessions are its own: `<key id>/<session>`, as
+    // `/usage` shows; an override names that subject.
+    let usage: Value = client()
+        .get(format!("{}/usage", g.url))
+        .bearer_auth(&key)
+        .header("x-session-id", "s-tiny")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let subject = format!("{key_id}/s-tiny");
+    assert_eq!(usage["session"], subject.as_str(), "{usage}");
+    post_json(
+        &format!("{}/admin/budgets", g.url),
+        Some(ADMIN_KEY),
+        &json!({"id": "tiny-session", "scope": "session", "subject": subject, "limit_tokens": 30, "period": "lifetime"}),
+    );
+    let r = chat(
+        &g,
+        &key,
+        json!({"model": "gpt-4o", "max_tokens": 200, "messages": msgs()}),
+        &[("x-session-id", "s-tiny")],
+    );
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["budget"]["id"], "tiny-session", "{e}");
+    // Another key naming the same session is not affected.
+    let (_, other) = g.create_key(json!({"user": "ulf"}));
+    let r = chat(
+        &g,
+        &other,
+        json!({"model": "gpt-4o", "max_tokens": 200, "messages": msgs()}),
+        &[("x-session-id", "s-tiny")],
+    );
+    assert_eq!(r.status(), 200);
+}
