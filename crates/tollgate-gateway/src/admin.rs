@@ -295,11 +295,13 @@ async fn records(
 
 fn totals_json(
     requests: u64,
+    refused: u64,
     u: &Usage,
     cost: tollgate_core::Money,
 ) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("requests".into(), json!(requests));
+    m.insert("refused".into(), json!(refused));
     m.insert("input_tokens".into(), json!(u.input_tokens));
     m.insert("output_tokens".into(), json!(u.output_tokens));
     m.insert("cached_input_tokens".into(), json!(u.cached_input_tokens));
@@ -316,24 +318,26 @@ fn totals_json(
 pub fn report_json(group_by: GroupBy, rows: &[ReportRow]) -> Value {
     let mut total_u = Usage::default();
     let mut total_cost = tollgate_core::Money::ZERO;
-    let mut total_req = 0;
+    let (mut total_req, mut total_refused) = (0, 0);
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
             total_u = total_u.add(&r.usage);
             total_cost += r.cost;
             total_req += r.requests;
+            total_refused += r.refused;
             let mut m = serde_json::Map::new();
             m.insert(group_by.name().into(), json!(r.key));
-            m.extend(totals_json(r.requests, &r.usage, r.cost));
+            m.extend(totals_json(r.requests, r.refused, &r.usage, r.cost));
             Value::Object(m)
         })
         .collect();
-    json!({"rows": rows, "total": Value::Object(totals_json(total_req, &total_u, total_cost))})
+    json!({"rows": rows, "total": Value::Object(totals_json(total_req, total_refused, &total_u, total_cost))})
 }
 
-const REPORT_COLUMNS: [&str; 7] = [
+const REPORT_COLUMNS: [&str; 8] = [
     "requests",
+    "refused",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
@@ -575,6 +579,7 @@ mod tests {
         let rows = vec![ReportRow {
             key: Some("a,b".into()),
             requests: 1,
+            refused: 2,
             usage: Usage {
                 input_tokens: 3,
                 ..Usage::default()
@@ -584,7 +589,7 @@ mod tests {
         let csv = report_csv(GroupBy::User, &rows);
         assert_eq!(
             csv.lines().nth(1).unwrap(),
-            "\"a,b\",1,3,0,0,0,0,0.00000015"
+            "\"a,b\",1,2,3,0,0,0,0,0.00000015"
         );
     }
 }

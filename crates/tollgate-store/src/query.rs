@@ -82,7 +82,10 @@ pub struct ReportQuery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportRow {
     pub key: Option<String>,
+    /// Requests served (refusals not included).
     pub requests: u64,
+    /// Requests a budget refused.
+    pub refused: u64,
     pub usage: Usage,
     pub cost: Money,
 }

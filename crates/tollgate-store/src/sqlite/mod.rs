@@ -919,7 +919,9 @@ impl Store for SqliteStore {
             let mut sql = format!(
                 "SELECT {key} AS k, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
                  SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
-                 SUM(cost / 1000000), SUM(cost % 1000000) FROM usage_records WHERE 1=1"
+                 SUM(cost / 1000000), SUM(cost % 1000000), \
+                 SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) \
+                 FROM usage_records WHERE 1=1"
             );
             let mut args: Vec<V> = Vec::new();
             filters(&mut sql, &mut args, q.from, q.to, &[("user", &q.user), ("tenant", &q.tenant)]);
@@ -932,9 +934,11 @@ impl Store for SqliteStore {
                     };
                     let hi = i128::from(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
                     let lo = i128::from(r.get::<_, Option<i64>>(9)?.unwrap_or(0));
+                    let refused = u(10)?;
                     Ok(ReportRow {
                         key: r.get(0)?,
-                        requests: u(1)?,
+                        requests: u(1)?.saturating_sub(refused),
+                        refused,
                         usage: Usage {
                             input_tokens: u(2)?,
                             output_tokens: u(3)?,

@@ -990,3 +990,44 @@ fn regression_a_session_override_reaches_an_untrusted_keys_session() {
     );
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn regression_reports_count_refusals_apart_from_requests_served() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        "budgets:\n  defaults:\n    user: { limit_usd: \"0.0005\", period: daily }\n",
+    );
+    let (_, key) = g.create_key(json!({"user": "rex"}));
+    let (mut served, mut refused) = (0, 0);
+    while refused < 3 {
+        let r = chat(
+            &g,
+            &key,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        match r.status().as_u16() {
+            200 => served += 1,
+            429 => refused += 1,
+            s => panic!("unexpected {s}"),
+        }
+        assert!(served < 50);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rep = get_json(
+        &format!("{}/admin/reports?group_by=user", g.url),
+        Some(ADMIN_KEY),
+    );
+    let row = &rep["rows"][0];
+    assert_eq!(row["user"], "rex");
+    assert_eq!(
+        (row["requests"].as_u64(), row["refused"].as_u64()),
+        (Some(served), Some(3)),
+        "{rep}"
+    );
+    assert_eq!(rep["total"]["refused"], 3);
+    let csv = ok(g.cli(&["usage", "report", "--by", "user", "--format", "csv"]));
+    assert!(csv.starts_with("user,requests,refused,"), "{csv}");
+    assert!(csv.contains(&format!("rex,{served},3,")), "{csv}");
+}

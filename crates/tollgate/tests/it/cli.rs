@@ -4,15 +4,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn keys_usage_and_pricing_commands() {
     let m = Mock::start(&[]);
@@ -88,7 +79,7 @@ fn keys_usage_and_pricing_commands() {
         .sum();
     assert_eq!(usd(report["total"]["cost_usd"].as_str().unwrap()), total);
     let csv = ok(g.cli(&["usage", "report", "--by", "user", "--format", "csv"]));
-    assert!(csv.starts_with("user,requests,input_tokens"), "{csv}");
+    assert!(csv.starts_with("user,requests,refused,input_tokens"), "{csv}");
     let table = ok(g.cli(&["usage", "report", "--by", "day"]));
     assert!(table.contains("TOTAL"), "{table}");
 

@@ -334,3 +334,13 @@ pub fn has_flag(record: &Value, flag: &str) -> bool {
 pub fn cost_units(record: &Value) -> i128 {
     usd(record["cost_usd"].as_str().unwrap())
 }
+
+/// The stdout of a CLI run that must succeed.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
