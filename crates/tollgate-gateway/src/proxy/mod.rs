@@ -247,12 +247,9 @@ async fn pipeline(
             h.insert("x-tollgate-capped-max-tokens", HeaderValue::from(n));
         }
         if streaming {
-            // Before this stream's spend is known: what is left besides it.
-            h.extend(budget_headers(
-                state,
-                &draft.applied,
-                draft.reserved.as_ref().map(|r| r.amount),
-            ));
+            // Before this stream's spend is known: what is left once its
+            // reservation (its worst case, as capped) is paid for.
+            h.extend(budget_headers(state, &draft.applied));
         }
     }
 
@@ -340,7 +337,7 @@ async fn pipeline(
     settle_body(&mut draft, endpoint, status, &bytes, first_byte, request_id);
     // After settlement: what is left once this response is paid for.
     if let Some(h) = out.headers_mut() {
-        h.extend(budget_headers(state, &draft.applied, None));
+        h.extend(budget_headers(state, &draft.applied));
     }
     out.body(Body::from(bytes))
         .map_err(|e| GatewayError::Internal(e.to_string()))
@@ -504,20 +501,13 @@ async fn reserve(
     }
 }
 
-/// `X-Budget-*` headers for the tightest applicable budget; `own` is this
-/// request's reservation, added back while it is still in flight.
-fn budget_headers(state: &AppState, applied: &[Applied], own: Option<Amount>) -> HeaderMap {
+/// `X-Budget-*` headers for the tightest applicable budget, in-flight
+/// reservations counted as spent.
+fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
     let mut h = HeaderMap::new();
     let tightest = applied
         .iter()
-        .map(|a| {
-            let mut st = state.budgets.state(a);
-            if let Some(own) = own {
-                st.headroom.money = st.headroom.money.map(|m| m + own.money);
-                st.headroom.tokens = st.headroom.tokens.map(|t| t.saturating_add(own.tokens));
-            }
-            (a, st)
-        })
+        .map(|a| (a, state.budgets.state(a)))
         .min_by(|(_, x), (_, y)| {
             let fx = x.fraction_left().unwrap_or(f64::INFINITY);
             let fy = y.fraction_left().unwrap_or(f64::INFINITY);

@@ -1031,3 +1031,37 @@ fn regression_reports_count_refusals_apart_from_requests_served() {
     assert!(csv.starts_with("user,requests,refused,"), "{csv}");
     assert!(csv.contains(&format!("rex,{served},3,")), "{csv}");
 }
+
+#[test]
+fn regression_streamed_responses_carry_the_budget_state_with_their_reservation() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        r#"budgets:
+  overrides:
+    - { id: tiny-user, scope: user, subject: sam, limit_usd: "0.0001", period: daily }
+    - { id: roomy-tenant, scope: tenant, subject: acme, limit_usd: "1", period: daily }
+"#,
+    );
+    let (_, key) = g.create_key(json!({"user": "sam", "tenant": "acme"}));
+    let r = chat(
+        &g,
+        &key,
+        json!({"model": "gpt-4o-mini", "max_tokens": 1000, "stream": true, "messages": msgs()}),
+        &[],
+    );
+    assert_eq!(r.status(), 200);
+    let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+    assert_eq!(
+        h("x-budget-id"),
+        "tiny-user",
+        "the tightest budget is the one that capped"
+    );
+    assert_ne!(h("x-budget-status"), "ok");
+    let remaining = usd(&h("x-budget-remaining"));
+    assert!(
+        remaining < usd("0.00002"),
+        "the capped reservation is counted: {remaining}"
+    );
+    let _ = r.text();
+}

@@ -79,7 +79,10 @@ fn keys_usage_and_pricing_commands() {
         .sum();
     assert_eq!(usd(report["total"]["cost_usd"].as_str().unwrap()), total);
     let csv = ok(g.cli(&["usage", "report", "--by", "user", "--format", "csv"]));
-    assert!(csv.starts_with("user,requests,refused,input_tokens"), "{csv}");
+    assert!(
+        csv.starts_with("user,requests,refused,input_tokens"),
+        "{csv}"
+    );
     let table = ok(g.cli(&["usage", "report", "--by", "day"]));
     assert!(table.contains("TOTAL"), "{table}");
 
