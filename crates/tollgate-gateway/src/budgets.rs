@@ -627,11 +627,8 @@ impl BudgetEngine {
             .await
         {
             Ok(n) => n,
-            Err(LedgerError::Denied(Denied { line, headroom })) => {
-                return Err(ReserveError::Refused(Box::new(Refusal {
-                    applied: applied[line].clone(),
-                    headroom,
-                })));
+            Err(LedgerError::Denied(d)) => {
+                return Err(ReserveError::Refused(self.refusal(applied, d, &sizing)));
             }
             Err(LedgerError::Unavailable(e)) => return Err(ReserveError::Unavailable(e)),
         };
@@ -1020,12 +1017,67 @@ impl BudgetEngine {
         let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
         self.ledger
             .plan(&lines, s)
-            .map_err(|Denied { line, headroom }| {
-                Box::new(Refusal {
-                    applied: applied[line].clone(),
-                    headroom,
-                })
-            })
+            .map_err(|d| self.refusal(applied, d, s))
+    }
+
+    /// The refusal of line `d.line`. A rolling window's reset is when
+    /// enough spend leaves the window for the smallest request the sizing
+    /// allows (`s.amount(s.min)`) to fit — or, when no amount leaving can
+    /// make room (in-flight reservations, a request above the limit), when
+    /// the oldest charged bucket leaves.
+    fn refusal(&self, applied: &[Applied], d: Denied, s: &Sizing) -> Box<Refusal> {
+        let mut a = applied[d.line].clone();
+        if let PeriodKind::Rolling(w) = a.budget.period {
+            a.resets_at = self.rolling_reset(&a, w, d.headroom, s.amount(s.min));
+        }
+        Box::new(Refusal {
+            applied: a,
+            headroom: d.headroom,
+        })
+    }
+
+    fn rolling_reset(
+        &self,
+        a: &Applied,
+        w: SignedDuration,
+        headroom: Headroom,
+        need: Amount,
+    ) -> Option<Timestamp> {
+        let leaves = |bucket: Timestamp| {
+            bucket
+                .checked_add(w)
+                .and_then(|t| t.checked_add(PeriodKind::bucket_width(w)))
+                .ok()
+        };
+        let mut freed = Amount::default();
+        let mut oldest_charged = None;
+        // The window lists its buckets newest first; each key ends in
+        // `|b{bucket start, ms}` (see `bucket_key`).
+        for k in a.line.window.iter().rev() {
+            let Some(start) = k
+                .rsplit_once("|b")
+                .and_then(|(_, ms)| ms.parse::<i64>().ok())
+                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            else {
+                continue;
+            };
+            let spent = self.ledger.counter(k).spent;
+            if spent == Amount::default() {
+                continue;
+            }
+            oldest_charged.get_or_insert(start);
+            freed = freed.plus(spent);
+            let money_ok = headroom
+                .money
+                .is_none_or(|h| h + freed.money >= need.money);
+            let tokens_ok = headroom
+                .tokens
+                .is_none_or(|h| h.saturating_add(freed.tokens) >= need.tokens);
+            if money_ok && tokens_ok {
+                return leaves(start);
+            }
+        }
+        oldest_charged.and_then(leaves)
     }
 
     /// Every budget that applies to `caller`, whatever the model.

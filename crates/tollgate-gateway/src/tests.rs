@@ -239,6 +239,45 @@ async fn rolling_window_frees_spend_as_it_ages() {
     );
 }
 
+/// Regression: a rolling window's refusal named the next bucket boundary as
+/// its reset (`reset_at`, `Retry-After`, `X-Budget-Reset`) while the request
+/// stayed refused past it. The reset is when enough spend leaves the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_rolling_window_reset_is_when_the_request_fits_again() {
+    let r = rig(
+        r#"{"defaults": {"user": {"limit_tokens": 120, "period": "rolling:1h"}}}"#,
+        "2026-11-24T10:00:20Z",
+    )
+    .await;
+    let key = r.key("roller").await;
+    assert_eq!(r.chat(&key, 40).await, 200);
+    r.at("2026-11-24T10:30:00Z");
+    r.exhaust(&key).await;
+    r.at("2026-11-24T10:40:00Z");
+    let resp = r
+        .http
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&key)
+        .header("x-mock-output-tokens", "1000")
+        .json(&json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: i64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let header_reset = resp.headers()["x-budget-reset"].to_str().unwrap().to_string();
+    let v: Value = resp.json().await.unwrap();
+    let reset: Timestamp = v["error"]["reset_at"].as_str().unwrap().parse().unwrap();
+    // The 10:00 bucket's spend leaves at 11:01; that frees enough.
+    assert_eq!(reset.to_string(), "2026-11-24T11:01:00Z", "{v}");
+    assert_eq!(header_reset, reset.to_string());
+    assert_eq!(retry, 21 * 60);
+    r.at("2026-11-24T11:00:59Z");
+    assert_eq!(r.chat(&key, 20).await, 429, "not a second early");
+    r.at("2026-11-24T11:01:00Z");
+    assert_eq!(r.chat(&key, 20).await, 200, "the reset told the truth");
+}
+
 /// Regression: a model-scoped override (`models: ["claude-*"]`) silently
 /// removed the user's default budget for every other model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
