@@ -131,6 +131,10 @@ pub struct Budget {
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
+    /// When the budget began to exist (created through the API, or first
+    /// loaded from the config); `None` if unknown. A period that began
+    /// before it carries nothing over.
+    pub existed_since: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,6 +351,7 @@ impl Budget {
             low_threshold_pct,
             models: input.models.clone(),
             rollover,
+            existed_since: None,
         })
     }
 

@@ -792,7 +792,7 @@ async fn create_budget(
         ));
     }
     input.id = Some(id.clone());
-    let v = store_budget(&s, id, input, Timestamp::now()).await?;
+    let v = store_budget(&s, id, input, s.budgets.now()).await?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
@@ -807,13 +807,7 @@ async fn patch_budget(
             format!("budget {id:?} is declared in the config file; change it there"),
         ));
     }
-    let stored = s
-        .store
-        .list_budgets()
-        .await?
-        .into_iter()
-        .find(|b| b.id == id);
-    let Some(stored) = stored else {
+    let Some(stored) = s.store.budget(&id).await? else {
         return Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("no budget with id {id:?}"),

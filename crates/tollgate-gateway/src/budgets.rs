@@ -361,6 +361,25 @@ impl BudgetEngine {
         clock: Arc<dyn Clock>,
         sizing: &crate::config::BudgetsConfig,
     ) -> Result<BudgetEngine, StoreError> {
+        let now = clock.now();
+        let mut config_budgets = config_budgets;
+        let mut first_seen_now = Vec::new();
+        // Budgets that have charged anything existed before first-seen
+        // times were kept (an upgraded database): their start is unknown.
+        let charged: std::collections::HashSet<String> = ledger
+            .keys()
+            .into_iter()
+            .filter_map(|k| k.split('|').next().map(str::to_string))
+            .collect();
+        for b in &mut config_budgets {
+            let (seen, new) = store.budget_first_seen(&b.id, now).await?;
+            if !new || !charged.contains(&b.id) {
+                b.existed_since = Some(seen);
+            }
+            if new && !charged.contains(&b.id) {
+                first_seen_now.push(Arc::new(b.clone()));
+            }
+        }
         let engine = BudgetEngine {
             entries: RwLock::new(Arc::new(BudgetSet::default())),
             config_budgets,
@@ -374,6 +393,11 @@ impl BudgetEngine {
             suspicious: Default::default(),
             known_version: Mutex::new(None),
         };
+        // A budget new to the config finds its period's spend already made
+        // (counted before any request can charge it: none is served yet).
+        for b in &first_seen_now {
+            engine.count_existing_spend(store, b).await?;
+        }
         engine.reload(store).await?;
         Ok(engine)
     }
@@ -408,10 +432,13 @@ impl BudgetEngine {
                     s.input.webhook_url = None;
                 }
                 match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
-                    Ok(b) => entries.push(Entry {
-                        budget: Arc::new(b),
-                        source: Source::Admin,
-                    }),
+                    Ok(mut b) => {
+                        b.existed_since = Some(s.created_at);
+                        entries.push(Entry {
+                            budget: Arc::new(b),
+                            source: Source::Admin,
+                        })
+                    }
                     Err(e) => {
                         tracing::error!(budget = %s.id, error = %e, "stored budget is invalid; ignored")
                     }
@@ -563,6 +590,11 @@ impl BudgetEngine {
         let Some(prev) = b.period.previous(&b.calendar, now) else {
             return base;
         };
+        // Rollover begins after the first full period: a period the budget
+        // did not exist for leaves no unused allowance.
+        if b.existed_since.is_some_and(|t| t > prev.start) {
+            return base;
+        }
         let spent = self.ledger.counter(&key(b, subject, prev.start)).spent;
         Limit {
             money: base.money.map(|l| {
@@ -712,30 +744,87 @@ impl BudgetEngine {
     /// spend its records show, per subject (a rolling window's spend goes to
     /// its newest bucket: it leaves the window late, never early).
     async fn recount(&self, store: &dyn Store, b: &Arc<Budget>) -> Result<(), StoreError> {
-        use tollgate_store::SubjectOf;
         let now = self.now();
-        let subject = match (&b.subject, b.scope) {
+        let Some(subject) = Self::subject_of(b) else {
+            return Ok(());
+        };
+        // Everything settled so far is in the records the count reads.
+        self.ledger.flush().await;
+        for (subject, spent) in store
+            .budget_spend(&b.id, subject, Self::count_since(b, now))
+            .await?
+        {
+            let a = self.applied(b.clone(), subject, now);
+            self.ledger.set_spent(&a.line.charge, spent);
+        }
+        Ok(())
+    }
+
+    /// A budget that did not exist until now starts at what its scope has
+    /// already spent in its current period (or window) on the models it
+    /// covers — a monthly budget created on the 15th counts the month's
+    /// spend so far. Named budgets (`scope: budget`) start at zero: records
+    /// do not say which named budget a request chose.
+    async fn count_existing_spend(
+        &self,
+        store: &dyn Store,
+        b: &Arc<Budget>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        use tollgate_store::SubjectOf;
+        let (field, only) = match (b.scope, &b.subject) {
+            (Scope::Budget, _) => return Ok(()),
+            (Scope::Global, _) => (SubjectOf::Fixed("*".into()), None),
+            (Scope::User, s) => (SubjectOf::User, s.clone()),
+            (Scope::Tenant, s) => (SubjectOf::Tenant, s.clone()),
+            (Scope::Session, s) => (SubjectOf::Session, s.clone()),
+            (Scope::Key, s) => (SubjectOf::Key, s.clone()),
+        };
+        self.ledger.flush().await;
+        let globs: Vec<wildmatch::WildMatch> = b
+            .models
+            .iter()
+            .map(|m| wildmatch::WildMatch::new(m))
+            .collect();
+        let mut per_subject: std::collections::BTreeMap<String, Amount> = Default::default();
+        for row in store
+            .scope_spend(field, only, Self::count_since(b, now))
+            .await?
+        {
+            if globs.is_empty() || globs.iter().any(|g| g.matches(&row.model)) {
+                let e = per_subject.entry(row.subject).or_default();
+                *e = e.plus(row.spent);
+            }
+        }
+        for (subject, spent) in per_subject {
+            let a = self.applied(b.clone(), subject, now);
+            self.ledger.set_spent(&a.line.charge, spent);
+        }
+        Ok(())
+    }
+
+    /// Which record field is `b`'s subject (`None`: named budgets, which
+    /// no record field names).
+    fn subject_of(b: &Budget) -> Option<tollgate_store::SubjectOf> {
+        use tollgate_store::SubjectOf;
+        Some(match (&b.subject, b.scope) {
             (Some(s), _) => SubjectOf::Fixed(s.clone()),
             (None, Scope::Global) => SubjectOf::Fixed("*".into()),
             (None, Scope::User) => SubjectOf::User,
             (None, Scope::Tenant) => SubjectOf::Tenant,
             (None, Scope::Session) => SubjectOf::Session,
             (None, Scope::Key) => SubjectOf::Key,
-            // Named budgets always have their subject.
-            (None, Scope::Budget) => return Ok(()),
-        };
-        let since = match b.period {
+            (None, Scope::Budget) => return None,
+        })
+    }
+
+    /// Where `b`'s current period (or window) begins.
+    fn count_since(b: &Budget, now: Timestamp) -> Timestamp {
+        match b.period {
             PeriodKind::Rolling(w) => now.checked_sub(w).unwrap_or(Timestamp::MIN),
             PeriodKind::Lifetime => Timestamp::MIN,
             _ => b.period.period_at(&b.calendar, now).start,
-        };
-        // Everything settled so far is in the records the count reads.
-        self.ledger.flush().await;
-        for (subject, spent) in store.budget_spend(&b.id, subject, since).await? {
-            let a = self.applied(b.clone(), subject, now);
-            self.ledger.set_spent(&a.line.charge, spent);
         }
-        Ok(())
     }
 
     /// Gives a reservation back (the request never reached a provider).
@@ -794,14 +883,20 @@ impl BudgetEngine {
 
     /// Validates and stores a budget from the admin API or CLI.
     pub async fn put(&self, store: &dyn Store, stored: StoredBudget) -> Result<Budget, PutError> {
-        let b = Budget::from_input(stored.id.clone(), &stored.input, Tier::Override, None)
+        let mut b = Budget::from_input(stored.id.clone(), &stored.input, Tier::Override, None)
             .map_err(PutError::Invalid)?;
+        b.existed_since = Some(stored.created_at);
         if self.config_budgets.iter().any(|c| c.id == stored.id) {
             return Err(PutError::ConfigOwned(stored.id));
         }
         let before = store.budgets_version().await.ok();
         store.put_budget(&stored).await?;
         let budget = Arc::new(b.clone());
+        if self.entries().get(&b.id).is_none() {
+            // Counted before the budget is in the set, so no request charges
+            // it in between and the count cannot overwrite a charge.
+            self.count_existing_spend(store, &budget).await?;
+        }
         let redefined = self
             .entries()
             .get(&b.id)
@@ -1067,9 +1162,7 @@ impl BudgetEngine {
             }
             oldest_charged.get_or_insert(start);
             freed = freed.plus(spent);
-            let money_ok = headroom
-                .money
-                .is_none_or(|h| h + freed.money >= need.money);
+            let money_ok = headroom.money.is_none_or(|h| h + freed.money >= need.money);
             let tokens_ok = headroom
                 .tokens
                 .is_none_or(|h| h.saturating_add(freed.tokens) >= need.tokens);

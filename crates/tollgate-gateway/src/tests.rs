@@ -197,7 +197,8 @@ async fn daily_budget_resets_at_local_midnight_across_dst() {
 async fn unused_allowance_rolls_over_up_to_the_cap() {
     let r = rig(
         r#"{"overrides": [{"scope": "user", "subject": "saver", "limit_tokens": 100, "period": "daily", "rollover": {"cap_tokens": 50}}]}"#,
-        "2026-11-24T10:00:00Z",
+        // First seen at the first instant of the 24th: a full period.
+        "2026-11-24T00:00:00Z",
     )
     .await;
     let key = r.key("saver").await;
@@ -264,8 +265,15 @@ async fn regression_rolling_window_reset_is_when_the_request_fits_again() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: i64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    let header_reset = resp.headers()["x-budget-reset"].to_str().unwrap().to_string();
+    let retry: i64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let header_reset = resp.headers()["x-budget-reset"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let v: Value = resp.json().await.unwrap();
     let reset: Timestamp = v["error"]["reset_at"].as_str().unwrap().parse().unwrap();
     // The 10:00 bucket's spend leaves at 11:01; that frees enough.
@@ -276,6 +284,78 @@ async fn regression_rolling_window_reset_is_when_the_request_fits_again() {
     assert_eq!(r.chat(&key, 20).await, 429, "not a second early");
     r.at("2026-11-24T11:01:00Z");
     assert_eq!(r.chat(&key, 20).await, 200, "the reset told the truth");
+}
+
+impl Rig {
+    async fn create_budget(&self, spec: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/admin/budgets", self.url))
+            .bearer_auth(ADMIN)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+}
+
+/// Regression: a budget created mid-period started at zero although its
+/// subject had already spent in that period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_budget_created_mid_period_counts_the_periods_spend() {
+    let r = rig(r#"{}"#, "2026-11-24T10:00:00Z").await;
+    let key = r.key("early").await;
+    assert_eq!(r.chat(&key, 40).await, 200);
+    assert_eq!(r.chat(&key, 40).await, 200);
+    r.at("2026-11-24T15:00:00Z");
+    let b = r
+        .create_budget(
+            json!({"scope": "user", "subject": "early", "limit_tokens": 1000, "period": "daily"}),
+        )
+        .await;
+    let used = b["used_tokens"].as_u64().unwrap();
+    assert!(used > 80, "today's two requests count: {b}");
+    // Only the models a budget covers count, and only this period.
+    let b = r
+        .create_budget(json!({"scope": "user", "subject": "early", "limit_tokens": 1000, "period": "daily", "models": ["claude-*"]}))
+        .await;
+    assert_eq!(b["used_tokens"], 0, "{b}");
+    r.at("2026-11-25T15:00:00Z");
+    let b = r
+        .create_budget(json!({"scope": "user", "subject": "early", "limit_tokens": 1000, "period": "daily", "id": "later"}))
+        .await;
+    assert_eq!(b["used_tokens"], 0, "yesterday's spend is not today's: {b}");
+    // A template budget counts each subject's spend.
+    let b = r
+        .create_budget(json!({"scope": "global", "limit_tokens": 100000, "period": "monthly"}))
+        .await;
+    assert_eq!(b["used_tokens"].as_u64(), Some(used), "{b}");
+}
+
+/// Regression: a brand-new budget with rollover started at limit + cap,
+/// crediting a period in which it did not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_rollover_begins_after_the_first_full_period() {
+    let r = rig(r#"{}"#, "2026-11-24T10:00:00Z").await;
+    let key = r.key("newbie").await;
+    r.create_budget(json!({"id": "nb", "scope": "user", "subject": "newbie", "limit_tokens": 100, "period": "daily", "rollover": {"cap_tokens": 50}}))
+        .await;
+    r.at("2026-11-25T10:00:00Z");
+    assert_eq!(r.chat(&key, 16).await, 200);
+    assert_eq!(
+        r.budget("newbie").await["limit_tokens"],
+        100,
+        "the 24th was not a full period"
+    );
+    r.at("2026-11-26T10:00:00Z");
+    assert_eq!(r.chat(&key, 16).await, 200);
+    assert_eq!(
+        r.budget("newbie").await["limit_tokens"],
+        150,
+        "the 25th was"
+    );
 }
 
 /// Regression: a model-scoped override (`models: ["claude-*"]`) silently

@@ -104,6 +104,7 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(Timestamp, String)>,
         limit: usize,
     ) -> Result<Vec<StoredBudget>>;
+    async fn budget(&self, id: &str) -> Result<Option<StoredBudget>>;
     async fn put_budget(&self, b: &StoredBudget) -> Result<()>;
     /// `false` if no such budget.
     async fn delete_budget(&self, id: &str) -> Result<bool>;
@@ -118,6 +119,19 @@ pub trait Store: Send + Sync + 'static {
         subject: SubjectOf,
         since: Timestamp,
     ) -> Result<Vec<(String, Amount)>>;
+    /// What every record since `since` adds up to, per subject and model
+    /// served (whatever budgets it charged): the spend a budget created now
+    /// finds already made in its period. `subject` names the record field
+    /// (`Fixed`: every record, under that name); `only` keeps one value of it.
+    async fn scope_spend(
+        &self,
+        subject: SubjectOf,
+        only: Option<String>,
+        since: Timestamp,
+    ) -> Result<Vec<ScopeSpend>>;
+    /// When budget `id` was first seen, and whether that is now: `now` the
+    /// first time it is asked (and remembered), the remembered time after.
+    async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
 
     async fn put_price(&self, model: &str, price: &StoredPrice) -> Result<()>;
@@ -135,6 +149,14 @@ pub enum SubjectOf {
     Key,
     /// A budget with one subject: every record it charged is that subject's.
     Fixed(String),
+}
+
+/// One subject's spend on one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeSpend {
+    pub subject: String,
+    pub model: String,
+    pub spent: Amount,
 }
 
 /// A record kept aside because the store refused it.

@@ -253,10 +253,15 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
             };
             let state = inspect(&cfg).await?;
             let store = state.store.clone();
+            // A replaced budget keeps its creation time (and so its rollover).
+            let created_at = match store.budget(&id).await? {
+                Some(old) => old.created_at,
+                None => Timestamp::now(),
+            };
             let stored = tollgate_store::StoredBudget {
                 id: id.clone(),
                 input,
-                created_at: Timestamp::now(),
+                created_at,
             };
             state
                 .budgets

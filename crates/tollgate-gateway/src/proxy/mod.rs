@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
-use jiff::Timestamp;
 use tollgate_core::ledger::Amount;
 use tollgate_core::tokens::estimate_tokens;
 use tollgate_core::{Flags, Usage};
@@ -128,7 +127,8 @@ async fn pipeline(
     request_id: &str,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let time = Timestamp::now();
+    // The budgets' clock: a record is dated in the period it is charged to.
+    let time = state.budgets.now();
     let Inbound {
         endpoint,
         path_model,

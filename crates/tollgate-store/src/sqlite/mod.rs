@@ -26,7 +26,9 @@ use tollgate_core::ledger::Amount;
 
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
-use crate::{Quarantined, Result, Store, StoreError, StoredBudget, StoredPrice, SubjectOf};
+use crate::{
+    Quarantined, Result, ScopeSpend, Store, StoreError, StoredBudget, StoredPrice, SubjectOf,
+};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -814,6 +816,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn budget(&self, id: &str) -> Result<Option<StoredBudget>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT spec, created_at FROM budgets WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            row.map(|(spec, created)| {
+                Ok(StoredBudget {
+                    input: serde_json::from_str(&spec)
+                        .map_err(|e| StoreError::Invalid(format!("stored budget {id}: {e}")))?,
+                    id,
+                    created_at: ts(created),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn put_budget(&self, b: &StoredBudget) -> Result<()> {
         let b = b.clone();
         let spec =
@@ -896,6 +921,85 @@ impl Store for SqliteStore {
                     None
                 },
             })
+        })
+        .await
+    }
+
+    async fn scope_spend(
+        &self,
+        subject: SubjectOf,
+        only: Option<String>,
+        since: Timestamp,
+    ) -> Result<Vec<ScopeSpend>> {
+        let since = ms(since);
+        self.read(move |c| {
+            // (the subject column or a fixed label, its filter, the bound value)
+            let (label, filter, bound) = match (&subject, only) {
+                (SubjectOf::Fixed(s), _) => ("?2", "1=1".to_string(), Some(s.clone())),
+                (field, only) => {
+                    let col = match field {
+                        SubjectOf::User => "user",
+                        SubjectOf::Tenant => "tenant",
+                        SubjectOf::Session => "session",
+                        _ => "key_id",
+                    };
+                    match only {
+                        Some(v) => (col, format!("{col} = ?2"), Some(v)),
+                        None => (col, format!("{col} IS NOT NULL"), None),
+                    }
+                }
+            };
+            let sql = format!(
+                "SELECT {label}, model_served, SUM(cost / 1000000), SUM(cost % 1000000), \
+                 SUM(input_tokens + output_tokens) FROM usage_records WHERE time >= ?1 \
+                 AND {filter} GROUP BY 1, 2"
+            );
+            let mut st = c.prepare(&sql)?;
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            };
+            let rows = match &bound {
+                Some(s) => st
+                    .query_map(params![since, s], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+                None => st
+                    .query_map(params![since], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(rows
+                .into_iter()
+                .map(|(subject, model, hi, lo, tokens)| ScopeSpend {
+                    subject,
+                    model,
+                    spent: Amount::new(
+                        Money::from_units(i128::from(hi) * 1_000_000 + i128::from(lo)),
+                        tokens.max(0) as u64,
+                    ),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)> {
+        let (id, now) = (id.to_string(), ms(now));
+        self.write(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO budget_first_seen (id, at) VALUES (?1, ?2)",
+                params![id, now],
+            )? > 0;
+            let at: i64 = c.query_row(
+                "SELECT at FROM budget_first_seen WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            Ok((ts(at), inserted))
         })
         .await
     }

@@ -111,6 +111,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );",
     // 6: a stored price keeps the provider it was set or imported for.
     "ALTER TABLE prices ADD COLUMN provider TEXT;",
+    // 7: when each budget (config ones included) was first seen, so that a
+    // period it did not exist for carries no rollover.
+    "CREATE TABLE budget_first_seen (
+        id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -1065,3 +1065,36 @@ fn regression_streamed_responses_carry_the_budget_state_with_their_reservation()
     );
     let _ = r.text();
 }
+
+#[test]
+fn regression_a_budget_added_to_the_config_mid_period_counts_the_periods_spend() {
+    let m = Mock::start(&[]);
+    let mut g = Gateway::start(&m);
+    let (_, key) = g.create_key(json!({"user": "cleo"}));
+    for _ in 0..2 {
+        let r = chat(
+            &g,
+            &key,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        assert_eq!(r.status(), 200);
+    }
+    g.terminate();
+    let yaml = std::fs::read_to_string(&g.config).unwrap()
+        + "budgets:\n  defaults:\n    user: { limit_tokens: 100000, period: monthly }\n";
+    std::fs::write(&g.config, yaml).unwrap();
+    g.restart();
+    let usage = get_json(&format!("{}/usage", g.url), Some(&key));
+    let used = usage["budgets"][0]["used_tokens"].as_u64().unwrap();
+    assert!(used > 40, "the month's two requests count: {usage}");
+    // Counted once: a restart does not count them again.
+    g.terminate();
+    g.restart();
+    let usage = get_json(&format!("{}/usage", g.url), Some(&key));
+    assert_eq!(
+        usage["budgets"][0]["used_tokens"].as_u64(),
+        Some(used),
+        "{usage}"
+    );
+}
