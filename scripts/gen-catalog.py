@@ -1,47 +1,82 @@
 #!/usr/bin/env python3
-"""Regenerate crates/tollgate-core/src/catalog_data.rs from the LiteLLM price map.
+"""Regenerate crates/tollgate-core/src/pricing/catalog_data.rs from the LiteLLM price map.
 
-Usage: scripts/gen-catalog.py ../shared/ref/litellm-model-prices-1.109.1.json
-Prices are printed as exact decimal strings per million tokens (the way providers
-publish them); the Rust side parses them into fixed-point integers.
+Usage: scripts/gen-catalog.py ../shared/ref/litellm-model-prices-1.109.1.json > crates/tollgate-core/src/pricing/catalog_data.rs
+
+Every chat, Responses, completion and embedding model of OpenAI, Anthropic,
+Gemini and Mistral that the map prices per token is included, dated aliases
+too, under the name its provider's API takes (LiteLLM's `gemini/` and
+`mistral/` prefixes dropped). Models the map marks deprecated stay: a config
+naming one keeps working, and the provider refuses it when it retires.
+Left out: models listed as free (experimental; never free by default),
+fine-tunes (`ft:`, named per organisation), and models billed by
+what Tollgate does not meter (audio, realtime, speech, web search, deep
+research, music).
+
+Numbers are read as their literal text (never through a float) and printed as
+exact decimal strings per million tokens; the Rust side parses them into
+fixed-point integers.
 """
-import json, sys
+import json
+import re
+import sys
 from decimal import Decimal
 
-CURATED = [
-    # (catalog name, litellm key, provider)
-    ("gpt-5", "gpt-5", "openai"), ("gpt-5-mini", "gpt-5-mini", "openai"), ("gpt-5-nano", "gpt-5-nano", "openai"),
-    ("gpt-4.1", "gpt-4.1", "openai"), ("gpt-4.1-mini", "gpt-4.1-mini", "openai"), ("gpt-4.1-nano", "gpt-4.1-nano", "openai"),
-    ("gpt-4o", "gpt-4o", "openai"), ("gpt-4o-mini", "gpt-4o-mini", "openai"),
-    ("o3", "o3", "openai"), ("o3-mini", "o3-mini", "openai"), ("o4-mini", "o4-mini", "openai"),
-    ("gpt-3.5-turbo-instruct", "gpt-3.5-turbo-instruct", "openai"),
-    ("text-embedding-3-small", "text-embedding-3-small", "openai"), ("text-embedding-3-large", "text-embedding-3-large", "openai"),
-    ("claude-opus-4-5", "claude-opus-4-5", "anthropic"), ("claude-opus-4-5-20251101", "claude-opus-4-5-20251101", "anthropic"),
-    ("claude-opus-4-6", "claude-opus-4-6", "anthropic"), ("claude-opus-4-7", "claude-opus-4-7", "anthropic"),
-    ("claude-sonnet-4-5", "claude-sonnet-4-5", "anthropic"), ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5-20250929", "anthropic"),
-    ("claude-sonnet-4-6", "claude-sonnet-4-6", "anthropic"), ("claude-sonnet-5", "claude-sonnet-5", "anthropic"),
-    ("claude-haiku-4-5", "claude-haiku-4-5", "anthropic"), ("claude-haiku-4-5-20251001", "claude-haiku-4-5-20251001", "anthropic"),
-    ("gemini-2.5-pro", "gemini/gemini-2.5-pro", "gemini"), ("gemini-2.5-flash", "gemini/gemini-2.5-flash", "gemini"),
-    ("gemini-2.5-flash-lite", "gemini/gemini-2.5-flash-lite", "gemini"),
-    ("gemini-3.5-flash", "gemini/gemini-3.5-flash", "gemini"), ("gemini-3.5-flash-lite", "gemini/gemini-3.5-flash-lite", "gemini"),
-    ("mistral-large-latest", "mistral/mistral-large-latest", "mistral"), ("mistral-medium-latest", "mistral/mistral-medium-latest", "mistral"),
-    ("mistral-small-latest", "mistral/mistral-small-latest", "mistral"), ("codestral-latest", "mistral/codestral-latest", "mistral"),
-    ("mistral-embed", "mistral/mistral-embed", "mistral"),
-]
+PROVIDERS = {
+    "openai": "openai",
+    "text-completion-openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "mistral": "mistral",
+}
+MODES = {"chat", "responses", "completion", "embedding"}
+UNMETERED = ("audio", "realtime", "tts", "search", "deep-research", "lyria", "transcribe")
+
 
 def mtok(v):
     if v is None:
         return "None"
-    d = (Decimal(repr(v)) * 1_000_000).normalize()
+    d = (Decimal(v) * 1_000_000).normalize()
     return 'Some("%s")' % format(d, "f")
 
+
+def selected(data):
+    seen = {}
+    for key, v in data.items():
+        if key == "sample_spec" or not isinstance(v, dict):
+            continue
+        provider = PROVIDERS.get(v.get("litellm_provider"))
+        if provider is None or v.get("mode") not in MODES:
+            continue
+        # Listed without a price, or as free (experimental models): never
+        # priced as free by default; a config can price them.
+        if not v.get("input_cost_per_token") or key.startswith("ft:"):
+            continue
+        name = key.split("/", 1)[1] if key.startswith(("gemini/", "mistral/")) else key
+        if "/" in name or any(w in name for w in UNMETERED):
+            continue
+        # A name listed with and without its prefix: the prefixed entry wins.
+        if name in seen and not key.startswith(("gemini/", "mistral/")):
+            continue
+        seen[name] = (provider, v)
+    return sorted(seen.items())
+
+
+def long_tier(v):
+    tiers = sorted(
+        int(m.group(1))
+        for k in v
+        if (m := re.fullmatch(r"input_cost_per_token_above_(\d+)k_tokens", k))
+    )
+    return tiers[0] if tiers else None
+
+
 def main():
-    data = json.load(open(sys.argv[1]))
+    data = json.load(open(sys.argv[1]), parse_float=Decimal, parse_int=Decimal)
     print("// @generated by scripts/gen-catalog.py from the LiteLLM price map; do not edit by hand.")
     print("use super::catalog::{CatalogRow, LongRow};\n")
     print("pub(super) const ROWS: &[CatalogRow] = &[")
-    for name, key, provider in CURATED:
-        v = data[key]
+    for name, (provider, v) in selected(data):
         print("    CatalogRow {")
         print(f'        model: "{name}",')
         print(f'        provider: "{provider}",')
@@ -51,18 +86,21 @@ def main():
         print(f"        cache_write_5m: {mtok(v.get('cache_creation_input_token_cost'))},")
         print(f"        cache_write_1h: {mtok(v.get('cache_creation_input_token_cost_above_1hr'))},")
         print(f"        reasoning: {mtok(v.get('output_cost_per_reasoning_token'))},")
-        if v.get("input_cost_per_token_above_200k_tokens") is not None:
+        k = long_tier(v)
+        if k is not None:
+            sfx = f"above_{k}k_tokens"
             print("        long_context: Some(LongRow {")
-            print("            above_input_tokens: 200_000,")
-            print(f"            input: {mtok(v.get('input_cost_per_token_above_200k_tokens'))},")
-            print(f"            output: {mtok(v.get('output_cost_per_token_above_200k_tokens'))},")
-            print(f"            cached_input: {mtok(v.get('cache_read_input_token_cost_above_200k_tokens'))},")
+            print(f"            above_input_tokens: {k * 1000:_},")
+            print(f"            input: {mtok(v.get('input_cost_per_token_' + sfx))},")
+            print(f"            output: {mtok(v.get('output_cost_per_token_' + sfx))},")
+            print(f"            cached_input: {mtok(v.get('cache_read_input_token_cost_' + sfx))},")
             print("        }),")
         else:
             print("        long_context: None,")
         ctx = v.get("max_input_tokens")
-        print(f"        context_window: {'Some(%d)' % ctx if ctx else 'None'},")
+        print(f"        context_window: {'Some(%d)' % int(ctx) if ctx else 'None'},")
         print("    },")
     print("];")
+
 
 main()

@@ -180,3 +180,57 @@ fn regression_reservation_uses_long_context_tier() {
         Price::parse_per_mtok("6").unwrap()
     );
 }
+
+/// Regression: the built-in catalog priced a handful of models, so configs
+/// naming dated snapshots or other current models were refused as unpriced.
+#[test]
+fn regression_builtin_catalog_prices_current_models_and_dated_aliases() {
+    let c = Catalog::builtin();
+    assert!(c.entries().count() >= 200);
+    for m in [
+        "claude-opus-4-7-20260416",
+        "claude-haiku-4-5-20251001",
+        "gpt-4o-2024-08-06",
+        "gpt-5.4-mini-2026-03-17",
+        "o3-2025-04-16",
+        "text-embedding-ada-002",
+        "gemini-embedding-001",
+        "gemini-flash-latest",
+        "mistral-large-2512",
+        "codestral-embed",
+        "gpt-3.5-turbo-instruct-0914",
+    ] {
+        assert!(c.price_of(m).is_ok(), "{m} is not priced");
+    }
+    // Not metered per token, or listed as free: never priced by default.
+    for m in [
+        "gpt-4o-audio-preview-2024-12-17",
+        "gpt-4o-search-preview",
+        "gemini-exp-1114",
+    ] {
+        assert!(c.get(m).is_none(), "{m} is priced");
+    }
+}
+
+/// The checked-in table is what the generator makes of the reference map.
+#[test]
+fn builtin_catalog_is_the_generators_output() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/scripts/gen-catalog.py"))
+        .arg(format!(
+            "{root}/../shared/ref/litellm-model-prices-1.109.1.json"
+        ))
+        .output()
+        .expect("python3 runs the catalog generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked_in = include_str!("catalog_data.rs");
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == checked_in,
+        "catalog_data.rs is stale: run scripts/gen-catalog.py"
+    );
+}
