@@ -223,6 +223,7 @@ async fn tollgate(
     upstream: &str,
     full: bool,
     extra: usize,
+    key_period: &str,
 ) -> anyhow::Result<Gw> {
     let db = dir.join(format!("{name}.db"));
     let db_url = format!("sqlite://{}", db.display());
@@ -278,7 +279,7 @@ async fn tollgate(
             }
         }
         budgets = format!(
-            "budgets:\n  overrides:\n    - {{ scope: tenant, subject: acme, limit_usd: \"100000000\", period: monthly }}\n    - {{ scope: user, subject: alice, limit_usd: \"100000000\", period: daily }}\n    - {{ scope: key, subject: {}, limit_usd: \"100000000\", period: lifetime }}\n",
+            "budgets:\n  overrides:\n    - {{ scope: tenant, subject: acme, limit_usd: \"100000000\", period: monthly }}\n    - {{ scope: user, subject: alice, limit_usd: \"100000000\", period: daily }}\n    - {{ scope: key, subject: {}, limit_usd: \"100000000\", period: \"{key_period}\" }}\n",
             rec.id
         );
         for i in 0..extra {
@@ -384,9 +385,29 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 
     let nginx = nginx(&opts.plan, &up, &dir)?;
     let extra = if opts.quick { 200 } else { 100_000 };
-    let meter = tollgate(&opts, &dir, "tollgate-metering", &up, false, 0).await?;
-    let full = tollgate(&opts, &dir, "tollgate-full", &up, true, 0).await?;
-    let scaled = tollgate(&opts, &dir, "tollgate-full-100k", &up, true, extra).await?;
+    let meter = tollgate(&opts, &dir, "tollgate-metering", &up, false, 0, "lifetime").await?;
+    let full = tollgate(&opts, &dir, "tollgate-full", &up, true, 0, "lifetime").await?;
+    // The same three budgets with the key's over a rolling hour.
+    let rolling = tollgate(
+        &opts,
+        &dir,
+        "tollgate-full-rolling",
+        &up,
+        true,
+        0,
+        "rolling:1h",
+    )
+    .await?;
+    let scaled = tollgate(
+        &opts,
+        &dir,
+        "tollgate-full-100k",
+        &up,
+        true,
+        extra,
+        "lifetime",
+    )
+    .await?;
 
     let direct = Target {
         name: "direct".into(),
@@ -403,6 +424,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     targets.push(meter.target.clone());
     targets.push(full.target.clone());
+    targets.push(rolling.target.clone());
     targets.push(scaled.target.clone());
 
     let job = Job {
