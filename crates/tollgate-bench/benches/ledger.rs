@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tollgate_core::Money;
-use tollgate_core::ledger::{Amount, Limit, Line, ShardedLedger};
+use tollgate_core::ledger::{Amount, CounterKey, Limit, Line, ShardedLedger, Sizing, Window};
 
 fn lines(n: usize) -> Vec<Line> {
     (0..n)
         .map(|i| Line {
-            charge: format!("b{i}|s|0"),
-            window: vec![format!("b{i}|s|0")],
+            charge: CounterKey::period(CounterKey::group(&format!("b{i}"), "s"), 0),
+            window: Window::Period,
             limit: Limit {
                 money: Some(Money::from_usd(1_000_000_000)),
                 tokens: None,
@@ -29,10 +29,12 @@ fn reserve_commit(l: &ShardedLedger, lines: &[Line], id: &str) {
     let _ = l.reserve_capped(
         id,
         lines,
-        Amount::new(Money::from_units(1_000), 10),
-        Amount::new(Money::from_units(10), 1),
-        128,
-        16,
+        &Sizing {
+            base: Amount::new(Money::from_units(1_000), 10),
+            per_unit: Amount::new(Money::from_units(10), 1),
+            want: 128,
+            min: 16,
+        },
         now,
     );
     l.commit(id, Amount::new(Money::from_units(500), 50), now);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use tollgate_core::Money;
-use tollgate_core::ledger::{Amount, Limit, Line, ShardedLedger};
+use tollgate_core::ledger::{Amount, CounterKey, Limit, Line, ShardedLedger, Sizing, Window};
 
 use crate::setup::Options;
 
@@ -563,8 +563,8 @@ impl Report {
 pub fn bench_lines(n: usize) -> Vec<Line> {
     (0..n)
         .map(|i| Line {
-            charge: format!("b{i}|s|0"),
-            window: vec![format!("b{i}|s|0")],
+            charge: CounterKey::period(CounterKey::group(&format!("b{i}"), "s"), 0),
+            window: Window::Period,
             limit: Limit {
                 money: Some(Money::from_usd(1_000_000_000)),
                 tokens: None,
@@ -585,10 +585,12 @@ fn reserve_commit(l: &ShardedLedger, lines: &[Line], thread: usize, iters: u64) 
         let _ = l.reserve_capped(
             &id,
             lines,
-            Amount::new(Money::from_units(1_000), 10),
-            Amount::new(Money::from_units(10), 1),
-            128,
-            16,
+            &Sizing {
+                base: Amount::new(Money::from_units(1_000), 10),
+                per_unit: Amount::new(Money::from_units(10), 1),
+                want: 128,
+                min: 16,
+            },
             exp,
         );
         l.commit(&id, Amount::new(Money::from_units(500), 50), t0);

@@ -234,6 +234,13 @@ impl Budget {
         tier: Tier,
         scope: Option<Scope>,
     ) -> Result<Budget, BudgetError> {
+        // `|` separates a budget's id from its subject in counter keys.
+        if id.is_empty() || id.contains('|') || id.chars().any(char::is_control) {
+            return Err(BudgetError::field(
+                "id",
+                format!("{id:?} is not a budget id (non-empty, no `|`, no control characters)"),
+            ));
+        }
         let scope = match (scope, &input.scope) {
             (Some(s), _) => s,
             (None, Some(s)) => s.parse()?,
@@ -445,12 +452,18 @@ mod tests {
                 "alert_thresholds",
             ),
             (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","id":"a|b"}"#,
+                "id",
+            ),
+            (
                 r#"{"scope":"user","subject":"a","limit_usd":"1","webhook_url":"https://x"}"#,
                 "webhook_url",
             ),
         ];
         for (json, field) in cases {
-            let e = Budget::from_input("x".into(), &input(json), Tier::Override, None).unwrap_err();
+            let i = input(json);
+            let id = i.id.clone().unwrap_or_else(|| "x".into());
+            let e = Budget::from_input(id, &i, Tier::Override, None).unwrap_err();
             assert_eq!(e.field, field, "{json}: {e}");
         }
         assert!(

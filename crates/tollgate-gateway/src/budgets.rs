@@ -9,16 +9,17 @@
 //! reserved (worst-case) amount, with a record flagged `reconciled`: spend
 //! never escapes a budget across restarts.
 //!
-//! Counter keys: `{budget id}|{subject}|{period start, ms}`; rolling windows
-//! charge `…|b{bucket start, ms}` and check every bucket of the window.
+//! Counter keys ([`CounterKey`]): the group `{budget id}|{subject}` and the
+//! period's start; a rolling window charges the bucket of now and checks
+//! its group's running sum from the window's oldest bucket on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::{SignedDuration, Timestamp};
 use tollgate_core::budget::{Action, Budget, Scope, Tier};
-use tollgate_core::ledger::{Amount, Denied, Headroom, Limit, Line, Settled};
-use tollgate_core::period::{Period, PeriodKind, bucket_start, window_buckets};
+use tollgate_core::ledger::{Amount, CounterKey, Denied, Headroom, Limit, Line, Settled, Window};
+use tollgate_core::period::{Period, PeriodKind, bucket_start, window_start};
 use tollgate_core::{Money, UsageRecord};
 use tollgate_store::{Store, StoreError, StoredBudget};
 
@@ -302,7 +303,7 @@ pub struct Reserved {
     /// Output tokens the reservation covers.
     pub granted: u64,
     pub amount: Amount,
-    pub charges: Vec<String>,
+    pub charges: Vec<CounterKey>,
     /// A `warn` budget is past its limit with this request.
     pub warned: bool,
 }
@@ -344,12 +345,8 @@ pub struct BudgetEngine {
 /// context window the catalog does not know.
 pub const DEFAULT_UNKNOWN_INPUT_TOKENS: u64 = 200_000;
 
-fn key(b: &Budget, subject: &str, start: Timestamp) -> String {
-    format!("{}|{subject}|{}", b.id, start.as_millisecond())
-}
-
-fn bucket_key(b: &Budget, subject: &str, bucket: Timestamp) -> String {
-    format!("{}|{subject}|b{}", b.id, bucket.as_millisecond())
+fn key(b: &Budget, subject: &str, start: Timestamp) -> CounterKey {
+    CounterKey::period(CounterKey::group(&b.id, subject), start.as_millisecond())
 }
 
 impl BudgetEngine {
@@ -368,8 +365,8 @@ impl BudgetEngine {
         // times were kept (an upgraded database): their start is unknown.
         let charged: std::collections::HashSet<String> = ledger
             .keys()
-            .into_iter()
-            .filter_map(|k| k.split('|').next().map(str::to_string))
+            .iter()
+            .map(|k| k.budget().to_string())
             .collect();
         for b in &mut config_budgets {
             let (seen, new) = store.budget_first_seen(&b.id, now).await?;
@@ -544,24 +541,27 @@ impl BudgetEngine {
         let period = budget.period.period_at(&budget.calendar, now);
         let (charge, window, resets_at) = match budget.period {
             PeriodKind::Rolling(w) => {
-                let buckets = window_buckets(w, now);
-                let oldest = buckets.last().copied();
+                let oldest = window_start(w, now);
                 (
-                    bucket_key(&budget, &subject, bucket_start(w, now)),
-                    buckets
-                        .iter()
-                        .map(|b| bucket_key(&budget, &subject, *b))
-                        .collect(),
+                    CounterKey::bucket(
+                        CounterKey::group(&budget.id, &subject),
+                        bucket_start(w, now).as_millisecond(),
+                    ),
+                    Window::Rolling {
+                        since: oldest.as_millisecond(),
+                    },
                     // Spend starts leaving the window when the oldest bucket does.
                     oldest
-                        .and_then(|b| b.checked_add(w).ok())
-                        .and_then(|t| t.checked_add(PeriodKind::bucket_width(w)).ok()),
+                        .checked_add(w)
+                        .and_then(|t| t.checked_add(PeriodKind::bucket_width(w)))
+                        .ok(),
                 )
             }
-            _ => {
-                let k = key(&budget, &subject, period.start);
-                (k.clone(), vec![k], period.end)
-            }
+            _ => (
+                key(&budget, &subject, period.start),
+                Window::Period,
+                period.end,
+            ),
         };
         let limit = self.effective_limit(&budget, &subject, now);
         let line = Line {
@@ -609,7 +609,7 @@ impl BudgetEngine {
     }
 
     pub fn state(&self, a: &Applied) -> State {
-        let used = self.ledger.used(&a.line.window);
+        let used = self.ledger.used(&a.line);
         let headroom = self.ledger.headroom(&a.line);
         let low_pct = i128::from(a.budget.low_threshold_pct);
         let over = headroom.money.is_some_and(|m| m.units() <= 0) || headroom.tokens == Some(0);
@@ -662,7 +662,9 @@ impl BudgetEngine {
             Err(LedgerError::Denied(d)) => {
                 return Err(ReserveError::Refused(self.refusal(applied, d, &sizing)));
             }
-            Err(LedgerError::Unavailable(e)) => return Err(ReserveError::Unavailable(e)),
+            Err(e @ (LedgerError::Unavailable(_) | LedgerError::NotOpen)) => {
+                return Err(ReserveError::Unavailable(e.to_string()));
+            }
         };
         let amount = sizing.amount(granted);
         let warned = applied.iter().any(|a| {
@@ -671,7 +673,7 @@ impl BudgetEngine {
                 h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
             }
         });
-        let charges: Vec<String> = lines.iter().map(|l| l.charge.clone()).collect();
+        let charges: Vec<CounterKey> = lines.iter().map(|l| l.charge.clone()).collect();
         Ok(Reserved {
             id: id.to_string(),
             granted,
@@ -692,7 +694,7 @@ impl BudgetEngine {
         actual: Amount,
         record: UsageRecord,
     ) {
-        let charges: std::borrow::Cow<'_, [String]> = match reserved {
+        let charges: std::borrow::Cow<'_, [CounterKey]> = match reserved {
             Some(r) => self.current_charges(r, applied, self.now()),
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
@@ -713,12 +715,12 @@ impl BudgetEngine {
         r: &'r Reserved,
         applied: &[Applied],
         time: Timestamp,
-    ) -> std::borrow::Cow<'r, [String]> {
+    ) -> std::borrow::Cow<'r, [CounterKey]> {
         if applied.len() != r.charges.len() {
             return std::borrow::Cow::Borrowed(&r.charges);
         }
         let set = self.entries();
-        let mut out: Option<Vec<String>> = None;
+        let mut out: Option<Vec<CounterKey>> = None;
         for (i, a) in applied.iter().enumerate() {
             let Some(cur) = set.get(&a.budget.id) else {
                 continue;
@@ -867,17 +869,13 @@ impl BudgetEngine {
                 oldest.insert(b.id.as_str(), c.as_millisecond());
             }
         }
-        self.ledger.retain_counters(&|key: &str| {
-            let mut parts = key.rsplitn(2, '|');
-            let (Some(start), Some(rest)) = (parts.next(), parts.next()) else {
-                return true;
+        self.ledger.retain_counters(&|key: &CounterKey| {
+            let start = match key.slot {
+                tollgate_core::ledger::Slot::Period(s) | tollgate_core::ledger::Slot::Bucket(s) => {
+                    s
+                }
             };
-            let id = rest.split('|').next().unwrap_or(rest);
-            let start: Option<i64> = start.trim_start_matches('b').parse().ok();
-            match (oldest.get(id), start) {
-                (Some(cut), Some(s)) => s >= *cut,
-                _ => true,
-            }
+            oldest.get(key.budget()).is_none_or(|cut| start >= *cut)
         });
     }
 
@@ -983,9 +981,7 @@ impl BudgetEngine {
         let keys = self.ledger.keys();
         let mut subjects: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
         for k in &keys {
-            if let Some((id, rest)) = k.split_once('|')
-                && let Some((subject, _)) = rest.rsplit_once('|')
-            {
+            if let Some((id, subject)) = k.group.split_once('|') {
                 subjects.entry(id).or_default().insert(subject);
             }
         }
@@ -1146,20 +1142,17 @@ impl BudgetEngine {
         };
         let mut freed = Amount::default();
         let mut oldest_charged = None;
-        // The window lists its buckets newest first; each key ends in
-        // `|b{bucket start, ms}` (see `bucket_key`).
-        for k in a.line.window.iter().rev() {
-            let Some(start) = k
-                .rsplit_once("|b")
-                .and_then(|(_, ms)| ms.parse::<i64>().ok())
-                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-            else {
-                continue;
-            };
-            let spent = self.ledger.counter(k).spent;
-            if spent == Amount::default() {
+        let since = match a.line.window {
+            Window::Rolling { since } => since,
+            Window::Period => return a.resets_at,
+        };
+        for (start_ms, spent) in self.ledger.buckets(&a.line.charge.group) {
+            if start_ms < since || spent.is_zero() {
                 continue;
             }
+            let Ok(start) = Timestamp::from_millisecond(start_ms) else {
+                continue;
+            };
             oldest_charged.get_or_insert(start);
             freed = freed.plus(spent);
             let money_ok = headroom.money.is_none_or(|h| h + freed.money >= need.money);

@@ -11,31 +11,21 @@
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use tollgate_core::UsageRecord;
-use tollgate_core::ledger::{Amount, Counter, Denied, Headroom, Line, Settled, ShardedLedger};
+pub use tollgate_core::ledger::Sizing;
+use tollgate_core::ledger::{
+    Amount, Counter, CounterKey, Denied, ExtendError, Headroom, Line, Settled, ShardedLedger,
+};
 use tollgate_store::{JournalEntry, OpenReservation, Store, StoreError};
 
 use crate::journal::Journal;
-
-/// What a request asks of its budgets: `base + n × per_unit` for the
-/// largest `n ≤ want` every line affords, and at least `min`.
-#[derive(Clone, Copy, Debug)]
-pub struct Sizing {
-    pub base: Amount,
-    pub per_unit: Amount,
-    pub want: u64,
-    pub min: u64,
-}
-
-impl Sizing {
-    pub fn amount(&self, n: u64) -> Amount {
-        tollgate_core::ledger::sized(self.base, self.per_unit, n)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("refused by line {}", .0.line)]
     Denied(Denied),
+    /// Settled, expired, or never reserved.
+    #[error("the reservation is not open")]
+    NotOpen,
     /// The reservation could not be made durable (e.g. the disk is full).
     #[error("{0}")]
     Unavailable(String),
@@ -53,6 +43,14 @@ pub trait Ledger: Send + Sync + 'static {
         expires_at: Timestamp,
         template: UsageRecord,
     ) -> Result<u64, LedgerError>;
+    /// Grows an open reservation by `more` on every line, or on none,
+    /// durably; `template` is what a crash leaves behind from now on.
+    async fn extend(
+        &self,
+        id: &str,
+        more: Amount,
+        template: UsageRecord,
+    ) -> Result<(), LedgerError>;
     /// What `reserve` would grant now, reserving nothing.
     fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
     /// Charges `actual` to `charges` (normally the reservation's own lines;
@@ -61,26 +59,28 @@ pub trait Ledger: Send + Sync + 'static {
     fn settle(
         &self,
         reservation: Option<&str>,
-        charges: &[String],
+        charges: &[CounterKey],
         actual: Amount,
         record: UsageRecord,
     ) -> Settled;
     /// Gives a reservation back (nothing reached a provider).
     fn release(&self, id: &str);
     /// Sets what a counter has spent, durably (a budget's new period).
-    fn set_spent(&self, key: &str, spent: Amount);
+    fn set_spent(&self, key: &CounterKey, spent: Amount);
     /// Waits until every settlement so far is in the store.
     async fn flush(&self);
-    fn used(&self, window: &[String]) -> Counter;
+    fn used(&self, line: &Line) -> Counter;
     fn headroom(&self, line: &Line) -> Headroom;
-    fn counter(&self, key: &str) -> Counter;
+    fn counter(&self, key: &CounterKey) -> Counter;
+    /// A rolling group's buckets, oldest first: (start ms, spent).
+    fn buckets(&self, group: &str) -> Vec<(i64, Amount)>;
     /// Every counter key (for listing the subjects of template budgets).
-    fn keys(&self) -> Vec<String>;
+    fn keys(&self) -> Vec<CounterKey>;
     /// Releases reservations past their deadline; returns how many.
     fn expire_due(&self, now: Timestamp) -> usize;
     /// Forgets in-memory counters `keep` rejects (old periods and buckets;
     /// the store keeps them). Counters with open reservations stay.
-    fn retain_counters(&self, keep: &dyn Fn(&str) -> bool);
+    fn retain_counters(&self, keep: &dyn Fn(&CounterKey) -> bool);
     /// Charges reservations a dead process left open at their reserved amount.
     async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
@@ -100,11 +100,21 @@ impl MemoryLedger {
     ) -> Result<MemoryLedger, StoreError> {
         let (counters, open) = store.load_ledger().await?;
         let state = ShardedLedger::default();
+        let parse = |k: &str| match k.parse::<CounterKey>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored counter with an unreadable key skipped");
+                None
+            }
+        };
         for (k, a) in counters {
-            state.restore_spent(&k, a);
+            if let Some(k) = parse(&k) {
+                state.restore_spent(&k, a);
+            }
         }
         for r in &open {
-            state.restore_open(&r.id, &r.charges, r.amount, r.expires_at);
+            let charges: Vec<CounterKey> = r.charges.iter().filter_map(|k| parse(k)).collect();
+            state.restore_open(&r.id, &charges, r.amount, r.expires_at);
         }
         Ok(MemoryLedger {
             state,
@@ -130,15 +140,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<u64, LedgerError> {
         let n = self
             .state()
-            .reserve_capped(
-                id,
-                &lines,
-                sizing.base,
-                sizing.per_unit,
-                sizing.want,
-                sizing.min,
-                expires_at,
-            )
+            .reserve_capped(id, &lines, &sizing, expires_at)
             .map_err(LedgerError::Denied)?;
         // Should this process die before settling, this is what is charged:
         // exactly the reserved amount, so counters still equal records.
@@ -148,7 +150,7 @@ impl Ledger for MemoryLedger {
         template.flags.usage_estimated = true;
         let open = OpenReservation {
             id: id.to_string(),
-            charges: lines.into_iter().map(|l| l.charge).collect(),
+            charges: lines.iter().map(|l| l.charge.to_string()).collect(),
             amount,
             expires_at,
             template,
@@ -164,15 +166,45 @@ impl Ledger for MemoryLedger {
         Ok(n)
     }
 
+    async fn extend(
+        &self,
+        id: &str,
+        more: Amount,
+        mut template: UsageRecord,
+    ) -> Result<(), LedgerError> {
+        let grown = self.state().extend(id, more).map_err(|e| match e {
+            ExtendError::Denied(d) => LedgerError::Denied(d),
+            ExtendError::NotOpen => LedgerError::NotOpen,
+        })?;
+        // Logged again whole: a crash charges what it holds now.
+        template.cost = grown.amount.money;
+        template.flags.usage_estimated = true;
+        let open = OpenReservation {
+            id: id.to_string(),
+            charges: grown.charges.iter().map(ToString::to_string).collect(),
+            amount: grown.amount,
+            expires_at: grown.expires_at,
+            template,
+        };
+        if let Err(e) = self.store.log_reservation(&open) {
+            // Not durable: the extension is given back, the rest stays.
+            tracing::error!(error = %e, "cannot make an extension durable; refusing it");
+            self.state().shrink(id, more);
+            return Err(LedgerError::Unavailable(format!(
+                "cannot make the extension durable: {e}"
+            )));
+        }
+        Ok(())
+    }
+
     fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
-        self.state()
-            .plan_capped(lines, s.base, s.per_unit, s.want, s.min)
+        self.state().plan_capped(lines, s)
     }
 
     fn settle(
         &self,
         reservation: Option<&str>,
-        charges: &[String],
+        charges: &[CounterKey],
         actual: Amount,
         record: UsageRecord,
     ) -> Settled {
@@ -188,7 +220,7 @@ impl Ledger for MemoryLedger {
         self.journal.write(JournalEntry::Settle {
             reservation: reservation.map(str::to_string),
             charges: if reservation.is_some() {
-                charges.to_vec()
+                charges.iter().map(ToString::to_string).collect()
             } else {
                 Vec::new()
             },
@@ -205,7 +237,7 @@ impl Ledger for MemoryLedger {
         }
     }
 
-    fn set_spent(&self, key: &str, spent: Amount) {
+    fn set_spent(&self, key: &CounterKey, spent: Amount) {
         self.state().set_spent(key, spent);
         self.journal.write(JournalEntry::SetCounter {
             key: key.to_string(),
@@ -217,19 +249,23 @@ impl Ledger for MemoryLedger {
         self.journal.flush().await;
     }
 
-    fn used(&self, window: &[String]) -> Counter {
-        self.state().used(window)
+    fn used(&self, line: &Line) -> Counter {
+        self.state().used(line)
     }
 
     fn headroom(&self, line: &Line) -> Headroom {
         self.state().headroom(line)
     }
 
-    fn counter(&self, key: &str) -> Counter {
+    fn counter(&self, key: &CounterKey) -> Counter {
         self.state().counter(key)
     }
 
-    fn keys(&self) -> Vec<String> {
+    fn buckets(&self, group: &str) -> Vec<(i64, Amount)> {
+        self.state().buckets(group)
+    }
+
+    fn keys(&self) -> Vec<CounterKey> {
         self.state().keys()
     }
 
@@ -249,7 +285,7 @@ impl Ledger for MemoryLedger {
         ids.len()
     }
 
-    fn retain_counters(&self, keep: &dyn Fn(&str) -> bool) {
+    fn retain_counters(&self, keep: &dyn Fn(&CounterKey) -> bool) {
         self.state().retain_counters(keep);
     }
 

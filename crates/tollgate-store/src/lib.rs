@@ -89,7 +89,8 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_quarantined(&self) -> Result<(usize, usize)>;
     /// Makes a reservation durable before its request is forwarded; it is
     /// closed by the `Settle` or `Release` entry with its id. Short: the
-    /// embedded store appends one line to its reservation log.
+    /// embedded store appends one line to its reservation log. Logging an
+    /// open id again supersedes what was logged for it (an extension).
     fn log_reservation(&self, r: &OpenReservation) -> Result<()>;
     /// Every budget counter's committed amount, and the reservations never
     /// settled (a crash): the ledger's state at start-up.

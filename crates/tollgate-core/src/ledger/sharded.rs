@@ -6,11 +6,11 @@
 //!
 //! Lock order: counter shards (ascending), then one id shard. Commit,
 //! release and expire take the id shard alone, let it go, and only then
-//! lock counters, so the order is never reversed.
+//! lock counters, so the order is never reversed; extend reads its lines
+//! under the id shard, lets it go, then takes counters, then the id shard.
 //!
-//! Sharding key: the counters of one budget line (its charge and the rest
-//! of its window) share a shard when their keys share everything before
-//! the last `|` — the gateway's keys are `budget|subject|period`.
+//! Sharding key: a counter's group (one budget for one subject), so a
+//! line — its counter or its rolling series — lives in one shard.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -19,16 +19,15 @@ use std::sync::{Mutex, MutexGuard};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    Amount, Counter, Denied, Headroom, Line, Settled, fits, headroom, plan_capped, sized, used,
+    Amount, Book, Counter, CounterKey, Denied, ExtendError, Grown, Headroom, Line, Settled, Sizing,
+    fits, plan_capped,
 };
 
 const SHARDS: usize = 64;
 
-type Counters = HashMap<String, Counter>;
-
 #[derive(Debug)]
 struct Open {
-    charges: Vec<String>,
+    lines: Vec<Line>,
     amount: Amount,
     expires_at: Timestamp,
     /// Expired and released; a late commit still charges the lines.
@@ -47,7 +46,7 @@ struct Ids {
 
 #[derive(Debug)]
 pub struct ShardedLedger {
-    counters: Box<[Mutex<Counters>]>,
+    books: Box<[Mutex<Book>]>,
     ids: Box<[Mutex<Ids>]>,
     /// Two independently keyed SipHashes: a fingerprint no caller-chosen id
     /// can be crafted to collide with.
@@ -57,7 +56,7 @@ pub struct ShardedLedger {
 impl Default for ShardedLedger {
     fn default() -> Self {
         ShardedLedger {
-            counters: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            books: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
             keys: (RandomState::new(), RandomState::new()),
         }
@@ -74,9 +73,8 @@ fn hash(bytes: &[u8]) -> usize {
     (h % SHARDS as u64) as usize
 }
 
-fn counter_shard(key: &str) -> usize {
-    let group = key.rsplit_once('|').map_or(key, |(g, _)| g);
-    hash(group.as_bytes())
+fn shard_of(key: &CounterKey) -> usize {
+    hash(key.group.as_bytes())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,48 +86,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Counter shards held together, in ascending order.
 struct Held<'a> {
     shards: Vec<usize>,
-    maps: Vec<MutexGuard<'a, Counters>>,
+    books: Vec<MutexGuard<'a, Book>>,
 }
 
 impl Held<'_> {
-    fn map(&self, key: &str) -> Option<&Counters> {
-        let i = self.shards.binary_search(&counter_shard(key)).ok()?;
-        Some(&self.maps[i])
+    fn book(&mut self, key: &CounterKey) -> Option<&mut Book> {
+        let i = self.shards.binary_search(&shard_of(key)).ok()?;
+        Some(&mut self.books[i])
     }
 
-    fn get(&self, key: &str) -> Counter {
-        self.map(key)
-            .and_then(|m| m.get(key))
-            .copied()
+    fn headroom(&mut self, line: &Line) -> Headroom {
+        self.book(&line.charge)
+            .map(|b| b.headroom(line))
             .unwrap_or_default()
     }
 
-    fn update(&mut self, key: &str, f: impl FnOnce(&mut Counter)) {
-        let Ok(i) = self.shards.binary_search(&counter_shard(key)) else {
-            debug_assert!(false, "counter {key} updated without its shard held");
-            return;
-        };
-        let map = &mut self.maps[i];
-        match map.get_mut(key) {
-            Some(c) => f(c),
-            None => f(map.entry(key.to_string()).or_default()),
+    fn used(&mut self, line: &Line) -> Counter {
+        self.book(&line.charge)
+            .map(|b| b.used(line))
+            .unwrap_or_default()
+    }
+
+    fn with(&mut self, key: &CounterKey, f: impl FnOnce(&mut Book)) {
+        match self.book(key) {
+            Some(b) => f(b),
+            None => debug_assert!(false, "counter {key} updated without its shard held"),
         }
     }
 }
 
 impl ShardedLedger {
-    fn hold<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Held<'_> {
-        let mut shards: Vec<usize> = keys.map(counter_shard).collect();
+    fn hold<'k>(&self, keys: impl Iterator<Item = &'k CounterKey>) -> Held<'_> {
+        let mut shards: Vec<usize> = keys.map(shard_of).collect();
         shards.sort_unstable();
         shards.dedup();
-        let maps = shards.iter().map(|&i| lock(&self.counters[i])).collect();
-        Held { shards, maps }
+        let books = shards.iter().map(|&i| lock(&self.books[i])).collect();
+        Held { shards, books }
     }
 
     fn hold_lines(&self, lines: &[Line]) -> Held<'_> {
-        self.hold(lines.iter().flat_map(|l| {
-            std::iter::once(l.charge.as_str()).chain(l.window.iter().map(String::as_str))
-        }))
+        self.hold(lines.iter().map(|l| &l.charge))
     }
 
     fn id_shard(&self, id: &str) -> MutexGuard<'_, Ids> {
@@ -144,54 +140,38 @@ impl ShardedLedger {
         ids.open.contains_key(id) || ids.settled.contains_key(&self.fingerprint(id))
     }
 
-    pub fn counter(&self, key: &str) -> Counter {
-        lock(&self.counters[counter_shard(key)])
-            .get(key)
-            .copied()
-            .unwrap_or_default()
+    pub fn counter(&self, key: &CounterKey) -> Counter {
+        lock(&self.books[shard_of(key)]).counter(key)
     }
 
-    /// Spent and reserved over a window.
-    pub fn used(&self, window: &[String]) -> Counter {
-        let held = self.hold(window.iter().map(String::as_str));
-        used(window, |k| held.get(k))
+    /// Spent and reserved over a line's window.
+    pub fn used(&self, line: &Line) -> Counter {
+        self.hold_lines(std::slice::from_ref(line)).used(line)
     }
 
     pub fn headroom(&self, line: &Line) -> Headroom {
-        let held = self.hold_lines(std::slice::from_ref(line));
-        headroom(line, |k| held.get(k))
+        self.hold_lines(std::slice::from_ref(line)).headroom(line)
     }
 
     /// As [`LedgerState::plan_capped`](super::LedgerState::plan_capped).
-    pub fn plan_capped(
-        &self,
-        lines: &[Line],
-        base: Amount,
-        per_unit: Amount,
-        want: u64,
-        min: u64,
-    ) -> Result<u64, Denied> {
-        let held = self.hold_lines(lines);
-        plan_capped(lines, base, per_unit, want, min, |k| held.get(k))
+    pub fn plan_capped(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
+        let mut held = self.hold_lines(lines);
+        plan_capped(lines, s, |l| held.headroom(l))
     }
 
     /// As [`LedgerState::reserve_capped`](super::LedgerState::reserve_capped):
     /// decided and applied under the lines' locks, so no concurrent request
     /// can take the room in between.
-    #[allow(clippy::too_many_arguments)]
     pub fn reserve_capped(
         &self,
         id: &str,
         lines: &[Line],
-        base: Amount,
-        per_unit: Amount,
-        want: u64,
-        min: u64,
+        s: &Sizing,
         expires_at: Timestamp,
     ) -> Result<u64, Denied> {
         let mut held = self.hold_lines(lines);
-        let n = plan_capped(lines, base, per_unit, want, min, |k| held.get(k))?;
-        self.apply(&mut held, id, lines, sized(base, per_unit, n), expires_at);
+        let n = plan_capped(lines, s, |l| held.headroom(l))?;
+        self.apply(&mut held, id, lines, s.amount(n), expires_at);
         Ok(n)
     }
 
@@ -208,7 +188,7 @@ impl ShardedLedger {
         }
         let mut held = self.hold_lines(lines);
         for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
-            let h = headroom(line, |k| held.get(k));
+            let h = held.headroom(line);
             if !fits(h, amount) {
                 return Err(Denied {
                     line: i,
@@ -220,8 +200,8 @@ impl ShardedLedger {
         Ok(())
     }
 
-    /// Records the reservation and adds it to the charged counters, unless
-    /// the id is already known (an idempotent replay changes nothing).
+    /// Records the reservation and adds it to its lines, unless the id is
+    /// already known (an idempotent replay changes nothing).
     fn apply(
         &self,
         held: &mut Held<'_>,
@@ -230,10 +210,9 @@ impl ShardedLedger {
         amount: Amount,
         expires_at: Timestamp,
     ) {
-        let charges = lines.iter().map(|l| l.charge.clone()).collect();
-        if self.insert_open(id, charges, amount, expires_at) {
+        if self.insert_open(id, lines.to_vec(), amount, expires_at) {
             for l in lines {
-                held.update(&l.charge, |c| c.reserved = c.reserved.plus(amount));
+                held.with(&l.charge, |b| b.hold(&l.charge, amount, true));
             }
         }
     }
@@ -242,7 +221,7 @@ impl ShardedLedger {
     fn insert_open(
         &self,
         id: &str,
-        charges: Vec<String>,
+        lines: Vec<Line>,
         amount: Amount,
         expires_at: Timestamp,
     ) -> bool {
@@ -253,13 +232,64 @@ impl ShardedLedger {
         ids.open.insert(
             id.to_string(),
             Open {
-                charges,
+                lines,
                 amount,
                 expires_at,
                 expired: false,
             },
         );
         true
+    }
+
+    /// As [`LedgerState::extend`](super::LedgerState::extend): decided and
+    /// applied with the lines' shards and then the id shard held, so the
+    /// reservation cannot be settled in between.
+    pub fn extend(&self, id: &str, more: Amount) -> Result<Grown, ExtendError> {
+        let lines = match self.id_shard(id).open.get(id) {
+            Some(e) if !e.expired => e.lines.clone(),
+            _ => return Err(ExtendError::NotOpen),
+        };
+        let mut held = self.hold_lines(&lines);
+        let mut ids = self.id_shard(id);
+        let Some(e) = ids.open.get_mut(id).filter(|e| !e.expired) else {
+            return Err(ExtendError::NotOpen);
+        };
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.enforce) {
+            let h = held.headroom(line);
+            if !fits(h, more) {
+                return Err(ExtendError::Denied(Denied {
+                    line: i,
+                    headroom: h,
+                }));
+            }
+        }
+        e.amount = e.amount.plus(more);
+        for l in &lines {
+            held.with(&l.charge, |b| b.hold(&l.charge, more, true));
+        }
+        Ok(Grown {
+            amount: e.amount,
+            charges: lines.into_iter().map(|l| l.charge).collect(),
+            expires_at: e.expires_at,
+        })
+    }
+
+    /// Takes `less` back from an open reservation (an extension that could
+    /// not be made durable); nothing if it is no longer open.
+    pub fn shrink(&self, id: &str, less: Amount) {
+        let lines = match self.id_shard(id).open.get(id) {
+            Some(e) if !e.expired => e.lines.clone(),
+            _ => return,
+        };
+        let mut held = self.hold_lines(&lines);
+        let mut ids = self.id_shard(id);
+        let Some(e) = ids.open.get_mut(id).filter(|e| !e.expired) else {
+            return;
+        };
+        e.amount = e.amount.minus(less);
+        for l in &lines {
+            held.with(&l.charge, |b| b.hold(&l.charge, less, false));
+        }
     }
 
     /// Takes an open reservation out of its id shard, leaving it settled.
@@ -274,10 +304,13 @@ impl ShardedLedger {
         Ok(e)
     }
 
-    /// Charges `actual` and releases the reservation.
+    /// Charges `actual` to the reservation's lines and releases it.
     pub fn commit(&self, id: &str, actual: Amount, now: Timestamp) -> Settled {
         match self.close(id, now) {
-            Ok(e) => self.charge_closed(&e, &e.charges, actual),
+            Ok(e) => {
+                let charges: Vec<CounterKey> = e.lines.iter().map(|l| l.charge.clone()).collect();
+                self.charge_closed(&e, &charges, actual)
+            }
             Err(s) => s,
         }
     }
@@ -288,7 +321,7 @@ impl ShardedLedger {
     pub fn commit_to(
         &self,
         id: &str,
-        charges: &[String],
+        charges: &[CounterKey],
         actual: Amount,
         now: Timestamp,
     ) -> Settled {
@@ -300,15 +333,15 @@ impl ShardedLedger {
 
     /// Releases a closed reservation's hold on its lines and charges
     /// `actual` to `charges`, with every shard involved held at once.
-    fn charge_closed(&self, e: &Open, charges: &[String], actual: Amount) -> Settled {
-        let mut held = self.hold(e.charges.iter().chain(charges).map(String::as_str));
+    fn charge_closed(&self, e: &Open, charges: &[CounterKey], actual: Amount) -> Settled {
+        let mut held = self.hold(e.lines.iter().map(|l| &l.charge).chain(charges));
         if !e.expired {
-            for k in &e.charges {
-                held.update(k, |c| c.reserved = c.reserved.minus(e.amount));
+            for l in &e.lines {
+                held.with(&l.charge, |b| b.hold(&l.charge, e.amount, false));
             }
         }
         for k in charges {
-            held.update(k, |c| c.spent = c.spent.plus(actual));
+            held.with(k, |b| b.charge(k, actual));
         }
         Settled::Committed {
             overage: actual.money > e.amount.money || actual.tokens > e.amount.tokens,
@@ -317,9 +350,8 @@ impl ShardedLedger {
 
     /// Sets what a counter has spent (a budget's new period, counted from
     /// its records).
-    pub fn set_spent(&self, key: &str, spent: Amount) {
-        let mut held = self.hold(std::iter::once(key));
-        held.update(key, |c| c.spent = spent);
+    pub fn set_spent(&self, key: &CounterKey, spent: Amount) {
+        lock(&self.books[shard_of(key)]).set_spent(key, spent);
     }
 
     /// Gives the whole reservation back.
@@ -329,18 +361,22 @@ impl ShardedLedger {
             Err(s) => return s,
         };
         if !e.expired {
-            let mut held = self.hold(e.charges.iter().map(String::as_str));
-            for k in &e.charges {
-                held.update(k, |c| c.reserved = c.reserved.minus(e.amount));
-            }
+            self.unhold(&e.lines, e.amount);
         }
         Settled::Released
+    }
+
+    fn unhold(&self, lines: &[Line], amount: Amount) {
+        let mut held = self.hold_lines(lines);
+        for l in lines {
+            held.with(&l.charge, |b| b.hold(&l.charge, amount, false));
+        }
     }
 
     /// As [`LedgerState::expire`](super::LedgerState::expire).
     pub fn expire(&self, now: Timestamp, grace: SignedDuration) -> Vec<String> {
         let mut out = Vec::new();
-        let mut freed: Vec<(Vec<String>, Amount)> = Vec::new();
+        let mut freed: Vec<(Vec<Line>, Amount)> = Vec::new();
         let past = |t: Timestamp| t.checked_add(grace).is_ok_and(|t| t <= now);
         let forget_before = now
             .checked_sub(grace)
@@ -350,7 +386,7 @@ impl ShardedLedger {
             ids.open.retain(|id, e| {
                 if !e.expired && e.expires_at <= now {
                     e.expired = true;
-                    freed.push((e.charges.clone(), e.amount));
+                    freed.push((e.lines.clone(), e.amount));
                     out.push(id.clone());
                     true
                 } else {
@@ -359,11 +395,8 @@ impl ShardedLedger {
             });
             ids.settled.retain(|_, at| *at > forget_before);
         }
-        for (charges, amount) in freed {
-            let mut held = self.hold(charges.iter().map(String::as_str));
-            for k in &charges {
-                held.update(k, |c| c.reserved = c.reserved.minus(amount));
-            }
+        for (lines, amount) in freed {
+            self.unhold(&lines, amount);
         }
         out
     }
@@ -380,34 +413,45 @@ impl ShardedLedger {
     }
 
     /// Adds already-committed spend (rebuilding state from the store).
-    pub fn restore_spent(&self, key: &str, spent: Amount) {
-        let mut held = self.hold(std::iter::once(key));
-        held.update(key, |c| c.spent = c.spent.plus(spent));
+    pub fn restore_spent(&self, key: &CounterKey, spent: Amount) {
+        lock(&self.books[shard_of(key)]).charge(key, spent);
     }
 
     /// Re-opens a reservation a previous process left unsettled, without
     /// checking limits: its room was granted then and is still taken.
+    /// Only its charges are known, so its lines hold the reservation
+    /// without a limit (it is settled at start-up).
     pub fn restore_open(
         &self,
         id: &str,
-        charges: &[String],
+        charges: &[CounterKey],
         amount: Amount,
         expires_at: Timestamp,
     ) {
-        if self.insert_open(id, charges.to_vec(), amount, expires_at) {
-            let mut held = self.hold(charges.iter().map(String::as_str));
-            for k in charges {
-                held.update(k, |c| c.reserved = c.reserved.plus(amount));
-            }
-        }
+        let lines: Vec<Line> = charges
+            .iter()
+            .map(|k| Line {
+                charge: k.clone(),
+                window: super::Window::Period,
+                limit: super::Limit::default(),
+                enforce: false,
+            })
+            .collect();
+        let mut held = self.hold_lines(&lines);
+        self.apply(&mut held, id, &lines, amount, expires_at);
     }
 
     /// Every counter key.
-    pub fn keys(&self) -> Vec<String> {
-        self.counters
+    pub fn keys(&self) -> Vec<CounterKey> {
+        self.books
             .iter()
-            .flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>())
+            .flat_map(|s| lock(s).keys().collect::<Vec<_>>())
             .collect()
+    }
+
+    /// A rolling group's buckets, oldest first: (start ms, spent).
+    pub fn buckets(&self, group: &str) -> Vec<(i64, Amount)> {
+        lock(&self.books[hash(group.as_bytes())]).buckets(group)
     }
 
     pub fn is_open(&self, id: &str) -> bool {
@@ -422,10 +466,10 @@ impl ShardedLedger {
     }
 
     /// Drops counters no window can reach any more (old periods, old
-    /// buckets); counters holding reservations stay.
-    pub fn retain_counters(&self, keep: impl Fn(&str) -> bool) {
-        for s in self.counters.iter() {
-            lock(s).retain(|k, c| keep(k) || c.reserved != Amount::default());
+    /// buckets); counters and series holding reservations stay.
+    pub fn retain_counters(&self, keep: impl Fn(&CounterKey) -> bool) {
+        for s in self.books.iter() {
+            lock(s).retain(&keep);
         }
     }
 }

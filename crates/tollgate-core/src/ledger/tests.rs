@@ -1,14 +1,20 @@
 use super::*;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 fn m(units: i128) -> Money {
     Money::from_units(units)
 }
 
-fn line(key: &str, money: Option<i128>, tokens: Option<u64>) -> Line {
+/// A calendar counter named `name`.
+fn key(name: &str) -> CounterKey {
+    CounterKey::period(Arc::from(name), 0)
+}
+
+fn line(name: &str, money: Option<i128>, tokens: Option<u64>) -> Line {
     Line {
-        charge: key.into(),
-        window: vec![key.into()],
+        charge: key(name),
+        window: Window::Period,
         limit: Limit {
             money: money.map(m),
             tokens,
@@ -36,7 +42,7 @@ fn all_or_nothing_across_budgets() {
     assert_eq!(err.line, 1, "the tenant refuses");
     assert_eq!(err.headroom.money, Some(m(10)));
     assert_eq!(
-        l.counter("user").reserved.money,
+        l.counter(&key("user")).reserved.money,
         m(40),
         "user untouched by the refused reservation"
     );
@@ -44,8 +50,8 @@ fn all_or_nothing_across_budgets() {
         l.commit("r1", Amount::new(m(30), 1), t(1)),
         Settled::Committed { overage: false }
     );
-    assert_eq!(l.counter("tenant").spent.money, m(30));
-    assert_eq!(l.counter("tenant").reserved.money, m(0));
+    assert_eq!(l.counter(&key("tenant")).spent.money, m(30));
+    assert_eq!(l.counter(&key("tenant")).reserved.money, m(0));
     l.reserve("r2", lines, Amount::new(m(20), 1), t(60))
         .unwrap();
 }
@@ -78,9 +84,9 @@ fn settlement_is_idempotent() {
         ),
         Ok(())
     );
-    assert_eq!(l.counter("k").spent.money, m(8));
+    assert_eq!(l.counter(&key("k")).spent.money, m(8));
     assert_eq!(
-        l.counter("k").reserved.money,
+        l.counter(&key("k")).reserved.money,
         m(0),
         "a replayed reserve of a settled id does nothing"
     );
@@ -121,8 +127,8 @@ fn overage_is_recorded_and_expiry_frees_headroom() {
         l.commit("a", Amount::new(m(70), 5), t(12)),
         Settled::Committed { overage: true }
     );
-    assert_eq!(l.counter("k").spent.money, m(70));
-    assert_eq!(l.counter("k").reserved.money, m(60));
+    assert_eq!(l.counter(&key("k")).spent.money, m(70));
+    assert_eq!(l.counter(&key("k")).reserved.money, m(60));
 }
 
 #[test]
@@ -137,24 +143,28 @@ fn capped_reservation_takes_what_the_tightest_budget_affords() {
         .reserve_capped(
             "r1",
             lines.clone(),
-            Amount::new(m(100), 50),
-            Amount::new(m(10), 1),
-            4096,
-            16,
+            &Sizing {
+                base: Amount::new(m(100), 50),
+                per_unit: Amount::new(m(10), 1),
+                want: 4096,
+                min: 16,
+            },
             t(60),
         )
         .unwrap();
     assert_eq!(n, 90, "(1000 - 100) / 10");
-    assert_eq!(l.counter("user").reserved.money, m(1000));
+    assert_eq!(l.counter(&key("user")).reserved.money, m(1000));
     // Nothing left: below the minimum, refused with the user budget named.
     let e = l
         .reserve_capped(
             "r2",
             lines.clone(),
-            Amount::new(m(100), 50),
-            Amount::new(m(10), 1),
-            4096,
-            16,
+            &Sizing {
+                base: Amount::new(m(100), 50),
+                per_unit: Amount::new(m(10), 1),
+                want: 4096,
+                min: 16,
+            },
             t(60),
         )
         .unwrap_err();
@@ -165,11 +175,13 @@ fn capped_reservation_takes_what_the_tightest_budget_affords() {
         l.reserve_capped(
             "r3",
             lines,
-            Amount::new(m(0), 0),
-            Amount::new(m(1), 1),
-            7,
-            16,
-            t(60)
+            &Sizing {
+                base: Amount::new(m(0), 0),
+                per_unit: Amount::new(m(1), 1),
+                want: 7,
+                min: 16
+            },
+            t(60),
         ),
         Ok(7)
     );
@@ -183,7 +195,7 @@ fn warn_lines_are_charged_but_never_refuse() {
     l.reserve("r", vec![warn], Amount::new(m(5), 0), t(10))
         .unwrap();
     l.commit("r", Amount::new(m(5), 0), t(1));
-    assert_eq!(l.counter("w").spent.money, m(5));
+    assert_eq!(l.counter(&key("w")).spent.money, m(5));
 }
 
 #[derive(Clone, Debug)]
@@ -204,6 +216,11 @@ enum Op {
     Expire {
         at: i64,
     },
+    Extend {
+        id: u8,
+        money: i128,
+        tokens: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -213,14 +230,15 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..40, 0u8..=100).prop_map(|(id, frac)| Op::Commit { id, frac }),
         1 => (0u8..40).prop_map(|id| Op::Release { id }),
         1 => (0i64..200).prop_map(|at| Op::Expire { at }),
+        2 => (0u8..40, 0i128..300, 0u64..30).prop_map(|(id, money, tokens)| Op::Extend { id, money, tokens }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
-    /// The model test: whatever the interleaving of reserve, commit (at or
-    /// below the reservation), release and expire, no budget's spent plus
+    /// The model test: whatever the interleaving of reserve, extend, commit
+    /// (at or below the reservation), release and expire, no budget's spent plus
     /// reserved ever passes its limit — except by commits that arrive after
     /// their reservation expired, which are counted, never lost — and the
     /// counters always equal the sums the reservations imply.
@@ -275,6 +293,18 @@ proptest! {
                         prop_assert_eq!(l.release(&id, t(now)), Settled::Released);
                     }
                 }
+                Op::Extend { id, money, tokens } => {
+                    let id = id.to_string();
+                    let more = Amount::new(m(money), tokens);
+                    let r = l.extend(&id, more);
+                    match open.get_mut(&id) {
+                        Some((_, a, _)) => {
+                            if r.is_ok() { *a = a.plus(more); }
+                            else { prop_assert!(matches!(r, Err(ExtendError::Denied(_))), "{:?}", r); }
+                        }
+                        None => prop_assert_eq!(r, Err(ExtendError::NotOpen)),
+                    }
+                }
                 Op::Expire { at } => {
                     now = now.max(at);
                     let ids = l.expire(t(now), jiff::SignedDuration::from_secs(1_000_000));
@@ -286,7 +316,7 @@ proptest! {
                 }
             }
             for (i, k) in keys.iter().enumerate() {
-                let c = l.counter(k);
+                let c = l.counter(&key(k));
                 let reserved = open.values().filter(|(b, _, _)| b.contains(&i)).fold(Amount::default(), |acc, (_, a, _)| acc.plus(*a));
                 prop_assert_eq!(c.reserved, reserved, "reserved of {}", k);
                 prop_assert_eq!(c.spent, spent[i], "spent of {}", k);
@@ -307,6 +337,10 @@ enum ShardOp {
         tokens: u64,
         capped: Option<(u64, u64)>,
     },
+    Extend {
+        id: u8,
+        money: i128,
+    },
     Commit {
         id: u8,
         money: i128,
@@ -324,6 +358,7 @@ fn shard_op() -> impl Strategy<Value = ShardOp> {
     prop_oneof![
         4 => (0u8..30, prop::collection::vec(0usize..4, 1..=4), 0i128..400, 0u64..40, prop::option::of((0u64..50, 0u64..5)))
             .prop_map(|(id, budgets, money, tokens, capped)| ShardOp::Reserve { id, budgets, money, tokens, capped }),
+        2 => (0u8..30, 0i128..300).prop_map(|(id, money)| ShardOp::Extend { id, money }),
         3 => (0u8..30, 0i128..500).prop_map(|(id, money)| ShardOp::Commit { id, money }),
         1 => (0u8..30).prop_map(|id| ShardOp::Release { id }),
         1 => (0i64..200).prop_map(|at| ShardOp::Expire { at }),
@@ -331,48 +366,60 @@ fn shard_op() -> impl Strategy<Value = ShardOp> {
     ]
 }
 
+/// A rolling window over buckets 1.. of group `r|alice`, charged in the
+/// newest (`charge`), counting from bucket `since`.
+fn rolling(charge: i64, since: i64) -> Line {
+    Line {
+        charge: CounterKey::bucket(Arc::from("r|alice"), charge),
+        window: Window::Rolling { since },
+        limit: Limit {
+            money: Some(m(900)),
+            tokens: None,
+        },
+        enforce: true,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
     /// The sharded ledger is the model, step for step: same answers, same
-    /// counters, whatever the sequence (rolling windows of several
-    /// counters included).
+    /// counters, whatever the sequence — extensions, and a rolling window
+    /// whose buckets age out as time passes (the sharded ledger keeps a
+    /// running sum, the model walks the buckets), included.
     #[test]
     fn sharded_ledger_matches_the_model(ops in prop::collection::vec(shard_op(), 1..150)) {
-        let lines_of = |budgets: &[usize]| -> Vec<Line> {
+        // The window moves with time: buckets before `since` leave it.
+        let since = |now: i64| 1 + now / 80;
+        let lines_of = |budgets: &[usize], now: i64| -> Vec<Line> {
             budgets.iter().map(|&b| match b {
-                0 => line("u|alice|1", Some(1000), Some(100)),
-                1 => line("t|acme|1", Some(700), None),
-                2 => line("k|key1|1", None, Some(60)),
-                // A rolling window: three buckets, the newest charged.
-                _ => Line {
-                    charge: "r|alice|b3".into(),
-                    window: vec!["r|alice|b1".into(), "r|alice|b2".into(), "r|alice|b3".into()],
-                    limit: Limit { money: Some(m(900)), tokens: None },
-                    enforce: true,
-                },
+                0 => line("u|alice", Some(1000), Some(100)),
+                1 => line("t|acme", Some(700), None),
+                2 => line("k|key1", None, Some(60)),
+                _ => rolling(since(now) + 2, since(now)),
             }).collect()
         };
-        let keys = ["u|alice|1", "t|acme|1", "k|key1|1", "r|alice|b1", "r|alice|b2", "r|alice|b3"];
         let mut model = LedgerState::default();
-        let model_spent = |model: &mut LedgerState| { model.restore_spent("r|alice|b1", Amount::new(m(150), 3)); };
-        model_spent(&mut model);
         let sharded = ShardedLedger::default();
-        sharded.restore_spent("r|alice|b1", Amount::new(m(150), 3));
+        for (b, money) in [(1, 150), (2, 90)] {
+            let k = CounterKey::bucket(Arc::from("r|alice"), b);
+            model.restore_spent(&k, Amount::new(m(money), 3));
+            sharded.restore_spent(&k, Amount::new(m(money), 3));
+        }
         let mut now = 0i64;
         for op in ops {
             match op {
                 ShardOp::Reserve { id, mut budgets, money, tokens, capped } => {
                     budgets.sort();
                     budgets.dedup();
-                    let lines = lines_of(&budgets);
+                    let lines = lines_of(&budgets, now);
                     let id = id.to_string();
                     let base = Amount::new(m(money), tokens);
                     match capped {
                         Some((want, min)) => {
-                            let per = Amount::new(m(7), 1);
-                            let a = model.reserve_capped(&id, lines.clone(), base, per, want, min, t(now + 30));
-                            let b = sharded.reserve_capped(&id, &lines, base, per, want, min, t(now + 30));
+                            let s = Sizing { base, per_unit: Amount::new(m(7), 1), want, min };
+                            let a = model.reserve_capped(&id, lines.clone(), &s, t(now + 30));
+                            let b = sharded.reserve_capped(&id, &lines, &s, t(now + 30));
                             prop_assert_eq!(a, b);
                         }
                         None => {
@@ -381,6 +428,11 @@ proptest! {
                             prop_assert_eq!(a, b);
                         }
                     }
+                }
+                ShardOp::Extend { id, money } => {
+                    let id = id.to_string();
+                    let more = Amount::new(m(money), 1);
+                    prop_assert_eq!(model.extend(&id, more), sharded.extend(&id, more));
                 }
                 ShardOp::Commit { id, money } => {
                     let id = id.to_string();
@@ -401,15 +453,123 @@ proptest! {
                     prop_assert_eq!(a, b);
                 }
                 ShardOp::Retain => {
-                    model.retain_counters(|k| k != "r|alice|b1");
-                    sharded.retain_counters(|k| k != "r|alice|b1");
+                    let old = CounterKey::bucket(Arc::from("r|alice"), 1);
+                    model.retain_counters(|k| *k != old);
+                    sharded.retain_counters(|k| *k != old);
                 }
             }
-            for k in keys {
-                prop_assert_eq!(model.counter(k), sharded.counter(k), "counter {}", k);
+            for k in ["u|alice", "t|acme", "k|key1"] {
+                prop_assert_eq!(model.counter(&key(k)), sharded.counter(&key(k)), "counter {}", k);
+            }
+            for l in lines_of(&[0, 1, 2, 3], now) {
+                prop_assert_eq!(model.used(&l), sharded.used(&l), "window of {}", l.charge);
+                prop_assert_eq!(model.headroom(&l), sharded.headroom(&l));
             }
             prop_assert_eq!(model.open_count(), sharded.open_count());
         }
+    }
+}
+
+#[test]
+fn extend_grows_every_line_or_none() {
+    let mut l = LedgerState::default();
+    let lines = vec![
+        line("user", Some(100), None),
+        line("tenant", Some(60), None),
+    ];
+    l.reserve("r", lines.clone(), Amount::new(m(40), 0), t(60))
+        .unwrap();
+    let grown = l.extend("r", Amount::new(m(15), 0)).unwrap();
+    assert_eq!(grown.amount, Amount::new(m(55), 0));
+    assert_eq!(grown.charges, vec![key("user"), key("tenant")]);
+    assert_eq!(l.counter(&key("user")).reserved.money, m(55));
+    // The tenant has 5 left: refused, and nothing changed.
+    let e = l.extend("r", Amount::new(m(10), 0)).unwrap_err();
+    assert_eq!(
+        e,
+        ExtendError::Denied(Denied {
+            line: 1,
+            headroom: Headroom {
+                money: Some(m(5)),
+                tokens: None
+            }
+        })
+    );
+    assert_eq!(l.counter(&key("user")).reserved.money, m(55));
+    // The commit releases what was reserved, extension included.
+    assert_eq!(
+        l.commit("r", Amount::new(m(50), 0), t(1)),
+        Settled::Committed { overage: false }
+    );
+    assert_eq!(
+        l.counter(&key("tenant")),
+        Counter {
+            spent: Amount::new(m(50), 0),
+            reserved: Amount::default()
+        }
+    );
+    assert_eq!(
+        l.extend("r", Amount::new(m(1), 0)),
+        Err(ExtendError::NotOpen)
+    );
+    assert_eq!(
+        l.extend("nope", Amount::new(m(1), 0)),
+        Err(ExtendError::NotOpen)
+    );
+}
+
+#[test]
+fn rolling_window_is_a_running_sum_that_buckets_leave() {
+    let sharded = ShardedLedger::default();
+    let g: Arc<str> = Arc::from("r|bob");
+    for b in 0..60 {
+        sharded.restore_spent(&CounterKey::bucket(g.clone(), b), Amount::new(m(10), 1));
+    }
+    let line = |since| Line {
+        charge: CounterKey::bucket(g.clone(), 59),
+        window: Window::Rolling { since },
+        limit: Limit {
+            money: Some(m(1000)),
+            tokens: None,
+        },
+        enforce: true,
+    };
+    assert_eq!(sharded.used(&line(0)).spent, Amount::new(m(600), 60));
+    assert_eq!(sharded.used(&line(30)).spent, Amount::new(m(300), 30));
+    sharded
+        .reserve("r", &[line(30)], Amount::new(m(5), 0), t(60))
+        .unwrap();
+    assert_eq!(
+        sharded.used(&line(45)),
+        Counter {
+            spent: Amount::new(m(150), 15),
+            reserved: Amount::new(m(5), 0)
+        }
+    );
+    assert_eq!(
+        sharded.buckets("r|bob").len(),
+        15,
+        "aged buckets are gone from memory"
+    );
+}
+
+#[test]
+fn counter_keys_round_trip_through_their_text() {
+    for s in [
+        "default:user|alice|1700000000000",
+        "b1|acme/carol|b-60000",
+        "g|a|b|c|5",
+    ] {
+        let k: CounterKey = s.parse().unwrap();
+        assert_eq!(k.to_string(), s);
+    }
+    let k: CounterKey = "g|a|b|c|5".parse().unwrap();
+    assert_eq!(
+        (k.budget(), &*k.group, k.slot),
+        ("g", "g|a|b|c", Slot::Period(5))
+    );
+    for bad in ["nobar", "only|5", "a|b|bx", "a|b|"] {
+        assert!(bad.parse::<CounterKey>().is_err(), "{bad}");
     }
 }
 
@@ -422,8 +582,8 @@ fn sharded_ledger_holds_limits_under_contention() {
     let ledger = Arc::new(ShardedLedger::default());
     let lines = |i: usize| -> Vec<Line> {
         let mut v = vec![
-            line("t|acme|1", Some(100_000), None),
-            line(&format!("u|user{}|1", i % 3), Some(40_000), None),
+            line("t|acme", Some(100_000), None),
+            line(&format!("u|user{}", i % 3), Some(40_000), None),
         ];
         if i.is_multiple_of(2) {
             v.reverse(); // different line orders must not deadlock
@@ -454,13 +614,13 @@ fn sharded_ledger_holds_limits_under_contention() {
         })
         .collect();
     let total: i128 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let tenant = ledger.counter("t|acme|1");
+    let tenant = ledger.counter(&key("t|acme"));
     assert_eq!(tenant.reserved, Amount::default());
     assert_eq!(tenant.spent.money, m(total));
     assert!(tenant.spent.money <= m(100_000));
     let users: i128 = (0..3)
         .map(|u| {
-            let c = ledger.counter(&format!("u|user{u}|1"));
+            let c = ledger.counter(&key(&format!("u|user{u}")));
             assert!(c.spent.money <= m(40_000), "user{u} over its limit");
             c.spent.money.units()
         })

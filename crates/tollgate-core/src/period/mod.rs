@@ -293,6 +293,18 @@ pub fn bucket_start(window: SignedDuration, t: Timestamp) -> Timestamp {
     Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// The oldest bucket start whose spend counts in the window ending at `t`
+/// (the last of [`window_buckets`], computed without walking them).
+pub fn window_start(window: SignedDuration, t: Timestamp) -> Timestamp {
+    let w = PeriodKind::bucket_width(window).as_secs();
+    // The first bucket whose end lies after the window's start: the least
+    // multiple of `w` above `t - window - w`.
+    let edge = t.as_second() - window.as_secs() - w;
+    let first = (edge.div_euclid(w) + 1) * w;
+    Timestamp::from_second(first.min(bucket_start(window, t).as_second()))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// Bucket starts whose spend counts in the window ending at `t`.
 pub fn window_buckets(window: SignedDuration, t: Timestamp) -> Vec<Timestamp> {
     let w = PeriodKind::bucket_width(window).as_secs();

@@ -156,4 +156,11 @@ proptest! {
         }
         prop_assert!(buckets.len() <= 62);
     }
+
+    #[test]
+    fn window_start_is_the_oldest_bucket_of_the_window(secs in 946_684_800i64..4_102_444_800, window in 1i64..200_000) {
+        let w = SignedDuration::from_secs(window);
+        let t = Timestamp::from_second(secs).unwrap();
+        prop_assert_eq!(Some(window_start(w, t)), window_buckets(w, t).last().copied());
+    }
 }

@@ -157,9 +157,14 @@ impl ReservationLog {
             counts: gens.iter().map(|g| (*g, 0)).collect(),
             writing: false,
         };
+        // A reservation logged more than once (extended) is its last line.
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for (i, (_, r)) in reserved.iter().enumerate() {
+            latest.insert(r.id.clone(), i);
+        }
         let mut still_open = Vec::new();
-        for (g, r) in reserved {
-            if released.contains(&r.id) || is_settled(&r.id)? {
+        for (i, (g, r)) in reserved.into_iter().enumerate() {
+            if latest.get(&r.id) != Some(&i) || released.contains(&r.id) || is_settled(&r.id)? {
                 continue;
             }
             state.open.insert(r.id.clone(), g);
@@ -250,7 +255,13 @@ impl ReservationLog {
         file.write_all(&line)
             .map_err(|e| io(&generation(&self.base, current), e))?;
         s.bytes += line.len() as u64;
-        s.open.insert(r.id.clone(), current);
+        // A reservation logged again (grown by an extension) supersedes its
+        // earlier line: that line's file no longer waits for it.
+        if let Some(old) = s.open.insert(r.id.clone(), current)
+            && let Some(c) = s.counts.get_mut(&old)
+        {
+            *c = c.saturating_sub(1);
+        }
         *s.counts.entry(current).or_default() += 1;
         Ok(())
     }

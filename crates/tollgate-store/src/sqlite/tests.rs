@@ -464,3 +464,29 @@ async fn regression_a_record_the_store_refuses_is_quarantined_not_retried_foreve
         "its spend is charged exactly"
     );
 }
+
+/// A reservation logged again (an extension) is its latest line: one open
+/// reservation at start-up, at the grown amount, and its release closes it.
+#[tokio::test]
+async fn a_reservation_logged_again_supersedes_its_earlier_line() {
+    use crate::journal::JournalEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let open = || SqliteStore::open(path.to_str().unwrap());
+    let s = open().await.unwrap();
+    s.log_reservation(&logged("req_x")).unwrap();
+    let mut grown = logged("req_x");
+    grown.amount = Amount::new(Money::from_units(900), 90);
+    s.log_reservation(&grown).unwrap();
+    assert_eq!(s.reslog.sizes().0, 1);
+    drop(s);
+    let s = open().await.unwrap();
+    let open_now = s.load_ledger().await.unwrap().1;
+    assert_eq!(open_now.len(), 1, "one reservation, not two");
+    assert_eq!(open_now[0].amount, grown.amount);
+    s.apply_journal(&[JournalEntry::Release { id: "req_x".into() }])
+        .unwrap();
+    drop(s);
+    let s = open().await.unwrap();
+    assert!(s.load_ledger().await.unwrap().1.is_empty());
+}
