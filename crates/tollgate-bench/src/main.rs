@@ -47,6 +47,10 @@ struct Args {
     /// The tollgate binary (default: next to this one).
     #[arg(long)]
     tollgate: Option<PathBuf>,
+    /// An earlier tollgate build, measured beside the current one as
+    /// `tollgate-full (baseline)`.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         soak: args.soak,
         dur,
         tollgate,
+        baseline: args.baseline.clone(),
         plan,
     }))?;
     let md = report.markdown();

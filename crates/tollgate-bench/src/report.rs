@@ -160,7 +160,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "- Targets: `direct` (the upstream), `nginx` (plain `proxy_pass`, 1 worker, keep-alive pool){}, `tollgate-metering` (no auth, no budgets; usage records persisted), `tollgate-full` (virtual key, 3 budgets — tenant, user, key — reserved before forwarding and settled after, records persisted), `tollgate-full-rolling` (the same, the key's budget over a rolling hour instead of its lifetime), `tollgate-full-100k` (the same with {} more keys and budgets loaded).\n",
+            "- Targets: `direct` (the upstream), `nginx` (plain `proxy_pass`, 1 worker, keep-alive pool){}, `tollgate-metering` (no auth, no budgets; usage records persisted), `tollgate-full` (virtual key, 3 budgets — tenant, user, key — reserved before forwarding and settled after, records persisted), `tollgate-full (baseline)` (with `--baseline`: the same setup on an earlier build, for before/after in one run), `tollgate-full-rolling` (the same, the key's budget over a rolling hour instead of its lifetime), `tollgate-full-100k` (the same with {} more keys and budgets loaded).\n",
             if self.nginx {
                 ""
             } else {

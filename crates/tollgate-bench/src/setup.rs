@@ -97,6 +97,9 @@ pub struct Options {
     /// Seconds of steady load on the 100k setup, sampling its RSS (0: none).
     pub soak: u64,
     pub tollgate: PathBuf,
+    /// Another tollgate binary (an earlier build) run as `tollgate-full
+    /// (baseline)` beside the others: before/after in one run.
+    pub baseline: Option<PathBuf>,
     pub plan: Pinning,
 }
 
@@ -216,16 +219,41 @@ struct Gw {
     by_budgets: Vec<(usize, Target)>,
 }
 
+/// One Tollgate instance to start: its name, whether it authenticates and
+/// budgets (`full`), how many extra keys and budgets it loads, the period
+/// of its key budget, and the binary.
+struct Setup<'a> {
+    name: &'a str,
+    full: bool,
+    extra: usize,
+    key_period: &'a str,
+    bin: &'a std::path::Path,
+}
+
 async fn tollgate(
     opts: &Options,
     dir: &std::path::Path,
-    name: &str,
     upstream: &str,
-    full: bool,
-    extra: usize,
-    key_period: &str,
+    setup: Setup<'_>,
 ) -> anyhow::Result<Gw> {
-    let db = dir.join(format!("{name}.db"));
+    let Setup {
+        name,
+        full,
+        extra,
+        key_period,
+        bin,
+    } = setup;
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let db = dir.join(format!("{stem}.db"));
     let db_url = format!("sqlite://{}", db.display());
     let store = tollgate_store::open(&db_url).await?;
     let mut headers = Vec::new();
@@ -307,7 +335,7 @@ async fn tollgate(
         }
     }
     drop(store);
-    let config = dir.join(format!("{name}.yaml"));
+    let config = dir.join(format!("{stem}.yaml"));
     std::fs::write(
         &config,
         format!(
@@ -315,9 +343,7 @@ async fn tollgate(
             auth = full,
         ),
     )?;
-    let mut cmd = opts
-        .plan
-        .command(&opts.tollgate.display().to_string(), true);
+    let mut cmd = opts.plan.command(&bin.display().to_string(), true);
     cmd.arg("serve")
         .arg("--config")
         .arg(&config)
@@ -385,27 +411,51 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 
     let nginx = nginx(&opts.plan, &up, &dir)?;
     let extra = if opts.quick { 200 } else { 100_000 };
-    let meter = tollgate(&opts, &dir, "tollgate-metering", &up, false, 0, "lifetime").await?;
-    let full = tollgate(&opts, &dir, "tollgate-full", &up, true, 0, "lifetime").await?;
+    let bin = opts.tollgate.clone();
+    let setup = |name, full, extra, key_period| Setup {
+        name,
+        full,
+        extra,
+        key_period,
+        bin: &bin,
+    };
+    let meter = tollgate(
+        &opts,
+        &dir,
+        &up,
+        setup("tollgate-metering", false, 0, "lifetime"),
+    )
+    .await?;
+    let full = tollgate(
+        &opts,
+        &dir,
+        &up,
+        setup("tollgate-full", true, 0, "lifetime"),
+    )
+    .await?;
+    let baseline = match &opts.baseline {
+        Some(b) => {
+            let s = Setup {
+                bin: b,
+                ..setup("tollgate-full (baseline)", true, 0, "lifetime")
+            };
+            Some(tollgate(&opts, &dir, &up, s).await?)
+        }
+        None => None,
+    };
     // The same three budgets with the key's over a rolling hour.
     let rolling = tollgate(
         &opts,
         &dir,
-        "tollgate-full-rolling",
         &up,
-        true,
-        0,
-        "rolling:1h",
+        setup("tollgate-full-rolling", true, 0, "rolling:1h"),
     )
     .await?;
     let scaled = tollgate(
         &opts,
         &dir,
-        "tollgate-full-100k",
         &up,
-        true,
-        extra,
-        "lifetime",
+        setup("tollgate-full-100k", true, extra, "lifetime"),
     )
     .await?;
 
@@ -424,6 +474,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     targets.push(meter.target.clone());
     targets.push(full.target.clone());
+    if let Some(b) = &baseline {
+        targets.push(b.target.clone());
+    }
     targets.push(rolling.target.clone());
     targets.push(scaled.target.clone());
 

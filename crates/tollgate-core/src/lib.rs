@@ -5,6 +5,7 @@
 //! with plain values, and the gateway, store and provider crates build on it.
 
 pub mod budget;
+pub mod caller;
 pub mod keys;
 pub mod ledger;
 pub mod money;
@@ -14,6 +15,7 @@ pub mod record;
 pub mod tokens;
 pub mod usage;
 
+pub use caller::Caller;
 pub use keys::KeyRecord;
 pub use money::Money;
 pub use pricing::{Catalog, ModelPrice, Price};

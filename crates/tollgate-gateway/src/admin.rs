@@ -976,7 +976,12 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };
-    let caller = match caller.with_request(&headers, None, s.config.trust_all_identity_headers) {
+    let caller = match identity::WithRequest::with_request(
+        caller,
+        &headers,
+        None,
+        s.config.trust_all_identity_headers,
+    ) {
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };

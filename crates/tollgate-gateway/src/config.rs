@@ -189,6 +189,15 @@ impl Default for BudgetsConfig {
 }
 
 impl BudgetsConfig {
+    /// How requests are sized when they reserve.
+    pub fn sizing(&self) -> tollgate_budgets::SizingConfig {
+        tollgate_budgets::SizingConfig {
+            min_output_tokens: self.min_output_tokens,
+            default_max_output_tokens: self.default_max_output_tokens,
+            unknown_input_tokens: self.unknown_input_tokens,
+        }
+    }
+
     /// The declared budgets, validated, with stable ids (`global`,
     /// `default:user`, `role:viewer`, `override:N` unless given).
     pub fn budgets(&self) -> Result<Vec<Budget>, Vec<ConfigError>> {

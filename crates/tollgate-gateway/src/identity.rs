@@ -21,30 +21,7 @@ use tollgate_store::Store;
 
 use crate::error::GatewayError;
 
-/// The identity of a request, as every later phase sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Caller {
-    pub key_id: Option<String>,
-    pub user: Option<String>,
-    pub tenant: Option<String>,
-    pub role: Option<String>,
-    pub session: Option<String>,
-    /// A named budget (`X-Budget-Id`, trusted keys only).
-    pub budget_id: Option<String>,
-    pub trusted: bool,
-    /// Model globs the key may use; empty means all.
-    pub models: Vec<String>,
-}
-
-impl Caller {
-    pub fn may_use(&self, model: &str) -> bool {
-        self.models.is_empty()
-            || self
-                .models
-                .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(model))
-    }
-}
+pub use tollgate_core::Caller;
 
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -335,7 +312,17 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-impl Caller {
+/// What a request says about who it is for, applied to its caller.
+pub trait WithRequest: Sized {
+    fn with_request(
+        self,
+        headers: &HeaderMap,
+        end_user: Option<&str>,
+        trust_all: bool,
+    ) -> Result<Caller, GatewayError>;
+}
+
+impl WithRequest for Caller {
     /// Applies what the request says about who it is for.
     ///
     /// Trusted keys (or every key, with `trust_all`) may name the end user
@@ -345,7 +332,7 @@ impl Caller {
     /// session, which only ever adds a limit, and which is counted under
     /// their key (JWT callers: their user) so it cannot share another
     /// caller's session budget.
-    pub fn with_request(
+    fn with_request(
         mut self,
         headers: &HeaderMap,
         end_user: Option<&str>,

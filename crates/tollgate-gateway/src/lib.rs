@@ -11,12 +11,11 @@
 
 pub mod admin;
 pub mod budgets;
+pub use tollgate_budgets::{journal, ledger};
 pub mod config;
 pub mod error;
 pub mod identity;
-pub mod journal;
 pub mod jwt;
-pub mod ledger;
 pub mod proxy;
 pub mod routing;
 pub mod server;
@@ -123,7 +122,7 @@ async fn assemble(
         ledger,
         config.budgets.budgets().map_err(StartError::Config)?,
         clock,
-        &config.budgets,
+        &config.budgets.sizing(),
     )
     .await?;
     let state = AppState {

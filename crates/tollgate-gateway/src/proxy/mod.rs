@@ -154,7 +154,8 @@ async fn pipeline(
 
     // 3. parse
     let req = ParsedRequest::parse(endpoint, path_model.as_deref(), body)?;
-    let caller = caller.with_request(
+    let caller = identity::WithRequest::with_request(
+        caller,
         &headers,
         req.end_user.as_deref(),
         state.config.trust_all_identity_headers,

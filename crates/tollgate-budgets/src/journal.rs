@@ -4,9 +4,10 @@
 //! thread is its own (not tokio's blocking pool): the store call blocks,
 //! and a batch moves to it without a copy or a hop between threads.
 //!
-//! A reservation's sender waits for the batch that holds it to commit
-//! (group commit: the request is forwarded only once its reservation is
-//! durable); settlements and releases do not wait. Nothing is dropped: a
+//! Reservations do not come here: the store's reservation log makes each
+//! durable before its request is forwarded. Nothing on the request path
+//! waits for a batch (reconciliation at start-up waits, through
+//! `write_durable`; `flush` waits for everything so far). Nothing is dropped: a
 //! full channel makes senders wait; a failed batch is written again entry
 //! by entry (every entry is idempotent), each retried while the failure is
 //! transient and quarantined — kept exactly, aside — when the store refuses
