@@ -868,10 +868,26 @@ pub struct ExplainRequest {
     pub role: Option<String>,
     pub session: Option<String>,
     pub budget_id: Option<String>,
-    pub model: String,
+    /// The model (with `max_tokens` and `input_tokens`: a chat request of
+    /// that shape). Not needed with `request`.
+    #[serde(default)]
+    pub model: Option<String>,
     pub max_tokens: Option<u64>,
-    /// Input tokens to assume (default: a short prompt).
+    /// Input tokens to assume (default: a short prompt; with `request`: the
+    /// request's own estimate).
     pub input_tokens: Option<u64>,
+    /// A whole provider request to explain exactly as the proxy would take
+    /// it: its route path (`/v1/chat/completions`, `/v1/messages`,
+    /// `/v1beta/models/{model}:generateContent`, ...) and its JSON body.
+    #[serde(default)]
+    pub request: Option<ExplainedRequest>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainedRequest {
+    pub path: String,
+    pub body: Value,
 }
 
 /// The explanation as JSON (shared by the API and `tollgate explain`).
@@ -901,59 +917,110 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
             *field = value.clone();
         }
     }
-    let route = s.router.routes(&req.model).map(|p| p.name.clone());
-    let served = s
-        .router
-        .route(
-            &req.model,
-            s.router
-                .routes(&req.model)
-                .map_or(tollgate_providers::WireFormat::OpenAi, |p| p.kind),
-        )
-        .map(|r| r.upstream_model)
-        .unwrap_or_else(|_| req.model.clone());
-    let catalog = s.catalog();
-    let price = catalog.price_of(&served).ok().cloned();
-    let applied = s.budgets.applicable(&caller, &served);
-    let budgets: Vec<Value> = applied
-        .iter()
-        .map(|a| budget_json(a, &s.budgets.state(a), source_of(s, &a.budget.id)))
-        .collect();
-    let decision = match (&route, &price) {
-        (None, _) => {
-            json!({"decision": "refuse", "reason": format!("unknown model {:?} (no entry in models: matches it)", req.model)})
+    let (endpoint, path_model, body, format) = match &req.request {
+        Some(r) => {
+            let (endpoint, model) = crate::endpoint_for_path(&r.path).ok_or_else(|| {
+                AdminError::bad_request(format!(
+                    "request.path {:?} is not a provider route",
+                    r.path
+                ))
+            })?;
+            let body =
+                serde_json::to_vec(&r.body).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            (endpoint, model, body, endpoint.format())
         }
-        (_, None) => {
-            json!({"decision": "refuse", "reason": format!("model {served:?} has no price")})
+        None => {
+            let Some(model) = &req.model else {
+                return Err(AdminError::bad_request(
+                    "explain needs a model or a request",
+                ));
+            };
+            // A chat request of the shape asked, in the model's own format.
+            let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            if let Some(m) = req.max_tokens {
+                body["max_tokens"] = json!(m);
+            }
+            let format = s
+                .router
+                .routes(model)
+                .map_or(tollgate_providers::WireFormat::OpenAi, |p| p.kind);
+            let body =
+                serde_json::to_vec(&body).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            (
+                tollgate_providers::Endpoint::ChatCompletions,
+                None,
+                body,
+                format,
+            )
         }
-        (Some(_), Some(_)) if applied.is_empty() => {
-            json!({"decision": "allow", "reason": "no budget applies"})
+    };
+    let parsed = tollgate_providers::ParsedRequest::parse(
+        endpoint,
+        path_model.as_deref(),
+        bytes::Bytes::from(body),
+    );
+    let input_override = match (&req.request, req.input_tokens) {
+        (None, None) => Some(100),
+        (_, n) => n,
+    };
+    let planned = parsed
+        .map_err(crate::error::GatewayError::from)
+        .and_then(|p| {
+            crate::proxy::plan::plan(s, &caller, &p, format, input_override).map(|plan| (p, plan))
+        });
+    let model = match &planned {
+        Ok((p, _)) => p.model.clone(),
+        Err(_) => req.model.clone().unwrap_or_default(),
+    };
+    let (served, provider, budgets, decision) = match &planned {
+        Err(e) => {
+            let n = e.to_native();
+            let served = s
+                .router
+                .route(&model, format)
+                .map_or_else(|_| model.clone(), |r| r.upstream_model);
+            let provider = s.router.routes(&model).map(|p| p.name.clone());
+            let d = json!({"decision": "refuse", "status": n.status, "code": n.code, "reason": n.message});
+            (served, provider, Vec::new(), d)
         }
-        (Some(_), Some(p)) => {
-            let sizing =
-                s.budgets
-                    .sizing(p, req.input_tokens.unwrap_or(100), req.max_tokens, true, 1);
-            match s.budgets.plan(&applied, &sizing) {
-                Ok(n) if n < sizing.want => {
-                    json!({"decision": "allow_capped", "max_tokens": n, "asked_max_tokens": sizing.want,
+        Ok((_, plan)) => {
+            let budgets: Vec<Value> = plan
+                .applied
+                .iter()
+                .map(|a| budget_json(a, &s.budgets.state(a), source_of(s, &a.budget.id)))
+                .collect();
+            use crate::proxy::plan::Decision;
+            let d = match crate::proxy::plan::decide(s, plan) {
+                Decision::Allow { max_tokens } if plan.applied.is_empty() => {
+                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "no budget applies"})
+                }
+                Decision::Allow { max_tokens } => {
+                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "every budget affords the worst case"})
+                }
+                Decision::AllowCapped { max_tokens, asked } => {
+                    json!({"decision": "allow_capped", "max_tokens": max_tokens, "asked_max_tokens": asked,
                     "reason": "the output limit is capped to what every budget affords"})
                 }
-                Ok(n) => {
-                    json!({"decision": "allow", "max_tokens": n, "reason": "every budget affords the worst case"})
-                }
-                Err(r) => {
+                Decision::Refuse(r) => {
                     let st = s.budgets.state(&r.applied);
                     let refusal = crate::error::BudgetRefusal::new(&r, &st, s.budgets.now());
-                    json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status, "reason": refusal.message})
+                    json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status,
+                    "code": "budget_exceeded", "reason": refusal.message})
                 }
-            }
+            };
+            (
+                plan.route.upstream_model.clone(),
+                Some(plan.route.provider.name.clone()),
+                budgets,
+                d,
+            )
         }
     };
     Ok(json!({
         "caller": {"key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "role": caller.role, "session": caller.session, "budget_id": caller.budget_id},
-        "model": req.model,
+        "model": model,
         "model_served": served,
-        "provider": route,
+        "provider": provider,
         "budgets": budgets,
         "decision": decision,
     }))

@@ -337,11 +337,9 @@ macro_rules! proxy_route {
 }
 
 async fn gemini(State(s): State<AppState>, Path(call): Path<String>, req: Request) -> Response {
-    let (model, endpoint) = match call.rsplit_once(':') {
-        Some((m, "generateContent")) => (m, Endpoint::GenerateContent),
-        Some((m, "streamGenerateContent")) => (m, Endpoint::StreamGenerateContent),
-        Some((m, "countTokens")) => (m, Endpoint::GeminiCountTokens),
-        _ => {
+    let (model, endpoint) = match gemini_call(&call) {
+        Some(c) => c,
+        None => {
             let e = NativeError::new(
                 404,
                 ErrorKind::NotFound,
@@ -354,6 +352,39 @@ async fn gemini(State(s): State<AppState>, Path(call): Path<String>, req: Reques
     };
     let model = model.to_string();
     proxy::handle(s, inbound(endpoint, Some(model), req)).await
+}
+
+/// The provider route a path names (for explain): its endpoint and, for
+/// Gemini, the model in the path.
+pub fn endpoint_for_path(path: &str) -> Option<(Endpoint, Option<String>)> {
+    let path = path.split('?').next().unwrap_or(path);
+    let fixed = match path {
+        "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/responses" => Some(Endpoint::Responses),
+        "/v1/messages" => Some(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
+        _ => None,
+    };
+    if let Some(e) = fixed {
+        return Some((e, None));
+    }
+    let call = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, endpoint) = gemini_call(call)?;
+    Some((endpoint, Some(model.to_string())))
+}
+
+/// `MODEL:method` of a Gemini path.
+fn gemini_call(call: &str) -> Option<(&str, Endpoint)> {
+    match call.rsplit_once(':')? {
+        (m, "generateContent") => Some((m, Endpoint::GenerateContent)),
+        (m, "streamGenerateContent") => Some((m, Endpoint::StreamGenerateContent)),
+        (m, "countTokens") => Some((m, Endpoint::GeminiCountTokens)),
+        _ => None,
+    }
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -464,3 +464,174 @@ async fn regression_changing_a_budgets_period_in_flight_keeps_its_spend() {
         "the month's spend is what its records show: {b}"
     );
 }
+
+/// Explain and the proxy agree: the same requests, sent to `POST
+/// /admin/explain` and then to the proxy, get the same decision — allowed,
+/// capped to the same output limit, refused by the same budget with the
+/// same status, or refused as unknown, unpriced or not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_the_proxy_agree() {
+    let r = rig(
+        r#"{"overrides": [
+            {"id": "tiny", "scope": "user", "subject": "u-tiny", "limit_usd": "0.000001", "period": "daily"},
+            {"id": "mid", "scope": "user", "subject": "u-mid", "limit_usd": "0.002", "period": "daily"},
+            {"id": "multi-tenant", "scope": "tenant", "subject": "t-multi", "limit_tokens": 6000, "period": "daily"},
+            {"id": "multi-roll", "scope": "user", "subject": "u-multi", "limit_usd": "0.004", "period": "rolling:1h"}
+        ]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let mut keys = Vec::new();
+    for (user, tenant) in [
+        ("u-tiny", None),
+        ("u-mid", None),
+        ("u-multi", Some("t-multi")),
+        ("u-free", None),
+    ] {
+        let v: Value = r
+            .http
+            .post(format!("{}/admin/keys", r.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"user": user, "tenant": tenant, "models": if user == "u-free" { json!(["gpt-*"]) } else { json!([]) }}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        keys.push(v["key"].as_str().unwrap().to_string());
+    }
+    let models = [
+        "gpt-4o-mini",
+        "gpt-4o",
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+        "gpt-unpriced-test",
+        "llama-unknown",
+    ];
+    let limits = [None, Some(40), Some(700), Some(5000)];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n = 0;
+    for i in 0..48usize {
+        let key = &keys[i % keys.len()];
+        let model = models[(i / 2) % models.len()];
+        let max = limits[(i / 3) % limits.len()];
+        let (path, mut body) = match model {
+            m if m.starts_with("claude") => (
+                "/v1/messages".to_string(),
+                json!({"model": m, "max_tokens": max.unwrap_or(300), "messages": [{"role": "user", "content": "hello there"}]}),
+            ),
+            m if m.starts_with("gemini") => (
+                format!("/v1beta/models/{m}:generateContent"),
+                json!({"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}),
+            ),
+            m => (
+                "/v1/chat/completions".to_string(),
+                json!({"model": m, "messages": [{"role": "user", "content": "hello there"}]}),
+            ),
+        };
+        if let Some(mx) = max {
+            match model {
+                m if m.starts_with("gemini") => {
+                    body["generationConfig"] = json!({"maxOutputTokens": mx})
+                }
+                m if m.starts_with("claude") => {}
+                _ => body["max_tokens"] = json!(mx),
+            }
+        }
+        let explained: Value = r
+            .http
+            .post(format!("{}/admin/explain", r.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"key": key, "request": {"path": path, "body": body}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let d = &explained["decision"];
+        let mut req = r
+            .http
+            .post(format!("{}{path}", r.url))
+            .header("x-mock-output-tokens", "100000")
+            .json(&body);
+        req = if model.starts_with("gemini") {
+            req.header("x-goog-api-key", key)
+        } else {
+            req.bearer_auth(key)
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let rid = resp
+            .headers()
+            .get("x-tollgate-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        let kind = d["decision"].as_str().unwrap();
+        seen.insert(match (kind, d["code"].as_str()) {
+            ("refuse", Some(c)) => format!("refuse:{c}"),
+            (k, _) => k.to_string(),
+        });
+        match kind {
+            "refuse" => {
+                assert_eq!(
+                    Some(status),
+                    d["status"].as_u64().map(|s| s as u16),
+                    "{i}: {explained} vs {answer}"
+                );
+                if d["code"] == "budget_exceeded" {
+                    let proxy_budget = answer["error"]["budget"]["id"]
+                        .as_str()
+                        .or_else(|| answer["error"]["details"][0]["budget"]["id"].as_str());
+                    assert_eq!(
+                        proxy_budget,
+                        d["budget"].as_str(),
+                        "{i}: {explained} vs {answer}"
+                    );
+                }
+            }
+            "allow" | "allow_capped" => {
+                assert_eq!(status, 200, "{i}: {explained} vs {answer}");
+                if let Some(limit) = d["max_tokens"].as_u64() {
+                    let billing: Value = r
+                        .http
+                        .get(format!("{}/mock/billing", r.mock_url))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let billed = billing["requests"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|b| b["request_id"].as_str() == rid.as_deref())
+                        .cloned()
+                        .unwrap();
+                    assert_eq!(
+                        billed["usage"]["output_tokens"].as_u64(),
+                        Some(limit),
+                        "{i}: the upstream got the limit explain named: {explained}"
+                    );
+                }
+            }
+            other => panic!("{other}"),
+        }
+        n += 1;
+    }
+    assert!(n >= 20);
+    // `refuse` alone: an unknown model (a 404 with no code).
+    for k in [
+        "refuse",
+        "allow",
+        "allow_capped",
+        "refuse:budget_exceeded",
+        "refuse:model_not_priced",
+        "refuse:model_not_allowed",
+    ] {
+        assert!(seen.contains(k), "no {k} case among {seen:?}");
+    }
+    eprintln!("explain and proxy agreed on {n} requests: {seen:?}");
+}

@@ -98,9 +98,10 @@ pub async fn run(cmd: Command) -> Result<()> {
                 role,
                 session,
                 budget_id,
-                model,
+                model: Some(model),
                 max_tokens,
                 input_tokens,
+                request: None,
             };
             let v = admin::explain_json(&state, &req)
                 .await

@@ -13,6 +13,7 @@
 //! Errors before forwarding write no record (nothing reached a provider);
 //! from forwarding on, every request writes exactly one.
 
+pub mod plan;
 mod settle;
 pub mod upstream;
 
@@ -26,7 +27,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use tollgate_core::ledger::Amount;
-use tollgate_core::tokens::estimate_tokens;
 use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
 
@@ -160,30 +160,11 @@ async fn pipeline(
         req.end_user.as_deref(),
         state.config.trust_all_identity_headers,
     )?;
-    if !caller.may_use(&req.model) {
-        return Err(GatewayError::ModelNotAllowed(req.model));
-    }
 
-    // 4. route
-    let route = state.router.route(&req.model, format)?;
-    if !caller.may_use(&route.upstream_model) && route.upstream_model != req.model {
-        return Err(GatewayError::ModelNotAllowed(route.upstream_model));
-    }
-
-    // 5. price — count_tokens is free at every provider, so it needs none.
-    let price = if endpoint.is_billable() {
-        Some(state.catalog().price_of(&route.upstream_model)?.clone())
-    } else {
-        None
-    };
-    upstream::check_request_headers(&route.provider, &headers, price.as_ref())?;
-    if let Some(tool) = req
-        .per_use_tools()
-        .into_iter()
-        .find(|t| !route.provider.allow_tools.iter().any(|g| g.matches(t)))
-    {
-        return Err(GatewayError::ToolNotPriced(tool));
-    }
+    // 4–5. plan: route, price, the budgets that apply, sizing.
+    let plan = plan::plan(state, &caller, &req, format, None)?;
+    upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
+    let route = plan.route.clone();
 
     let req = Arc::new(req);
     let mut draft = Draft::new(
@@ -194,13 +175,13 @@ async fn pipeline(
         route.provider.name.clone(),
         req.model.clone(),
         route.upstream_model.clone(),
-        price,
+        plan.price.clone(),
         req.clone(),
         state.budgets.clone(),
     );
 
     // 6. reserve — once, on the final model and provider, on every budget that applies.
-    let max_output = reserve(state, &mut draft, &req).await?;
+    let max_output = reserve(state, &mut draft, plan).await?;
     draft.output_limit = max_output.or(req.max_output_tokens);
 
     // 7. forward
@@ -381,38 +362,6 @@ fn settle_body(
     }
 }
 
-/// Input tokens to reserve for `req` sent to `model`:
-/// - the prompt's text (messages, system, tools and schemas as JSON) in
-///   `o200k_base` tokens, counted, or bounded by its bytes when long (see
-///   `tokens::estimate_tokens`), and for Anthropic and Gemini a quarter
-///   more (their tokenizers count more tokens for the same text);
-/// - a few tokens per message for the chat framing;
-/// - token ids and images by the providers' formulas
-///   (`tollgate_providers::input`);
-/// - for input only the provider can size (a previous response, cached
-///   content, files, audio, video), `unknown_input_tokens` once (by default
-///   the model's context window: no request can carry more);
-/// - at most the model's context window in all.
-fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> u64 {
-    let size = req.input_size(model);
-    let text = estimate_tokens(&size.text);
-    let text = match req.endpoint.format() {
-        WireFormat::OpenAi => text,
-        _ => text + text.div_ceil(4),
-    };
-    let framing = 4 * size.items + 16;
-    let catalog = state.catalog();
-    let mut tokens = text + framing + size.fixed_tokens;
-    if size.unknown_parts > 0 {
-        tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &catalog));
-    }
-    // No provider accepts more than the model's context window.
-    match catalog.context_window(model) {
-        Some(window) => tokens.min(window),
-        None => tokens,
-    }
-}
-
 /// Phase 6: reserves the request's worst case on every applicable budget,
 /// capping the output limit to what they afford. Returns the output limit
 /// to send upstream, if Tollgate must set one. A request no budget applies
@@ -421,33 +370,16 @@ fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> 
 async fn reserve(
     state: &AppState,
     draft: &mut Draft,
-    req: &ParsedRequest,
+    plan: plan::Plan,
 ) -> Result<Option<u64>, GatewayError> {
-    let Some(price) = draft.price.clone() else {
+    let Some(sizing) = plan.sizing else {
         return Ok(None);
     };
-    let applied = state.budgets.applicable(&draft.caller, &draft.model_served);
+    let applied = plan.applied;
     let unbudgeted = applied.is_empty();
-    let input_tokens = if unbudgeted {
-        // Only a crash ever charges this (no budget to hold): a cheap bound,
-        // the body's bytes, not a count.
-        let bound = req.body_len() as u64;
-        state
-            .catalog()
-            .context_window(&draft.model_served)
-            .map_or(bound, |w| bound.min(w))
-    } else {
-        estimate_input_tokens(state, req, &draft.model_served)
-    };
+    let input_tokens = plan.input_tokens;
     draft.input_estimate = Some(input_tokens);
-    let makes_output = req.endpoint != Endpoint::Embeddings;
-    let sizing = state.budgets.sizing(
-        &price,
-        input_tokens,
-        req.max_output_tokens,
-        makes_output,
-        req.choices,
-    );
+    let makes_output = plan.makes_output;
     let want = sizing.want;
     let template = draft.record(
         Usage {

@@ -1,0 +1,179 @@
+//! The plan of a request: route → price → the budgets that apply → sizing,
+//! and the decision they lead to. The proxy pipeline and `POST
+//! /admin/explain` both call [`plan`], so "why was I blocked?" can never
+//! drift from what the proxy does; the proxy then reserves what the plan
+//! sized (the ledger decides again, atomically, against concurrent
+//! requests), explain asks the ledger what it would grant ([`decide`]).
+
+use tollgate_core::ledger::Sizing;
+use tollgate_core::tokens::estimate_tokens;
+use tollgate_core::{Caller, ModelPrice};
+use tollgate_providers::{Endpoint, ParsedRequest, WireFormat};
+
+use crate::AppState;
+use crate::budgets::{Applied, Refusal};
+use crate::error::GatewayError;
+use crate::routing::Route;
+
+/// Everything decided about a request before anything is reserved.
+#[derive(Debug)]
+pub struct Plan {
+    pub route: Route,
+    /// `None`: the endpoint is free (counting tokens), nothing is priced.
+    pub price: Option<ModelPrice>,
+    pub applied: Vec<Applied>,
+    /// Input tokens reserved: the estimate when a budget applies, a cheap
+    /// bound (the body's bytes) when none does.
+    pub input_tokens: u64,
+    /// What the request asks of its budgets (`None` when not priced).
+    pub sizing: Option<Sizing>,
+    pub makes_output: bool,
+}
+
+/// What the budgets would do with a request now.
+#[derive(Debug)]
+pub enum Decision {
+    /// Allowed as asked (`max_tokens`: the per-choice output limit granted).
+    Allow {
+        max_tokens: Option<u64>,
+    },
+    /// Allowed with its output limit lowered to what every budget affords.
+    AllowCapped {
+        max_tokens: u64,
+        asked: u64,
+    },
+    Refuse(Box<Refusal>),
+}
+
+/// Routes, prices, finds the budgets and sizes `req` for `caller`, who
+/// calls in wire format `format`. `input_tokens`, when given, replaces the
+/// estimate (explain's "assume this many input tokens").
+pub fn plan(
+    state: &AppState,
+    caller: &Caller,
+    req: &ParsedRequest,
+    format: WireFormat,
+    input_tokens: Option<u64>,
+) -> Result<Plan, GatewayError> {
+    let route = route(state, caller, req, format)?;
+    let price = price(state, req.endpoint, &route)?;
+    if let Some(tool) = req
+        .per_use_tools()
+        .into_iter()
+        .find(|t| !route.provider.allow_tools.iter().any(|g| g.matches(t)))
+    {
+        return Err(GatewayError::ToolNotPriced(tool));
+    }
+    let applied = match &price {
+        Some(_) => state.budgets.applicable(caller, &route.upstream_model),
+        None => Vec::new(),
+    };
+    let input_tokens = input_tokens.unwrap_or_else(|| {
+        if applied.is_empty() {
+            // Only a crash ever charges this (no budget to hold): a cheap
+            // bound, the body's bytes, not a count.
+            let bound = req.body_len() as u64;
+            state
+                .catalog()
+                .context_window(&route.upstream_model)
+                .map_or(bound, |w| bound.min(w))
+        } else {
+            estimate_input_tokens(state, req, &route.upstream_model)
+        }
+    });
+    let makes_output = req.endpoint != Endpoint::Embeddings;
+    let sizing = price.as_ref().map(|p| {
+        state.budgets.sizing(
+            p,
+            input_tokens,
+            req.max_output_tokens,
+            makes_output,
+            req.choices,
+        )
+    });
+    Ok(Plan {
+        route,
+        price,
+        applied,
+        input_tokens,
+        sizing,
+        makes_output,
+    })
+}
+
+/// The model's route, checked against what the caller may use.
+fn route(
+    state: &AppState,
+    caller: &Caller,
+    req: &ParsedRequest,
+    format: WireFormat,
+) -> Result<Route, GatewayError> {
+    if !caller.may_use(&req.model) {
+        return Err(GatewayError::ModelNotAllowed(req.model.clone()));
+    }
+    let route = state.router.route(&req.model, format)?;
+    if !caller.may_use(&route.upstream_model) && route.upstream_model != req.model {
+        return Err(GatewayError::ModelNotAllowed(route.upstream_model));
+    }
+    Ok(route)
+}
+
+/// The served model's price; counting tokens is free at every provider.
+fn price(
+    state: &AppState,
+    endpoint: Endpoint,
+    route: &Route,
+) -> Result<Option<ModelPrice>, GatewayError> {
+    if !endpoint.is_billable() {
+        return Ok(None);
+    }
+    Ok(Some(
+        state.catalog().price_of(&route.upstream_model)?.clone(),
+    ))
+}
+
+/// What the budgets would grant the plan now, reserving nothing.
+pub fn decide(state: &AppState, plan: &Plan) -> Decision {
+    let Some(sizing) = plan.sizing.filter(|_| !plan.applied.is_empty()) else {
+        return Decision::Allow { max_tokens: None };
+    };
+    match state.budgets.plan(&plan.applied, &sizing) {
+        Ok(n) if plan.makes_output && n < sizing.want => Decision::AllowCapped {
+            max_tokens: n,
+            asked: sizing.want,
+        },
+        Ok(n) => Decision::Allow {
+            max_tokens: plan.makes_output.then_some(n),
+        },
+        Err(r) => Decision::Refuse(r),
+    }
+}
+
+/// Input tokens to reserve for a request, never fewer than the provider
+/// can bill:
+/// - text (messages, system, tools as JSON) counted exactly up to 64 KB,
+///   bounded by its bytes beyond; Anthropic and Gemini tokenizers can split
+///   finer than `o200k_base`, so a quarter is added for them;
+/// - framing per message and part;
+/// - images and token ids as their formulas say; parts only the provider
+///   can size at `budgets.unknown_input_tokens` (or the context window);
+/// - at most the model's context window in all.
+pub fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> u64 {
+    let size = req.input_size(model);
+    let text = estimate_tokens(&size.text);
+    let text = match req.endpoint.format() {
+        WireFormat::OpenAi => text,
+        _ => text + text.div_ceil(4),
+    };
+    let framing = 4 * size.items + 16;
+    let catalog = state.catalog();
+    let mut tokens = text + framing + size.fixed_tokens;
+    if size.unknown_parts > 0 {
+        tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &catalog));
+    }
+    // No provider accepts more than the model's context window.
+    match catalog.context_window(model) {
+        Some(window) => tokens.min(window),
+        None => tokens,
+    }
+}
