@@ -339,6 +339,11 @@ pub struct BudgetEngine {
     pub suspicious: std::sync::atomic::AtomicU64,
     /// The stored budgets' version the loaded set reflects.
     known_version: Mutex<Option<(i64, i64)>>,
+    /// Settlements, refusals and level changes, for whoever listens.
+    pub events: crate::events::Events,
+    /// The last level published per (group, period start), kept only while
+    /// someone listens.
+    levels: Mutex<HashMap<(Arc<str>, i64), crate::events::Level>>,
 }
 
 /// How requests are sized when they reserve (the `budgets:` settings).
@@ -351,6 +356,28 @@ pub struct SizingConfig {
     /// Input reserved for what only the provider can size; `None`: the
     /// model's context window.
     pub unknown_input_tokens: Option<u64>,
+}
+
+/// A budget's level by what it has spent against `limit`.
+fn level_of(limit: &Limit, low_pct: u8, spent: Amount) -> crate::events::Level {
+    use crate::events::Level;
+    let pct = i128::from(low_pct);
+    let money = limit.money.map(|l| (l.units(), spent.money.units()));
+    let tokens = limit
+        .tokens
+        .map(|l| (i128::from(l), i128::from(spent.tokens)));
+    let over = money.into_iter().chain(tokens).any(|(l, s)| s >= l);
+    let low = money
+        .into_iter()
+        .chain(tokens)
+        .any(|(l, s)| (l - s) * 100 < l * pct);
+    if over {
+        Level::OverLimit
+    } else if low {
+        Level::Low
+    } else {
+        Level::Ok
+    }
 }
 
 /// Input reserved for what only the provider can size, for a model whose
@@ -401,6 +428,8 @@ impl BudgetEngine {
             overspent: Default::default(),
             suspicious: Default::default(),
             known_version: Mutex::new(None),
+            events: Default::default(),
+            levels: Mutex::new(HashMap::new()),
         };
         // A budget new to the config finds its period's spend already made
         // (counted before any request can charge it: none is served yet).
@@ -672,7 +701,19 @@ impl BudgetEngine {
         {
             Ok(n) => n,
             Err(LedgerError::Denied(d)) => {
-                return Err(ReserveError::Refused(self.refusal(applied, d, &sizing)));
+                let r = self.refusal(applied, d, &sizing);
+                if self.events.wanted() {
+                    self.events.publish(crate::events::Event::Refused {
+                        request_id: id.to_string(),
+                        budget_id: r.applied.budget.id.clone(),
+                        subject: r.applied.subject.clone(),
+                        status: r.applied.budget.refusal_status,
+                    });
+                    // A budget that refuses is at its limit, whatever the
+                    // few units its spend leaves.
+                    self.set_level(&r.applied, crate::events::Level::OverLimit);
+                }
+                return Err(ReserveError::Refused(r));
             }
             Err(e @ (LedgerError::Unavailable(_) | LedgerError::NotOpen)) => {
                 return Err(ReserveError::Unavailable(e.to_string()));
@@ -711,11 +752,58 @@ impl BudgetEngine {
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let id = reserved.map(|r| r.id.as_str());
+        let event = (self.events.wanted() && !record.flags.blocked).then(|| record.clone());
         let settled = self.ledger.settle(id, &charges, actual, record);
+        if let Some(record) = event {
+            self.events.publish(crate::events::Event::Settled {
+                record: Arc::new(record),
+            });
+            self.publish_levels(applied);
+        }
         if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {
             self.overspent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
+        }
+    }
+
+    /// Publishes the level changes settling left on `applied` (by what
+    /// each budget has spent, reservations aside: a level does not flap
+    /// with requests in flight).
+    fn publish_levels(&self, applied: &[Applied]) {
+        for a in applied {
+            let spent = self.ledger.used(&a.line).spent;
+            self.set_level(
+                a,
+                level_of(&a.line.limit, a.budget.low_threshold_pct, spent),
+            );
+        }
+    }
+
+    /// Records `level` for `a`'s period and publishes it if it changed.
+    fn set_level(&self, a: &Applied, level: crate::events::Level) {
+        use crate::events::{Event, Level};
+        let (start, key) = match (a.line.window, a.line.charge.slot) {
+            // One level per rolling window, however it moves.
+            (Window::Rolling { since }, _) => (since, (a.line.charge.group.clone(), i64::MIN)),
+            (
+                _,
+                tollgate_core::ledger::Slot::Period(s) | tollgate_core::ledger::Slot::Bucket(s),
+            ) => (s, (a.line.charge.group.clone(), s)),
+        };
+        let from = {
+            let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
+            let e = levels.entry(key).or_insert(Level::Ok);
+            std::mem::replace(e, level)
+        };
+        if from != level {
+            self.events.publish(Event::Level {
+                budget_id: a.budget.id.clone(),
+                subject: a.subject.clone(),
+                period_start: start,
+                from,
+                to: level,
+            });
         }
     }
 
@@ -889,6 +977,13 @@ impl BudgetEngine {
             };
             oldest.get(key.budget()).is_none_or(|cut| start >= *cut)
         });
+        self.levels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(group, start), _| {
+                let budget = group.split_once('|').map_or(&**group, |(b, _)| b);
+                *start == i64::MIN || oldest.get(budget).is_none_or(|cut| start >= cut)
+            });
     }
 
     /// Validates and stores a budget from the admin API or CLI.

@@ -11,9 +11,11 @@
 //! (settlements, releases and counter changes, batched).
 
 pub mod engine;
+pub mod events;
 pub mod journal;
 pub mod ledger;
 
 pub use engine::*;
+pub use events::{Event, Events, Level, Published};
 pub use journal::{Journal, JournalStats, WriterHandle};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, Sizing};

@@ -635,3 +635,89 @@ async fn explain_and_the_proxy_agree() {
     }
     eprintln!("explain and proxy agreed on {n} requests: {seen:?}");
 }
+
+/// The event stream: each settled request, each refusal, and each level
+/// change (ok → low → over_limit, and back when the limit is raised) is
+/// published once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_events_are_published_once_each() {
+    use tollgate_budgets::{Event, Level};
+    let r = rig(r#"{}"#, "2026-11-24T10:00:00Z").await;
+    r.create_budget(json!({"id": "ev", "scope": "user", "subject": "eve", "limit_tokens": 200, "period": "daily", "low_threshold_pct": 50}))
+        .await;
+    let mut events = r.budgets.events.subscribe_lossless();
+    let key = r.key("eve").await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let s = r.chat(&key, 20).await;
+        statuses.push(s);
+        if s == 429 {
+            break;
+        }
+    }
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let resp = r
+        .http
+        .patch(format!("{}/admin/budgets/ev", r.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"limit_tokens": 100000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.chat(&key, 20).await, 200);
+    let mut got = Vec::new();
+    while let Ok(Some(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), events.recv()).await
+    {
+        got.push(p);
+    }
+    let seqs: Vec<u64> = got.iter().map(|p| p.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let settled = got
+        .iter()
+        .filter(|p| matches!(p.event, Event::Settled { .. }))
+        .count();
+    assert_eq!(settled, served + 1, "one per request served");
+    let refused: Vec<&str> = got
+        .iter()
+        .filter_map(|p| match &p.event {
+            Event::Refused { budget_id, .. } => Some(budget_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, ["ev"]);
+    let levels: Vec<(Level, Level)> = got
+        .iter()
+        .filter_map(|p| match &p.event {
+            Event::Level {
+                from,
+                to,
+                budget_id,
+                subject,
+                ..
+            } => {
+                assert_eq!((budget_id.as_str(), subject.as_str()), ("ev", "eve"));
+                Some((*from, *to))
+            }
+            _ => None,
+        })
+        .collect();
+    let path: Vec<Level> = std::iter::once(Level::Ok)
+        .chain(levels.iter().map(|(_, to)| *to))
+        .collect();
+    assert!(
+        levels.windows(2).all(|w| w[0].1 == w[1].0),
+        "each change starts where the last ended: {levels:?}"
+    );
+    assert!(
+        path.contains(&Level::Low) && path.contains(&Level::OverLimit),
+        "{path:?}"
+    );
+    assert_eq!(
+        path.last(),
+        Some(&Level::Ok),
+        "back to ok once the limit is raised: {path:?}"
+    );
+}
