@@ -2,6 +2,9 @@
 //! provider binary, over real HTTP, with a real SQLite file. One test
 //! binary with modules (link time dominates on small machines).
 
+// Test code: helpers outside `#[test]` functions unwrap too.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod jwt;
