@@ -43,6 +43,8 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::Invalid(m) => AdminError(StatusCode::BAD_REQUEST, m),
             StoreError::Duplicate(m) => AdminError(StatusCode::CONFLICT, format!("duplicate {m}")),
+            // The store is busy or out of space: the caller may retry.
+            e if e.is_transient() => AdminError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             other => AdminError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }

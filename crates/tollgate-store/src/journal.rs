@@ -11,17 +11,6 @@ use tollgate_core::ledger::Amount;
 
 #[derive(Clone, Debug)]
 pub enum JournalEntry {
-    /// A reservation, stored before the request is forwarded. `template` is
-    /// the record to write if the process dies before settling: the
-    /// reserved (worst-case) amount is then charged to `charges` (the
-    /// counters the reservation holds room on).
-    Reserve {
-        id: String,
-        charges: Vec<String>,
-        amount: Amount,
-        expires_at: Timestamp,
-        template: Box<UsageRecord>,
-    },
     /// A finished request: its record, and (if it reserved) the counters it
     /// charges with `actual`.
     Settle {

@@ -21,37 +21,40 @@ pub use query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed. `transient`: busy, locked, out of space, an
+    /// I/O failure — retrying the same write can succeed.
+    #[error("database error: {message}")]
+    Backend { message: String, transient: bool },
     #[error("database task failed: {0}")]
     Task(String),
     #[error("unsupported database url {0:?} (expected sqlite://PATH)")]
     UnsupportedUrl(String),
+    /// A value the caller gave that the store cannot take (a bad cursor, a
+    /// number out of range): the caller's mistake.
     #[error("{0}")]
     Invalid(String),
+    /// What is stored cannot be read back (a damaged row or log line).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// I/O outside the database (the reservation log, the data directory).
+    #[error("{0}")]
+    Io(String),
     #[error("key id {0:?} already exists")]
     Duplicate(String),
 }
 
 impl StoreError {
-    /// Whether retrying the same write can succeed: the database was busy,
-    /// locked, out of space or failed at I/O. Anything else (a value the
-    /// store cannot hold, a constraint) fails again the same way.
+    /// Whether retrying the same write can succeed. A value the store
+    /// cannot hold, a constraint, unreadable data fail again the same way.
     pub fn is_transient(&self) -> bool {
-        use rusqlite::ErrorCode::*;
-        match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                DatabaseBusy
-                    | DatabaseLocked
-                    | DiskFull
-                    | SystemIoFailure
-                    | OutOfMemory
-                    | CannotOpen
-            ),
-            StoreError::Task(_) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            StoreError::Backend {
+                transient: true,
+                ..
+            } | StoreError::Task(_)
+                | StoreError::Io(_)
+        )
     }
 }
 
@@ -70,9 +73,6 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a key revoked; `false` if no such key.
     async fn revoke_key(&self, id: &str, at: Timestamp) -> Result<bool>;
 
-    /// Writes usage records; a record whose `request_id` is already stored
-    /// is skipped, so replaying a batch never counts twice.
-    async fn insert_records(&self, records: &[UsageRecord]) -> Result<()>;
     /// Applies a batch of journal entries in one transaction. Blocks: it
     /// is called from the journal's own thread, never from async code.
     fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;

@@ -48,7 +48,43 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let transient = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _) if matches!(
+                f.code,
+                DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | OutOfMemory | CannotOpen
+            )
+        );
+        StoreError::Backend {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
 impl SqliteStore {
+    /// Writes usage records outside a journal batch (tests); a record whose
+    /// `request_id` is already stored is skipped.
+    #[cfg(test)]
+    pub(crate) async fn insert_records(&self, records: &[UsageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = records.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            for r in &batch {
+                insert_record(&tx, r)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Opens (creating if needed) and migrates the database at `path`.
     pub async fn open(path: &str) -> Result<SqliteStore> {
         let path = path.to_string();
@@ -57,7 +93,7 @@ impl SqliteStore {
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Invalid(format!("cannot create {dir:?}: {e}")))?;
+                    .map_err(|e| StoreError::Io(format!("cannot create {dir:?}: {e}")))?;
             }
             let mut writer = Connection::open(&path)?;
             configure(&writer)?;
@@ -211,20 +247,34 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// A key's model globs. An unreadable list fails closed: an empty list
+/// means every model, so a damaged one must mean none — the glob `""`,
+/// which no model name (never empty) matches.
+fn key_models(id: &str, stored: &str) -> Vec<String> {
+    match serde_json::from_str(stored) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(key = %id, error = %e, "a key's model list is unreadable; the key may use no model");
+            vec![String::new()]
+        }
+    }
+}
+
 const KEY_COLS: &str = "id, hash, prefix, name, user, tenant, role, models, expires_at, revoked, trusted, created_at, updated_at";
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let hash: Vec<u8> = r.get(1)?;
     let models: String = r.get(7)?;
+    let id: String = r.get(0)?;
     Ok(KeyRecord {
-        id: r.get(0)?,
+        models: key_models(&id, &models),
+        id,
         hash: hash.try_into().unwrap_or([0; 32]),
         prefix: r.get(2)?,
         name: r.get(3)?,
         user: r.get(4)?,
         tenant: r.get(5)?,
         role: r.get(6)?,
-        models: serde_json::from_str(&models).unwrap_or_default(),
         expires_at: r.get::<_, Option<i64>>(8)?.map(ts),
         revoked: r.get(9)?,
         trusted: r.get(10)?,
@@ -298,7 +348,7 @@ fn filters(
 fn parse_units(s: &str) -> Result<Money> {
     s.parse::<i128>()
         .map(Money::from_units)
-        .map_err(|_| StoreError::Invalid(format!("stored amount {s:?} is not an integer")))
+        .map_err(|_| StoreError::Corrupt(format!("stored amount {s:?} is not an integer")))
 }
 
 fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> Result<()> {
@@ -364,27 +414,6 @@ fn apply_entry<'a>(
     deltas: &mut std::collections::HashMap<&'a str, Amount>,
 ) -> Result<()> {
     match e {
-        JournalEntry::Reserve {
-            id,
-            charges,
-            amount,
-            expires_at,
-            template,
-        } => {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO reservations (id, charges, amount_money, amount_tokens, expires_at, template, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                    id,
-                    to_json(charges)?,
-                    amount.money.units().to_string(),
-                    tok(amount.tokens),
-                    ms(*expires_at),
-                    to_json(template.as_ref())?,
-                    ms(Timestamp::now())
-                ])?;
-        }
         JournalEntry::Settle {
             reservation,
             charges,
@@ -506,22 +535,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_records(&self, records: &[UsageRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let batch = records.to_vec();
-        self.write(move |c| {
-            let tx = c.transaction()?;
-            for r in &batch {
-                insert_record(&tx, r)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
     fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -589,7 +602,7 @@ impl Store for SqliteStore {
                     .execute([id])?;
                 released = Some(id.as_str());
             }
-            JournalEntry::Reserve { .. } | JournalEntry::SetCounter { .. } => {}
+            JournalEntry::SetCounter { .. } => {}
         }
         tx.commit()?;
         self.reslog.settled(closed);
@@ -667,7 +680,7 @@ impl Store for SqliteStore {
                         quarantined_at: ts(t),
                         reason,
                         record: serde_json::from_str(&record)
-                            .map_err(|e| StoreError::Invalid(format!("quarantined record: {e}")))?,
+                            .map_err(|e| StoreError::Corrupt(format!("quarantined record: {e}")))?,
                     })
                 })
                 .collect()
@@ -748,10 +761,10 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(|(id, charges, money, tokens, exp, template)| {
                     Ok(OpenReservation {
-                        charges: serde_json::from_str::<Vec<String>>(&charges).map_err(|e| StoreError::Invalid(format!("reservation {id}: {e}")))?,
+                        charges: serde_json::from_str::<Vec<String>>(&charges).map_err(|e| StoreError::Corrupt(format!("reservation {id}: {e}")))?,
                         amount: Amount::new(parse_units(&money)?, tokens.max(0) as u64),
                         expires_at: ts(exp),
-                        template: serde_json::from_str(&template).map_err(|e| StoreError::Invalid(format!("reservation {id}: {e}")))?,
+                        template: serde_json::from_str(&template).map_err(|e| StoreError::Corrupt(format!("reservation {id}: {e}")))?,
                         id,
                     })
                 })
@@ -806,7 +819,7 @@ impl Store for SqliteStore {
                 .map(|(id, spec, created)| {
                     Ok(StoredBudget {
                         input: serde_json::from_str(&spec)
-                            .map_err(|e| StoreError::Invalid(format!("stored budget {id}: {e}")))?,
+                            .map_err(|e| StoreError::Corrupt(format!("stored budget {id}: {e}")))?,
                         id,
                         created_at: ts(created),
                     })
@@ -829,7 +842,7 @@ impl Store for SqliteStore {
             row.map(|(spec, created)| {
                 Ok(StoredBudget {
                     input: serde_json::from_str(&spec)
-                        .map_err(|e| StoreError::Invalid(format!("stored budget {id}: {e}")))?,
+                        .map_err(|e| StoreError::Corrupt(format!("stored budget {id}: {e}")))?,
                     id,
                     created_at: ts(created),
                 })
@@ -1104,7 +1117,7 @@ impl Store for SqliteStore {
                 .map(|(m, p, provider)| {
                     serde_json::from_str(&p)
                         .map(|price| (m.clone(), StoredPrice { price, provider }))
-                        .map_err(|e| StoreError::Invalid(format!("stored price of {m:?}: {e}")))
+                        .map_err(|e| StoreError::Corrupt(format!("stored price of {m:?}: {e}")))
                 })
                 .collect()
         })

@@ -75,7 +75,7 @@ pub(super) struct ReservationLog {
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Invalid(format!("reservation log {}: {e}", path.display()))
+    StoreError::Io(format!("reservation log {}: {e}", path.display()))
 }
 
 impl ReservationLog {

@@ -178,16 +178,11 @@ async fn prices_persist() {
 async fn journal_settles_atomically_and_open_reservations_survive() {
     use crate::journal::JournalEntry;
     use tollgate_core::ledger::Amount;
-    let (_d, s) = store().await;
+    let (d, s) = store().await;
     let amount = Amount::new(Money::from_units(500), 50);
-    let reserve = |id: &str| JournalEntry::Reserve {
-        id: id.into(),
-        charges: vec!["u|alice|0".into(), "t|acme|0".into()],
-        amount,
-        expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
-        template: Box::new(record(id, 1_700_000_000, "alice", "gpt-4o", 500)),
-    };
-    s.apply_journal(&[reserve("r1"), reserve("r2")]).unwrap();
+    for id in ["r1", "r2"] {
+        s.log_reservation(&logged(id)).unwrap();
+    }
     s.apply_journal(&[JournalEntry::Settle {
         reservation: Some("r1".into()),
         charges: vec!["u|alice|0".into(), "t|acme|0".into()],
@@ -195,6 +190,11 @@ async fn journal_settles_atomically_and_open_reservations_survive() {
         record: Box::new(record("r1", 1_700_000_000, "alice", "gpt-4o", 7)),
     }])
     .unwrap();
+    // The process stops; the next one finds r2 open.
+    drop(s);
+    let s = SqliteStore::open(d.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
     let (counters, open) = s.load_ledger().await.unwrap();
     let mut counters = counters;
     counters.sort_by(|a, b| a.0.cmp(&b.0));
@@ -489,4 +489,39 @@ async fn a_reservation_logged_again_supersedes_its_earlier_line() {
     drop(s);
     let s = open().await.unwrap();
     assert!(s.load_ledger().await.unwrap().1.is_empty());
+}
+
+/// Regression: a damaged `models` column read as "every model allowed".
+#[tokio::test]
+async fn regression_a_corrupt_model_list_fails_closed() {
+    let (_d, s) = store().await;
+    s.insert_key(&key("k_bad", 7)).await.unwrap();
+    s.writer
+        .lock()
+        .unwrap()
+        .execute("UPDATE keys SET models = 'not json' WHERE id = 'k_bad'", [])
+        .unwrap();
+    let k = s.key_by_hash([7; 32]).await.unwrap().unwrap();
+    let caller = tollgate_core::Caller {
+        models: k.models.clone(),
+        ..Default::default()
+    };
+    for m in ["gpt-4o", "claude-sonnet-4-5", "x"] {
+        assert!(!caller.may_use(m), "{m} allowed by a damaged list");
+    }
+}
+
+/// A store error says whether retrying can help, and I/O is never the
+/// caller's mistake.
+#[tokio::test]
+async fn io_failures_are_transient_not_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    // A database under a path whose parent is a file cannot be created.
+    let e = SqliteStore::open(file.join("t.db").to_str().unwrap())
+        .await
+        .err()
+        .unwrap();
+    assert!(!matches!(e, StoreError::Invalid(_)), "{e:?}");
 }
