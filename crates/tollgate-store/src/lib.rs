@@ -8,6 +8,8 @@
 pub mod journal;
 pub mod query;
 pub mod sqlite;
+#[cfg(any(test, feature = "suite"))]
+pub mod suite;
 
 use std::sync::Arc;
 
@@ -60,8 +62,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Virtual keys, held as hashes.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait KeyStore: Send + Sync {
     async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
     async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
     /// Up to `limit` keys with ids after `after`, by id: loading 100k keys a
@@ -72,14 +75,18 @@ pub trait Store: Send + Sync + 'static {
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>>;
     /// Marks a key revoked; `false` if no such key.
     async fn revoke_key(&self, id: &str, at: Timestamp) -> Result<bool>;
+}
 
+/// The ledger's durability: the reservation log, journal batches (records, counters, closings), quarantine, and the state at start-up.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
     /// Applies a batch of journal entries in one transaction. Blocks: it
     /// is called from the journal's own thread, never from async code.
     fn apply_journal(&self, entries: &[JournalEntry]) -> Result<()>;
-    /// Keeps an entry that [`Store::apply_journal`] refuses for what it
+    /// Keeps an entry that [`LedgerStore::apply_journal`] refuses for what it
     /// holds (not for a passing I/O failure): a settlement's counters are
     /// charged and its reservation closed as usual, and its record is kept
-    /// exactly, aside, until [`Store::retry_quarantined`] writes it. One bad
+    /// exactly, aside, until [`LedgerStore::retry_quarantined`] writes it. One bad
     /// record never holds up the rest.
     fn quarantine(&self, entry: &JournalEntry, reason: &str) -> Result<()>;
     async fn quarantined(&self) -> Result<Vec<Quarantined>>;
@@ -95,7 +102,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every budget counter's committed amount, and the reservations never
     /// settled (a crash): the ledger's state at start-up.
     async fn load_ledger(&self) -> Result<(Vec<(String, Amount)>, Vec<OpenReservation>)>;
+}
 
+/// Budgets managed at run time (admin API, CLI).
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
     /// Budgets managed at run time (admin API, CLI), as stored JSON inputs.
     async fn list_budgets(&self) -> Result<Vec<StoredBudget>>;
     /// Up to `limit` budgets after `after` in `list_budgets` order
@@ -111,6 +122,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_budget(&self, id: &str) -> Result<bool>;
     /// Changes whenever a stored budget changes: (count, latest update in ms).
     async fn budgets_version(&self) -> Result<(i64, i64)>;
+    /// When budget `id` was first seen, and whether that is now: `now` the
+    /// first time it is asked (and remembered), the remembered time after.
+    async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)>;
+}
+
+/// Usage records and what they add up to.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
     async fn records(&self, q: &RecordQuery) -> Result<RecordPage>;
     /// What the records charged to budget `budget_id` since `since` add
     /// up to, per subject (`subject`: which record field names it).
@@ -130,16 +149,23 @@ pub trait Store: Send + Sync + 'static {
         only: Option<String>,
         since: Timestamp,
     ) -> Result<Vec<ScopeSpend>>;
-    /// When budget `id` was first seen, and whether that is now: `now` the
-    /// first time it is asked (and remembered), the remembered time after.
-    async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
+}
 
+/// Prices set at run time.
+#[async_trait]
+pub trait PriceStore: Send + Sync {
     async fn put_price(&self, model: &str, price: &StoredPrice) -> Result<()>;
     async fn prices(&self) -> Result<Vec<(String, StoredPrice)>>;
     /// Changes whenever a stored price changes: (count, latest update in ms).
     async fn prices_version(&self) -> Result<(i64, i64)>;
 }
+
+/// Everything a backend stores, one trait per domain. A backend
+/// implements the five; `Store` is what the rest of Tollgate holds.
+pub trait Store: KeyStore + LedgerStore + BudgetStore + UsageStore + PriceStore + 'static {}
+
+impl<T: KeyStore + LedgerStore + BudgetStore + UsageStore + PriceStore + 'static> Store for T {}
 
 /// Which field of a usage record is a budget's subject.
 #[derive(Clone, Debug, PartialEq, Eq)]

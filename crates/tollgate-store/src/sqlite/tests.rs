@@ -1,54 +1,25 @@
 use super::*;
+use crate::suite::{key, record};
 
-fn key(id: &str, hash: u8) -> KeyRecord {
-    let now = Timestamp::from_second(1_700_000_000).unwrap();
-    KeyRecord {
-        id: id.into(),
-        hash: [hash; 32],
-        prefix: "tg-abcd".into(),
-        name: Some("n".into()),
-        user: Some("alice".into()),
-        tenant: Some("acme".into()),
-        role: None,
-        models: vec!["gpt-*".into()],
-        expires_at: None,
-        revoked: false,
-        trusted: true,
-        created_at: now,
-        updated_at: now,
-    }
+/// The backend-agnostic cases, each on a fresh SQLite store.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            let (_d, s) = store().await;
+            crate::suite::$case(&s).await;
+        }
+    )*};
 }
 
-fn record(id: &str, secs: i64, user: &str, model: &str, cost: i128) -> UsageRecord {
-    UsageRecord {
-        request_id: id.into(),
-        time: Timestamp::from_second(secs).unwrap(),
-        key_id: Some("k1".into()),
-        user: Some(user.into()),
-        tenant: Some("acme".into()),
-        session: None,
-        budgets: vec![],
-        provider: "openai".into(),
-        model_requested: model.into(),
-        model_served: model.into(),
-        usage: Usage {
-            input_tokens: 10,
-            output_tokens: 5,
-            cached_input_tokens: 2,
-            cache_write_5m_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: 1,
-        },
-        cost: Money::from_units(cost),
-        latency_ms: 12,
-        ttft_ms: Some(3),
-        status: 200,
-        flags: Flags {
-            usage_estimated: true,
-            ..Flags::default()
-        },
-    }
-}
+suite!(
+    keys_round_trip_and_revoke,
+    records_are_idempotent_and_paged_newest_first,
+    reports_sum_exactly_beyond_i64,
+    prices_persist,
+    budgets_round_trip,
+    spend_sums,
+);
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -56,122 +27,6 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
         .await
         .unwrap();
     (dir, s)
-}
-
-#[tokio::test]
-async fn keys_round_trip_and_revoke() {
-    let (_d, s) = store().await;
-    s.insert_key(&key("k1", 1)).await.unwrap();
-    assert!(matches!(
-        s.insert_key(&key("k1", 2)).await,
-        Err(StoreError::Duplicate(_))
-    ));
-    let got = s.key_by_hash([1; 32]).await.unwrap().unwrap();
-    assert_eq!(got, key("k1", 1));
-    assert!(s.key_by_hash([9; 32]).await.unwrap().is_none());
-    let later = Timestamp::from_second(1_800_000_000).unwrap();
-    assert!(s.revoke_key("k1", later).await.unwrap());
-    assert!(!s.revoke_key("nope", later).await.unwrap());
-    let changed = s.keys_updated_since(later).await.unwrap();
-    assert_eq!(changed.len(), 1);
-    assert!(changed[0].revoked);
-}
-
-#[tokio::test]
-async fn records_are_idempotent_and_paged_newest_first() {
-    let (_d, s) = store().await;
-    let batch: Vec<_> = (0..25)
-        .map(|i| record(&format!("r{i}"), 1_700_000_000 + i, "alice", "gpt-4o", 7))
-        .collect();
-    s.insert_records(&batch).await.unwrap();
-    s.insert_records(&batch[..5]).await.unwrap(); // replay: ignored
-    let mut q = RecordQuery {
-        limit: 10,
-        ..RecordQuery::default()
-    };
-    let mut seen = Vec::new();
-    loop {
-        let page = s.records(&q).await.unwrap();
-        seen.extend(page.records.iter().map(|r| r.request_id.clone()));
-        match page.next_cursor {
-            Some(c) => q.cursor = Some(c),
-            None => break,
-        }
-    }
-    assert_eq!(seen.len(), 25);
-    assert_eq!(seen[0], "r24");
-    assert_eq!(seen[24], "r0");
-    let first = s
-        .records(&RecordQuery {
-            limit: 1,
-            ..RecordQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(first.records[0], batch[24]);
-}
-
-#[tokio::test]
-async fn reports_sum_exactly_beyond_i64() {
-    let (_d, s) = store().await;
-    // Each record costs ~$9.2M (near i64::MAX units); their sum exceeds i64.
-    let big = i128::from(i64::MAX) - 1;
-    let batch = vec![
-        record("a", 1_700_000_000, "alice", "gpt-4o", big),
-        record("b", 1_700_000_001, "alice", "gpt-4o", big),
-        record("c", 1_700_090_000, "bob", "claude-sonnet-4-5", 1),
-    ];
-    s.insert_records(&batch).await.unwrap();
-    let rows = s
-        .report(&ReportQuery {
-            group_by: GroupBy::User,
-            from: None,
-            to: None,
-            user: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].key.as_deref(), Some("alice"));
-    assert_eq!(rows[0].cost.units(), 2 * big);
-    assert_eq!(rows[0].requests, 2);
-    assert_eq!(rows[0].usage.input_tokens, 20);
-    let days = s
-        .report(&ReportQuery {
-            group_by: GroupBy::Day,
-            from: None,
-            to: None,
-            user: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        days.iter()
-            .map(|r| r.key.clone().unwrap())
-            .collect::<Vec<_>>(),
-        ["2023-11-14", "2023-11-15"]
-    );
-}
-
-#[tokio::test]
-async fn prices_persist() {
-    let (_d, s) = store().await;
-    let p = tollgate_core::ModelPrice::simple(
-        tollgate_core::Price::parse_per_mtok("0.3").unwrap(),
-        tollgate_core::Price::parse_per_mtok("1.2").unwrap(),
-    );
-    let p = crate::StoredPrice {
-        price: p,
-        provider: Some("openai".into()),
-    };
-    s.put_price("my-finetune", &p).await.unwrap();
-    s.put_price("my-finetune", &p).await.unwrap();
-    assert_eq!(
-        s.prices().await.unwrap(),
-        vec![("my-finetune".to_string(), p)]
-    );
 }
 
 #[tokio::test]

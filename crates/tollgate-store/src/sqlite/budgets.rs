@@ -1,0 +1,125 @@
+//! Budgets managed at run time, and first-seen times.
+
+use super::*;
+
+#[async_trait]
+impl BudgetStore for SqliteStore {
+    async fn list_budgets(&self) -> Result<Vec<StoredBudget>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.budgets_page(after, 10_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = Some((last.created_at, last.id.clone()));
+            all.extend(page);
+        }
+    }
+
+    async fn budgets_page(
+        &self,
+        after: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBudget>> {
+        let (after_ms, after_id) = after.map_or((None, None), |(t, id)| (Some(ms(t)), Some(id)));
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, spec, created_at FROM budgets \
+                 WHERE ?1 IS NULL OR (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3",
+            )?;
+            let rows = st
+                .query_map(params![after_ms, after_id, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, spec, created)| {
+                    Ok(StoredBudget {
+                        input: serde_json::from_str(&spec)
+                            .map_err(|e| StoreError::Corrupt(format!("stored budget {id}: {e}")))?,
+                        id,
+                        created_at: ts(created),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn budget(&self, id: &str) -> Result<Option<StoredBudget>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT spec, created_at FROM budgets WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            row.map(|(spec, created)| {
+                Ok(StoredBudget {
+                    input: serde_json::from_str(&spec)
+                        .map_err(|e| StoreError::Corrupt(format!("stored budget {id}: {e}")))?,
+                    id,
+                    created_at: ts(created),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_budget(&self, b: &StoredBudget) -> Result<()> {
+        let b = b.clone();
+        let spec =
+            serde_json::to_string(&b.input).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO budgets (id, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                params![b.id, spec, ms(b.created_at), ms(Timestamp::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_budget(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM budgets WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn budgets_version(&self) -> Result<(i64, i64)> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM budgets",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+
+    async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)> {
+        let (id, now) = (id.to_string(), ms(now));
+        self.write(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO budget_first_seen (id, at) VALUES (?1, ?2)",
+                params![id, now],
+            )? > 0;
+            let at: i64 = c.query_row(
+                "SELECT at FROM budget_first_seen WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            Ok((ts(at), inserted))
+        })
+        .await
+    }
+}
