@@ -16,12 +16,13 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_core::KeyRecord;
-use tollgate_providers::WireFormat;
 use tollgate_store::Store;
 
 use crate::error::GatewayError;
 
 pub use tollgate_core::Caller;
+
+pub use tollgate_providers::headers::{native_key_header, presented_key};
 
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -81,46 +82,6 @@ pub async fn create_key(
     };
     store.insert_key(&rec).await?;
     Ok((rec, key))
-}
-
-/// The key presented, from the caller's native header first, then any other
-/// SDK's (clients mix them), then Gemini's `?key=`.
-pub fn presented_key<'a>(
-    format: WireFormat,
-    headers: &'a HeaderMap,
-    query: Option<&'a str>,
-) -> Option<&'a str> {
-    let bearer = || {
-        headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-    };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let from_query = || query?.split('&').find_map(|kv| kv.strip_prefix("key="));
-    let found = match format {
-        WireFormat::OpenAi => bearer().or_else(|| header("x-api-key")),
-        WireFormat::Anthropic => header("x-api-key").or_else(bearer),
-        WireFormat::Gemini => header("x-goog-api-key").or_else(from_query).or_else(bearer),
-    };
-    found.filter(|k| !k.is_empty())
-}
-
-pub fn native_key_header(format: WireFormat) -> &'static str {
-    match format {
-        WireFormat::OpenAi => "Authorization: Bearer <key>",
-        WireFormat::Anthropic => "x-api-key: <key>",
-        WireFormat::Gemini => "x-goog-api-key: <key>",
-    }
 }
 
 /// What a request needs of a key, compact: the map holds every key, so
@@ -416,22 +377,6 @@ mod tests {
         assert!(k.starts_with("tg-"));
         assert_eq!(k.len(), 43);
         assert_ne!(k, generate_key());
-    }
-
-    #[test]
-    fn key_found_in_each_sdk_header() {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer tg-a".parse().unwrap());
-        assert_eq!(presented_key(WireFormat::OpenAi, &h, None), Some("tg-a"));
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", "tg-b".parse().unwrap());
-        assert_eq!(presented_key(WireFormat::Anthropic, &h, None), Some("tg-b"));
-        let h = HeaderMap::new();
-        assert_eq!(
-            presented_key(WireFormat::Gemini, &h, Some("alt=sse&key=tg-c")),
-            Some("tg-c")
-        );
-        assert_eq!(presented_key(WireFormat::OpenAi, &h, None), None);
     }
 
     #[test]

@@ -33,6 +33,22 @@ pub struct InputSize {
     pub unknown_parts: u64,
 }
 
+impl InputSize {
+    /// The input tokens a provider of `format` can bill, `text_tokens` being
+    /// the text counted with `o200k_base`: Anthropic's and Gemini's
+    /// tokenizers can split finer, so a quarter is added for them; each
+    /// message-like item costs framing, and the request a little more; the
+    /// fixed tokens (ids, images) as they are. Parts only the provider can
+    /// size are not in it (see [`InputSize::unknown_parts`]).
+    pub fn billable_tokens(&self, format: crate::WireFormat, text_tokens: u64) -> u64 {
+        let text = match format {
+            crate::WireFormat::OpenAi => text_tokens,
+            _ => text_tokens + text_tokens.div_ceil(4),
+        };
+        text + 4 * self.items + 16 + self.fixed_tokens
+    }
+}
+
 /// Fields whose whole JSON text counts (definitions the provider renders
 /// into the prompt: keys, types and descriptions alike).
 const JSON_TEXT_FIELDS: &[&str] = &[

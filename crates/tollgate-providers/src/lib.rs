@@ -13,6 +13,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod gemini;
+pub mod headers;
 pub mod input;
 mod json;
 pub mod openai;

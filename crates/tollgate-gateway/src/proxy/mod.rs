@@ -191,10 +191,8 @@ async fn pipeline(
         route.provider.chat_limit_field,
     );
     // The meter reads the stream in the framing the upstream is asked for.
-    let query = upstream::forwarded_query(format, query.as_deref());
-    let gemini_sse = query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    let query = tollgate_providers::headers::forwarded_query(format, query.as_deref());
+    let sse = tollgate_providers::headers::streams_sse(format, query.as_deref());
     let upstream_req = upstream::build(upstream::UpstreamRequest {
         provider: &route.provider,
         path: endpoint.upstream_path(&route.upstream_model),
@@ -256,7 +254,6 @@ async fn pipeline(
     }
 
     if streaming {
-        let sse = format != WireFormat::Gemini || gemini_sse;
         let filter = StreamFilter::new(endpoint, up.drop_usage_chunk, sse);
         let stream = settle::metered_stream(
             body,
@@ -493,23 +490,6 @@ pub async fn list_models(state: AppState, headers: HeaderMap) -> Response {
         .collect();
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
-    let body = if anthropic {
-        let data: Vec<_> = names
-            .iter()
-            .map(|(m, _)| serde_json::json!({"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}))
-            .collect();
-        serde_json::json!({
-            "data": data,
-            "has_more": false,
-            "first_id": names.first().map(|n| &n.0),
-            "last_id": names.last().map(|n| &n.0),
-        })
-    } else {
-        let data: Vec<_> = names
-            .iter()
-            .map(|(m, p)| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": p}))
-            .collect();
-        serde_json::json!({"object": "list", "data": data})
-    };
+    let body = tollgate_providers::headers::model_list(format, &names);
     (StatusCode::OK, axum::Json(body)).into_response()
 }

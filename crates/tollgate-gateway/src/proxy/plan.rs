@@ -150,24 +150,15 @@ pub fn decide(state: &AppState, plan: &Plan) -> Decision {
 }
 
 /// Input tokens to reserve for a request, never fewer than the provider
-/// can bill:
-/// - text (messages, system, tools as JSON) counted exactly up to 64 KB,
-///   bounded by its bytes beyond; Anthropic and Gemini tokenizers can split
-///   finer than `o200k_base`, so a quarter is added for them;
-/// - framing per message and part;
-/// - images and token ids as their formulas say; parts only the provider
-///   can size at `budgets.unknown_input_tokens` (or the context window);
-/// - at most the model's context window in all.
+/// can bill: the text (messages, system, tools as JSON) counted exactly up
+/// to 64 KB, bounded by its bytes beyond, framed as the format bills it
+/// ([`tollgate_providers::input::InputSize::billable_tokens`]); parts only
+/// the provider can size at `budgets.unknown_input_tokens` (or the context
+/// window); at most the model's context window in all.
 pub fn estimate_input_tokens(state: &AppState, req: &ParsedRequest, model: &str) -> u64 {
     let size = req.input_size(model);
-    let text = estimate_tokens(&size.text);
-    let text = match req.endpoint.format() {
-        WireFormat::OpenAi => text,
-        _ => text + text.div_ceil(4),
-    };
-    let framing = 4 * size.items + 16;
     let catalog = state.catalog();
-    let mut tokens = text + framing + size.fixed_tokens;
+    let mut tokens = size.billable_tokens(req.endpoint.format(), estimate_tokens(&size.text));
     if size.unknown_parts > 0 {
         tokens = tokens.saturating_add(state.budgets.unknown_input_tokens(model, &catalog));
     }

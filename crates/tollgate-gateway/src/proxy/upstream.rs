@@ -10,8 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tollgate_providers::WireFormat;
-use wildmatch::WildMatch;
+use tollgate_providers::{WireFormat, headers};
 
 use crate::error::GatewayError;
 use crate::routing::Provider;
@@ -41,56 +40,6 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
         .build(https)
 }
 
-/// Request headers a caller may send to a provider: what the providers'
-/// APIs define as client-settable, per wire format. Everything else —
-/// cookies, forwarding headers, billing headers (`OpenAI-Organization`,
-/// `OpenAI-Project`, `x-goog-user-project`: those come only from the
-/// provider's config), the caller's Tollgate credentials and Tollgate's
-/// own controls — never travels upstream. `extra` are the provider's
-/// `forward_headers` globs (e.g. a test provider's knobs).
-pub fn is_forwarded_request_header(
-    format: WireFormat,
-    name: &HeaderName,
-    extra: &[WildMatch],
-) -> bool {
-    let n = name.as_str();
-    let common = matches!(
-        n,
-        "accept" | "user-agent" | "idempotency-key" | "x-client-request-id"
-    ) || n.starts_with("x-stainless-");
-    let native = match format {
-        WireFormat::OpenAi => false,
-        WireFormat::Anthropic => matches!(n, "anthropic-version" | "anthropic-beta"),
-        WireFormat::Gemini => n == "x-goog-api-client",
-    };
-    // Credentials and Tollgate's own headers never travel, whatever `extra` says.
-    let never = matches!(
-        n,
-        "authorization" | "x-api-key" | "x-goog-api-key" | "cookie" | "host" | "content-length"
-    ) || n.starts_with("x-tollgate-");
-    !never && (common || native || extra.iter().any(|g| g.matches(n)))
-}
-
-/// `anthropic-beta` values that change nothing Tollgate cannot meter and
-/// price. `context-1m-*` (prompts past 200k tokens) is allowed only for
-/// models whose price has a long-context tier. Others (code execution
-/// billed per container hour, say) are refused unless the provider lists
-/// them in `allow_betas`.
-const PRICED_ANTHROPIC_BETAS: &[&str] = &[
-    "interleaved-thinking-2025-05-14",
-    "fine-grained-tool-streaming-2025-05-14",
-    "token-efficient-tools-2025-02-19",
-    "output-128k-2025-02-19",
-    "extended-cache-ttl-2025-04-11",
-    "prompt-caching-2024-07-31",
-    "files-api-2025-04-14",
-    "computer-use-2024-10-22",
-    "computer-use-2025-01-24",
-    "context-management-2025-06-27",
-    "structured-outputs-2025-11-13",
-    "effort-2025-11-24",
-];
-
 /// Checks the caller's headers before anything is reserved: an
 /// `anthropic-beta` value that could change billing in a way Tollgate does
 /// not price is refused (400) instead of forwarded.
@@ -102,27 +51,13 @@ pub fn check_request_headers(
     if provider.kind != WireFormat::Anthropic {
         return Ok(());
     }
-    for v in headers.get_all("anthropic-beta") {
-        let s = v.to_str().map_err(|_| GatewayError::HeaderNotAllowed {
+    let long_context_priced = price.is_some_and(|p| p.long_context.is_some());
+    headers::check_anthropic_betas(headers, long_context_priced, &provider.allow_betas).map_err(
+        |reason| GatewayError::HeaderNotAllowed {
             name: "anthropic-beta".into(),
-            reason: "not valid text".into(),
-        })?;
-        for beta in s.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            let long_context_priced = price.is_some_and(|p| p.long_context.is_some());
-            let ok = PRICED_ANTHROPIC_BETAS.contains(&beta)
-                || (beta.starts_with("context-1m-") && long_context_priced)
-                || provider.allow_betas.iter().any(|b| b == beta);
-            if !ok {
-                return Err(GatewayError::HeaderNotAllowed {
-                    name: "anthropic-beta".into(),
-                    reason: format!(
-                        "beta {beta:?} is not allowed through this gateway (it may bill what Tollgate does not price; an operator can allow it in providers[].allow_betas)"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
+            reason,
+        },
+    )
 }
 
 /// Response headers not passed back: hop-by-hop ones, and the length when
@@ -198,23 +133,23 @@ pub fn build(req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, GatewayEr
         uri.push_str(&q);
     }
     let mut b = Request::builder().method(Method::POST).uri(&uri);
-    let headers = b
+    let out = b
         .headers_mut()
         .ok_or_else(|| GatewayError::Internal(format!("bad upstream uri {uri:?}")))?;
     for (name, value) in req.headers {
-        if is_forwarded_request_header(p.kind, name, &p.forward_headers) {
-            headers.append(name.clone(), value.clone());
+        if headers::is_forwarded_request_header(p.kind, name, &p.forward_headers) {
+            out.append(name.clone(), value.clone());
         }
     }
     // Static headers from the provider's config (organization, project).
     for (name, value) in &p.headers {
-        headers.insert(name.clone(), value.clone());
+        out.insert(name.clone(), value.clone());
     }
-    headers.insert(
+    out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(
+    out.insert(
         "x-tollgate-request-id",
         HeaderValue::from_str(req.request_id).map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
@@ -229,32 +164,18 @@ pub fn build(req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, GatewayEr
         (None, None) => None,
     };
     if let Some(key) = key {
-        let bad = |_| {
+        let (name, value) = headers::provider_auth(p.kind, key).map_err(|_| {
             GatewayError::Internal(format!(
                 "provider {:?} key is not a valid header value",
                 p.name
             ))
-        };
-        match p.kind {
-            WireFormat::OpenAi => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(bad)?;
-                v.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, v);
-            }
-            WireFormat::Anthropic => {
-                let mut v = HeaderValue::from_str(key).map_err(bad)?;
-                v.set_sensitive(true);
-                headers.insert("x-api-key", v);
-            }
-            WireFormat::Gemini => {
-                let mut v = HeaderValue::from_str(key).map_err(bad)?;
-                v.set_sensitive(true);
-                headers.insert("x-goog-api-key", v);
-            }
-        }
+        })?;
+        out.insert(name, value);
     }
-    if p.kind == WireFormat::Anthropic && !headers.contains_key("anthropic-version") {
-        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    for (name, value) in headers::provider_defaults(p.kind) {
+        if !out.contains_key(*name) {
+            out.insert(*name, HeaderValue::from_static(value));
+        }
     }
     b.body(Full::new(req.body))
         .map_err(|e| GatewayError::Internal(format!("building upstream request: {e}")))
@@ -294,118 +215,5 @@ pub async fn send(
             })
         }
         Ok(Ok(resp)) => Ok(resp),
-    }
-}
-
-/// The query parameters a caller may send upstream, per wire format:
-/// Gemini's `alt` (`sse` or `json`, the first one: the meter reads the
-/// same), Anthropic's
-/// `beta`, and `api-version` for Azure-style OpenAI-compatible upstreams.
-/// Nothing else — a Tollgate `key=` above all — is forwarded.
-pub fn forwarded_query(format: WireFormat, query: Option<&str>) -> Option<String> {
-    let allowed: &[&str] = match format {
-        WireFormat::Gemini => &["alt"],
-        WireFormat::Anthropic => &["beta"],
-        WireFormat::OpenAi => &["api-version"],
-    };
-    let mut seen: Vec<&str> = Vec::new();
-    let mut out: Vec<&str> = Vec::new();
-    for kv in query?.split('&') {
-        let k = kv.split_once('=').map_or(kv, |(k, _)| k);
-        // Gemini answers `alt=proto` in binary protobuf, which no meter
-        // reads: only the SSE and JSON framings travel.
-        if k == "alt" && !matches!(kv, "alt=sse" | "alt=json") {
-            continue;
-        }
-        if allowed.contains(&k) && !seen.contains(&k) {
-            seen.push(k);
-            out.push(kv);
-        }
-    }
-    (!out.is_empty()).then(|| out.join("&"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tollgate_key_never_travels_upstream() {
-        assert_eq!(
-            forwarded_query(WireFormat::Gemini, Some("alt=sse&key=tg-x")),
-            Some("alt=sse".into())
-        );
-        assert_eq!(forwarded_query(WireFormat::Gemini, Some("key=tg-x")), None);
-        // The first `alt` is the one the meter and the upstream both see.
-        assert_eq!(
-            forwarded_query(WireFormat::Gemini, Some("alt=sse&alt=json&$fields=x")),
-            Some("alt=sse".into())
-        );
-        // A framing no meter reads, and field masks that drop usage, never travel.
-        assert_eq!(
-            forwarded_query(
-                WireFormat::Gemini,
-                Some("alt=proto&fields=candidates&$alt=proto")
-            ),
-            None
-        );
-        let h = |n: &'static str| HeaderName::from_static(n);
-        for f in [
-            WireFormat::OpenAi,
-            WireFormat::Anthropic,
-            WireFormat::Gemini,
-        ] {
-            for n in [
-                "authorization",
-                "x-api-key",
-                "x-goog-api-key",
-                "x-tollgate-user",
-            ] {
-                assert!(!is_forwarded_request_header(
-                    f,
-                    &h(n),
-                    &[WildMatch::new("*")]
-                ));
-            }
-        }
-    }
-
-    #[test]
-    fn regression_billing_and_forwarding_headers_never_reach_a_provider() {
-        let h = |n: &'static str| HeaderName::from_static(n);
-        for n in [
-            "openai-organization",
-            "openai-project",
-            "cookie",
-            "x-forwarded-for",
-            "forwarded",
-            "x-real-ip",
-            "x-goog-user-project",
-            "x-goog-fieldmask",
-            "x-mock-output-tokens",
-        ] {
-            for f in [
-                WireFormat::OpenAi,
-                WireFormat::Anthropic,
-                WireFormat::Gemini,
-            ] {
-                assert!(!is_forwarded_request_header(f, &h(n), &[]), "{n} {f:?}");
-            }
-        }
-        assert!(is_forwarded_request_header(
-            WireFormat::Anthropic,
-            &h("anthropic-version"),
-            &[]
-        ));
-        assert!(!is_forwarded_request_header(
-            WireFormat::OpenAi,
-            &h("anthropic-version"),
-            &[]
-        ));
-        assert!(is_forwarded_request_header(
-            WireFormat::OpenAi,
-            &h("x-mock-output-tokens"),
-            &[WildMatch::new("x-mock-*")]
-        ));
     }
 }
