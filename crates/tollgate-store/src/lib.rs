@@ -71,6 +71,7 @@ pub trait KeyStore: Send + Sync {
     /// page at a time keeps the start-up peak to one page.
     async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<KeyRecord>>;
     async fn key_by_hash(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>>;
+    async fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>>;
     /// Keys created or changed at or after `since` (cache refresh).
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>>;
     /// Marks a key revoked; `false` if no such key.

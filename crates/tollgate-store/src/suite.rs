@@ -86,6 +86,8 @@ pub async fn keys_round_trip_and_revoke(s: &dyn Store) {
     let got = s.key_by_hash([1; 32]).await.unwrap().unwrap();
     assert_eq!(got, key("k1", 1));
     assert!(s.key_by_hash([9; 32]).await.unwrap().is_none());
+    assert_eq!(s.key_by_id("k1").await.unwrap(), Some(key("k1", 1)));
+    assert!(s.key_by_id("k9").await.unwrap().is_none());
     let later = Timestamp::from_second(1_800_000_000).unwrap();
     assert!(s.revoke_key("k1", later).await.unwrap());
     assert!(!s.revoke_key("nope", later).await.unwrap());

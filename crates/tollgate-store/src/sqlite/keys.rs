@@ -97,6 +97,19 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {KEY_COLS} FROM keys WHERE id = ?1"),
+                [id],
+                key_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(

@@ -1,0 +1,262 @@
+//! Budgets: list (paged, filtered), get, create, change, delete.
+
+use super::*;
+
+/// A budget instance as the API shows it limits, used (committed),
+/// reserved (in flight), remaining, status and period.
+pub fn budget_json(
+    a: &crate::budgets::Applied,
+    st: &crate::budgets::State,
+    source: Option<crate::budgets::Source>,
+) -> Value {
+    let b = &a.budget;
+    let tier = match &b.tier {
+        tollgate_core::budget::Tier::Override => "override".to_string(),
+        tollgate_core::budget::Tier::Role(r) => format!("role:{r}"),
+        tollgate_core::budget::Tier::Default => "default".to_string(),
+    };
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "scope": b.scope.as_str(),
+        "subject": if b.scope == tollgate_core::budget::Scope::Global { Value::Null } else { json!(a.subject) },
+        "tier": tier,
+        "source": source.map(|s| match s { crate::budgets::Source::Config => "config", crate::budgets::Source::Admin => "admin" }),
+        "period": b.period.to_string(),
+        "timezone": b.calendar.tz_name,
+        "action": b.action.as_str(),
+        "models": b.models,
+        "limit_usd": st.limit.money.map(|m| m.to_string()),
+        "limit_tokens": st.limit.tokens,
+        "used_usd": st.spent.money.to_string(),
+        "used_tokens": st.spent.tokens,
+        "reserved_usd": st.reserved.money.to_string(),
+        "reserved_tokens": st.reserved.tokens,
+        "remaining_usd": st.headroom.money.map(|m| m.to_string()),
+        "remaining_tokens": st.headroom.tokens,
+        "status": st.status,
+        "period_start": if b.period == tollgate_core::period::PeriodKind::Lifetime { Value::Null } else { json!(a.period.start.to_string()) },
+        "resets_at": a.resets_at.map(|t| t.to_string()),
+    })
+}
+
+pub(super) fn source_of(s: &AppState, id: &str) -> Option<crate::budgets::Source> {
+    s.budgets.entries().get(id).map(|e| e.source)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BudgetListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    scope: Option<String>,
+    subject: Option<String>,
+    status: Option<String>,
+}
+
+/// `GET /admin/budgets?limit=&cursor=&scope=&subject=&status=`: budget
+/// instances in (id, subject) order, a page at a time (100 by default,
+/// at most 1,000), with `next_cursor` while there are more.
+pub(super) async fn list_budgets(
+    State(s): State<AppState>,
+    Query(q): Query<BudgetListQuery>,
+) -> Result<axum::Json<Value>, AdminError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_BUDGET_PAGE);
+    let scope = q
+        .scope
+        .as_deref()
+        .map(|v| {
+            v.parse::<tollgate_core::budget::Scope>()
+                .map_err(|e| AdminError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    if let Some(st) = q.status.as_deref()
+        && !matches!(st, "ok" | "low" | "over_limit")
+    {
+        return Err(AdminError::bad_request(format!(
+            "unknown status {st:?} (expected ok, low or over_limit)"
+        )));
+    }
+    let cursor = q.cursor.as_deref().map(decode_budget_cursor).transpose()?;
+    let filter = crate::budgets::InstanceFilter {
+        scope,
+        subject: q.subject,
+        status: q.status,
+    };
+    let (page, next) = s.budgets.instances_page(
+        cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+        limit,
+        &filter,
+    );
+    let v: Vec<Value> = page
+        .iter()
+        .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
+        .collect();
+    Ok(axum::Json(json!({
+        "budgets": v,
+        "next_cursor": next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
+    })))
+}
+
+/// A budget page cursor: the last (id, subject) shown, URL-safe base64.
+pub(super) fn encode_budget_cursor(id: &str, subject: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&json!([id, subject])).unwrap_or_default())
+}
+
+pub(super) fn decode_budget_cursor(c: &str) -> Result<(String, String), AdminError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
+        .ok_or_else(|| AdminError::bad_request(format!("invalid cursor {c:?}")))
+}
+
+pub(super) async fn get_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    let instances: Vec<Value> = s
+        .budgets
+        .instances()
+        .iter()
+        .filter(|a| a.budget.id == id)
+        .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &id)))
+        .collect();
+    let entry = s
+        .budgets
+        .entries()
+        .iter()
+        .find(|e| e.budget.id == id)
+        .cloned();
+    match entry {
+        Some(e) => Ok(axum::Json(
+            json!({"budget": e.budget.to_input(), "instances": instances}),
+        )),
+        None => Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        )),
+    }
+}
+
+pub(super) fn budget_id() -> String {
+    format!("bud_{}", &identity::generate_key_id()[4..])
+}
+
+pub(super) async fn store_budget(
+    s: &AppState,
+    id: String,
+    input: tollgate_core::budget::BudgetInput,
+    created_at: Timestamp,
+) -> Result<Value, AdminError> {
+    let stored = tollgate_store::StoredBudget {
+        id: id.clone(),
+        input,
+        created_at,
+    };
+    let b = s
+        .budgets
+        .put(&*s.store, stored)
+        .await
+        .map_err(|e| match e {
+            crate::budgets::PutError::Invalid(e) => AdminError::bad_request(e.to_string()),
+            crate::budgets::PutError::ConfigOwned(_) => {
+                AdminError(StatusCode::CONFLICT, e.to_string())
+            }
+            crate::budgets::PutError::Store(e) => e.into(),
+        })?;
+    let subject = b.subject.clone().unwrap_or_else(|| "*".into());
+    let a = s
+        .budgets
+        .applied(std::sync::Arc::new(b), subject, s.budgets.now());
+    Ok(budget_json(
+        &a,
+        &s.budgets.state(&a),
+        Some(crate::budgets::Source::Admin),
+    ))
+}
+
+pub(super) async fn create_budget(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    let mut input: tollgate_core::budget::BudgetInput = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    let id = input
+        .id
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(budget_id);
+    if s.budgets.entries().get(&id).is_some() {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} already exists (PATCH it)"),
+        ));
+    }
+    input.id = Some(id.clone());
+    let v = store_budget(&s, id, input, s.budgets.now()).await?;
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+pub(super) async fn patch_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    if s.budgets.is_config_budget(&id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} is declared in the config file; change it there"),
+        ));
+    }
+    let Some(stored) = s.store.budget(&id).await? else {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        ));
+    };
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid patch: {e}")))?;
+    let Value::Object(patch) = patch else {
+        return Err(AdminError::bad_request(
+            "a patch is a JSON object of the fields to change",
+        ));
+    };
+    let mut current =
+        serde_json::to_value(&stored.input).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    if let Value::Object(cur) = &mut current {
+        for (k, v) in patch {
+            if k == "id" {
+                return Err(AdminError::bad_request("a budget's id cannot change"));
+            }
+            cur.insert(k, v);
+        }
+    }
+    let input = serde_json::from_value(current)
+        .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    Ok(axum::Json(
+        store_budget(&s, id, input, stored.created_at).await?,
+    ))
+}
+
+pub(super) async fn delete_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    if s.budgets.is_config_budget(&id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} is declared in the config file; remove it there"),
+        ));
+    }
+    if !s.budgets.delete(&*s.store, &id).await? {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        ));
+    }
+    Ok(axum::Json(json!({"id": id, "deleted": true})))
+}

@@ -1,0 +1,183 @@
+//! `POST /admin/explain`: why a request would be allowed, capped or refused — the proxy's own plan.
+
+use super::budgets::source_of;
+use super::*;
+
+/// `POST /admin/explain`: who the caller would be, every budget that would
+/// apply, its state, and the decision — without reserving anything.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// A virtual key (`tg-...`) or its id (`key_...`), to explain as that key.
+    pub key: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub budget_id: Option<String>,
+    /// The model (with `max_tokens` and `input_tokens`: a chat request of
+    /// that shape). Not needed with `request`.
+    #[serde(default)]
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+    /// Input tokens to assume (default: a short prompt; with `request`: the
+    /// request's own estimate).
+    pub input_tokens: Option<u64>,
+    /// A whole provider request to explain exactly as the proxy would take
+    /// it: its route path (`/v1/chat/completions`, `/v1/messages`,
+    /// `/v1beta/models/{model}:generateContent`, ...) and its JSON body.
+    #[serde(default)]
+    pub request: Option<ExplainedRequest>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainedRequest {
+    pub path: String,
+    pub body: Value,
+}
+
+/// The explanation as JSON (shared by the API and `tollgate explain`).
+pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, AdminError> {
+    let mut caller = crate::identity::Caller::default();
+    if let Some(k) = &req.key {
+        caller = if k.starts_with("tg-") {
+            s.keys
+                .resolve(k)
+                .await
+                .map_err(|e| AdminError::bad_request(format!("key: {e}")))?
+        } else {
+            let found = s.store.key_by_id(k).await?;
+            crate::identity::caller_from_key(
+                &found.ok_or_else(|| AdminError::bad_request(format!("no key with id {k:?}")))?,
+            )
+        };
+    }
+    for (field, value) in [
+        (&mut caller.user, &req.user),
+        (&mut caller.tenant, &req.tenant),
+        (&mut caller.role, &req.role),
+        (&mut caller.session, &req.session),
+        (&mut caller.budget_id, &req.budget_id),
+    ] {
+        if value.is_some() {
+            *field = value.clone();
+        }
+    }
+    let (endpoint, path_model, body, format) = match &req.request {
+        Some(r) => {
+            let (endpoint, model) = crate::endpoint_for_path(&r.path).ok_or_else(|| {
+                AdminError::bad_request(format!(
+                    "request.path {:?} is not a provider route",
+                    r.path
+                ))
+            })?;
+            let body =
+                serde_json::to_vec(&r.body).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            (endpoint, model, body, endpoint.format())
+        }
+        None => {
+            let Some(model) = &req.model else {
+                return Err(AdminError::bad_request(
+                    "explain needs a model or a request",
+                ));
+            };
+            // A chat request of the shape asked, in the model's own format.
+            let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            if let Some(m) = req.max_tokens {
+                body["max_tokens"] = json!(m);
+            }
+            let format = s
+                .router
+                .routes(model)
+                .map_or(tollgate_providers::WireFormat::OpenAi, |p| p.kind);
+            let body =
+                serde_json::to_vec(&body).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            (
+                tollgate_providers::Endpoint::ChatCompletions,
+                None,
+                body,
+                format,
+            )
+        }
+    };
+    let parsed = tollgate_providers::ParsedRequest::parse(
+        endpoint,
+        path_model.as_deref(),
+        bytes::Bytes::from(body),
+    );
+    let input_override = match (&req.request, req.input_tokens) {
+        (None, None) => Some(100),
+        (_, n) => n,
+    };
+    let planned = parsed
+        .map_err(crate::error::GatewayError::from)
+        .and_then(|p| {
+            crate::proxy::plan::plan(s, &caller, &p, format, input_override).map(|plan| (p, plan))
+        });
+    let model = match &planned {
+        Ok((p, _)) => p.model.clone(),
+        Err(_) => req.model.clone().unwrap_or_default(),
+    };
+    let (served, provider, budgets, decision) = match &planned {
+        Err(e) => {
+            let n = e.to_native();
+            let served = s
+                .router
+                .route(&model, format)
+                .map_or_else(|_| model.clone(), |r| r.upstream_model);
+            let provider = s.router.routes(&model).map(|p| p.name.clone());
+            let d = json!({"decision": "refuse", "status": n.status, "code": n.code, "reason": n.message});
+            (served, provider, Vec::new(), d)
+        }
+        Ok((_, plan)) => {
+            let budgets: Vec<Value> = plan
+                .applied
+                .iter()
+                .map(|a| budget_json(a, &s.budgets.state(a), source_of(s, &a.budget.id)))
+                .collect();
+            use crate::proxy::plan::Decision;
+            let d = match crate::proxy::plan::decide(s, plan) {
+                Decision::Allow { max_tokens } if plan.applied.is_empty() => {
+                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "no budget applies"})
+                }
+                Decision::Allow { max_tokens } => {
+                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "every budget affords the worst case"})
+                }
+                Decision::AllowCapped { max_tokens, asked } => {
+                    json!({"decision": "allow_capped", "max_tokens": max_tokens, "asked_max_tokens": asked,
+                    "reason": "the output limit is capped to what every budget affords"})
+                }
+                Decision::Refuse(r) => {
+                    let st = s.budgets.state(&r.applied);
+                    let refusal = crate::error::BudgetRefusal::new(&r, &st, s.budgets.now());
+                    json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status,
+                    "code": "budget_exceeded", "reason": refusal.message})
+                }
+            };
+            (
+                plan.route.upstream_model.clone(),
+                Some(plan.route.provider.name.clone()),
+                budgets,
+                d,
+            )
+        }
+    };
+    Ok(json!({
+        "caller": {"key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "role": caller.role, "session": caller.session, "budget_id": caller.budget_id},
+        "model": model,
+        "model_served": served,
+        "provider": provider,
+        "budgets": budgets,
+        "decision": decision,
+    }))
+}
+
+pub(super) async fn explain(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    let req: ExplainRequest = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid explain request: {e}")))?;
+    Ok(axum::Json(explain_json(&s, &req).await?))
+}

@@ -1,0 +1,95 @@
+//! Virtual keys: create, list, revoke.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateKey {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    trusted: bool,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// A key as the API shows it: never the key, never its hash.
+pub fn key_json(k: &tollgate_core::KeyRecord) -> Value {
+    json!({
+        "id": k.id,
+        "prefix": k.prefix,
+        "name": k.name,
+        "user": k.user,
+        "tenant": k.tenant,
+        "role": k.role,
+        "trusted": k.trusted,
+        "models": k.models,
+        "expires_at": k.expires_at.map(|t| t.to_string()),
+        "revoked": k.revoked,
+        "created_at": k.created_at.to_string(),
+    })
+}
+
+pub(super) async fn create_key(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    let req: CreateKey = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::bad_request(format!("invalid key request: {e}")))?;
+    let expires_at = match &req.expires_at {
+        Some(t) => Some(
+            t.parse::<Timestamp>()
+                .map_err(|e| AdminError::bad_request(format!("expires_at {t:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (rec, key) = identity::create_key(
+        &*s.store,
+        NewKey {
+            name: req.name,
+            user: req.user,
+            tenant: req.tenant,
+            role: req.role,
+            trusted: req.trusted,
+            models: req.models,
+            expires_at,
+        },
+    )
+    .await?;
+    let mut v = key_json(&rec);
+    v["key"] = json!(key);
+    s.keys.upsert(rec);
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+pub(super) async fn list_keys(State(s): State<AppState>) -> Result<axum::Json<Value>, AdminError> {
+    let keys = s.store.list_keys().await?;
+    Ok(axum::Json(
+        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub(super) async fn revoke_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    if !s.store.revoke_key(&id, Timestamp::now()).await? {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no key with id {id:?}"),
+        ));
+    }
+    // Update the cache now rather than at the next refresh.
+    if let Some(k) = s.store.key_by_id(&id).await? {
+        s.keys.upsert(k);
+    }
+    Ok(axum::Json(json!({"id": id, "revoked": true})))
+}

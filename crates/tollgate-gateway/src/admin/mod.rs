@@ -1,0 +1,212 @@
+//! The admin REST API, behind admin keys (`Authorization: Bearer <admin
+//! key>`): virtual keys, usage records, reports and prices. JSON shapes are
+//! the documented API contract; money is a decimal USD string, never a float.
+//!
+//! The record and report renderers are public so the CLI prints exactly
+//! what the API returns.
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tollgate_core::pricing::{CATALOG_EFFECTIVE_DATE, Fallback, PriceSource};
+use tollgate_core::{ModelPrice, Usage, UsageRecord};
+use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
+
+use crate::AppState;
+use crate::identity::{self, NewKey};
+
+mod budgets;
+mod explain;
+mod keys;
+mod pricing;
+mod records;
+mod reports;
+mod stats;
+mod usage;
+
+pub use budgets::budget_json;
+pub use explain::{ExplainRequest, ExplainedRequest, explain_json};
+pub use keys::key_json;
+pub use pricing::{catalog_json, merge_price};
+pub use records::record_json;
+pub use reports::{report_csv, report_json, report_table};
+pub use usage::own_usage;
+
+/// An admin API error: `{"error":{"message","type"}}` with a status.
+pub struct AdminError(StatusCode, String);
+
+impl AdminError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        AdminError(status, msg.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        AdminError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(m) => AdminError(StatusCode::BAD_REQUEST, m),
+            StoreError::Duplicate(m) => AdminError(StatusCode::CONFLICT, format!("duplicate {m}")),
+            // The store is busy or out of space: the caller may retry.
+            e if e.is_transient() => AdminError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            other => AdminError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let kind = match self.0 {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        };
+        (
+            self.0,
+            axum::Json(json!({"error": {"message": self.1, "type": kind}})),
+        )
+            .into_response()
+    }
+}
+
+async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.admin.is_empty() {
+        return AdminError(
+            StatusCode::UNAUTHORIZED,
+            "no admin keys are configured (set admin_keys: in the config)".into(),
+        )
+        .into_response();
+    }
+    let presented =
+        identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
+    match presented {
+        Some(k) if s.admin.verify(k) => next.run(req).await,
+        Some(_) => AdminError(StatusCode::UNAUTHORIZED, "invalid admin key".into()).into_response(),
+        None => AdminError(
+            StatusCode::UNAUTHORIZED,
+            "missing admin key (send Authorization: Bearer <admin key>)".into(),
+        )
+        .into_response(),
+    }
+}
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/keys/{id}", delete(keys::revoke_key))
+        .route("/records", get(records::records))
+        .route("/reports", get(reports::reports))
+        .route("/pricing", get(pricing::pricing))
+        .route(
+            "/pricing/{model}",
+            get(pricing::get_price).put(pricing::set_price),
+        )
+        .route(
+            "/budgets",
+            get(budgets::list_budgets).post(budgets::create_budget),
+        )
+        .route(
+            "/budgets/{id}",
+            get(budgets::get_budget)
+                .patch(budgets::patch_budget)
+                .delete(budgets::delete_budget),
+        )
+        .route("/explain", post(explain::explain))
+        .route("/stats", get(stats::stats))
+        .layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Parses a time bound: RFC 3339 (`2026-11-01T00:00:00Z`), a UTC date
+/// (`2026-11-01`), or a span back from now (`7d`, `24h`, `30m`).
+pub fn parse_time(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return d
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|e| e.to_string());
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| {
+        format!("invalid time {s:?} (expected RFC 3339, YYYY-MM-DD, or a span like 7d, 24h, 30m)")
+    })?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => return Err(format!("invalid time {s:?} (span units are d, h, m, s)")),
+    };
+    now.checked_sub(SignedDuration::from_secs(secs))
+        .map_err(|e| e.to_string())
+}
+
+fn time_arg(v: &Option<String>) -> Result<Option<Timestamp>, AdminError> {
+    v.as_deref()
+        .map(|s| parse_time(s, Timestamp::now()))
+        .transpose()
+        .map_err(AdminError::bad_request)
+}
+
+/// Budget pages hold at most this many instances.
+const MAX_BUDGET_PAGE: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_parse() {
+        let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_time("7d", now).unwrap().to_string(),
+            "2026-11-17T12:00:00Z"
+        );
+        assert_eq!(
+            parse_time("2026-11-01", now).unwrap().to_string(),
+            "2026-11-01T00:00:00Z"
+        );
+        assert_eq!(
+            parse_time("2026-11-01T05:00:00Z", now).unwrap().to_string(),
+            "2026-11-01T05:00:00Z"
+        );
+        assert!(parse_time("7w", now).is_err());
+        assert!(parse_time("soon", now).is_err());
+    }
+
+    #[test]
+    fn csv_quotes_awkward_keys() {
+        let rows = vec![ReportRow {
+            key: Some("a,b".into()),
+            requests: 1,
+            refused: 2,
+            usage: Usage {
+                input_tokens: 3,
+                ..Usage::default()
+            },
+            cost: tollgate_core::Money::from_units(150_000),
+        }];
+        let csv = report_csv(GroupBy::User, &rows);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "\"a,b\",1,2,3,0,0,0,0,0.00000015"
+        );
+    }
+}
+

@@ -1,0 +1,33 @@
+//! `GET /usage`: a caller's own budgets.
+
+use super::*;
+
+/// `GET /usage`: the calling key's own budgets and their state.
+pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let format = tollgate_providers::WireFormat::OpenAi;
+    // The same identification as the proxy: a virtual key or a JWT.
+    let caller = match crate::proxy::identify(&s, format, &headers, None).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(format),
+    };
+    let caller = match identity::WithRequest::with_request(
+        caller,
+        &headers,
+        None,
+        s.config.trust_all_identity_headers,
+    ) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(format),
+    };
+    let budgets: Vec<Value> = s
+        .budgets
+        .applicable_any_model(&caller)
+        .iter()
+        .map(|a| budget_json(a, &s.budgets.state(a), None))
+        .collect();
+    axum::Json(json!({
+        "key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "session": caller.session,
+        "budgets": budgets,
+    }))
+    .into_response()
+}
