@@ -10,6 +10,7 @@
 //! - `GET /health`; `/admin/...` behind admin keys (see [`admin`])
 
 pub mod admin;
+pub mod api;
 pub mod budgets;
 pub use tollgate_budgets::{journal, ledger};
 pub mod config;

@@ -140,17 +140,12 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
     match action {
         BudgetsCmd::List { cfg, format } => {
             let state = inspect(&cfg).await?;
-            let rows: Vec<serde_json::Value> = state
-                .budgets
-                .instances()
+            let instances = state.budgets.instances();
+            let entries = state.budgets.entries();
+            let rows: Vec<tollgate_gateway::api::BudgetView> = instances
                 .iter()
                 .map(|a| {
-                    let source = state
-                        .budgets
-                        .entries()
-                        .iter()
-                        .find(|e| e.budget.id == a.budget.id)
-                        .map(|e| e.source);
+                    let source = entries.get(&a.budget.id).map(|e| e.source);
                     admin::budget_json(a, &state.budgets.state(a), source)
                 })
                 .collect();
@@ -165,36 +160,31 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                 "{:<20} {:<8} {:<14} {:<12} {:>14} {:>14} {:>14}  {:<10} RESETS",
                 "ID", "SCOPE", "SUBJECT", "PERIOD", "LIMIT", "USED", "REMAINING", "STATUS"
             );
-            let s = |v: &serde_json::Value| match v {
-                serde_json::Value::String(x) => x.clone(),
-                serde_json::Value::Null => "-".into(),
-                x => x.to_string(),
-            };
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for r in rows {
-                let (limit, used, rem) = if r["limit_usd"].is_string() {
-                    (
-                        format!("${}", s(&r["limit_usd"])),
-                        format!("${}", s(&r["used_usd"])),
-                        format!("${}", s(&r["remaining_usd"])),
-                    )
-                } else {
-                    (
-                        s(&r["limit_tokens"]),
-                        s(&r["used_tokens"]),
-                        s(&r["remaining_tokens"]),
-                    )
+                let (limit, used, rem) = match &r.limit_usd {
+                    Some(l) => (
+                        format!("${l}"),
+                        format!("${}", r.used_usd),
+                        format!("${}", dash(r.remaining_usd.clone())),
+                    ),
+                    None => (
+                        dash(r.limit_tokens.map(|t| t.to_string())),
+                        r.used_tokens.to_string(),
+                        dash(r.remaining_tokens.map(|t| t.to_string())),
+                    ),
                 };
                 println!(
                     "{:<20} {:<8} {:<14} {:<12} {:>14} {:>14} {:>14}  {:<10} {}",
-                    s(&r["id"]),
-                    s(&r["scope"]),
-                    s(&r["subject"]),
-                    s(&r["period"]),
+                    r.id,
+                    r.scope,
+                    r.subject.unwrap_or("-"),
+                    r.period,
                     limit,
                     used,
                     rem,
-                    s(&r["status"]),
-                    s(&r["resets_at"])
+                    r.status,
+                    dash(r.resets_at.clone())
                 );
             }
         }
@@ -372,8 +362,7 @@ async fn keys(action: KeysCmd) -> Result<()> {
             )
             .await?;
             if format == Format::Json {
-                let mut v = key_json(&rec);
-                v["key"] = serde_json::json!(key);
+                let v = tollgate_gateway::api::KeyView::created(&rec, &key);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{key}");

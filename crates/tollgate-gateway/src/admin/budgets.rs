@@ -2,42 +2,13 @@
 
 use super::*;
 
-/// A budget instance as the API shows it limits, used (committed),
-/// reserved (in flight), remaining, status and period.
-pub fn budget_json(
-    a: &crate::budgets::Applied,
+/// A budget instance as the API shows it (see [`crate::api::BudgetView`]).
+pub fn budget_json<'a>(
+    a: &'a crate::budgets::Applied,
     st: &crate::budgets::State,
     source: Option<crate::budgets::Source>,
-) -> Value {
-    let b = &a.budget;
-    let tier = match &b.tier {
-        tollgate_core::budget::Tier::Override => "override".to_string(),
-        tollgate_core::budget::Tier::Role(r) => format!("role:{r}"),
-        tollgate_core::budget::Tier::Default => "default".to_string(),
-    };
-    json!({
-        "id": b.id,
-        "name": b.name,
-        "scope": b.scope.as_str(),
-        "subject": if b.scope == tollgate_core::budget::Scope::Global { Value::Null } else { json!(a.subject) },
-        "tier": tier,
-        "source": source.map(|s| match s { crate::budgets::Source::Config => "config", crate::budgets::Source::Admin => "admin" }),
-        "period": b.period.to_string(),
-        "timezone": b.calendar.tz_name,
-        "action": b.action.as_str(),
-        "models": b.models,
-        "limit_usd": st.limit.money.map(|m| m.to_string()),
-        "limit_tokens": st.limit.tokens,
-        "used_usd": st.spent.money.to_string(),
-        "used_tokens": st.spent.tokens,
-        "reserved_usd": st.reserved.money.to_string(),
-        "reserved_tokens": st.reserved.tokens,
-        "remaining_usd": st.headroom.money.map(|m| m.to_string()),
-        "remaining_tokens": st.headroom.tokens,
-        "status": st.status,
-        "period_start": if b.period == tollgate_core::period::PeriodKind::Lifetime { Value::Null } else { json!(a.period.start.to_string()) },
-        "resets_at": a.resets_at.map(|t| t.to_string()),
-    })
+) -> crate::api::BudgetView<'a> {
+    crate::api::BudgetView::new(a, st, source)
 }
 
 pub(super) fn source_of(s: &AppState, id: &str) -> Option<crate::budgets::Source> {
@@ -88,7 +59,7 @@ pub(super) async fn list_budgets(
         limit,
         &filter,
     );
-    let v: Vec<Value> = page
+    let v: Vec<_> = page
         .iter()
         .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
         .collect();
@@ -118,9 +89,8 @@ pub(super) async fn get_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, AdminError> {
-    let instances: Vec<Value> = s
-        .budgets
-        .instances()
+    let all = s.budgets.instances();
+    let instances: Vec<_> = all
         .iter()
         .filter(|a| a.budget.id == id)
         .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &id)))
@@ -151,7 +121,7 @@ pub(super) async fn store_budget(
     id: String,
     input: tollgate_core::budget::BudgetInput,
     created_at: Timestamp,
-) -> Result<Value, AdminError> {
+) -> Result<Response, AdminError> {
     let stored = tollgate_store::StoredBudget {
         id: id.clone(),
         input,
@@ -172,11 +142,12 @@ pub(super) async fn store_budget(
     let a = s
         .budgets
         .applied(std::sync::Arc::new(b), subject, s.budgets.now());
-    Ok(budget_json(
+    let view = budget_json(
         &a,
         &s.budgets.state(&a),
         Some(crate::budgets::Source::Admin),
-    ))
+    );
+    Ok(axum::Json(view).into_response())
 }
 
 pub(super) async fn create_budget(
@@ -198,14 +169,14 @@ pub(super) async fn create_budget(
     }
     input.id = Some(id.clone());
     let v = store_budget(&s, id, input, s.budgets.now()).await?;
-    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+    Ok((StatusCode::CREATED, v).into_response())
 }
 
 pub(super) async fn patch_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     if s.budgets.is_config_budget(&id) {
         return Err(AdminError(
             StatusCode::CONFLICT,
@@ -237,9 +208,7 @@ pub(super) async fn patch_budget(
     }
     let input = serde_json::from_value(current)
         .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
-    Ok(axum::Json(
-        store_budget(&s, id, input, stored.created_at).await?,
-    ))
+    store_budget(&s, id, input, stored.created_at).await
 }
 
 pub(super) async fn delete_budget(

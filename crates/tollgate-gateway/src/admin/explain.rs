@@ -134,7 +134,13 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
             let budgets: Vec<Value> = plan
                 .applied
                 .iter()
-                .map(|a| budget_json(a, &s.budgets.state(a), source_of(s, &a.budget.id)))
+                .map(|a| {
+                    json!(budget_json(
+                        a,
+                        &s.budgets.state(a),
+                        source_of(s, &a.budget.id)
+                    ))
+                })
                 .collect();
             use crate::proxy::plan::Decision;
             let d = match crate::proxy::plan::decide(s, plan) {

@@ -22,20 +22,8 @@ pub(super) struct CreateKey {
 }
 
 /// A key as the API shows it: never the key, never its hash.
-pub fn key_json(k: &tollgate_core::KeyRecord) -> Value {
-    json!({
-        "id": k.id,
-        "prefix": k.prefix,
-        "name": k.name,
-        "user": k.user,
-        "tenant": k.tenant,
-        "role": k.role,
-        "trusted": k.trusted,
-        "models": k.models,
-        "expires_at": k.expires_at.map(|t| t.to_string()),
-        "revoked": k.revoked,
-        "created_at": k.created_at.to_string(),
-    })
+pub fn key_json(k: &tollgate_core::KeyRecord) -> crate::api::KeyView<'_> {
+    crate::api::KeyView::new(k)
 }
 
 pub(super) async fn create_key(
@@ -64,10 +52,9 @@ pub(super) async fn create_key(
         },
     )
     .await?;
-    let mut v = key_json(&rec);
-    v["key"] = json!(key);
+    let body = axum::Json(crate::api::KeyView::created(&rec, &key)).into_response();
     s.keys.upsert(rec);
-    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+    Ok((StatusCode::CREATED, body).into_response())
 }
 
 pub(super) async fn list_keys(State(s): State<AppState>) -> Result<axum::Json<Value>, AdminError> {

@@ -3,31 +3,8 @@
 use super::*;
 
 /// A usage record in the documented shape.
-pub fn record_json(r: &UsageRecord) -> Value {
-    let u = &r.usage;
-    json!({
-        "request_id": r.request_id,
-        "time": r.time.to_string(),
-        "key_id": r.key_id,
-        "user": r.user,
-        "tenant": r.tenant,
-        "session": r.session,
-        "budgets": r.budgets,
-        "provider": r.provider,
-        "model_requested": r.model_requested,
-        "model_served": r.model_served,
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cached_input_tokens": u.cached_input_tokens,
-        "cache_write_5m_tokens": u.cache_write_5m_tokens,
-        "cache_write_1h_tokens": u.cache_write_1h_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "cost_usd": r.cost.to_string(),
-        "latency_ms": r.latency_ms,
-        "ttft_ms": r.ttft_ms,
-        "status": r.status,
-        "flags": r.flags.names(),
-    })
+pub fn record_json(r: &UsageRecord) -> crate::api::RecordView<'_> {
+    crate::api::RecordView::new(r)
 }
 
 #[derive(Deserialize)]

@@ -19,9 +19,8 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };
-    let budgets: Vec<Value> = s
-        .budgets
-        .applicable_any_model(&caller)
+    let applied = s.budgets.applicable_any_model(&caller);
+    let budgets: Vec<_> = applied
         .iter()
         .map(|a| budget_json(a, &s.budgets.state(a), None))
         .collect();
