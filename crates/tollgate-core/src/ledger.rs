@@ -379,10 +379,31 @@ impl Book {
     }
 
     /// Adds (`add`) or removes a reservation's hold on the line charged at `key`.
+    /// The counter at `key`, created if new. Looked up before inserting:
+    /// cloning a key touches its shared group's reference count, which
+    /// threads charging the same budget would contend on.
+    fn counter_mut(&mut self, key: &CounterKey) -> &mut Counter {
+        if !self.counters.contains_key(key) {
+            self.counters.insert(key.clone(), Counter::default());
+        }
+        self.counters
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn series_mut(&mut self, group: &Arc<str>) -> &mut Series {
+        if !self.series.contains_key(group) {
+            self.series.insert(group.clone(), Series::default());
+        }
+        self.series
+            .get_mut(group)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
     fn hold(&mut self, key: &CounterKey, amount: Amount, add: bool) {
         let r = match key.slot {
-            Slot::Period(_) => &mut self.counters.entry(key.clone()).or_default().reserved,
-            Slot::Bucket(_) => &mut self.series.entry(key.group.clone()).or_default().reserved,
+            Slot::Period(_) => &mut self.counter_mut(key).reserved,
+            Slot::Bucket(_) => &mut self.series_mut(&key.group).reserved,
         };
         *r = if add { r.plus(amount) } else { r.minus(amount) };
     }
@@ -390,11 +411,11 @@ impl Book {
     fn charge(&mut self, key: &CounterKey, amount: Amount) {
         match key.slot {
             Slot::Period(_) => {
-                let c = self.counters.entry(key.clone()).or_default();
+                let c = self.counter_mut(key);
                 c.spent = c.spent.plus(amount);
             }
             Slot::Bucket(start) => {
-                let s = self.series.entry(key.group.clone()).or_default();
+                let s = self.series_mut(&key.group);
                 let b = s.bucket_mut(start);
                 *b = b.plus(amount);
                 s.spent = s.spent.plus(amount);
@@ -404,9 +425,9 @@ impl Book {
 
     fn set_spent(&mut self, key: &CounterKey, spent: Amount) {
         match key.slot {
-            Slot::Period(_) => self.counters.entry(key.clone()).or_default().spent = spent,
+            Slot::Period(_) => self.counter_mut(key).spent = spent,
             Slot::Bucket(start) => {
-                let s = self.series.entry(key.group.clone()).or_default();
+                let s = self.series_mut(&key.group);
                 let b = s.bucket_mut(start);
                 let old = std::mem::replace(b, spent);
                 s.spent = s.spent.minus(old).plus(spent);

@@ -307,10 +307,7 @@ impl ShardedLedger {
     /// Charges `actual` to the reservation's lines and releases it.
     pub fn commit(&self, id: &str, actual: Amount, now: Timestamp) -> Settled {
         match self.close(id, now) {
-            Ok(e) => {
-                let charges: Vec<CounterKey> = e.lines.iter().map(|l| l.charge.clone()).collect();
-                self.charge_closed(&e, &charges, actual)
-            }
+            Ok(e) => self.charge_closed(&e, None, actual),
             Err(s) => s,
         }
     }
@@ -326,22 +323,25 @@ impl ShardedLedger {
         now: Timestamp,
     ) -> Settled {
         match self.close(id, now) {
-            Ok(e) => self.charge_closed(&e, charges, actual),
+            Ok(e) => self.charge_closed(&e, Some(charges), actual),
             Err(s) => s,
         }
     }
 
     /// Releases a closed reservation's hold on its lines and charges
     /// `actual` to `charges`, with every shard involved held at once.
-    fn charge_closed(&self, e: &Open, charges: &[CounterKey], actual: Amount) -> Settled {
-        let mut held = self.hold(e.lines.iter().map(|l| &l.charge).chain(charges));
+    /// `charges`: `None` for the reservation's own lines.
+    fn charge_closed(&self, e: &Open, charges: Option<&[CounterKey]>, actual: Amount) -> Settled {
+        let own = || e.lines.iter().map(|l| &l.charge);
+        let mut held = self.hold(own().chain(charges.into_iter().flatten()));
         if !e.expired {
             for l in &e.lines {
                 held.with(&l.charge, |b| b.hold(&l.charge, e.amount, false));
             }
         }
-        for k in charges {
-            held.with(k, |b| b.charge(k, actual));
+        match charges {
+            Some(c) => c.iter().for_each(|k| held.with(k, |b| b.charge(k, actual))),
+            None => own().for_each(|k| held.with(k, |b| b.charge(k, actual))),
         }
         Settled::Committed {
             overage: actual.money > e.amount.money || actual.tokens > e.amount.tokens,
