@@ -495,7 +495,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nEach SSE event is framed, metered and forwarded as it arrives (one write per event, so a client sees tokens as they come): the added time grows with the number of events, not their size.\n\n**Prompt size** and **keys/budgets in the system**: see the prompt table and the `tollgate-full-100k` rows above — counting is bounded (estimated up to 4 KB, exact to 32 KB, sampled beyond), and keys and budgets are found by hash and index, so neither grows with the number stored."
+            "\nEach SSE event is framed, metered and forwarded as it arrives (one write per event, so a client sees tokens as they come): the added time grows with the number of events, not their size.\n\n**Prompt size** and **keys/budgets in the system**: see the prompt table and the `tollgate-full-100k` rows above — counting is bounded (exact up to 64 KB, bounded by bytes beyond), and keys and budgets are found by hash and index, so neither grows with the number stored."
         );
         s
     }

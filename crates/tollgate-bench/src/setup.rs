@@ -473,10 +473,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         });
     }
     targets.push(meter.target.clone());
-    targets.push(full.target.clone());
+    // The baseline goes before the build measured, so a slot's position in
+    // the A B A B rounds never favours the newer build.
     if let Some(b) = &baseline {
         targets.push(b.target.clone());
     }
+    targets.push(full.target.clone());
     targets.push(rolling.target.clone());
     targets.push(scaled.target.clone());
 
