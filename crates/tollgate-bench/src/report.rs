@@ -665,7 +665,7 @@ pub async fn ingest_bench(dir: &std::path::Path, quick: bool) -> anyhow::Result<
                 reservation: None,
                 charges: vec![format!("b|u{}|0", i % 100)],
                 actual: Amount::new(Money::from_units(97_500_000), 350),
-                record: Box::new(record(i)),
+                payload: tollgate_store::Payload::record(record(i)),
             })
             .collect();
         store.apply_journal(&batch)?;

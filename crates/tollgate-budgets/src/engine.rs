@@ -2,12 +2,12 @@
 //! of them at once (durably, before forwarding), settling, and the state
 //! that headers, `/usage`, `/admin/budgets` and explain show.
 //!
-//! The authoritative ledger is in memory (a sharded ledger, no global lock);
-//! every change also goes to the [`Journal`], so the store can rebuild it.
-//! A reservation is acknowledged only once its journal batch committed. At
-//! start-up, reservations left open by a crash are charged at their
-//! reserved (worst-case) amount, with a record flagged `reconciled`: spend
-//! never escapes a budget across restarts.
+//! The ledger is behind the [`Ledger`] trait (the embedded one: memory,
+//! made durable by the reservation log and the journal). A reservation is
+//! durable before its request is forwarded, with the request's record as
+//! its payload; at start-up, a reservation a crash left open is charged at
+//! its reserved (worst-case) amount from that payload, flagged
+//! `reconciled`: spend never escapes a budget across restarts.
 //!
 //! Counter keys ([`CounterKey`]): the group `{budget id}|{subject}` and the
 //! period's start; a rolling window charges the bucket of now and checks
@@ -24,7 +24,8 @@ use tollgate_core::{Money, UsageRecord};
 use tollgate_store::{Store, StoreError, StoredBudget};
 
 pub use crate::ledger::Sizing;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, Payload, Reservation};
+use crate::levels::Levels;
 use tollgate_core::Caller;
 
 /// Reservations made by the proxy are settled by their request; this
@@ -340,10 +341,10 @@ pub struct BudgetEngine {
     /// The stored budgets' version the loaded set reflects.
     known_version: Mutex<Option<(i64, i64)>>,
     /// Settlements, refusals and level changes, for whoever listens.
-    pub events: crate::events::Events,
-    /// The last level published per (group, period start), kept only while
-    /// someone listens.
-    levels: Mutex<HashMap<(Arc<str>, i64), crate::events::Level>>,
+    pub events: Arc<crate::events::Events>,
+    /// Judges budget levels after settlements and refusals, in order
+    /// (only while someone listens).
+    levels: Levels,
 }
 
 /// How requests are sized when they reserve (the `budgets:` settings).
@@ -356,28 +357,6 @@ pub struct SizingConfig {
     /// Input reserved for what only the provider can size; `None`: the
     /// model's context window.
     pub unknown_input_tokens: Option<u64>,
-}
-
-/// A budget's level by what it has spent against `limit`.
-fn level_of(limit: &Limit, low_pct: u8, spent: Amount) -> crate::events::Level {
-    use crate::events::Level;
-    let pct = i128::from(low_pct);
-    let money = limit.money.map(|l| (l.units(), spent.money.units()));
-    let tokens = limit
-        .tokens
-        .map(|l| (i128::from(l), i128::from(spent.tokens)));
-    let over = money.into_iter().chain(tokens).any(|(l, s)| s >= l);
-    let low = money
-        .into_iter()
-        .chain(tokens)
-        .any(|(l, s)| (l - s) * 100 < l * pct);
-    if over {
-        Level::OverLimit
-    } else if low {
-        Level::Low
-    } else {
-        Level::Ok
-    }
 }
 
 /// Input reserved for what only the provider can size, for a model whose
@@ -402,24 +381,20 @@ impl BudgetEngine {
         let mut first_seen_now = Vec::new();
         // Budgets that have charged anything existed before first-seen
         // times were kept (an upgraded database): their start is unknown.
-        let charged: std::collections::HashSet<String> = ledger
-            .keys()
-            .iter()
-            .map(|k| k.budget().to_string())
-            .collect();
         for b in &mut config_budgets {
             let (seen, new) = store.budget_first_seen(&b.id, now).await?;
-            if !new || !charged.contains(&b.id) {
+            let charged = !ledger.subjects(&b.id, None, 1).await.is_empty();
+            if !new || !charged {
                 b.existed_since = Some(seen);
             }
-            if new && !charged.contains(&b.id) {
+            if new && !charged {
                 first_seen_now.push(Arc::new(b.clone()));
             }
         }
+        let events: Arc<crate::events::Events> = Default::default();
         let engine = BudgetEngine {
             entries: RwLock::new(Arc::new(BudgetSet::default())),
             config_budgets,
-            ledger,
             ticks: std::sync::atomic::AtomicU64::new(0),
             clock,
             min_output_tokens: sizing.min_output_tokens,
@@ -428,8 +403,9 @@ impl BudgetEngine {
             overspent: Default::default(),
             suspicious: Default::default(),
             known_version: Mutex::new(None),
-            events: Default::default(),
-            levels: Mutex::new(HashMap::new()),
+            levels: Levels::spawn(ledger.clone(), events.clone()),
+            events,
+            ledger,
         };
         // A budget new to the config finds its period's spend already made
         // (counted before any request can charge it: none is served yet).
@@ -440,9 +416,33 @@ impl BudgetEngine {
         Ok(engine)
     }
 
-    /// Charges reservations left open by an unclean stop (see [`Ledger::reconcile`]).
-    pub async fn reconcile(&self) -> Result<usize, StoreError> {
-        self.ledger.reconcile(self.now()).await
+    /// Settles reservations a previous process left open: a request's is
+    /// charged at its reserved amount (it may have reached the provider),
+    /// with its record flagged `reconciled` and estimated; one that owes
+    /// nothing until committed stays held until it is, or expires.
+    /// Returns how many were charged.
+    pub async fn reconcile(&self) -> Result<usize, LedgerError> {
+        let mut n = 0;
+        for o in self.ledger.orphans().await? {
+            let Payload::Record(mut record) = o.payload else {
+                continue;
+            };
+            record.cost = o.amount.money;
+            record.usage.output_tokens = o.amount.tokens.saturating_sub(record.usage.input_tokens);
+            record.flags.usage_estimated = true;
+            record.flags.reconciled = true;
+            self.ledger
+                .commit(Some(&o.id), &o.charges, o.amount, Payload::Record(record));
+            n += 1;
+        }
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "charged reservations left open by an unclean stop at their reserved amount"
+            );
+        }
+        self.ledger.flush().await;
+        Ok(n)
     }
 
     /// Re-reads stored budgets (admin API, CLI, another instance).
@@ -514,15 +514,18 @@ impl BudgetEngine {
     /// Every budget that applies to `caller` using `model` now. Per scope,
     /// the most specific tier with a budget covering `model` wins:
     /// override > role > default.
-    pub fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
+    pub async fn applicable(&self, caller: &Caller, model: &str) -> Vec<Applied> {
         let now = self.now();
-        let set = self.entries();
         let mut out = Vec::new();
-        for scope in Scope::ALL {
-            if let Some(subject) = Self::subject(caller, scope) {
-                out.extend(self.applicable_in(&set, caller, model, scope, &subject, now));
+        {
+            let set = self.entries();
+            for scope in Scope::ALL {
+                if let Some(subject) = Self::subject(caller, scope) {
+                    out.extend(self.applicable_in(&set, caller, model, scope, &subject, now));
+                }
             }
         }
+        self.roll_over(&mut out).await;
         out
     }
 
@@ -573,12 +576,21 @@ impl BudgetEngine {
         };
         chosen
             .into_iter()
-            .map(|e| self.applied(e.budget.clone(), subject.to_string(), now))
+            .map(|e| self.applied_base(e.budget.clone(), subject.to_string(), now))
             .collect()
     }
 
     /// `budget` as it applies to `subject` at `now`.
-    pub fn applied(&self, budget: Arc<Budget>, subject: String, now: Timestamp) -> Applied {
+    pub async fn applied(&self, budget: Arc<Budget>, subject: String, now: Timestamp) -> Applied {
+        let mut a = [self.applied_base(budget, subject, now)];
+        self.roll_over(&mut a).await;
+        let [a] = a;
+        a
+    }
+
+    /// [`Self::applied`] at the base limit: before unused allowance of the
+    /// previous period rolls over (the charge, window and period are final).
+    fn applied_base(&self, budget: Arc<Budget>, subject: String, now: Timestamp) -> Applied {
         let period = budget.period.period_at(&budget.calendar, now);
         let (charge, window, resets_at) = match budget.period {
             PeriodKind::Rolling(w) => {
@@ -604,7 +616,10 @@ impl BudgetEngine {
                 period.end,
             ),
         };
-        let limit = self.effective_limit(&budget, &subject, now);
+        let limit = Limit {
+            money: budget.limit_money,
+            tokens: budget.limit_tokens,
+        };
         let line = Line {
             charge,
             window,
@@ -620,38 +635,58 @@ impl BudgetEngine {
         }
     }
 
-    /// The limit for the current period: the base, plus unused allowance of
-    /// the previous period up to the rollover cap.
-    fn effective_limit(&self, b: &Budget, subject: &str, now: Timestamp) -> Limit {
-        let base = Limit {
-            money: b.limit_money,
-            tokens: b.limit_tokens,
-        };
-        let Some(r) = &b.rollover else { return base };
-        let Some(prev) = b.period.previous(&b.calendar, now) else {
-            return base;
-        };
-        // Rollover begins after the first full period: a period the budget
-        // did not exist for leaves no unused allowance.
-        if b.existed_since.is_some_and(|t| t > prev.start) {
-            return base;
-        }
-        let spent = self.ledger.counter(&key(b, subject, prev.start)).spent;
-        Limit {
-            money: base.money.map(|l| {
-                let unused = l.saturating_sub(spent.money).max(Money::ZERO);
-                l + r.cap_money.map_or(unused, |c| unused.min(c))
-            }),
-            tokens: base.tokens.map(|l| {
-                let unused = l.saturating_sub(spent.tokens);
-                l + r.cap_tokens.map_or(unused, |c| unused.min(c))
-            }),
+    /// Raises the limits of budgets with rollover to the current period's:
+    /// the base, plus unused allowance of the previous period up to the
+    /// rollover cap.
+    async fn roll_over(&self, applied: &mut [Applied]) {
+        for a in applied.iter_mut() {
+            let b = &a.budget;
+            let Some(r) = &b.rollover else { continue };
+            let Some(prev) = b.period.previous(&b.calendar, a.period.start) else {
+                continue;
+            };
+            // Rollover begins after the first full period: a period the
+            // budget did not exist for leaves no unused allowance.
+            if b.existed_since.is_some_and(|t| t > prev.start) {
+                continue;
+            }
+            let spent = self
+                .ledger
+                .counter(&key(b, &a.subject, prev.start))
+                .await
+                .spent;
+            let base = a.line.limit;
+            a.line.limit = Limit {
+                money: base.money.map(|l| {
+                    let unused = l.saturating_sub(spent.money).max(Money::ZERO);
+                    l + r.cap_money.map_or(unused, |c| unused.min(c))
+                }),
+                tokens: base.tokens.map(|l| {
+                    let unused = l.saturating_sub(spent.tokens);
+                    l + r.cap_tokens.map_or(unused, |c| unused.min(c))
+                }),
+            };
         }
     }
 
-    pub fn state(&self, a: &Applied) -> State {
-        let used = self.ledger.used(&a.line);
-        let headroom = self.ledger.headroom(&a.line);
+    pub async fn state(&self, a: &Applied) -> State {
+        let used = self.ledger.used(std::slice::from_ref(&a.line)).await;
+        Self::state_of(a, used.first().copied().unwrap_or_default())
+    }
+
+    /// The states of `applied`, in order, read in one call.
+    pub async fn states(&self, applied: &[Applied]) -> Vec<State> {
+        let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
+        let used = self.ledger.used(&lines).await;
+        applied
+            .iter()
+            .zip(used)
+            .map(|(a, u)| Self::state_of(a, u))
+            .collect()
+    }
+
+    fn state_of(a: &Applied, used: tollgate_core::ledger::Counter) -> State {
+        let headroom = a.line.headroom(used);
         let low_pct = i128::from(a.budget.low_threshold_pct);
         let over = headroom.money.is_some_and(|m| m.units() <= 0) || headroom.tokens == Some(0);
         let low = a
@@ -689,19 +724,21 @@ impl BudgetEngine {
         sizing: Sizing,
         template: UsageRecord,
     ) -> Result<Reserved, ReserveError> {
-        let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
-        let expires_at = self
-            .now()
-            .checked_add(PROXY_RESERVATION_TTL)
-            .unwrap_or(Timestamp::MAX);
-        let granted = match self
-            .ledger
-            .reserve(id, lines.clone(), sizing, expires_at, template)
-            .await
-        {
+        let r = Reservation {
+            id: id.to_string(),
+            lines: applied.iter().map(|a| a.line.clone()).collect(),
+            sizing,
+            expires_at: self
+                .now()
+                .checked_add(PROXY_RESERVATION_TTL)
+                .unwrap_or(Timestamp::MAX),
+        };
+        // Should this process die before settling, the template is charged
+        // at the reserved amount (see `reconcile`).
+        let granted = match self.ledger.reserve(&r, Payload::record(template)).await {
             Ok(n) => n,
             Err(LedgerError::Denied(d)) => {
-                let r = self.refusal(applied, d, &sizing);
+                let r = self.refusal(applied, d, &sizing).await;
                 if self.events.wanted() {
                     self.events.publish(crate::events::Event::Refused {
                         request_id: id.to_string(),
@@ -709,9 +746,7 @@ impl BudgetEngine {
                         subject: r.applied.subject.clone(),
                         status: r.applied.budget.refusal_status,
                     });
-                    // A budget that refuses is at its limit, whatever the
-                    // few units its spend leaves.
-                    self.set_level(&r.applied, crate::events::Level::OverLimit);
+                    self.levels.refused(&r.applied);
                 }
                 return Err(ReserveError::Refused(r));
             }
@@ -720,13 +755,20 @@ impl BudgetEngine {
             }
         };
         let amount = sizing.amount(granted);
-        let warned = applied.iter().any(|a| {
-            a.budget.action == Action::Warn && {
-                let h = self.ledger.headroom(&a.line);
-                h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
-            }
-        });
-        let charges: Vec<CounterKey> = lines.iter().map(|l| l.charge.clone()).collect();
+        let warn: Vec<Line> = applied
+            .iter()
+            .filter(|a| a.budget.action == Action::Warn)
+            .map(|a| a.line.clone())
+            .collect();
+        let warned = !warn.is_empty()
+            && warn
+                .iter()
+                .zip(self.ledger.used(&warn).await)
+                .any(|(l, u)| {
+                    let h = l.headroom(u);
+                    h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
+                });
+        let charges: Vec<CounterKey> = r.lines.into_iter().map(|l| l.charge).collect();
         Ok(Reserved {
             id: id.to_string(),
             granted,
@@ -753,57 +795,19 @@ impl BudgetEngine {
         };
         let id = reserved.map(|r| r.id.as_str());
         let event = (self.events.wanted() && !record.flags.blocked).then(|| record.clone());
-        let settled = self.ledger.settle(id, &charges, actual, record);
+        let settled = self
+            .ledger
+            .commit(id, &charges, actual, Payload::record(record));
         if let Some(record) = event {
             self.events.publish(crate::events::Event::Settled {
                 record: Arc::new(record),
             });
-            self.publish_levels(applied);
+            self.levels.settled(applied);
         }
         if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {
             self.overspent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(request_id = %r.id, reserved = %r.amount.money, actual = %actual.money, "usage exceeded the reservation (recorded as overspend)");
-        }
-    }
-
-    /// Publishes the level changes settling left on `applied` (by what
-    /// each budget has spent, reservations aside: a level does not flap
-    /// with requests in flight).
-    fn publish_levels(&self, applied: &[Applied]) {
-        for a in applied {
-            let spent = self.ledger.used(&a.line).spent;
-            self.set_level(
-                a,
-                level_of(&a.line.limit, a.budget.low_threshold_pct, spent),
-            );
-        }
-    }
-
-    /// Records `level` for `a`'s period and publishes it if it changed.
-    fn set_level(&self, a: &Applied, level: crate::events::Level) {
-        use crate::events::{Event, Level};
-        let (start, key) = match (a.line.window, a.line.charge.slot) {
-            // One level per rolling window, however it moves.
-            (Window::Rolling { since }, _) => (since, (a.line.charge.group.clone(), i64::MIN)),
-            (
-                _,
-                tollgate_core::ledger::Slot::Period(s) | tollgate_core::ledger::Slot::Bucket(s),
-            ) => (s, (a.line.charge.group.clone(), s)),
-        };
-        let from = {
-            let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
-            let e = levels.entry(key).or_insert(Level::Ok);
-            std::mem::replace(e, level)
-        };
-        if from != level {
-            self.events.publish(Event::Level {
-                budget_id: a.budget.id.clone(),
-                subject: a.subject.clone(),
-                period_start: start,
-                from,
-                to: level,
-            });
         }
     }
 
@@ -831,7 +835,7 @@ impl BudgetEngine {
             {
                 continue;
             }
-            let now = self.applied(cur.budget.clone(), a.subject.clone(), time);
+            let now = self.applied_base(cur.budget.clone(), a.subject.clone(), time);
             if now.line.charge != r.charges[i] {
                 out.get_or_insert_with(|| r.charges.clone())[i] = now.line.charge;
             }
@@ -856,8 +860,8 @@ impl BudgetEngine {
             .budget_spend(&b.id, subject, Self::count_since(b, now))
             .await?
         {
-            let a = self.applied(b.clone(), subject, now);
-            self.ledger.set_spent(&a.line.charge, spent);
+            let a = self.applied_base(b.clone(), subject, now);
+            self.ledger.set_spent(&a.line.charge, spent).await;
         }
         Ok(())
     }
@@ -899,8 +903,8 @@ impl BudgetEngine {
             }
         }
         for (subject, spent) in per_subject {
-            let a = self.applied(b.clone(), subject, now);
-            self.ledger.set_spent(&a.line.charge, spent);
+            let a = self.applied_base(b.clone(), subject, now);
+            self.ledger.set_spent(&a.line.charge, spent).await;
         }
         Ok(())
     }
@@ -936,25 +940,23 @@ impl BudgetEngine {
 
     /// Releases reservations past their deadline (a safety net: proxy
     /// requests settle their own). A late settlement still charges them.
-    pub fn expire_due(&self) -> usize {
-        let n = self.ledger.expire_due(self.now());
-        let tick = self
-            .ticks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if tick.is_multiple_of(30) {
-            self.prune_counters();
+    pub async fn expire_due(&self) -> usize {
+        let ids = self.ledger.expire_due(self.now()).await;
+        for id in &ids {
+            tracing::warn!(reservation = %id, "reservation expired unsettled; released");
         }
-        n
+        ids.len()
     }
 
-    /// Drops in-memory counters no budget can read again: rolling buckets
-    /// that left their window, and calendar periods before the previous one
-    /// (kept for rollover). Counters of budgets that no longer exist stay:
-    /// they are cheap and a re-created budget may use them.
-    pub fn prune_counters(&self) {
+    /// Which counters a budget can still read: rolling buckets inside
+    /// their window, calendar periods from the previous one on (kept for
+    /// rollover). Counters of budgets that no longer exist are kept: they
+    /// are cheap and a re-created budget may use them. Levels of older
+    /// periods are forgotten as this is computed.
+    pub fn retention(&self) -> Retention {
         let now = self.now();
         let entries = self.entries();
-        let mut oldest: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut oldest: HashMap<String, i64> = HashMap::new();
         for e in entries.iter() {
             let b = &e.budget;
             let cutoff = match b.period {
@@ -966,24 +968,24 @@ impl BudgetEngine {
                 _ => b.period.previous(&b.calendar, now).map(|p| p.start),
             };
             if let Some(c) = cutoff {
-                oldest.insert(b.id.as_str(), c.as_millisecond());
+                oldest.insert(b.id.clone(), c.as_millisecond());
             }
         }
-        self.ledger.retain_counters(&|key: &CounterKey| {
-            let start = match key.slot {
-                tollgate_core::ledger::Slot::Period(s) | tollgate_core::ledger::Slot::Bucket(s) => {
-                    s
-                }
-            };
-            oldest.get(key.budget()).is_none_or(|cut| start >= *cut)
-        });
-        self.levels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(group, start), _| {
-                let budget = group.split_once('|').map_or(&**group, |(b, _)| b);
-                *start == i64::MIN || oldest.get(budget).is_none_or(|cut| start >= cut)
-            });
+        self.levels.prune(oldest.clone());
+        Retention { oldest }
+    }
+
+    /// Whether the maintenance pass that prunes counters is due (every
+    /// 30th call).
+    pub fn prune_due(&self) -> bool {
+        self.ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(30)
+    }
+
+    /// Waits until the level changes of every settlement so far are published.
+    pub async fn flush_levels(&self) {
+        self.levels.flush().await;
     }
 
     /// Validates and stores a budget from the admin API or CLI.
@@ -1062,93 +1064,111 @@ impl BudgetEngine {
         self.config_budgets.iter().any(|c| c.id == id)
     }
 
-    /// Every (budget, subject) with spend or reservations in its current
-    /// period, plus every budget with a fixed subject.
-    pub fn instances(&self) -> Vec<Applied> {
-        self.instances_page(None, usize::MAX, &InstanceFilter::default())
-            .0
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect()
-    }
-
-    /// One page of [`instances`](Self::instances) in (budget id, subject)
+    /// One page of budget instances — every (budget, subject) with spend
+    /// or reservations in its current period, plus every budget with a
+    /// fixed subject — in (budget id, subject)
     /// order, after the cursor `after`, filtered; and the cursor of the next
-    /// page. Costs one pass over the in-memory counter keys plus the page,
-    /// whatever the number of budgets.
-    pub fn instances_page(
+    /// page. A template budget's subjects are read from the ledger in
+    /// order, a chunk at a time, from the cursor on: a page costs what it
+    /// shows (plus the inactive subjects it skips), not every counter.
+    pub async fn instances_page(
         &self,
         after: Option<(&str, &str)>,
         limit: usize,
         filter: &InstanceFilter,
     ) -> InstancePage {
+        const CHUNK: usize = 256;
         let now = self.now();
         let set = self.entries();
-        // Subjects seen per template budget (counter key: `id|subject|start`).
-        let keys = self.ledger.keys();
-        let mut subjects: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
-        for k in &keys {
-            if let Some((id, subject)) = k.group.split_once('|') {
-                subjects.entry(id).or_default().insert(subject);
-            }
-        }
-        let mut out = Vec::new();
+        let mut out: Vec<(Applied, State)> = Vec::new();
         let start = after.map(|(id, _)| id);
-        let from = match start {
-            // Resume inside the cursor's budget: it may have more subjects.
-            Some(id) => set.get(id).map(|_| id),
-            None => None,
+        // Resume inside the cursor's budget: it may have more subjects.
+        let entries: Box<dyn Iterator<Item = &Entry> + Send> = match &filter.budget {
+            Some(id) => Box::new(
+                set.get(id)
+                    .into_iter()
+                    .filter(|e| start.is_none_or(|s| s <= e.budget.id.as_str())),
+            ),
+            None => Box::new(
+                start
+                    .and_then(|id| set.get(id))
+                    .into_iter()
+                    .chain(set.by_id_after(start)),
+            ),
         };
-        let entries = from
-            .and_then(|id| set.get(id))
-            .into_iter()
-            .chain(set.by_id_after(start));
         for e in entries {
             let b = &e.budget;
             if filter.scope.is_some_and(|s| s != b.scope) {
                 continue;
             }
             let fixed = match (&b.subject, b.scope) {
-                (Some(s), _) => Some(s.as_str()),
-                (None, Scope::Global) => Some("*"),
+                (Some(s), _) => Some(s.clone()),
+                (None, Scope::Global) => Some("*".to_string()),
                 (None, _) => None,
             };
-            let candidates: Vec<&str> = match fixed {
-                Some(s) => vec![s],
-                None => subjects
-                    .get(b.id.as_str())
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default(),
+            let mut from: Option<String> = match after {
+                Some((id, s)) if id == b.id => Some(s.to_string()),
+                _ => None,
             };
-            for subject in candidates {
-                if let Some((id, after_subject)) = after
-                    && id == b.id
-                    && subject <= after_subject
-                {
-                    continue;
+            loop {
+                let candidates: Vec<String> = match (&fixed, &filter.subject) {
+                    (Some(s), _) | (None, Some(s)) => {
+                        if from.as_deref().is_some_and(|f| s.as_str() <= f) {
+                            Vec::new()
+                        } else {
+                            vec![s.clone()]
+                        }
+                    }
+                    (None, None) => self.ledger.subjects(&b.id, from.as_deref(), CHUNK).await,
+                };
+                let more = fixed.is_none() && filter.subject.is_none() && candidates.len() == CHUNK;
+                from = candidates.last().cloned();
+                for subject in candidates {
+                    if filter.subject.as_ref().is_some_and(|s| *s != subject) {
+                        continue;
+                    }
+                    let a = self.applied(b.clone(), subject, now).await;
+                    let st = self.state(&a).await;
+                    let active = st.spent != Amount::default() || st.reserved != Amount::default();
+                    if fixed.is_none() && !active {
+                        continue;
+                    }
+                    if filter.status.as_deref().is_some_and(|s| s != st.status) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        let next = out
+                            .last()
+                            .map(|(a, _)| (a.budget.id.clone(), a.subject.clone()));
+                        return (out, next);
+                    }
+                    out.push((a, st));
                 }
-                if filter.subject.as_deref().is_some_and(|s| s != subject) {
-                    continue;
+                if !more {
+                    break;
                 }
-                let a = self.applied(b.clone(), subject.to_string(), now);
-                let st = self.state(&a);
-                let active = st.spent != Amount::default() || st.reserved != Amount::default();
-                if fixed.is_none() && !active {
-                    continue;
-                }
-                if filter.status.as_deref().is_some_and(|s| s != st.status) {
-                    continue;
-                }
-                if out.len() == limit {
-                    let next = out
-                        .last()
-                        .map(|(a, _): &(Applied, State)| (a.budget.id.clone(), a.subject.clone()));
-                    return (out, next);
-                }
-                out.push((a, st));
             }
         }
         (out, None)
+    }
+}
+
+/// Which in-memory counters budgets can still read (see
+/// [`BudgetEngine::retention`]).
+#[derive(Clone, Debug, Default)]
+pub struct Retention {
+    /// The oldest period or bucket start (ms) still read, per budget id.
+    oldest: HashMap<String, i64>,
+}
+
+impl Retention {
+    pub fn keeps(&self, key: &CounterKey) -> bool {
+        let start = match key.slot {
+            tollgate_core::ledger::Slot::Period(s) | tollgate_core::ledger::Slot::Bucket(s) => s,
+        };
+        self.oldest
+            .get(key.budget())
+            .is_none_or(|cut| start >= *cut)
     }
 }
 
@@ -1159,6 +1179,8 @@ pub type InstancePage = (Vec<(Applied, State)>, Option<(String, String)>);
 /// Filters for listing budget instances.
 #[derive(Clone, Debug, Default)]
 pub struct InstanceFilter {
+    /// One budget's instances only.
+    pub budget: Option<String>,
     pub scope: Option<Scope>,
     pub subject: Option<String>,
     /// `ok`, `low` or `over_limit`.
@@ -1211,11 +1233,12 @@ impl BudgetEngine {
     }
 
     /// What would happen to this request now, without reserving anything.
-    pub fn plan(&self, applied: &[Applied], s: &Sizing) -> Result<u64, Box<Refusal>> {
+    pub async fn plan(&self, applied: &[Applied], s: &Sizing) -> Result<u64, Box<Refusal>> {
         let lines: Vec<Line> = applied.iter().map(|a| a.line.clone()).collect();
-        self.ledger
-            .plan(&lines, s)
-            .map_err(|d| self.refusal(applied, d, s))
+        match self.ledger.plan(&lines, s).await {
+            Ok(n) => Ok(n),
+            Err(d) => Err(self.refusal(applied, d, s).await),
+        }
     }
 
     /// The refusal of line `d.line`. A rolling window's reset is when
@@ -1223,10 +1246,10 @@ impl BudgetEngine {
     /// allows (`s.amount(s.min)`) to fit — or, when no amount leaving can
     /// make room (in-flight reservations, a request above the limit), when
     /// the oldest charged bucket leaves.
-    fn refusal(&self, applied: &[Applied], d: Denied, s: &Sizing) -> Box<Refusal> {
+    async fn refusal(&self, applied: &[Applied], d: Denied, s: &Sizing) -> Box<Refusal> {
         let mut a = applied[d.line].clone();
         if let PeriodKind::Rolling(w) = a.budget.period {
-            a.resets_at = self.rolling_reset(&a, w, d.headroom, s.amount(s.min));
+            a.resets_at = self.rolling_reset(&a, w, d.headroom, s.amount(s.min)).await;
         }
         Box::new(Refusal {
             applied: a,
@@ -1234,7 +1257,7 @@ impl BudgetEngine {
         })
     }
 
-    fn rolling_reset(
+    async fn rolling_reset(
         &self,
         a: &Applied,
         w: SignedDuration,
@@ -1253,7 +1276,7 @@ impl BudgetEngine {
             Window::Rolling { since } => since,
             Window::Period => return a.resets_at,
         };
-        for (start_ms, spent) in self.ledger.buckets(&a.line.charge.group) {
+        for (start_ms, spent) in self.ledger.buckets(&a.line.charge.group).await {
             if start_ms < since || spent.is_zero() {
                 continue;
             }
@@ -1274,7 +1297,7 @@ impl BudgetEngine {
     }
 
     /// Every budget that applies to `caller`, whatever the model.
-    pub fn applicable_any_model(&self, caller: &Caller) -> Vec<Applied> {
+    pub async fn applicable_any_model(&self, caller: &Caller) -> Vec<Applied> {
         let now = self.now();
         let mut out = Vec::new();
         let entries = self.entries();
@@ -1297,6 +1320,7 @@ impl BudgetEngine {
                 }
             }
         }
+        self.roll_over(&mut out).await;
         out
     }
 }

@@ -1,20 +1,26 @@
-//! The ledger behind a trait: one call reserves on N budgets atomically (or
-//! none), settlement is idempotent per request id, and the state of any
-//! budget line can be read. [`MemoryLedger`] is the embedded implementation:
-//! a [`ShardedLedger`] in memory (no global lock), made durable through the
-//! [`Journal`] (a reservation is acknowledged once its batch committed). A
-//! Redis implementation for cluster mode would run the same state
-//! machine as a Lua script; reservation is async for that reason.
+//! The ledger behind a trait: one call reserves on N budget lines
+//! atomically (or none), a reservation grows all-or-nothing, a charge is
+//! idempotent per reservation id, and any line can be read. The trait
+//! speaks reservations (id, lines, sizing, deadline) and charges (typed
+//! counter keys, amounts); what a reservation or a charge must leave in
+//! the store is the caller's [`Payload`], kept without being read. So a
+//! Redis ledger can run the same state machine as one Lua script per call
+//! (a reserve on N lines is one round trip), and tool reservations that
+//! never see a provider use the same ledger as proxied requests.
 //!
-//! Settlement and release never wait: they are called from drop guards.
-
+//! [`MemoryLedger`] is the embedded implementation: a [`ShardedLedger`] in
+//! memory (no global lock), made durable by the store's reservation log
+//! and the [`Journal`]. What only a memory ledger needs (forgetting old
+//! counters) is its own, not the trait's.
+//!
+//! Charging and releasing never wait: they are called from drop guards.
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use tollgate_core::UsageRecord;
 pub use tollgate_core::ledger::Sizing;
 use tollgate_core::ledger::{
-    Amount, Counter, CounterKey, Denied, ExtendError, Headroom, Line, Settled, ShardedLedger,
+    Amount, Counter, CounterKey, Denied, ExtendError, Line, Settled, ShardedLedger,
 };
+pub use tollgate_store::Payload;
 use tollgate_store::{JournalEntry, OpenReservation, Store, StoreError};
 
 use crate::journal::Journal;
@@ -26,74 +32,87 @@ pub enum LedgerError {
     /// Settled, expired, or never reserved.
     #[error("the reservation is not open")]
     NotOpen,
-    /// The reservation could not be made durable (e.g. the disk is full).
+    /// The ledger could not answer or make a change durable (the disk is
+    /// full, the store is down).
     #[error("{0}")]
     Unavailable(String),
 }
 
+/// What a reservation holds, on which lines, until when. The ledger grants
+/// the largest `sizing.amount(n)` every enforced line affords.
+#[derive(Clone, Debug)]
+pub struct Reservation {
+    pub id: String,
+    pub lines: Vec<Line>,
+    pub sizing: Sizing,
+    pub expires_at: Timestamp,
+}
+
+/// A reservation a previous process left open, as the store kept it.
+#[derive(Clone, Debug)]
+pub struct Orphan {
+    pub id: String,
+    pub charges: Vec<CounterKey>,
+    pub amount: Amount,
+    pub expires_at: Timestamp,
+    pub payload: Payload,
+}
+
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// Reserves on every line at once, durably; returns the granted `n`.
-    /// `template` is the record to write if the reservation is never settled.
-    async fn reserve(
-        &self,
-        id: &str,
-        lines: Vec<Line>,
-        sizing: Sizing,
-        expires_at: Timestamp,
-        template: UsageRecord,
-    ) -> Result<u64, LedgerError>;
+    /// Reserves on every line at once, durably with `payload`; returns the
+    /// granted `n`.
+    async fn reserve(&self, r: &Reservation, payload: Payload) -> Result<u64, LedgerError>;
     /// Grows an open reservation by `more` on every line, or on none,
-    /// durably; `template` is what a crash leaves behind from now on.
-    async fn extend(
-        &self,
-        id: &str,
-        more: Amount,
-        template: UsageRecord,
-    ) -> Result<(), LedgerError>;
+    /// durably; `payload` replaces the reservation's. Returns what it
+    /// holds now.
+    async fn extend(&self, id: &str, more: Amount, payload: Payload)
+    -> Result<Amount, LedgerError>;
     /// What `reserve` would grant now, reserving nothing.
-    fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
+    async fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
     /// Charges `actual` to `charges` (normally the reservation's own lines;
     /// others when a budget changed in flight), closes the reservation (if
-    /// any) and persists `record` with it. Idempotent per reservation id.
-    fn settle(
+    /// any) and stores `payload` with it. Idempotent per reservation id.
+    fn commit(
         &self,
         reservation: Option<&str>,
         charges: &[CounterKey],
         actual: Amount,
-        record: UsageRecord,
+        payload: Payload,
     ) -> Settled;
-    /// Gives a reservation back (nothing reached a provider).
+    /// Gives a reservation back whole.
     fn release(&self, id: &str);
     /// Sets what a counter has spent, durably (a budget's new period).
-    fn set_spent(&self, key: &CounterKey, spent: Amount);
-    /// Waits until every settlement so far is in the store.
+    async fn set_spent(&self, key: &CounterKey, spent: Amount);
+    /// Waits until every change so far is durable.
     async fn flush(&self);
-    fn used(&self, line: &Line) -> Counter;
-    fn headroom(&self, line: &Line) -> Headroom;
-    fn counter(&self, key: &CounterKey) -> Counter;
+    /// Spent and reserved over each line's window, in order.
+    async fn used(&self, lines: &[Line]) -> Vec<Counter>;
+    async fn counter(&self, key: &CounterKey) -> Counter;
     /// A rolling group's buckets, oldest first: (start ms, spent).
-    fn buckets(&self, group: &str) -> Vec<(i64, Amount)>;
-    /// Every counter key (for listing the subjects of template budgets).
-    fn keys(&self) -> Vec<CounterKey>;
-    /// Releases reservations past their deadline; returns how many.
-    fn expire_due(&self, now: Timestamp) -> usize;
-    /// Forgets in-memory counters `keep` rejects (old periods and buckets;
-    /// the store keeps them). Counters with open reservations stay.
-    fn retain_counters(&self, keep: &dyn Fn(&CounterKey) -> bool);
-    /// Charges reservations a dead process left open at their reserved amount.
-    async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError>;
+    async fn buckets(&self, group: &str) -> Vec<(i64, Amount)>;
+    /// Up to `limit` subjects with counters of budget `budget`, after
+    /// `after`, in order (the subjects of a template budget).
+    async fn subjects(&self, budget: &str, after: Option<&str>, limit: usize) -> Vec<String>;
+    /// Releases reservations past their deadline; returns their ids.
+    async fn expire_due(&self, now: Timestamp) -> Vec<String>;
+    /// Reservations a previous process left open (held again until their
+    /// holder commits, releases, or they expire).
+    async fn orphans(&self) -> Result<Vec<Orphan>, LedgerError>;
 }
 
 pub struct MemoryLedger {
     state: ShardedLedger,
     journal: Journal,
     store: std::sync::Arc<dyn Store>,
+    /// Open reservations found at load, until [`Ledger::orphans`] takes them.
+    orphans: std::sync::Mutex<Vec<Orphan>>,
 }
 
 impl MemoryLedger {
     /// Rebuilds the ledger from the store: committed counters, and open
-    /// reservations as reserved (until [`Ledger::reconcile`]).
+    /// reservations as reserved (their holders settle them; see
+    /// [`Ledger::orphans`]).
     pub async fn load(
         store: std::sync::Arc<dyn Store>,
         journal: Journal,
@@ -112,53 +131,61 @@ impl MemoryLedger {
                 state.restore_spent(&k, a);
             }
         }
-        for r in &open {
+        let mut orphans = Vec::with_capacity(open.len());
+        for r in open {
             let charges: Vec<CounterKey> = r.charges.iter().filter_map(|k| parse(k)).collect();
             state.restore_open(&r.id, &charges, r.amount, r.expires_at);
+            orphans.push(Orphan {
+                id: r.id,
+                charges,
+                amount: r.amount,
+                expires_at: r.expires_at,
+                payload: r.payload,
+            });
         }
         Ok(MemoryLedger {
             state,
             journal,
             store,
+            orphans: std::sync::Mutex::new(orphans),
         })
     }
 
-    fn state(&self) -> &ShardedLedger {
-        &self.state
+    /// Forgets in-memory counters `keep` rejects (old periods and buckets;
+    /// the store keeps them). Counters with open reservations stay.
+    pub fn retain_counters(&self, keep: &dyn Fn(&CounterKey) -> bool) {
+        self.state.retain_counters(keep);
+    }
+
+    fn log(
+        &self,
+        id: &str,
+        charges: Vec<String>,
+        grown: (Amount, Timestamp),
+        payload: Payload,
+    ) -> Result<(), StoreError> {
+        self.store.log_reservation(&OpenReservation {
+            id: id.to_string(),
+            charges,
+            amount: grown.0,
+            expires_at: grown.1,
+            payload,
+        })
     }
 }
 
 #[async_trait]
 impl Ledger for MemoryLedger {
-    async fn reserve(
-        &self,
-        id: &str,
-        lines: Vec<Line>,
-        sizing: Sizing,
-        expires_at: Timestamp,
-        mut template: UsageRecord,
-    ) -> Result<u64, LedgerError> {
+    async fn reserve(&self, r: &Reservation, payload: Payload) -> Result<u64, LedgerError> {
         let n = self
-            .state()
-            .reserve_capped(id, &lines, &sizing, expires_at)
+            .state
+            .reserve_capped(&r.id, &r.lines, &r.sizing, r.expires_at)
             .map_err(LedgerError::Denied)?;
-        // Should this process die before settling, this is what is charged:
-        // exactly the reserved amount, so counters still equal records.
-        let amount = sizing.amount(n);
-        template.cost = amount.money;
-        template.usage.output_tokens = n;
-        template.flags.usage_estimated = true;
-        let open = OpenReservation {
-            id: id.to_string(),
-            charges: lines.iter().map(|l| l.charge.to_string()).collect(),
-            amount,
-            expires_at,
-            template,
-        };
-        if let Err(e) = self.store.log_reservation(&open) {
+        let charges = r.lines.iter().map(|l| l.charge.to_string()).collect();
+        if let Err(e) = self.log(&r.id, charges, (r.sizing.amount(n), r.expires_at), payload) {
             // Not durable, so not forwarded: give the headroom back.
             tracing::error!(error = %e, "cannot make a reservation durable; refusing");
-            self.state().release(id, Timestamp::now());
+            self.state.release(&r.id, Timestamp::now());
             return Err(LedgerError::Unavailable(format!(
                 "cannot make the reservation durable: {e}"
             )));
@@ -170,48 +197,38 @@ impl Ledger for MemoryLedger {
         &self,
         id: &str,
         more: Amount,
-        mut template: UsageRecord,
-    ) -> Result<(), LedgerError> {
-        let grown = self.state().extend(id, more).map_err(|e| match e {
+        payload: Payload,
+    ) -> Result<Amount, LedgerError> {
+        let grown = self.state.extend(id, more).map_err(|e| match e {
             ExtendError::Denied(d) => LedgerError::Denied(d),
             ExtendError::NotOpen => LedgerError::NotOpen,
         })?;
-        // Logged again whole: a crash charges what it holds now.
-        template.cost = grown.amount.money;
-        template.flags.usage_estimated = true;
-        let open = OpenReservation {
-            id: id.to_string(),
-            charges: grown.charges.iter().map(ToString::to_string).collect(),
-            amount: grown.amount,
-            expires_at: grown.expires_at,
-            template,
-        };
-        if let Err(e) = self.store.log_reservation(&open) {
+        // Logged again whole: a crash leaves what it holds now.
+        let charges = grown.charges.iter().map(ToString::to_string).collect();
+        if let Err(e) = self.log(id, charges, (grown.amount, grown.expires_at), payload) {
             // Not durable: the extension is given back, the rest stays.
             tracing::error!(error = %e, "cannot make an extension durable; refusing it");
-            self.state().shrink(id, more);
+            self.state.shrink(id, more);
             return Err(LedgerError::Unavailable(format!(
                 "cannot make the extension durable: {e}"
             )));
         }
-        Ok(())
+        Ok(grown.amount)
     }
 
-    fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
-        self.state().plan_capped(lines, s)
+    async fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
+        self.state.plan_capped(lines, s)
     }
 
-    fn settle(
+    fn commit(
         &self,
         reservation: Option<&str>,
         charges: &[CounterKey],
         actual: Amount,
-        record: UsageRecord,
+        payload: Payload,
     ) -> Settled {
         let settled = match reservation {
-            Some(id) => self
-                .state()
-                .commit_to(id, charges, actual, Timestamp::now()),
+            Some(id) => self.state.commit_to(id, charges, actual, Timestamp::now()),
             None => Settled::Unknown,
         };
         if settled == Settled::AlreadySettled {
@@ -225,20 +242,20 @@ impl Ledger for MemoryLedger {
                 Vec::new()
             },
             actual,
-            record: Box::new(record),
+            payload,
         });
         settled
     }
 
     fn release(&self, id: &str) {
-        if self.state().release(id, Timestamp::now()) == Settled::Released {
+        if self.state.release(id, Timestamp::now()) == Settled::Released {
             self.journal
                 .write(JournalEntry::Release { id: id.to_string() });
         }
     }
 
-    fn set_spent(&self, key: &CounterKey, spent: Amount) {
-        self.state().set_spent(key, spent);
+    async fn set_spent(&self, key: &CounterKey, spent: Amount) {
+        self.state.set_spent(key, spent);
         self.journal.write(JournalEntry::SetCounter {
             key: key.to_string(),
             spent,
@@ -249,70 +266,147 @@ impl Ledger for MemoryLedger {
         self.journal.flush().await;
     }
 
-    fn used(&self, line: &Line) -> Counter {
-        self.state().used(line)
+    async fn used(&self, lines: &[Line]) -> Vec<Counter> {
+        lines.iter().map(|l| self.state.used(l)).collect()
     }
 
-    fn headroom(&self, line: &Line) -> Headroom {
-        self.state().headroom(line)
+    async fn counter(&self, key: &CounterKey) -> Counter {
+        self.state.counter(key)
     }
 
-    fn counter(&self, key: &CounterKey) -> Counter {
-        self.state().counter(key)
+    async fn buckets(&self, group: &str) -> Vec<(i64, Amount)> {
+        self.state.buckets(group)
     }
 
-    fn buckets(&self, group: &str) -> Vec<(i64, Amount)> {
-        self.state().buckets(group)
+    async fn subjects(&self, budget: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        self.state.subjects(budget, after, limit)
     }
 
-    fn keys(&self) -> Vec<CounterKey> {
-        self.state().keys()
-    }
-
-    fn expire_due(&self, now: Timestamp) -> usize {
+    async fn expire_due(&self, now: Timestamp) -> Vec<String> {
         // Expired reservations stay known a minute, so a late commit (a
         // stream past its deadline) still charges them.
-        let ids = self.state().expire(now, SignedDuration::from_mins(1));
+        let ids = self.state.expire(now, SignedDuration::from_mins(1));
         // Settled ids guard against a replayed settlement; drafts settle
         // once, so seconds suffice — and at 10k req/s each second of
         // retention is 10k ids in memory.
-        self.state()
+        self.state
             .forget_settled(now - SignedDuration::from_secs(10));
         for id in &ids {
-            tracing::warn!(reservation = %id, "reservation expired unsettled; released");
             self.journal.write(JournalEntry::Release { id: id.clone() });
         }
-        ids.len()
+        ids
     }
 
-    fn retain_counters(&self, keep: &dyn Fn(&CounterKey) -> bool) {
-        self.state().retain_counters(keep);
+    async fn orphans(&self) -> Result<Vec<Orphan>, LedgerError> {
+        Ok(std::mem::take(
+            &mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{BudgetEngine, ManualClock, SizingConfig};
+    use tollgate_core::Money;
+
+    fn record(id: &str, input: u64) -> tollgate_core::UsageRecord {
+        tollgate_core::UsageRecord {
+            request_id: id.into(),
+            time: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
+            key_id: None,
+            user: Some("alice".into()),
+            tenant: None,
+            session: None,
+            budgets: vec!["b".into()],
+            provider: "openai".into(),
+            model_requested: "gpt-4o".into(),
+            model_served: "gpt-4o".into(),
+            usage: tollgate_core::Usage {
+                input_tokens: input,
+                ..Default::default()
+            },
+            cost: Money::ZERO,
+            latency_ms: 0,
+            ttft_ms: None,
+            status: 0,
+            flags: Default::default(),
+        }
     }
 
-    async fn reconcile(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let (_, open) = self.store.load_ledger().await?;
-        let n = open.len();
-        if n > 0 {
-            tracing::warn!(
-                count = n,
-                "charging reservations left open by an unclean stop at their reserved amount"
-            );
+    /// After a crash, a request's reservation is charged at its reserved
+    /// amount from its payload (the record, flagged and priced as
+    /// reserved); a reservation whose payload owes nothing stays held for
+    /// its holder, neither charged nor lost.
+    #[tokio::test]
+    async fn orphans_are_settled_by_their_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = tollgate_store::open(&url).await.unwrap();
+        let key = CounterKey::period(CounterKey::group("b", "alice"), 0);
+        let amount = Amount::new(Money::from_units(900), 130);
+        for (id, payload) in [
+            ("req_1", Payload::record(record("req_1", 100))),
+            ("tool_1", Payload::Empty),
+        ] {
+            store
+                .log_reservation(&OpenReservation {
+                    id: id.into(),
+                    charges: vec![key.to_string()],
+                    amount,
+                    expires_at: Timestamp::from_second(1_900_000_000).unwrap(),
+                    payload,
+                })
+                .unwrap();
         }
-        for r in open {
-            self.state().commit(&r.id, r.amount, now);
-            let mut record = r.template.clone();
-            record.flags.reconciled = true;
-            let entry = JournalEntry::Settle {
-                reservation: Some(r.id.clone()),
-                charges: r.charges.clone(),
-                actual: r.amount,
-                record: Box::new(record),
-            };
-            self.journal
-                .write_durable(entry)
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))?;
-        }
-        Ok(n)
+        // The process that logged them is gone.
+        drop(store);
+        let store = tollgate_store::open(&url).await.unwrap();
+        let (journal, writer) = Journal::spawn(store.clone()).unwrap();
+        let ledger = std::sync::Arc::new(MemoryLedger::load(store.clone(), journal).await.unwrap());
+        let engine = BudgetEngine::load(
+            &*store,
+            ledger.clone(),
+            Vec::new(),
+            std::sync::Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)),
+            &SizingConfig {
+                min_output_tokens: 1,
+                default_max_output_tokens: 100,
+                unknown_input_tokens: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(engine.reconcile().await.unwrap(), 1);
+        let c = ledger.counter(&key).await;
+        assert_eq!(c.spent, amount, "the request is charged what it reserved");
+        assert_eq!(c.reserved, amount, "the tool reservation is still held");
+        let page = store
+            .records(&tollgate_store::RecordQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 1);
+        let r = &page.records[0];
+        assert_eq!(r.request_id, "req_1");
+        assert!(r.flags.reconciled && r.flags.usage_estimated);
+        assert_eq!(r.cost, amount.money);
+        assert_eq!(r.usage.input_tokens + r.usage.output_tokens, amount.tokens);
+        // The holder settles it later, once.
+        assert_eq!(
+            ledger.commit(
+                Some("tool_1"),
+                std::slice::from_ref(&key),
+                Amount::new(Money::from_units(5), 1),
+                Payload::Empty
+            ),
+            Settled::Committed { overage: false }
+        );
+        assert_eq!(ledger.counter(&key).await.reserved, Amount::default());
+        drop(engine);
+        drop(ledger);
+        writer.join().await;
     }
 }

@@ -14,8 +14,9 @@ pub mod engine;
 pub mod events;
 pub mod journal;
 pub mod ledger;
+mod levels;
 
 pub use engine::*;
 pub use events::{Event, Events, Level, Published};
 pub use journal::{Journal, JournalStats, WriterHandle};
-pub use ledger::{Ledger, LedgerError, MemoryLedger, Sizing};
+pub use ledger::{Ledger, LedgerError, MemoryLedger, Orphan, Payload, Reservation, Sizing};

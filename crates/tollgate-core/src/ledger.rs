@@ -25,7 +25,7 @@
 //! leave as they age ([`Window::Rolling`]): O(1) per reserve, however many
 //! buckets the window has.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -311,6 +311,10 @@ impl Series {
 pub(crate) struct Book {
     counters: HashMap<CounterKey, Counter>,
     series: HashMap<Arc<str>, Series>,
+    /// The groups of each budget (by id), in order: a budget's subjects are
+    /// listed without walking every counter. Updated only when a group is
+    /// first seen and when counters are dropped.
+    groups: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
 }
 
 impl Book {
@@ -384,6 +388,7 @@ impl Book {
     /// threads charging the same budget would contend on.
     fn counter_mut(&mut self, key: &CounterKey) -> &mut Counter {
         if !self.counters.contains_key(key) {
+            self.index(&key.group);
             self.counters.insert(key.clone(), Counter::default());
         }
         self.counters
@@ -393,11 +398,47 @@ impl Book {
 
     fn series_mut(&mut self, group: &Arc<str>) -> &mut Series {
         if !self.series.contains_key(group) {
+            self.index(group);
             self.series.insert(group.clone(), Series::default());
         }
         self.series
             .get_mut(group)
             .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn index(&mut self, group: &Arc<str>) {
+        let budget = group.split_once('|').map_or(&**group, |(b, _)| b);
+        match self.groups.get_mut(budget) {
+            Some(set) => {
+                if !set.contains(group) {
+                    set.insert(group.clone());
+                }
+            }
+            None => {
+                self.groups
+                    .insert(Arc::from(budget), BTreeSet::from([group.clone()]));
+            }
+        }
+    }
+
+    /// Up to `limit` subjects of `budget` after `after`, in order.
+    fn subjects(&self, budget: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let Some(set) = self.groups.get(budget) else {
+            return Vec::new();
+        };
+        let skip = budget.len() + 1;
+        let from = after.map(|a| format!("{budget}|{a}"));
+        let range = match &from {
+            Some(f) => set.range::<str, _>((
+                std::ops::Bound::Excluded(f.as_str()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => set.range::<str, _>(..),
+        };
+        range
+            .take(limit)
+            .map(|g| g.get(skip..).unwrap_or_default().to_string())
+            .collect()
     }
 
     fn hold(&mut self, key: &CounterKey, amount: Amount, add: bool) {
@@ -463,6 +504,16 @@ impl Book {
             s.spent = s.spent.minus(dropped);
             !s.buckets.is_empty() || !s.reserved.is_zero()
         });
+        self.groups.clear();
+        let groups: Vec<Arc<str>> = self
+            .counters
+            .keys()
+            .map(|k| k.group.clone())
+            .chain(self.series.keys().cloned())
+            .collect();
+        for g in &groups {
+            self.index(g);
+        }
     }
 
     fn buckets(&self, group: &str) -> Vec<(i64, Amount)> {
@@ -707,6 +758,11 @@ impl LedgerState {
         self.book.buckets(group)
     }
 
+    /// Up to `limit` subjects with counters of `budget`, after `after`, in order.
+    pub fn subjects(&self, budget: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        self.book.subjects(budget, after, limit)
+    }
+
     pub fn is_open(&self, id: &str) -> bool {
         self.open.get(id).is_some_and(|e| !e.expired)
     }
@@ -718,6 +774,13 @@ impl LedgerState {
     /// Drops counters no window can reach any more (old periods, old buckets).
     pub fn retain_counters(&mut self, keep: impl Fn(&CounterKey) -> bool) {
         self.book.retain(&keep);
+    }
+}
+
+impl Line {
+    /// What is left under this line's limit once `used` is taken.
+    pub fn headroom(&self, used: Counter) -> Headroom {
+        headroom_of(self, used)
     }
 }
 

@@ -58,6 +58,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub journal: Journal,
     pub budgets: Arc<BudgetEngine>,
+    /// The embedded ledger the budgets run on, for its own upkeep
+    /// (forgetting counters no budget reads).
+    pub memory_ledger: Arc<ledger::MemoryLedger>,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Set when the shutdown grace is over: open streams end themselves.
     pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
@@ -88,6 +91,8 @@ pub enum StartError {
     Store(#[from] tollgate_store::StoreError),
     #[error("cannot start the journal writer: {0}")]
     Journal(std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
 }
 
 /// Builds the catalog: built-in prices, then config overrides, then prices
@@ -120,7 +125,7 @@ async fn assemble(
     let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
     let budgets = BudgetEngine::load(
         &*store,
-        ledger,
+        ledger.clone(),
         config.budgets.budgets().map_err(StartError::Config)?,
         clock,
         &config.budgets.sizing(),
@@ -136,6 +141,7 @@ async fn assemble(
         store,
         journal,
         budgets: Arc::new(budgets),
+        memory_ledger: ledger,
         streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     Ok((state, writer))
@@ -169,7 +175,11 @@ fn spawn_price_refresh(
         state.budgets.set_known_version(Some(budgets_version));
         loop {
             tick.tick().await;
-            state.budgets.expire_due();
+            state.budgets.expire_due().await;
+            if state.budgets.prune_due() {
+                let keep = state.budgets.retention();
+                state.memory_ledger.retain_counters(&|k| keep.keeps(k));
+            }
             let bv = state.store.budgets_version().await.ok();
             // Changes made through this process's admin API are applied in
             // place and move the known version along: only changes from

@@ -17,6 +17,7 @@ pub(crate) struct Rig {
     pub(crate) url: String,
     pub(crate) mock_url: String,
     pub(crate) budgets: Arc<crate::budgets::BudgetEngine>,
+    pub(crate) memory_ledger: Arc<crate::ledger::MemoryLedger>,
     clock: Arc<ManualClock>,
     pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -81,6 +82,7 @@ pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
         .await
         .unwrap();
     let budgets = gw.state().budgets.clone();
+    let memory_ledger = gw.state().memory_ledger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,6 +93,7 @@ pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
         url,
         mock_url: format!("http://{mock_addr}"),
         budgets,
+        memory_ledger,
         clock,
         http: reqwest::Client::new(),
         _dir: dir,
@@ -233,7 +236,8 @@ async fn rolling_window_frees_spend_as_it_ages() {
     // Buckets that left the window are forgotten in memory; the budget's
     // state is unchanged by it.
     let before = r.budget("roller").await;
-    r.budgets.prune_counters();
+    let keep = r.budgets.retention();
+    r.memory_ledger.retain_counters(&|k| keep.keeps(k));
     assert_eq!(
         r.budget("roller").await["used_tokens"],
         before["used_tokens"]
@@ -372,15 +376,19 @@ async fn regression_model_scoped_override_keeps_the_default_for_other_models() {
         user: Some("alice".into()),
         ..Default::default()
     };
-    let ids = |model: &str| -> Vec<String> {
+    let ids = async |model: &str| -> Vec<String> {
         r.budgets
             .applicable(&alice, model)
+            .await
             .iter()
             .map(|a| a.budget.id.clone())
             .collect()
     };
-    assert_eq!(ids("gpt-4o-mini"), vec!["default:user".to_string()]);
-    assert_eq!(ids("claude-sonnet-4-5"), vec!["override:0".to_string()]);
+    assert_eq!(ids("gpt-4o-mini").await, vec!["default:user".to_string()]);
+    assert_eq!(
+        ids("claude-sonnet-4-5").await,
+        vec!["override:0".to_string()]
+    );
     // And the default is enforced end to end for the other model.
     let key = r.key("alice").await;
     r.exhaust(&key).await;

@@ -9,15 +9,47 @@ use jiff::Timestamp;
 use tollgate_core::UsageRecord;
 use tollgate_core::ledger::Amount;
 
+/// What a caller leaves with a reservation or a charge. The ledger keeps
+/// it without reading it; the store writes a record payload with its
+/// charge, and hands a reservation's payload back when a dead process left
+/// the reservation open, for the caller to decide what it owes.
+///
+/// Stored as the record itself, or `null`: the form reservation templates
+/// had before payloads, so logs and tables written then still load.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Payload {
+    /// A usage record: written with its charge; a reservation's is what
+    /// its request charges if the process dies before it settles.
+    Record(Box<UsageRecord>),
+    /// Nothing to write: a charge alone, or a reservation that owes
+    /// nothing until its holder commits it (it expires otherwise).
+    #[default]
+    Empty,
+}
+
+impl Payload {
+    pub fn record(r: UsageRecord) -> Payload {
+        Payload::Record(Box::new(r))
+    }
+
+    pub fn as_record(&self) -> Option<&UsageRecord> {
+        match self {
+            Payload::Record(r) => Some(r),
+            Payload::Empty => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum JournalEntry {
-    /// A finished request: its record, and (if it reserved) the counters it
-    /// charges with `actual`.
+    /// A finished charge: the counters it charges with `actual` (if it
+    /// reserved), and its payload (a request's record).
     Settle {
         reservation: Option<String>,
         charges: Vec<String>,
         actual: Amount,
-        record: Box<UsageRecord>,
+        payload: Payload,
     },
     /// A reservation given back without a record (nothing was forwarded).
     Release { id: String },
@@ -35,5 +67,5 @@ pub struct OpenReservation {
     pub charges: Vec<String>,
     pub amount: Amount,
     pub expires_at: Timestamp,
-    pub template: UsageRecord,
+    pub payload: Payload,
 }

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use tollgate_core::ledger::Amount;
 use tollgate_core::{KeyRecord, ModelPrice, UsageRecord};
 
-pub use journal::{JournalEntry, OpenReservation};
+pub use journal::{JournalEntry, OpenReservation, Payload};
 pub use query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
 
 #[derive(Debug, thiserror::Error)]

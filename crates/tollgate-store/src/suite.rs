@@ -71,7 +71,7 @@ fn insert(s: &dyn Store, records: &[UsageRecord]) {
             reservation: None,
             charges: vec![],
             actual: tollgate_core::ledger::Amount::default(),
-            record: Box::new(r.clone()),
+            payload: crate::Payload::record(r.clone()),
         })
         .collect();
     s.apply_journal(&entries).unwrap();

@@ -140,13 +140,16 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
     match action {
         BudgetsCmd::List { cfg, format } => {
             let state = inspect(&cfg).await?;
-            let instances = state.budgets.instances();
+            let (instances, _) = state
+                .budgets
+                .instances_page(None, usize::MAX, &Default::default())
+                .await;
             let entries = state.budgets.entries();
             let rows: Vec<tollgate_gateway::api::BudgetView> = instances
                 .iter()
-                .map(|a| {
+                .map(|(a, st)| {
                     let source = entries.get(&a.budget.id).map(|e| e.source);
-                    admin::budget_json(a, &state.budgets.state(a), source)
+                    admin::budget_json(a, st, source)
                 })
                 .collect();
             if format == Format::Json {

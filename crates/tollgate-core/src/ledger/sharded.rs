@@ -454,6 +454,20 @@ impl ShardedLedger {
         lock(&self.books[hash(group.as_bytes())]).buckets(group)
     }
 
+    /// Up to `limit` subjects with counters of `budget`, after `after`, in
+    /// order: each shard's next `limit`, merged.
+    pub fn subjects(&self, budget: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .books
+            .iter()
+            .flat_map(|s| lock(s).subjects(budget, after, limit))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(limit);
+        out
+    }
+
     pub fn is_open(&self, id: &str) -> bool {
         self.id_shard(id).open.get(id).is_some_and(|e| !e.expired)
     }

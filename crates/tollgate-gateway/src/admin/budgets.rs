@@ -50,15 +50,19 @@ pub(super) async fn list_budgets(
     }
     let cursor = q.cursor.as_deref().map(decode_budget_cursor).transpose()?;
     let filter = crate::budgets::InstanceFilter {
+        budget: None,
         scope,
         subject: q.subject,
         status: q.status,
     };
-    let (page, next) = s.budgets.instances_page(
-        cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-        limit,
-        &filter,
-    );
+    let (page, next) = s
+        .budgets
+        .instances_page(
+            cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            limit,
+            &filter,
+        )
+        .await;
     let v: Vec<_> = page
         .iter()
         .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
@@ -89,11 +93,14 @@ pub(super) async fn get_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, AdminError> {
-    let all = s.budgets.instances();
-    let instances: Vec<_> = all
+    let filter = crate::budgets::InstanceFilter {
+        budget: Some(id.clone()),
+        ..Default::default()
+    };
+    let (page, _) = s.budgets.instances_page(None, usize::MAX, &filter).await;
+    let instances: Vec<_> = page
         .iter()
-        .filter(|a| a.budget.id == id)
-        .map(|a| budget_json(a, &s.budgets.state(a), source_of(&s, &id)))
+        .map(|(a, st)| budget_json(a, st, source_of(&s, &id)))
         .collect();
     let entry = s
         .budgets
@@ -141,10 +148,11 @@ pub(super) async fn store_budget(
     let subject = b.subject.clone().unwrap_or_else(|| "*".into());
     let a = s
         .budgets
-        .applied(std::sync::Arc::new(b), subject, s.budgets.now());
+        .applied(std::sync::Arc::new(b), subject, s.budgets.now())
+        .await;
     let view = budget_json(
         &a,
-        &s.budgets.state(&a),
+        &s.budgets.state(&a).await,
         Some(crate::budgets::Source::Admin),
     );
     Ok(axum::Json(view).into_response())

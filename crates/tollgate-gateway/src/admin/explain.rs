@@ -110,11 +110,12 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
         (None, None) => Some(100),
         (_, n) => n,
     };
-    let planned = parsed
-        .map_err(crate::error::GatewayError::from)
-        .and_then(|p| {
-            crate::proxy::plan::plan(s, &caller, &p, format, input_override).map(|plan| (p, plan))
-        });
+    let planned = match parsed.map_err(crate::error::GatewayError::from) {
+        Ok(p) => crate::proxy::plan::plan(s, &caller, &p, format, input_override)
+            .await
+            .map(|plan| (p, plan)),
+        Err(e) => Err(e),
+    };
     let model = match &planned {
         Ok((p, _)) => p.model.clone(),
         Err(_) => req.model.clone().unwrap_or_default(),
@@ -131,19 +132,15 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
             (served, provider, Vec::new(), d)
         }
         Ok((_, plan)) => {
+            let states = s.budgets.states(&plan.applied).await;
             let budgets: Vec<Value> = plan
                 .applied
                 .iter()
-                .map(|a| {
-                    json!(budget_json(
-                        a,
-                        &s.budgets.state(a),
-                        source_of(s, &a.budget.id)
-                    ))
-                })
+                .zip(&states)
+                .map(|(a, st)| json!(budget_json(a, st, source_of(s, &a.budget.id))))
                 .collect();
             use crate::proxy::plan::Decision;
-            let d = match crate::proxy::plan::decide(s, plan) {
+            let d = match crate::proxy::plan::decide(s, plan).await {
                 Decision::Allow { max_tokens } if plan.applied.is_empty() => {
                     json!({"decision": "allow", "max_tokens": max_tokens, "reason": "no budget applies"})
                 }
@@ -155,7 +152,7 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
                     "reason": "the output limit is capped to what every budget affords"})
                 }
                 Decision::Refuse(r) => {
-                    let st = s.budgets.state(&r.applied);
+                    let st = s.budgets.state(&r.applied).await;
                     let refusal = crate::error::BudgetRefusal::new(&r, &st, s.budgets.now());
                     json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status,
                     "code": "budget_exceeded", "reason": refusal.message})

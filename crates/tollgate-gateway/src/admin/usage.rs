@@ -19,10 +19,12 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
         Ok(c) => c,
         Err(e) => return e.into_response(format),
     };
-    let applied = s.budgets.applicable_any_model(&caller);
+    let applied = s.budgets.applicable_any_model(&caller).await;
+    let states = s.budgets.states(&applied).await;
     let budgets: Vec<_> = applied
         .iter()
-        .map(|a| budget_json(a, &s.budgets.state(a), None))
+        .zip(&states)
+        .map(|(a, st)| budget_json(a, st, None))
         .collect();
     axum::Json(json!({
         "key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "session": caller.session,

@@ -162,7 +162,7 @@ async fn pipeline(
     )?;
 
     // 4–5. plan: route, price, the budgets that apply, sizing.
-    let plan = plan::plan(state, &caller, &req, format, None)?;
+    let plan = plan::plan(state, &caller, &req, format, None).await?;
     upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
     let route = plan.route.clone();
 
@@ -229,7 +229,7 @@ async fn pipeline(
         if streaming {
             // Before this stream's spend is known: what is left once its
             // reservation (its worst case, as capped) is paid for.
-            h.extend(budget_headers(state, &draft.applied));
+            h.extend(budget_headers(state, &draft.applied).await);
         }
     }
 
@@ -316,7 +316,7 @@ async fn pipeline(
     settle_body(&mut draft, endpoint, status, &bytes, first_byte, request_id);
     // After settlement: what is left once this response is paid for.
     if let Some(h) = out.headers_mut() {
-        h.extend(budget_headers(state, &draft.applied));
+        h.extend(budget_headers(state, &draft.applied).await);
     }
     out.body(Body::from(bytes))
         .map_err(|e| GatewayError::Internal(e.to_string()))
@@ -420,7 +420,7 @@ async fn reserve(
             let rec = draft.record(Usage::default(), status, None, flags);
             state.budgets.settle(None, &[], Amount::default(), rec);
             draft.applied.clear();
-            let st = state.budgets.state(&refusal.applied);
+            let st = state.budgets.state(&refusal.applied).await;
             Err(GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(
                 &refusal,
                 &st,
@@ -433,16 +433,17 @@ async fn reserve(
 
 /// `X-Budget-*` headers for the tightest applicable budget, in-flight
 /// reservations counted as spent.
-fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
+async fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
     let mut h = HeaderMap::new();
-    let tightest = applied
-        .iter()
-        .map(|a| (a, state.budgets.state(a)))
-        .min_by(|(_, x), (_, y)| {
-            let fx = x.fraction_left().unwrap_or(f64::INFINITY);
-            let fy = y.fraction_left().unwrap_or(f64::INFINITY);
-            fx.total_cmp(&fy)
-        });
+    if applied.is_empty() {
+        return h;
+    }
+    let states = state.budgets.states(applied).await;
+    let tightest = applied.iter().zip(states).min_by(|(_, x), (_, y)| {
+        let fx = x.fraction_left().unwrap_or(f64::INFINITY);
+        let fy = y.fraction_left().unwrap_or(f64::INFINITY);
+        fx.total_cmp(&fy)
+    });
     if let Some((a, st)) = tightest {
         for (name, value) in crate::budgets::header_values(a, &st) {
             if let Ok(v) = HeaderValue::from_str(&value) {

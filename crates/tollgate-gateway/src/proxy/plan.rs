@@ -48,7 +48,7 @@ pub enum Decision {
 /// Routes, prices, finds the budgets and sizes `req` for `caller`, who
 /// calls in wire format `format`. `input_tokens`, when given, replaces the
 /// estimate (explain's "assume this many input tokens").
-pub fn plan(
+pub async fn plan(
     state: &AppState,
     caller: &Caller,
     req: &ParsedRequest,
@@ -65,7 +65,12 @@ pub fn plan(
         return Err(GatewayError::ToolNotPriced(tool));
     }
     let applied = match &price {
-        Some(_) => state.budgets.applicable(caller, &route.upstream_model),
+        Some(_) => {
+            state
+                .budgets
+                .applicable(caller, &route.upstream_model)
+                .await
+        }
         None => Vec::new(),
     };
     let input_tokens = input_tokens.unwrap_or_else(|| {
@@ -133,11 +138,11 @@ fn price(
 }
 
 /// What the budgets would grant the plan now, reserving nothing.
-pub fn decide(state: &AppState, plan: &Plan) -> Decision {
+pub async fn decide(state: &AppState, plan: &Plan) -> Decision {
     let Some(sizing) = plan.sizing.filter(|_| !plan.applied.is_empty()) else {
         return Decision::Allow { max_tokens: None };
     };
-    match state.budgets.plan(&plan.applied, &sizing) {
+    match state.budgets.plan(&plan.applied, &sizing).await {
         Ok(n) if plan.makes_output && n < sizing.want => Decision::AllowCapped {
             max_tokens: n,
             asked: sizing.want,

@@ -40,7 +40,7 @@ pub(super) fn apply_entry<'a>(
             reservation,
             charges,
             actual,
-            record,
+            payload,
         } => {
             if let Some(id) = reservation {
                 tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
@@ -50,7 +50,9 @@ pub(super) fn apply_entry<'a>(
                 let d = deltas.entry(key.as_str()).or_default();
                 *d = d.plus(*actual);
             }
-            insert_record(tx, record)?;
+            if let Some(record) = payload.as_record() {
+                insert_record(tx, record)?;
+            }
         }
         JournalEntry::Release { id } => {
             tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
@@ -113,7 +115,7 @@ impl LedgerStore for SqliteStore {
                 reservation,
                 charges,
                 actual,
-                record,
+                payload,
             } => {
                 if let Some(id) = reservation {
                     tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
@@ -123,15 +125,17 @@ impl LedgerStore for SqliteStore {
                 for key in charges {
                     add_to_counter(&tx, key, *actual)?;
                 }
-                tx.prepare_cached(
+                if let Some(record) = payload.as_record() {
+                    tx.prepare_cached(
                     "INSERT OR IGNORE INTO quarantined_records (request_id, time, reason, record) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![
-                    record.request_id,
-                    ms(Timestamp::now()),
-                    reason,
-                    to_json(record.as_ref())?
-                ])?;
+                    .execute(params![
+                        record.request_id,
+                        ms(Timestamp::now()),
+                        reason,
+                        to_json(record)?
+                    ])?;
+                }
             }
             JournalEntry::Release { id } => {
                 tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
@@ -254,7 +258,7 @@ impl LedgerStore for SqliteStore {
                         charges: serde_json::from_str::<Vec<String>>(&charges).map_err(|e| StoreError::Corrupt(format!("reservation {id}: {e}")))?,
                         amount: Amount::new(parse_units(&money)?, tokens.max(0) as u64),
                         expires_at: ts(exp),
-                        template: serde_json::from_str(&template).map_err(|e| StoreError::Corrupt(format!("reservation {id}: {e}")))?,
+                        payload: serde_json::from_str(&template).map_err(|e| StoreError::Corrupt(format!("reservation {id}: {e}")))?,
                         id,
                     })
                 })

@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use tollgate_core::UsageRecord;
 use tollgate_core::ledger::Amount;
 
-use crate::journal::OpenReservation;
+use crate::journal::{OpenReservation, Payload};
 use crate::{Result, StoreError};
 
 /// A new generation starts past this size.
@@ -39,7 +38,8 @@ enum Line {
         charges: Vec<String>,
         amount: Amount,
         expires_at: i64,
-        template: Box<UsageRecord>,
+        /// Named for what it held before payloads had kinds.
+        template: Payload,
     },
     #[serde(rename = "x")]
     Release { id: String },
@@ -53,7 +53,7 @@ struct ReserveLine<'a> {
     charges: &'a [String],
     amount: Amount,
     expires_at: i64,
-    template: &'a UsageRecord,
+    template: &'a Payload,
 }
 
 struct State {
@@ -132,7 +132,7 @@ impl ReservationLog {
                             amount,
                             expires_at: jiff::Timestamp::from_millisecond(expires_at)
                                 .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                            template: *template,
+                            payload: template,
                         },
                     )),
                     Ok(Line::Release { id }) => {
@@ -239,7 +239,7 @@ impl ReservationLog {
             charges: &r.charges,
             amount: r.amount,
             expires_at: r.expires_at.as_millisecond(),
-            template: &r.template,
+            template: &r.payload,
         })
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
         line.push(b'\n');

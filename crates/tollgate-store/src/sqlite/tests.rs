@@ -1,4 +1,5 @@
 use super::*;
+use crate::Payload;
 use crate::suite::{key, record};
 
 /// The backend-agnostic cases, each on a fresh SQLite store.
@@ -42,7 +43,7 @@ async fn journal_settles_atomically_and_open_reservations_survive() {
         reservation: Some("r1".into()),
         charges: vec!["u|alice|0".into(), "t|acme|0".into()],
         actual: Amount::new(Money::from_units(7), 15),
-        record: Box::new(record("r1", 1_700_000_000, "alice", "gpt-4o", 7)),
+        payload: Payload::record(record("r1", 1_700_000_000, "alice", "gpt-4o", 7)),
     }])
     .unwrap();
     // The process stops; the next one finds r2 open.
@@ -70,7 +71,10 @@ async fn journal_settles_atomically_and_open_reservations_survive() {
     assert_eq!(open[0].id, "r2");
     assert_eq!(open[0].amount, amount);
     assert_eq!(open[0].charges, vec!["u|alice|0", "t|acme|0"]);
-    assert_eq!(open[0].template.user.as_deref(), Some("alice"));
+    assert_eq!(
+        open[0].payload.as_record().and_then(|r| r.user.as_deref()),
+        Some("alice")
+    );
     s.apply_journal(&[JournalEntry::Release { id: "r2".into() }])
         .unwrap();
     assert!(s.load_ledger().await.unwrap().1.is_empty());
@@ -133,7 +137,7 @@ fn logged(id: &str) -> OpenReservation {
         charges: vec!["u|alice|0".into(), "t|acme|0".into()],
         amount: Amount::new(Money::from_units(500), 50),
         expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
-        template: record(id, 1_700_000_000, "alice", "gpt-4o", 500),
+        payload: Payload::record(record(id, 1_700_000_000, "alice", "gpt-4o", 500)),
     }
 }
 
@@ -169,7 +173,7 @@ async fn reservation_log_survives_restarts_and_closes() {
             reservation: Some("req_b".into()),
             charges: vec!["u|alice|0".into()],
             actual: Amount::new(Money::from_units(7), 1),
-            record: Box::new(record("req_b", 1_700_000_000, "alice", "gpt-4o", 7)),
+            payload: Payload::record(record("req_b", 1_700_000_000, "alice", "gpt-4o", 7)),
         },
         JournalEntry::Release { id: "req_c".into() },
     ])
@@ -190,7 +194,13 @@ async fn reservation_log_survives_restarts_and_closes() {
         "only the unsettled, unreleased reservation"
     );
     assert_eq!(open_now[0].charges, vec!["u|alice|0", "t|acme|0"]);
-    assert_eq!(open_now[0].template.user.as_deref(), Some("alice"));
+    assert_eq!(
+        open_now[0]
+            .payload
+            .as_record()
+            .and_then(|r| r.user.as_deref()),
+        Some("alice")
+    );
     // Reading did not touch the files (a CLI next to a running gateway).
     assert_eq!(log_files(dir.path()), 1);
 
@@ -199,7 +209,7 @@ async fn reservation_log_survives_restarts_and_closes() {
         reservation: Some("req_a".into()),
         charges: vec!["u|alice|0".into()],
         actual: Amount::new(Money::from_units(500), 50),
-        record: Box::new(record("req_a", 1_700_000_000, "alice", "gpt-4o", 500)),
+        payload: Payload::record(record("req_a", 1_700_000_000, "alice", "gpt-4o", 500)),
     }])
     .unwrap();
     assert!(s.load_ledger().await.unwrap().1.is_empty());
@@ -225,7 +235,7 @@ async fn reservation_log_rotates_and_stays_small() {
                 reservation: Some(id.clone()),
                 charges: vec![],
                 actual: Amount::default(),
-                record: Box::new(record(id, 1_700_000_000, "alice", "gpt-4o", 1)),
+                payload: Payload::record(record(id, 1_700_000_000, "alice", "gpt-4o", 1)),
             })
             .collect();
         s.apply_journal(&settles).unwrap();
@@ -296,7 +306,7 @@ async fn regression_a_record_the_store_refuses_is_quarantined_not_retried_foreve
         reservation: Some("req_poison".into()),
         charges: vec!["u|alice|0".into()],
         actual: Amount::new(Money::from_units(huge), 10),
-        record: Box::new(record("req_poison", 1_700_000_000, "alice", "gpt-4o", huge)),
+        payload: Payload::record(record("req_poison", 1_700_000_000, "alice", "gpt-4o", huge)),
     };
     let err = s.apply_journal(std::slice::from_ref(&poison)).unwrap_err();
     assert!(!err.is_transient(), "{err}");
@@ -379,4 +389,55 @@ async fn io_failures_are_transient_not_invalid() {
         .err()
         .unwrap();
     assert!(!matches!(e, StoreError::Invalid(_)), "{e:?}");
+}
+
+/// A reservation's payload comes back as it was logged: a record, nothing
+/// (a reservation that owes nothing until committed), or — in a log
+/// written before payloads had kinds — the bare record template.
+#[tokio::test]
+async fn reservation_payloads_round_trip_and_old_logs_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    s.log_reservation(&logged("req_rec")).unwrap();
+    s.log_reservation(&OpenReservation {
+        payload: Payload::Empty,
+        ..logged("res_empty")
+    })
+    .unwrap();
+    drop(s);
+    // A line as an older version wrote it: `template` is the record.
+    let old = serde_json::json!({
+        "t": "r", "id": "req_old", "charges": ["u|alice|0"],
+        "amount": Amount::new(Money::from_units(3), 1), "expires_at": 1_800_000_000_000i64,
+        "template": record("req_old", 1_700_000_000, "bob", "gpt-4o", 3),
+    });
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("reservations."))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    use std::io::Write;
+    writeln!(f, "{old}").unwrap();
+    drop(f);
+
+    let s = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    let (_, open) = s.load_ledger().await.unwrap();
+    let by_id = |id: &str| open.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(
+        by_id("req_rec")
+            .payload
+            .as_record()
+            .map(|r| r.request_id.as_str()),
+        Some("req_rec")
+    );
+    assert!(matches!(by_id("res_empty").payload, Payload::Empty));
+    assert_eq!(
+        by_id("req_old")
+            .payload
+            .as_record()
+            .and_then(|r| r.user.as_deref()),
+        Some("bob")
+    );
 }
