@@ -12,20 +12,20 @@ use crate::budgets::{Applied, Source, State};
 /// A budget instance: its limits, used (committed), reserved (in flight),
 /// remaining, status and period.
 #[derive(Debug, Serialize)]
-pub struct BudgetView<'a> {
-    pub id: &'a str,
-    pub name: Option<&'a str>,
+pub struct BudgetView {
+    pub id: String,
+    pub name: Option<String>,
     pub scope: &'static str,
     /// `None` for the global budget.
-    pub subject: Option<&'a str>,
+    pub subject: Option<String>,
     /// `override`, `role:<name>` or `default`.
     pub tier: String,
     /// `config` or `admin`; `None` where not asked.
     pub source: Option<&'static str>,
     pub period: String,
-    pub timezone: &'a str,
+    pub timezone: String,
     pub action: &'static str,
-    pub models: &'a [String],
+    pub models: Vec<String>,
     pub limit_usd: Option<String>,
     pub limit_tokens: Option<u64>,
     pub used_usd: String,
@@ -41,14 +41,14 @@ pub struct BudgetView<'a> {
     pub resets_at: Option<String>,
 }
 
-impl<'a> BudgetView<'a> {
-    pub fn new(a: &'a Applied, st: &State, source: Option<Source>) -> BudgetView<'a> {
+impl BudgetView {
+    pub fn new(a: &Applied, st: &State, source: Option<Source>) -> BudgetView {
         let b = &a.budget;
         BudgetView {
-            id: &b.id,
-            name: b.name.as_deref(),
+            id: b.id.clone(),
+            name: b.name.clone(),
             scope: b.scope.as_str(),
-            subject: (b.scope != Scope::Global).then_some(a.subject.as_str()),
+            subject: (b.scope != Scope::Global).then(|| a.subject.clone()),
             tier: match &b.tier {
                 Tier::Override => "override".to_string(),
                 Tier::Role(r) => format!("role:{r}"),
@@ -59,9 +59,9 @@ impl<'a> BudgetView<'a> {
                 Source::Admin => "admin",
             }),
             period: b.period.to_string(),
-            timezone: &b.calendar.tz_name,
+            timezone: b.calendar.tz_name.to_string(),
             action: b.action.as_str(),
-            models: &b.models,
+            models: b.models.clone(),
             limit_usd: st.limit.money.map(|m| m.to_string()),
             limit_tokens: st.limit.tokens,
             used_usd: st.spent.money.to_string(),
@@ -176,4 +176,263 @@ impl<'a> RecordView<'a> {
             flags: r.flags.names(),
         }
     }
+}
+
+/// `GET /admin/budgets`: a page of budget instances.
+#[derive(Debug, Serialize)]
+pub struct BudgetPage {
+    pub budgets: Vec<BudgetView>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /admin/budgets/{id}`: the definition and its instances.
+#[derive(Debug, Serialize)]
+pub struct BudgetDetail {
+    pub budget: tollgate_core::budget::BudgetInput,
+    pub instances: Vec<BudgetView>,
+}
+
+/// What a `DELETE` did.
+#[derive(Debug, Serialize)]
+pub struct Deleted<'a> {
+    pub id: &'a str,
+    pub deleted: bool,
+}
+
+/// What revoking a key did.
+#[derive(Debug, Serialize)]
+pub struct Revoked<'a> {
+    pub id: &'a str,
+    pub revoked: bool,
+}
+
+/// `GET /admin/keys`.
+#[derive(Debug, Serialize)]
+pub struct KeyList<'a> {
+    pub keys: Vec<KeyView<'a>>,
+}
+
+/// `GET /admin/records`: a page of records, newest first.
+#[derive(Debug, Serialize)]
+pub struct RecordPage<'a> {
+    pub records: Vec<RecordView<'a>>,
+    pub next_cursor: Option<String>,
+}
+
+/// The totals of a report row (and of the whole report).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    /// Requests served (refusals not included).
+    pub requests: u64,
+    /// Requests a budget refused.
+    pub refused: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_usd: String,
+}
+
+impl Totals {
+    /// The columns of [`Totals::cells`], in order (CSV and table headers).
+    pub const COLUMNS: [&'static str; 8] = [
+        "requests",
+        "refused",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+    ];
+
+    pub fn new(
+        requests: u64,
+        refused: u64,
+        u: &tollgate_core::Usage,
+        cost: tollgate_core::Money,
+    ) -> Totals {
+        Totals {
+            requests,
+            refused,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            cache_write_tokens: u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            cost_usd: cost.to_string(),
+        }
+    }
+
+    /// The values as text, in [`Totals::COLUMNS`] order.
+    pub fn cells(&self) -> [String; 8] {
+        [
+            self.requests.to_string(),
+            self.refused.to_string(),
+            self.input_tokens.to_string(),
+            self.output_tokens.to_string(),
+            self.cached_input_tokens.to_string(),
+            self.cache_write_tokens.to_string(),
+            self.reasoning_tokens.to_string(),
+            self.cost_usd.clone(),
+        ]
+    }
+}
+
+/// One report row: the dimension's value under the dimension's name
+/// (`{"model": "gpt-4o", ...totals}`), then the totals.
+#[derive(Debug)]
+pub struct ReportRowView<'a> {
+    pub dimension: &'static str,
+    pub key: Option<&'a str>,
+    pub totals: Totals,
+}
+
+impl Serialize for ReportRowView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Row<'r> {
+            #[serde(flatten)]
+            dimension: std::collections::BTreeMap<&'static str, Option<&'r str>>,
+            #[serde(flatten)]
+            totals: &'r Totals,
+        }
+        Row {
+            dimension: std::collections::BTreeMap::from([(self.dimension, self.key)]),
+            totals: &self.totals,
+        }
+        .serialize(s)
+    }
+}
+
+/// `GET /admin/reports`: `{"rows": [...], "total": {...}}`.
+#[derive(Debug, Serialize)]
+pub struct ReportView<'a> {
+    pub rows: Vec<ReportRowView<'a>>,
+    pub total: Totals,
+}
+
+/// `GET /usage`: the caller as Tollgate sees it, and every budget that
+/// applies to it.
+#[derive(Debug, Serialize)]
+pub struct UsageView<'a> {
+    pub key_id: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub budgets: Vec<BudgetView>,
+}
+
+/// The journal writer's counters.
+#[derive(Debug, Serialize)]
+pub struct JournalCounters {
+    pub entries_written: u64,
+    pub batches: u64,
+    pub write_errors: u64,
+    /// Entries that waited for room in the queue (none is ever dropped).
+    pub waited_for_space: u64,
+    pub quarantined: u64,
+}
+
+/// `GET /admin/stats`.
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    pub journal: JournalCounters,
+    /// Records kept aside because the store refused them (all time).
+    pub quarantined_records: u64,
+    pub budgets_loaded: usize,
+    pub models_priced: usize,
+    /// Requests whose usage exceeded their reservation (an estimate miss:
+    /// charged in full and recorded as overspend).
+    pub overspent_requests: u64,
+    /// Usage fields beyond any plausible bound, charged up to the ceiling.
+    pub suspicious_usage: u64,
+    /// Unknown keys cost no database read; misses refresh the key map at
+    /// most once a second.
+    pub key_miss_refreshes: u64,
+}
+
+/// What the catalog falls back to for a model it does not price.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum FallbackView<'a> {
+    /// `"strict"`: unpriced models are refused.
+    Strict(&'static str),
+    Price(&'a tollgate_core::ModelPrice),
+}
+
+/// `GET /admin/pricing`: the effective date, the fallback, every model's prices.
+#[derive(Debug, Serialize)]
+pub struct CatalogView<'a> {
+    pub effective_date: &'static str,
+    pub fallback: FallbackView<'a>,
+    pub models: Vec<&'a tollgate_core::pricing::catalog::CatalogEntry>,
+}
+
+/// Who an explained request is for.
+#[derive(Debug, Serialize)]
+pub struct CallerView {
+    pub key_id: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub budget_id: Option<String>,
+}
+
+impl From<&tollgate_core::Caller> for CallerView {
+    fn from(c: &tollgate_core::Caller) -> CallerView {
+        CallerView {
+            key_id: c.key_id.clone(),
+            user: c.user.clone(),
+            tenant: c.tenant.clone(),
+            role: c.role.clone(),
+            session: c.session.clone(),
+            budget_id: c.budget_id.clone(),
+        }
+    }
+}
+
+/// What the proxy would do with an explained request.
+#[derive(Debug, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum DecisionView {
+    Allow {
+        max_tokens: Option<u64>,
+        reason: &'static str,
+    },
+    AllowCapped {
+        max_tokens: u64,
+        asked_max_tokens: u64,
+        reason: &'static str,
+    },
+    Refuse {
+        /// The budget that refuses (absent when no budget is the reason).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        budget: Option<String>,
+        status: u16,
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+/// `POST /admin/explain` (and `tollgate explain`).
+#[derive(Debug, Serialize)]
+pub struct ExplainView {
+    pub caller: CallerView,
+    pub model: String,
+    pub model_served: String,
+    pub provider: Option<String>,
+    pub budgets: Vec<BudgetView>,
+    pub decision: DecisionView,
+}
+
+/// A record the store refused, kept aside (`tollgate quarantine list`).
+#[derive(Debug, Serialize)]
+pub struct QuarantinedView<'a> {
+    pub request_id: &'a str,
+    pub quarantined_at: String,
+    pub reason: &'a str,
+    pub record: RecordView<'a>,
 }

@@ -117,13 +117,13 @@ async fn quarantine(action: QuarantineCmd) -> Result<()> {
         QuarantineCmd::List { cfg } => {
             let store = open_store(&load_config(&cfg)?).await?;
             for q in store.quarantined().await? {
-                let line = serde_json::json!({
-                    "request_id": q.request_id,
-                    "quarantined_at": q.quarantined_at.to_string(),
-                    "reason": q.reason,
-                    "record": admin::record_json(&q.record),
-                });
-                println!("{line}");
+                let line = tollgate_gateway::api::QuarantinedView {
+                    request_id: &q.request_id,
+                    quarantined_at: q.quarantined_at.to_string(),
+                    reason: &q.reason,
+                    record: admin::record_json(&q.record),
+                };
+                println!("{}", serde_json::to_string(&line)?);
             }
             Ok(())
         }
@@ -153,10 +153,11 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                 })
                 .collect();
             if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"budgets": rows}))?
-                );
+                let page = tollgate_gateway::api::BudgetPage {
+                    budgets: rows,
+                    next_cursor: None,
+                };
+                println!("{}", serde_json::to_string_pretty(&page)?);
                 return Ok(());
             }
             println!(
@@ -181,7 +182,7 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                     "{:<20} {:<8} {:<14} {:<12} {:>14} {:>14} {:>14}  {:<10} {}",
                     r.id,
                     r.scope,
-                    r.subject.unwrap_or("-"),
+                    r.subject.as_deref().unwrap_or("-"),
                     r.period,
                     limit,
                     used,
@@ -376,11 +377,10 @@ async fn keys(action: KeysCmd) -> Result<()> {
             let store = open_store(&load_config(&cfg)?).await?;
             let keys = store.list_keys().await?;
             if format == Format::Json {
-                let v: Vec<_> = keys.iter().map(key_json).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"keys": v}))?
-                );
+                let v = tollgate_gateway::api::KeyList {
+                    keys: keys.iter().map(key_json).collect(),
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "{:<22} {:<8} {:<12} {:<12} {:<8} {:<8} NAME",

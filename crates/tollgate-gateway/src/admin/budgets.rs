@@ -3,11 +3,11 @@
 use super::*;
 
 /// A budget instance as the API shows it (see [`crate::api::BudgetView`]).
-pub fn budget_json<'a>(
-    a: &'a crate::budgets::Applied,
+pub fn budget_json(
+    a: &crate::budgets::Applied,
     st: &crate::budgets::State,
     source: Option<crate::budgets::Source>,
-) -> crate::api::BudgetView<'a> {
+) -> crate::api::BudgetView {
     crate::api::BudgetView::new(a, st, source)
 }
 
@@ -31,7 +31,7 @@ pub(super) struct BudgetListQuery {
 pub(super) async fn list_budgets(
     State(s): State<AppState>,
     Query(q): Query<BudgetListQuery>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<axum::Json<crate::api::BudgetPage>, AdminError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_BUDGET_PAGE);
     let scope = q
         .scope
@@ -63,14 +63,13 @@ pub(super) async fn list_budgets(
             &filter,
         )
         .await;
-    let v: Vec<_> = page
-        .iter()
-        .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
-        .collect();
-    Ok(axum::Json(json!({
-        "budgets": v,
-        "next_cursor": next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
-    })))
+    Ok(axum::Json(crate::api::BudgetPage {
+        budgets: page
+            .iter()
+            .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
+            .collect(),
+        next_cursor: next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
+    }))
 }
 
 /// A budget page cursor: the last (id, subject) shown, URL-safe base64.
@@ -92,7 +91,7 @@ pub(super) fn decode_budget_cursor(c: &str) -> Result<(String, String), AdminErr
 pub(super) async fn get_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<axum::Json<crate::api::BudgetDetail>, AdminError> {
     let filter = crate::budgets::InstanceFilter {
         budget: Some(id.clone()),
         ..Default::default()
@@ -102,16 +101,12 @@ pub(super) async fn get_budget(
         .iter()
         .map(|(a, st)| budget_json(a, st, source_of(&s, &id)))
         .collect();
-    let entry = s
-        .budgets
-        .entries()
-        .iter()
-        .find(|e| e.budget.id == id)
-        .cloned();
+    let entry = s.budgets.entries().get(&id).cloned();
     match entry {
-        Some(e) => Ok(axum::Json(
-            json!({"budget": e.budget.to_input(), "instances": instances}),
-        )),
+        Some(e) => Ok(axum::Json(crate::api::BudgetDetail {
+            budget: e.budget.to_input(),
+            instances,
+        })),
         None => Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("no budget with id {id:?}"),
@@ -222,7 +217,7 @@ pub(super) async fn patch_budget(
 pub(super) async fn delete_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     if s.budgets.is_config_budget(&id) {
         return Err(AdminError(
             StatusCode::CONFLICT,
@@ -235,5 +230,9 @@ pub(super) async fn delete_budget(
             format!("no budget with id {id:?}"),
         ));
     }
-    Ok(axum::Json(json!({"id": id, "deleted": true})))
+    Ok(axum::Json(crate::api::Deleted {
+        id: &id,
+        deleted: true,
+    })
+    .into_response())
 }

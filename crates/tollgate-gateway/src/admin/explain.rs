@@ -38,7 +38,11 @@ pub struct ExplainedRequest {
 }
 
 /// The explanation as JSON (shared by the API and `tollgate explain`).
-pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, AdminError> {
+pub async fn explain_json(
+    s: &AppState,
+    req: &ExplainRequest,
+) -> Result<crate::api::ExplainView, AdminError> {
+    use crate::api::DecisionView;
     let mut caller = crate::identity::Caller::default();
     if let Some(k) = &req.key {
         caller = if k.starts_with("tg-") {
@@ -128,34 +132,46 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
                 .route(&model, format)
                 .map_or_else(|_| model.clone(), |r| r.upstream_model);
             let provider = s.router.routes(&model).map(|p| p.name.clone());
-            let d = json!({"decision": "refuse", "status": n.status, "code": n.code, "reason": n.message});
+            let d = DecisionView::Refuse {
+                budget: None,
+                status: n.status,
+                code: n.code,
+                reason: n.message,
+            };
             (served, provider, Vec::new(), d)
         }
         Ok((_, plan)) => {
             let states = s.budgets.states(&plan.applied).await;
-            let budgets: Vec<Value> = plan
+            let budgets = plan
                 .applied
                 .iter()
                 .zip(&states)
-                .map(|(a, st)| json!(budget_json(a, st, source_of(s, &a.budget.id))))
+                .map(|(a, st)| budget_json(a, st, source_of(s, &a.budget.id)))
                 .collect();
             use crate::proxy::plan::Decision;
             let d = match crate::proxy::plan::decide(s, plan).await {
-                Decision::Allow { max_tokens } if plan.applied.is_empty() => {
-                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "no budget applies"})
-                }
-                Decision::Allow { max_tokens } => {
-                    json!({"decision": "allow", "max_tokens": max_tokens, "reason": "every budget affords the worst case"})
-                }
-                Decision::AllowCapped { max_tokens, asked } => {
-                    json!({"decision": "allow_capped", "max_tokens": max_tokens, "asked_max_tokens": asked,
-                    "reason": "the output limit is capped to what every budget affords"})
-                }
+                Decision::Allow { max_tokens } if plan.applied.is_empty() => DecisionView::Allow {
+                    max_tokens,
+                    reason: "no budget applies",
+                },
+                Decision::Allow { max_tokens } => DecisionView::Allow {
+                    max_tokens,
+                    reason: "every budget affords the worst case",
+                },
+                Decision::AllowCapped { max_tokens, asked } => DecisionView::AllowCapped {
+                    max_tokens,
+                    asked_max_tokens: asked,
+                    reason: "the output limit is capped to what every budget affords",
+                },
                 Decision::Refuse(r) => {
                     let st = s.budgets.state(&r.applied).await;
                     let refusal = crate::error::BudgetRefusal::new(&r, &st, s.budgets.now());
-                    json!({"decision": "refuse", "budget": r.applied.budget.id, "status": refusal.status,
-                    "code": "budget_exceeded", "reason": refusal.message})
+                    DecisionView::Refuse {
+                        budget: Some(r.applied.budget.id.clone()),
+                        status: refusal.status,
+                        code: Some("budget_exceeded".into()),
+                        reason: refusal.message,
+                    }
                 }
             };
             (
@@ -166,20 +182,20 @@ pub async fn explain_json(s: &AppState, req: &ExplainRequest) -> Result<Value, A
             )
         }
     };
-    Ok(json!({
-        "caller": {"key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "role": caller.role, "session": caller.session, "budget_id": caller.budget_id},
-        "model": model,
-        "model_served": served,
-        "provider": provider,
-        "budgets": budgets,
-        "decision": decision,
-    }))
+    Ok(crate::api::ExplainView {
+        caller: (&caller).into(),
+        model,
+        model_served: served,
+        provider,
+        budgets,
+        decision,
+    })
 }
 
 pub(super) async fn explain(
     State(s): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<axum::Json<crate::api::ExplainView>, AdminError> {
     let req: ExplainRequest = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid explain request: {e}")))?;
     Ok(axum::Json(explain_json(&s, &req).await?))

@@ -57,17 +57,18 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, body).into_response())
 }
 
-pub(super) async fn list_keys(State(s): State<AppState>) -> Result<axum::Json<Value>, AdminError> {
+pub(super) async fn list_keys(State(s): State<AppState>) -> Result<Response, AdminError> {
     let keys = s.store.list_keys().await?;
-    Ok(axum::Json(
-        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(axum::Json(crate::api::KeyList {
+        keys: keys.iter().map(key_json).collect(),
+    })
+    .into_response())
 }
 
 pub(super) async fn revoke_key(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     if !s.store.revoke_key(&id, Timestamp::now()).await? {
         return Err(AdminError(
             StatusCode::NOT_FOUND,
@@ -78,5 +79,9 @@ pub(super) async fn revoke_key(
     if let Some(k) = s.store.key_by_id(&id).await? {
         s.keys.upsert(k);
     }
-    Ok(axum::Json(json!({"id": id, "revoked": true})))
+    Ok(axum::Json(crate::api::Revoked {
+        id: &id,
+        revoked: true,
+    })
+    .into_response())
 }

@@ -2,30 +2,30 @@
 
 use super::*;
 
-/// The catalog as JSON: effective date, fallback, every model's prices.
-pub fn catalog_json(c: &tollgate_core::Catalog) -> Value {
-    json!({
-        "effective_date": CATALOG_EFFECTIVE_DATE,
-        "fallback": match c.fallback() {
-            Fallback::Strict => json!("strict"),
-            Fallback::Price(p) => json!(p),
+/// The catalog as shown: effective date, fallback, every model's prices.
+pub fn catalog_json(c: &tollgate_core::Catalog) -> crate::api::CatalogView<'_> {
+    crate::api::CatalogView {
+        effective_date: CATALOG_EFFECTIVE_DATE,
+        fallback: match c.fallback() {
+            Fallback::Strict => crate::api::FallbackView::Strict("strict"),
+            Fallback::Price(p) => crate::api::FallbackView::Price(p),
         },
-        "models": c.entries().collect::<Vec<_>>(),
-    })
+        models: c.entries().collect(),
+    }
 }
 
-pub(super) async fn pricing(State(s): State<AppState>) -> axum::Json<Value> {
-    axum::Json(catalog_json(&s.catalog()))
+pub(super) async fn pricing(State(s): State<AppState>) -> Response {
+    axum::Json(catalog_json(&s.catalog())).into_response()
 }
 
 /// `GET /admin/pricing/{model}`: one catalog entry (the price in force).
 pub(super) async fn get_price(
     State(s): State<AppState>,
     Path(model): Path<String>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     let c = s.catalog();
     match c.get(&model) {
-        Some(e) => Ok(axum::Json(json!(e))),
+        Some(e) => Ok(axum::Json(e).into_response()),
         None => Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("model {model:?} has no price in the catalog"),
@@ -68,7 +68,7 @@ pub(super) async fn set_price(
     State(s): State<AppState>,
     Path(model): Path<String>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     let bad = |e: String| AdminError::bad_request(format!("invalid price for {model:?}: {e}"));
     let patch: serde_json::Map<String, Value> =
         serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
@@ -83,5 +83,5 @@ pub(super) async fn set_price(
         )
     });
     let c = s.catalog();
-    Ok(axum::Json(json!(c.get(&model))))
+    Ok(axum::Json(c.get(&model)).into_response())
 }

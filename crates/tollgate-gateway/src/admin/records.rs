@@ -24,7 +24,7 @@ pub(super) struct RecordsParams {
 pub(super) async fn records(
     State(s): State<AppState>,
     Query(p): Query<RecordsParams>,
-) -> Result<axum::Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     let q = RecordQuery {
         limit: p.limit.unwrap_or(100),
         cursor: p.cursor,
@@ -37,8 +37,9 @@ pub(super) async fn records(
         to: time_arg(&p.to)?,
     };
     let page = s.store.records(&q).await?;
-    Ok(axum::Json(json!({
-        "records": page.records.iter().map(record_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(axum::Json(crate::api::RecordPage {
+        records: page.records.iter().map(record_json).collect(),
+        next_cursor: page.next_cursor.clone(),
+    })
+    .into_response())
 }

@@ -1,73 +1,42 @@
 //! Reports by a dimension, as JSON, CSV or a table (the CLI prints the same).
 
 use super::*;
-
-pub(super) fn totals_json(
-    requests: u64,
-    refused: u64,
-    u: &Usage,
-    cost: tollgate_core::Money,
-) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("requests".into(), json!(requests));
-    m.insert("refused".into(), json!(refused));
-    m.insert("input_tokens".into(), json!(u.input_tokens));
-    m.insert("output_tokens".into(), json!(u.output_tokens));
-    m.insert("cached_input_tokens".into(), json!(u.cached_input_tokens));
-    m.insert(
-        "cache_write_tokens".into(),
-        json!(u.cache_write_5m_tokens + u.cache_write_1h_tokens),
-    );
-    m.insert("reasoning_tokens".into(), json!(u.reasoning_tokens));
-    m.insert("cost_usd".into(), json!(cost.to_string()));
-    m
-}
+use crate::api::{ReportRowView, ReportView, Totals};
 
 /// A report in the documented shape: `{"rows":[{<dimension>, ...totals}], "total": {...}}`.
-pub fn report_json(group_by: GroupBy, rows: &[ReportRow]) -> Value {
+pub fn report_json(group_by: GroupBy, rows: &[ReportRow]) -> ReportView<'_> {
     let mut total_u = Usage::default();
     let mut total_cost = tollgate_core::Money::ZERO;
     let (mut total_req, mut total_refused) = (0, 0);
-    let rows: Vec<Value> = rows
+    let rows = rows
         .iter()
         .map(|r| {
             total_u = total_u.add(&r.usage);
             total_cost += r.cost;
             total_req += r.requests;
             total_refused += r.refused;
-            let mut m = serde_json::Map::new();
-            m.insert(group_by.name().into(), json!(r.key));
-            m.extend(totals_json(r.requests, r.refused, &r.usage, r.cost));
-            Value::Object(m)
+            ReportRowView {
+                dimension: group_by.name(),
+                key: r.key.as_deref(),
+                totals: Totals::new(r.requests, r.refused, &r.usage, r.cost),
+            }
         })
         .collect();
-    json!({"rows": rows, "total": Value::Object(totals_json(total_req, total_refused, &total_u, total_cost))})
+    ReportView {
+        rows,
+        total: Totals::new(total_req, total_refused, &total_u, total_cost),
+    }
 }
-
-pub(super) const REPORT_COLUMNS: [&str; 8] = [
-    "requests",
-    "refused",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-];
 
 /// The report as CSV, one header line, the grouping dimension first.
 pub fn report_csv(group_by: GroupBy, rows: &[ReportRow]) -> String {
     let v = report_json(group_by, rows);
-    let mut out = format!("{},{}\n", group_by.name(), REPORT_COLUMNS.join(","));
-    for row in v["rows"].as_array().into_iter().flatten() {
-        let key = row[group_by.name()].as_str().unwrap_or("");
-        out.push_str(&csv_field(key));
-        for c in REPORT_COLUMNS {
+    let mut out = format!("{},{}\n", group_by.name(), Totals::COLUMNS.join(","));
+    for row in &v.rows {
+        out.push_str(&csv_field(row.key.unwrap_or("")));
+        for c in row.totals.cells() {
             out.push(',');
-            match &row[c] {
-                Value::String(s) => out.push_str(s),
-                other => out.push_str(&other.to_string()),
-            }
+            out.push_str(&c);
         }
         out.push('\n');
     }
@@ -87,25 +56,19 @@ pub fn report_table(group_by: GroupBy, rows: &[ReportRow]) -> String {
     let v = report_json(group_by, rows);
     let mut lines: Vec<Vec<String>> = vec![
         std::iter::once(group_by.name().to_string())
-            .chain(REPORT_COLUMNS.iter().map(|c| c.to_string()))
+            .chain(Totals::COLUMNS.iter().map(|c| c.to_string()))
             .collect(),
     ];
-    let cell = |x: &Value| match x {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    for row in v["rows"].as_array().into_iter().flatten() {
+    for row in &v.rows {
         lines.push(
-            std::iter::once(cell(&row[group_by.name()]))
-                .chain(REPORT_COLUMNS.iter().map(|c| cell(&row[*c])))
+            std::iter::once(row.key.unwrap_or("-").to_string())
+                .chain(row.totals.cells())
                 .collect(),
         );
     }
-    let t = &v["total"];
     lines.push(
         std::iter::once("TOTAL".to_string())
-            .chain(REPORT_COLUMNS.iter().map(|c| cell(&t[*c])))
+            .chain(v.total.cells())
             .collect(),
     );
     let widths: Vec<usize> = (0..lines[0].len())

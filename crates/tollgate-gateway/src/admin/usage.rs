@@ -21,14 +21,17 @@ pub async fn own_usage(State(s): State<AppState>, headers: axum::http::HeaderMap
     };
     let applied = s.budgets.applicable_any_model(&caller).await;
     let states = s.budgets.states(&applied).await;
-    let budgets: Vec<_> = applied
+    let budgets = applied
         .iter()
         .zip(&states)
         .map(|(a, st)| budget_json(a, st, None))
         .collect();
-    axum::Json(json!({
-        "key_id": caller.key_id, "user": caller.user, "tenant": caller.tenant, "session": caller.session,
-        "budgets": budgets,
-    }))
+    axum::Json(crate::api::UsageView {
+        key_id: caller.key_id.as_deref(),
+        user: caller.user.as_deref(),
+        tenant: caller.tenant.as_deref(),
+        session: caller.session.as_deref(),
+        budgets,
+    })
     .into_response()
 }
