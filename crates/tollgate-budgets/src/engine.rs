@@ -307,6 +307,8 @@ pub struct Reserved {
     pub charges: Vec<CounterKey>,
     /// A `warn` budget is past its limit with this request.
     pub warned: bool,
+    /// A `shadow` budget would have refused this request.
+    pub would_block: bool,
 }
 
 /// Why a request was refused.
@@ -685,21 +687,14 @@ impl BudgetEngine {
             .collect()
     }
 
-    fn state_of(a: &Applied, used: tollgate_core::ledger::Counter) -> State {
+    pub(crate) fn state_of(a: &Applied, used: tollgate_core::ledger::Counter) -> State {
         let headroom = a.line.headroom(used);
-        let low_pct = i128::from(a.budget.low_threshold_pct);
         let over = headroom.money.is_some_and(|m| m.units() <= 0) || headroom.tokens == Some(0);
-        let low = a
-            .line
-            .limit
-            .money
-            .zip(headroom.money)
-            .is_some_and(|(l, h)| h.units() * 100 < l.units() * low_pct)
-            || a.line
-                .limit
-                .tokens
-                .zip(headroom.tokens)
-                .is_some_and(|(l, h)| i128::from(h) * 100 < i128::from(l) * low_pct);
+        let limit = a.line.limit;
+        let low = a.budget.is_low(
+            (limit.money, limit.tokens),
+            (headroom.money, headroom.tokens),
+        );
         State {
             spent: used.spent,
             reserved: used.reserved,
@@ -755,19 +750,42 @@ impl BudgetEngine {
             }
         };
         let amount = sizing.amount(granted);
-        let warn: Vec<Line> = applied
+        // Soft budgets are judged by their state with this reservation in
+        // it: a `warn` budget it took to its limit warns; a `shadow` budget
+        // would have refused it if, before it, even the smallest request
+        // the sizing allows did not fit (what `block` refuses). Advisory:
+        // concurrent requests may be judged on either side of each other.
+        let soft: Vec<&Applied> = applied
             .iter()
-            .filter(|a| a.budget.action == Action::Warn)
-            .map(|a| a.line.clone())
+            .filter(|a| matches!(a.budget.action, Action::Warn | Action::Shadow))
             .collect();
-        let warned = !warn.is_empty()
-            && warn
-                .iter()
-                .zip(self.ledger.used(&warn).await)
-                .any(|(l, u)| {
-                    let h = l.headroom(u);
-                    h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0)
-                });
+        let (mut warned, mut would_block) = (false, false);
+        if !soft.is_empty() {
+            let lines: Vec<Line> = soft.iter().map(|a| a.line.clone()).collect();
+            let used = self.ledger.used(&lines).await;
+            let min = sizing.amount(sizing.min);
+            for (a, u) in soft.iter().zip(used) {
+                let h = a.line.headroom(u);
+                match a.budget.action {
+                    Action::Warn => {
+                        warned |= h.money.is_some_and(|m| m.units() <= 0) || h.tokens == Some(0);
+                    }
+                    _ => {
+                        // Taken before this reservation (its headroom now
+                        // stops at zero, so it is read from the counter).
+                        let lim = a.line.limit;
+                        let money = u.spent.money + u.reserved.money - amount.money;
+                        let tokens =
+                            (u.spent.tokens + u.reserved.tokens).saturating_sub(amount.tokens);
+                        let fits = lim.money.is_none_or(|l| money + min.money <= l)
+                            && lim
+                                .tokens
+                                .is_none_or(|l| tokens.saturating_add(min.tokens) <= l);
+                        would_block |= !fits;
+                    }
+                }
+            }
+        }
         let charges: Vec<CounterKey> = r.lines.into_iter().map(|l| l.charge).collect();
         Ok(Reserved {
             id: id.to_string(),
@@ -775,6 +793,7 @@ impl BudgetEngine {
             amount,
             charges,
             warned,
+            would_block,
         })
     }
 

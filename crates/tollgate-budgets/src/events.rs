@@ -25,7 +25,8 @@ use tollgate_core::UsageRecord;
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Ok,
-    /// Less than its `low_threshold_pct` left.
+    /// Below its low threshold (`low_threshold_pct`, `low_threshold_usd`
+    /// or `low_threshold_tokens`).
     Low,
     /// At its limit: its spend reached it, or it refused a request. A
     /// settlement it affords after all (a smaller request, a raised limit)
@@ -54,6 +55,22 @@ pub enum Event {
         period_start: i64,
         from: Level,
         to: Level,
+    },
+    /// A budget passed one of its warning marks (once per period and mark).
+    Warning {
+        budget_id: String,
+        subject: String,
+        period_start: i64,
+        at_pct: u8,
+        /// The mark's message, rendered.
+        message: String,
+    },
+    /// A `warn` budget reached its limit: requests pass it from now on,
+    /// flagged (once per period).
+    SoftLimit {
+        budget_id: String,
+        subject: String,
+        period_start: i64,
     },
 }
 

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tollgate_core::ledger::{Amount, Limit, Slot, Window};
+use tollgate_core::budget::Action;
+use tollgate_core::ledger::{Amount, Counter, Slot, Window};
 
-use crate::engine::Applied;
+use crate::engine::{Applied, BudgetEngine};
 use crate::events::{Event, Events, Level};
 use crate::ledger::Ledger;
 
@@ -76,30 +77,35 @@ impl Levels {
     }
 }
 
-/// A budget's level by what it has spent against `limit`.
-pub(crate) fn level_of(limit: &Limit, low_pct: u8, spent: Amount) -> Level {
-    let pct = i128::from(low_pct);
-    let money = limit.money.map(|l| (l.units(), spent.money.units()));
-    let tokens = limit
-        .tokens
-        .map(|l| (i128::from(l), i128::from(spent.tokens)));
-    let over = money.into_iter().chain(tokens).any(|(l, s)| s >= l);
-    let low = money
-        .into_iter()
-        .chain(tokens)
-        .any(|(l, s)| (l - s) * 100 < l * pct);
+/// A budget's level by what it has spent against its limit.
+pub(crate) fn level_of(a: &Applied, spent: Amount) -> Level {
+    let limit = a.line.limit;
+    let over = limit.money.is_some_and(|l| spent.money >= l)
+        || limit.tokens.is_some_and(|l| spent.tokens >= l);
+    let left = (
+        limit.money.map(|l| l - spent.money),
+        limit.tokens.map(|l| l.saturating_sub(spent.tokens)),
+    );
     if over {
         Level::OverLimit
-    } else if low {
+    } else if a.budget.is_low((limit.money, limit.tokens), left) {
         Level::Low
     } else {
         Level::Ok
     }
 }
 
-/// One level per (group, period start); a rolling window has one level
-/// however it moves (start `i64::MIN`).
-type Book = HashMap<(Arc<str>, i64), Level>;
+/// Per (group, period start) — a rolling window has one however it moves
+/// (start `i64::MIN`): the level last published, the highest warning mark
+/// published, and whether a `warn` budget's soft limit was announced.
+#[derive(Default)]
+struct Seen {
+    level: Option<Level>,
+    mark: u8,
+    soft_limit: bool,
+}
+
+type Book = HashMap<(Arc<str>, i64), Seen>;
 
 async fn judge(
     mut rx: mpsc::UnboundedReceiver<Note>,
@@ -115,8 +121,9 @@ async fn judge(
                 for (a, u) in applied.iter().zip(used) {
                     // By what each budget has spent, reservations aside: a
                     // level does not flap with requests in flight.
-                    let level = level_of(&a.line.limit, a.budget.low_threshold_pct, u.spent);
+                    let level = level_of(a, u.spent);
                     set(&mut book, &events, a, level);
+                    marks(&mut book, &events, a, u.spent);
                 }
             }
             Note::Refused(a) => set(&mut book, &events, &a, Level::OverLimit),
@@ -131,13 +138,60 @@ async fn judge(
     }
 }
 
-/// Records `level` for `a`'s period and publishes it if it changed.
-fn set(book: &mut Book, events: &Events, a: &Applied, level: Level) {
-    let (start, key) = match (a.line.window, a.line.charge.slot) {
+fn key_of(a: &Applied) -> (i64, (Arc<str>, i64)) {
+    match (a.line.window, a.line.charge.slot) {
         (Window::Rolling { since }, _) => (since, (a.line.charge.group.clone(), i64::MIN)),
         (_, Slot::Period(s) | Slot::Bucket(s)) => (s, (a.line.charge.group.clone(), s)),
-    };
-    let from = std::mem::replace(book.entry(key).or_insert(Level::Ok), level);
+    }
+}
+
+/// Publishes the warning marks `a` passed with `spent` that were not
+/// published yet this period, in order, and a `warn` budget's soft limit.
+fn marks(book: &mut Book, events: &Events, a: &Applied, spent: Amount) {
+    let b = &a.budget;
+    if b.warnings.is_empty() && b.action != Action::Warn {
+        return;
+    }
+    let (start, key) = key_of(a);
+    let seen = book.entry(key).or_default();
+    let st = BudgetEngine::state_of(
+        a,
+        Counter {
+            spent,
+            reserved: Amount::default(),
+        },
+    );
+    let bp = crate::messages::used_bp(&st).unwrap_or(0);
+    let from = seen.mark;
+    for w in b
+        .warnings
+        .iter()
+        .filter(|w| w.at_pct > from && bp >= i128::from(w.at_pct) * 100)
+    {
+        seen.mark = w.at_pct;
+        events.publish(Event::Warning {
+            budget_id: b.id.clone(),
+            subject: a.subject.clone(),
+            period_start: start,
+            at_pct: w.at_pct,
+            message: crate::messages::render(&w.message, a, &st),
+        });
+    }
+    if b.action == Action::Warn && !seen.soft_limit && st.status == "over_limit" {
+        seen.soft_limit = true;
+        events.publish(Event::SoftLimit {
+            budget_id: b.id.clone(),
+            subject: a.subject.clone(),
+            period_start: start,
+        });
+    }
+}
+
+/// Records `level` for `a`'s period and publishes it if it changed.
+fn set(book: &mut Book, events: &Events, a: &Applied, level: Level) {
+    let (start, key) = key_of(a);
+    let seen = book.entry(key).or_default();
+    let from = seen.level.replace(level).unwrap_or(Level::Ok);
     if from != level {
         events.publish(Event::Level {
             budget_id: a.budget.id.clone(),

@@ -15,6 +15,7 @@ pub mod events;
 pub mod journal;
 pub mod ledger;
 mod levels;
+pub mod messages;
 
 pub use engine::*;
 pub use events::{Event, Events, Level, Published};

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
 use crate::period::{Calendar, PeriodError, PeriodKind};
+use crate::template::Template;
 
 /// What a budget is attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,8 +84,11 @@ impl fmt::Display for Scope {
 pub enum Action {
     /// Refuse (after trying to cap the output to what is left).
     Block,
-    /// Allow, flag the record.
+    /// Allow, flag the record `warned`, say so in `x-tollgate-warning`.
     Warn,
+    /// Decide exactly as `Block` would, never refuse: flag the record
+    /// `would_block` (a budget rolled out before it bites).
+    Shadow,
 }
 
 impl Action {
@@ -92,9 +96,20 @@ impl Action {
         match self {
             Action::Block => "block",
             Action::Warn => "warn",
+            Action::Shadow => "shadow",
         }
     }
 }
+
+/// A message shown once a budget has used `at_pct` percent of its limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub at_pct: u8,
+    pub message: Template,
+}
+
+/// What `warn` says when no warning mark has a message for the state.
+pub const DEFAULT_WARN_MESSAGE: &str = "Budget {budget} is past its {period} limit ({percent_used}% used); requests are allowed and flagged.";
 
 /// Which tier a budget belongs to (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -127,7 +142,16 @@ pub struct Budget {
     pub action: Action,
     /// HTTP status of a refusal (429 by default; 402 is common too).
     pub refusal_status: u16,
+    /// Low when less than this percentage of the limit is left...
     pub low_threshold_pct: u8,
+    /// ... or less than this much money ...
+    pub low_threshold_money: Option<Money>,
+    /// ... or fewer tokens.
+    pub low_threshold_tokens: Option<u64>,
+    /// Warning marks, ascending by `at_pct`.
+    pub warnings: Vec<Warning>,
+    /// Replaces the refusal's message.
+    pub refusal_message: Option<Template>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -192,6 +216,16 @@ pub struct BudgetInput {
     pub refusal_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_threshold_pct: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_threshold_usd: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_threshold_tokens: Option<u64>,
+    /// Messages shown (in `x-tollgate-warning`) once the budget has used
+    /// each percentage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<WarningInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessagesInput>,
     /// Alert settings: read so that a budget carrying them is refused with
     /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +237,21 @@ pub struct BudgetInput {
     /// Unused allowance carried into the next calendar period, up to a cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover: Option<RolloverInput>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarningInput {
+    pub at_pct: u8,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesInput {
+    /// Replaces the text of this budget's refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -293,16 +342,17 @@ impl Budget {
         let action = match input.action.as_deref().unwrap_or("block") {
             "block" => Action::Block,
             "warn" => Action::Warn,
+            "shadow" => Action::Shadow,
             a @ ("throttle" | "downgrade") => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("{a:?} is not supported in this version; use block or warn"),
+                    format!("{a:?} is not supported in this version; use block, warn or shadow"),
                 ));
             }
             a => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("unknown action {a:?} (expected block or warn)"),
+                    format!("unknown action {a:?} (expected block, warn or shadow)"),
                 ));
             }
         };
@@ -317,6 +367,66 @@ impl Budget {
         if low_threshold_pct > 100 {
             return Err(BudgetError::field("low_threshold_pct", "must be 0..=100"));
         }
+        if input.low_threshold_usd.is_some_and(Money::is_negative) {
+            return Err(BudgetError::field(
+                "low_threshold_usd",
+                "must not be negative",
+            ));
+        }
+        for (field, unit_set, limit_set) in [
+            (
+                "low_threshold_usd",
+                input.low_threshold_usd.is_some(),
+                input.limit_usd.is_some(),
+            ),
+            (
+                "low_threshold_tokens",
+                input.low_threshold_tokens.is_some(),
+                input.limit_tokens.is_some(),
+            ),
+        ] {
+            if unit_set && !limit_set {
+                let unit = if field.ends_with("usd") {
+                    "limit_usd"
+                } else {
+                    "limit_tokens"
+                };
+                return Err(BudgetError::field(
+                    field,
+                    format!("the budget has no {unit} for this threshold to apply to"),
+                ));
+            }
+        }
+        let mut warnings = Vec::with_capacity(input.warnings.len());
+        for (i, w) in input.warnings.iter().enumerate() {
+            let field = format!("warnings[{i}]");
+            if !(1..=100).contains(&w.at_pct) {
+                return Err(BudgetError::field(
+                    &format!("{field}.at_pct"),
+                    "must be 1..=100",
+                ));
+            }
+            let message = Template::parse(&w.message)
+                .map_err(|e| BudgetError::field(&format!("{field}.message"), e.to_string()))?;
+            warnings.push(Warning {
+                at_pct: w.at_pct,
+                message,
+            });
+        }
+        warnings.sort_by_key(|w| w.at_pct);
+        if let Some(w) = warnings.windows(2).find(|w| w[0].at_pct == w[1].at_pct) {
+            return Err(BudgetError::field(
+                "warnings",
+                format!("two warnings at {}%", w[0].at_pct),
+            ));
+        }
+        let refusal_message = input
+            .messages
+            .as_ref()
+            .and_then(|m| m.refusal.as_deref())
+            .map(Template::parse)
+            .transpose()
+            .map_err(|e| BudgetError::field("messages.refusal", e.to_string()))?;
         // A setting that does nothing is refused, not silently accepted.
         for (field, set) in [
             ("alert_thresholds", input.alert_thresholds.is_some()),
@@ -356,10 +466,33 @@ impl Budget {
             action,
             refusal_status,
             low_threshold_pct,
+            low_threshold_money: input.low_threshold_usd,
+            low_threshold_tokens: input.low_threshold_tokens,
+            warnings,
+            refusal_message,
             models: input.models.clone(),
             rollover,
             existed_since: None,
         })
+    }
+
+    /// Whether a budget with `limit` and `left` of it is low: less than
+    /// `low_threshold_pct` of the limit left, or less than an absolute
+    /// threshold, in either unit. Exact (integer) arithmetic.
+    pub fn is_low(
+        &self,
+        limit: (Option<Money>, Option<u64>),
+        left: (Option<Money>, Option<u64>),
+    ) -> bool {
+        let pct = i128::from(self.low_threshold_pct);
+        let money = limit.0.zip(left.0).is_some_and(|(l, h)| {
+            h.units() * 100 < l.units() * pct || self.low_threshold_money.is_some_and(|t| h < t)
+        });
+        let tokens = limit.1.zip(left.1).is_some_and(|(l, h)| {
+            i128::from(h) * 100 < i128::from(l) * pct
+                || self.low_threshold_tokens.is_some_and(|t| h < t)
+        });
+        money || tokens
     }
 
     /// The input that recreates this budget (for storage and the API).
@@ -383,6 +516,19 @@ impl Budget {
             action: Some(self.action.as_str().into()),
             refusal_status: Some(self.refusal_status),
             low_threshold_pct: Some(self.low_threshold_pct),
+            low_threshold_usd: self.low_threshold_money,
+            low_threshold_tokens: self.low_threshold_tokens,
+            warnings: self
+                .warnings
+                .iter()
+                .map(|w| WarningInput {
+                    at_pct: w.at_pct,
+                    message: w.message.source().to_string(),
+                })
+                .collect(),
+            messages: self.refusal_message.as_ref().map(|t| MessagesInput {
+                refusal: Some(t.source().to_string()),
+            }),
             alert_thresholds: None,
             webhook_url: None,
             models: self.models.clone(),
@@ -415,6 +561,33 @@ mod tests {
     }
 
     #[test]
+    fn soft_settings_validate_and_round_trip() {
+        let i = input(
+            r#"{"scope":"user","subject":"dave","limit_usd":"10","period":"monthly","action":"shadow",
+                "low_threshold_usd":"2.50","warnings":[{"at_pct":90,"message":"{percent_used}% used"},{"at_pct":75,"message":"75: {usd_remaining} left"}],
+                "messages":{"refusal":"You've reached your {period} limit. Resets {reset_time}."}}"#,
+        );
+        let b = Budget::from_input("d".into(), &i, Tier::Override, None).unwrap();
+        assert_eq!(b.action, Action::Shadow);
+        assert_eq!(
+            b.warnings.iter().map(|w| w.at_pct).collect::<Vec<_>>(),
+            vec![75, 90]
+        );
+        let again = Budget::from_input("d".into(), &b.to_input(), Tier::Override, None).unwrap();
+        assert_eq!(again, b);
+        // Low by the absolute threshold, not yet by the percentage.
+        let ten = Money::parse_usd("10").unwrap();
+        assert!(b.is_low(
+            (Some(ten), None),
+            (Some(Money::parse_usd("2.49").unwrap()), None)
+        ));
+        assert!(!b.is_low(
+            (Some(ten), None),
+            (Some(Money::parse_usd("2.50").unwrap()), None)
+        ));
+    }
+
+    #[test]
     fn invalid_budgets_name_the_field() {
         let cases = [
             (r#"{"scope":"user","limit_usd":"1"}"#, "subject"),
@@ -442,6 +615,26 @@ mod tests {
             (
                 r#"{"scope":"user","subject":"a","limit_usd":"1","period":"rolling:1h","rollover":{"cap_usd":"1"}}"#,
                 "rollover",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","warnings":[{"at_pct":0,"message":"x"}]}"#,
+                "warnings[0].at_pct",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","warnings":[{"at_pct":50,"message":"{usd_usde}"}]}"#,
+                "warnings[0].message",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","warnings":[{"at_pct":50,"message":"a"},{"at_pct":50,"message":"b"}]}"#,
+                "warnings",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_tokens":10,"low_threshold_usd":"1"}"#,
+                "low_threshold_usd",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","messages":{"refusal":"{"}}"#,
+                "messages.refusal",
             ),
             (
                 r#"{"scope":"global","subject":"a","limit_usd":"1"}"#,

@@ -12,6 +12,7 @@ pub mod money;
 pub mod period;
 pub mod pricing;
 pub mod record;
+pub mod template;
 pub mod tokens;
 pub mod usage;
 

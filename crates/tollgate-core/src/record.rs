@@ -35,10 +35,12 @@ pub struct Flags {
     pub usage_suspicious: bool,
     /// Tollgate ended the stream: its output passed what it was allowed.
     pub cut_by_budget: bool,
+    /// A `shadow` budget would have refused the request (it was served).
+    pub would_block: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 10] = [
+    const NAMES: [&'static str; 11] = [
         "capped",
         "downgraded",
         "warned",
@@ -49,9 +51,10 @@ impl Flags {
         "reconciled",
         "usage_suspicious",
         "cut_by_budget",
+        "would_block",
     ];
 
-    fn bits(&self) -> [bool; 10] {
+    fn bits(&self) -> [bool; 11] {
         [
             self.capped,
             self.downgraded,
@@ -63,6 +66,7 @@ impl Flags {
             self.reconciled,
             self.usage_suspicious,
             self.cut_by_budget,
+            self.would_block,
         ]
     }
 
@@ -90,6 +94,7 @@ impl Flags {
                 "reconciled" => f.reconciled = true,
                 "usage_suspicious" => f.usage_suspicious = true,
                 "cut_by_budget" => f.cut_by_budget = true,
+                "would_block" => f.would_block = true,
                 _ => {}
             }
         }

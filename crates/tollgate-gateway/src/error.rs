@@ -99,9 +99,9 @@ impl BudgetRefusal {
         } else {
             format!("{} {:?}", b.scope, r.applied.subject)
         };
-        BudgetRefusal {
-            status: b.refusal_status,
-            message: format!(
+        let message = match &b.refusal_message {
+            Some(t) => tollgate_budgets::messages::render(t, &r.applied, st),
+            None => format!(
                 "budget exceeded: {} budget {:?}{} ({who}) cannot afford this request — {left}{when}",
                 b.period,
                 b.id,
@@ -110,6 +110,10 @@ impl BudgetRefusal {
                     .map(|n| format!(" {n:?}"))
                     .unwrap_or_default()
             ),
+        };
+        BudgetRefusal {
+            status: b.refusal_status,
+            message,
             budget_id: b.id.clone(),
             scope: b.scope.as_str().into(),
             subject: r.applied.subject.clone(),

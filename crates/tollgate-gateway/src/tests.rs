@@ -11,6 +11,8 @@ use crate::budgets::ManualClock;
 use crate::config::{ModelRoute, ProviderConfig};
 use crate::{Config, Gateway};
 
+mod soft;
+
 const ADMIN: &str = "admin-key-for-clock-tests";
 
 pub(crate) struct Rig {
@@ -106,6 +108,14 @@ fn json_value(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
 }
 
+/// One chat request's status, warning header, budget status header and body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) warning: Option<String>,
+    pub(crate) budget_status: Option<String>,
+    pub(crate) body: Value,
+}
+
 impl Rig {
     pub(crate) async fn key(&self, user: &str) -> String {
         let v: Value = self
@@ -122,17 +132,32 @@ impl Rig {
         v["key"].as_str().unwrap().to_string()
     }
 
-    async fn chat(&self, key: &str, max_tokens: u64) -> u16 {
-        self.http
+    pub(crate) async fn ask(&self, key: &str, max_tokens: u64) -> Answer {
+        let resp = self
+            .http
             .post(format!("{}/v1/chat/completions", self.url))
             .bearer_auth(key)
             .header("x-mock-output-tokens", "1000")
             .json(&json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let (warning, budget_status) = (header("x-tollgate-warning"), header("x-budget-status"));
+        Answer {
+            status: resp.status().as_u16(),
+            warning,
+            budget_status,
+            body: resp.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn chat(&self, key: &str, max_tokens: u64) -> u16 {
+        self.ask(key, max_tokens).await.status
     }
 
     async fn exhaust(&self, key: &str) {
@@ -148,17 +173,21 @@ impl Rig {
         self.clock.set(t.parse::<Timestamp>().unwrap());
     }
 
-    async fn budget(&self, subject: &str) -> Value {
-        let v: Value = self
-            .http
-            .get(format!("{}/admin/budgets", self.url))
+    /// `GET path` with the admin key, as JSON.
+    async fn admin_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
             .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn budget(&self, subject: &str) -> Value {
+        let v = self.admin_get("/admin/budgets").await;
         v["budgets"]
             .as_array()
             .unwrap()

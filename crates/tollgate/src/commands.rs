@@ -245,6 +245,7 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                         cap_tokens: None,
                     }
                 }),
+                ..Default::default()
             };
             let state = inspect(&cfg).await?;
             let store = state.store.clone();

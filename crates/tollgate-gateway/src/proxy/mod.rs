@@ -402,6 +402,7 @@ async fn reserve(
         Ok(r) => {
             draft.flags.capped = makes_output && r.granted < want;
             draft.flags.warned = r.warned;
+            draft.flags.would_block = r.would_block;
             // The granted limit is always sent: every field the upstream
             // reads then says what was reserved (`upstream_body` leaves the
             // body untouched when it already does).
@@ -439,6 +440,11 @@ async fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
         return h;
     }
     let states = state.budgets.states(applied).await;
+    if let Some(w) = tollgate_budgets::messages::most_urgent(applied, &states)
+        && let Some(v) = warning_value(&w)
+    {
+        h.insert("x-tollgate-warning", v);
+    }
     let tightest = applied.iter().zip(states).min_by(|(_, x), (_, y)| {
         let fx = x.fraction_left().unwrap_or(f64::INFINITY);
         let fy = y.fraction_left().unwrap_or(f64::INFINITY);
@@ -452,6 +458,16 @@ async fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
         }
     }
     h
+}
+
+/// A rendered warning as a header value: one line (control characters
+/// become spaces), UTF-8 carried as the bytes HTTP allows beyond ASCII.
+fn warning_value(message: &str) -> Option<HeaderValue> {
+    let line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    HeaderValue::from_bytes(line.trim().as_bytes()).ok()
 }
 
 /// `GET /v1/models`: the models this caller may use, in OpenAI's list

@@ -1,0 +1,109 @@
+//! What budgets tell people: warning marks, `warn`'s message past the
+//! limit, and refusal texts, rendered from a budget's state.
+
+use tollgate_core::Money;
+use tollgate_core::budget::{Action, DEFAULT_WARN_MESSAGE};
+use tollgate_core::period::PeriodKind;
+use tollgate_core::template::Template;
+
+use crate::engine::{Applied, State};
+
+/// The share of the limit taken (spent and in flight), in hundredths of a
+/// percent, for the tighter unit; `None` when unlimited.
+pub fn used_bp(st: &State) -> Option<i128> {
+    let money = st.limit.money.zip(st.headroom.money).map(|(l, h)| {
+        let l = l.units();
+        if l <= 0 {
+            10_000
+        } else {
+            (l - h.units()) * 10_000 / l
+        }
+    });
+    let tokens = st.limit.tokens.zip(st.headroom.tokens).map(|(l, h)| {
+        if l == 0 {
+            10_000
+        } else {
+            i128::from(l - h.min(l)) * 10_000 / i128::from(l)
+        }
+    });
+    money.into_iter().chain(tokens).max()
+}
+
+fn percent(bp: i128) -> String {
+    format!("{}.{:02}", bp / 100, bp % 100)
+}
+
+fn period_word(p: PeriodKind) -> String {
+    match p {
+        PeriodKind::Rolling(_) => p.to_string().replacen(':', " ", 1),
+        _ => p.to_string(),
+    }
+}
+
+fn usd(m: Option<Money>) -> String {
+    m.map_or_else(|| "unlimited".into(), |m| m.to_string())
+}
+
+/// Renders `t` with `a`'s facts in state `st`.
+pub fn render(t: &Template, a: &Applied, st: &State) -> String {
+    let b = &a.budget;
+    t.render(|fact| match fact {
+        "percent_used" => percent(used_bp(st).unwrap_or(0)),
+        "period" => period_word(b.period),
+        "tokens_used" => st.spent.tokens.to_string(),
+        "tokens_limit" => st
+            .limit
+            .tokens
+            .map_or_else(|| "unlimited".into(), |t| t.to_string()),
+        "tokens_remaining" => st
+            .headroom
+            .tokens
+            .map_or_else(|| "unlimited".into(), |t| t.to_string()),
+        "usd_used" => st.spent.money.to_string(),
+        "usd_limit" => usd(st.limit.money),
+        "usd_remaining" => usd(st.headroom.money),
+        "reset_time" => a
+            .resets_at
+            .map_or_else(|| "never".into(), |t| t.to_string()),
+        "budget" => b.name.clone().unwrap_or_else(|| b.id.clone()),
+        _ => String::new(),
+    })
+}
+
+/// The warning to show for `a` in state `st`, if any: the message of the
+/// highest mark passed, or — for a `warn` budget past its limit with no
+/// mark at 100 % — the default one. With its share used, for picking the
+/// most urgent of several budgets.
+pub fn warning(a: &Applied, st: &State) -> Option<(i128, String)> {
+    if a.budget.warnings.is_empty() && a.budget.action != Action::Warn {
+        return None;
+    }
+    let bp = used_bp(st)?;
+    let over = st.headroom.money.is_some_and(|m| m.units() <= 0) || st.headroom.tokens == Some(0);
+    let mark = a
+        .budget
+        .warnings
+        .iter()
+        .rev()
+        .find(|w| bp >= i128::from(w.at_pct) * 100);
+    match mark {
+        Some(w) if !(over && a.budget.action == Action::Warn && w.at_pct < 100) => {
+            Some((bp, render(&w.message, a, st)))
+        }
+        _ if over && a.budget.action == Action::Warn => {
+            let t = Template::parse(DEFAULT_WARN_MESSAGE).ok()?;
+            Some((bp, render(&t, a, st)))
+        }
+        _ => None,
+    }
+}
+
+/// The most urgent warning among a request's budgets.
+pub fn most_urgent(applied: &[Applied], states: &[State]) -> Option<String> {
+    applied
+        .iter()
+        .zip(states)
+        .filter_map(|(a, st)| warning(a, st))
+        .max_by_key(|(bp, _)| *bp)
+        .map(|(_, m)| m)
+}

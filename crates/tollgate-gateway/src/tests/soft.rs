@@ -1,0 +1,230 @@
+//! Soft budget actions, warnings and messages, end to end in process.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+impl Rig {
+    async fn records_of(&self, user: &str) -> Vec<Value> {
+        let v = self
+            .admin_get(&format!("/admin/records?user={user}&limit=1000"))
+            .await;
+        let mut recs = v["records"].as_array().unwrap().clone();
+        recs.reverse(); // oldest first
+        recs
+    }
+
+    async fn settle_down(&self) {
+        self.budgets.flush_levels().await;
+        // Records reach the store through the journal.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn flagged(r: &Value, flag: &str) -> bool {
+    r["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == flag))
+}
+
+/// `shadow` decides as `block` would and never refuses: on the same
+/// traffic, the requests it flags `would_block` are exactly those a
+/// `block` budget refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_flags_exactly_what_block_refuses() {
+    let r = rig(
+        r#"{"overrides": [
+            {"scope": "user", "subject": "blocked", "limit_tokens": 150, "period": "daily"},
+            {"scope": "user", "subject": "shadowed", "limit_tokens": 150, "period": "daily", "action": "shadow"}
+        ]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let (kb, ks) = (r.key("blocked").await, r.key("shadowed").await);
+    let mut refused = Vec::new();
+    for i in 0..10 {
+        let b = r.ask(&kb, 20).await;
+        let s = r.ask(&ks, 20).await;
+        assert_eq!(s.status, 200, "shadow never refuses");
+        if b.status == 429 {
+            refused.push(i);
+        }
+    }
+    assert!(!refused.is_empty() && refused.len() < 10, "{refused:?}");
+    r.settle_down().await;
+    let would: Vec<usize> = r
+        .records_of("shadowed")
+        .await
+        .iter()
+        .enumerate()
+        .filter(|(_, rec)| flagged(rec, "would_block"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(would, refused);
+}
+
+/// Warning marks: each mark's message is shown once the budget has passed
+/// it (the highest passed), and published once per period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_show_past_each_mark_and_publish_once_per_period() {
+    use tollgate_budgets::Event;
+    let r = rig(
+        r#"{"overrides": [{"scope": "user", "subject": "wendy", "limit_tokens": 400, "period": "daily",
+            "warnings": [{"at_pct": 90, "message": "90% used; the limit is enforced at 100%. Resets {reset_time}"},
+                         {"at_pct": 50, "message": "You've used {percent_used}% of your {period} token budget ({tokens_remaining} left)"}]}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let mut events = r.budgets.events.subscribe_lossless();
+    let key = r.key("wendy").await;
+    let mut seen = Vec::new();
+    loop {
+        let a = r.ask(&key, 20).await;
+        if a.status != 200 {
+            assert_eq!(a.status, 429);
+            break;
+        }
+        seen.push(a.warning);
+    }
+    let first_50 = seen.iter().position(Option::is_some).unwrap();
+    assert!(first_50 > 0, "no warning before the first mark");
+    let m50 = seen[first_50].clone().unwrap();
+    assert!(
+        m50.starts_with("You've used ") && m50.contains("% of your daily token budget"),
+        "{m50}"
+    );
+    let last = seen.last().unwrap().clone().unwrap();
+    assert!(
+        last.starts_with("90% used; the limit is enforced at 100%. Resets 2026-11-25T00:00:00Z"),
+        "{last}"
+    );
+    // A new day: no warning until the mark is passed again, then again
+    // one event per mark.
+    r.at("2026-11-25T10:00:00Z");
+    assert_eq!(r.ask(&key, 20).await.warning, None);
+    while r.ask(&key, 20).await.status == 200 {}
+    r.settle_down().await;
+    let mut marks = Vec::new();
+    while let Ok(Some(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), events.recv()).await
+    {
+        if let Event::Warning {
+            at_pct,
+            period_start,
+            ..
+        } = p.event
+        {
+            marks.push((period_start, at_pct));
+        }
+    }
+    let day1 = jiff::Timestamp::from_second(1_795_478_400)
+        .unwrap()
+        .as_millisecond();
+    let day2 = day1 + 86_400_000;
+    assert_eq!(marks, vec![(day1, 50), (day1, 90), (day2, 50), (day2, 90)]);
+}
+
+/// `warn` lets requests pass its limit, flagged `warned`, says so in
+/// `x-tollgate-warning`, and announces the soft limit once per period; a
+/// monthly `block` budget above it still stops the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_warn_under_a_monthly_block_stops_at_the_monthly_limit() {
+    use tollgate_budgets::Event;
+    let r = rig(
+        r#"{"defaults": {"user": [
+            {"limit_tokens": 100, "period": "daily", "action": "warn"},
+            {"limit_tokens": 400, "period": "monthly"}
+        ]}}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let mut events = r.budgets.events.subscribe_lossless();
+    let key = r.key("walt").await;
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        let a = r.ask(&key, 20).await;
+        let done = a.status == 429;
+        answers.push(a);
+        if done {
+            break;
+        }
+    }
+    let last = answers.last().unwrap();
+    assert_eq!(last.status, 429, "the monthly block budget still holds");
+    assert_eq!(last.body["error"]["code"], "budget_exceeded");
+    let warned: Vec<&Answer> = answers.iter().filter(|a| a.warning.is_some()).collect();
+    assert!(
+        warned.len() >= 3,
+        "past the daily limit, several requests passed"
+    );
+    let w = warned[0].warning.as_deref().unwrap();
+    assert!(w.contains("past its daily limit"), "{w}");
+    assert!(answers[0].warning.is_none());
+    r.settle_down().await;
+    let recs = r.records_of("walt").await;
+    let served = recs.iter().filter(|r| !flagged(r, "blocked")).count();
+    assert_eq!(served, answers.len() - 1);
+    assert!(recs.iter().any(|r| flagged(r, "warned")));
+    let mut soft = 0;
+    while let Ok(Some(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), events.recv()).await
+    {
+        if matches!(p.event, Event::SoftLimit { .. }) {
+            soft += 1;
+        }
+    }
+    assert_eq!(soft, 1, "one soft-limit event per period");
+}
+
+/// `messages.refusal` replaces the refusal's text, rendered; a template
+/// with an unknown placeholder is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_message_is_the_budgets_own() {
+    let r = rig("{}", "2026-11-24T10:00:00Z").await;
+    r.create_budget(json!({"id": "polite", "scope": "user", "subject": "rita", "limit_tokens": 60, "period": "daily",
+        "messages": {"refusal": "You've reached your {period} limit. Your budget resets at {reset_time}."}}))
+        .await;
+    let key = r.key("rita").await;
+    let mut last = r.ask(&key, 20).await;
+    while last.status == 200 {
+        last = r.ask(&key, 20).await;
+    }
+    assert_eq!(last.status, 429);
+    assert_eq!(
+        last.body["error"]["message"],
+        "You've reached your daily limit. Your budget resets at 2026-11-25T00:00:00Z."
+    );
+    let bad = r
+        .http
+        .post(format!("{}/admin/budgets", r.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"scope": "user", "subject": "x", "limit_tokens": 5, "messages": {"refusal": "left: {usd_left}"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let msg = bad.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("messages.refusal") && msg.contains("{usd_left}"),
+        "{msg}"
+    );
+}
+
+/// An absolute low threshold makes a budget low before the percentage
+/// would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_low_threshold_marks_a_budget_low() {
+    let r = rig(
+        r#"{"overrides": [{"scope": "user", "subject": "lou", "limit_tokens": 1000, "period": "daily", "low_threshold_tokens": 990}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("lou").await;
+    let a = r.ask(&key, 20).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.budget_status.as_deref(), Some("low"));
+    assert_eq!(r.budget("lou").await["status"], "low");
+}
