@@ -626,7 +626,9 @@ impl BudgetEngine {
             charge,
             window,
             limit,
-            enforce: budget.action == Action::Block,
+            // A downgrade budget refuses at its limit like block; the proxy
+            // then serves its `downgrade_to` model instead.
+            enforce: matches!(budget.action, Action::Block | Action::Downgrade),
         };
         Applied {
             budget,

@@ -89,6 +89,9 @@ pub enum Action {
     /// Decide exactly as `Block` would, never refuse: flag the record
     /// `would_block` (a budget rolled out before it bites).
     Shadow,
+    /// Serve the request with the budget's `downgrade_to` model instead
+    /// (flagged `downgraded`) when it cannot be afforded at its own.
+    Downgrade,
 }
 
 impl Action {
@@ -97,6 +100,7 @@ impl Action {
             Action::Block => "block",
             Action::Warn => "warn",
             Action::Shadow => "shadow",
+            Action::Downgrade => "downgrade",
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Budget {
     pub warnings: Vec<Warning>,
     /// Replaces the refusal's message.
     pub refusal_message: Option<Template>,
+    /// The model `downgrade` serves instead.
+    pub downgrade_to: Option<String>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -226,6 +232,10 @@ pub struct BudgetInput {
     pub warnings: Vec<WarningInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessagesInput>,
+    /// With `action: downgrade`: the cheaper model (same wire format) that
+    /// serves requests this budget cannot afford at their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade_to: Option<String>,
     /// Alert settings: read so that a budget carrying them is refused with
     /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,19 +353,36 @@ impl Budget {
             "block" => Action::Block,
             "warn" => Action::Warn,
             "shadow" => Action::Shadow,
-            a @ ("throttle" | "downgrade") => {
+            "downgrade" => Action::Downgrade,
+            "throttle" => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("{a:?} is not supported in this version; use block, warn or shadow"),
+                    "\"throttle\" is not supported in this version; use block, warn, shadow or downgrade",
                 ));
             }
             a => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("unknown action {a:?} (expected block, warn or shadow)"),
+                    format!("unknown action {a:?} (expected block, warn, shadow or downgrade)"),
                 ));
             }
         };
+        let downgrade_to = input.downgrade_to.clone().filter(|m| !m.is_empty());
+        match (action, &downgrade_to) {
+            (Action::Downgrade, None) => {
+                return Err(BudgetError::field(
+                    "downgrade_to",
+                    "action downgrade needs the model to serve instead",
+                ));
+            }
+            (a, Some(_)) if a != Action::Downgrade => {
+                return Err(BudgetError::field(
+                    "downgrade_to",
+                    "only a budget with action downgrade serves another model",
+                ));
+            }
+            _ => {}
+        }
         let refusal_status = input.refusal_status.unwrap_or(429);
         if !(400..=599).contains(&refusal_status) {
             return Err(BudgetError::field(
@@ -470,6 +497,7 @@ impl Budget {
             low_threshold_tokens: input.low_threshold_tokens,
             warnings,
             refusal_message,
+            downgrade_to,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -529,6 +557,7 @@ impl Budget {
             messages: self.refusal_message.as_ref().map(|t| MessagesInput {
                 refusal: Some(t.source().to_string()),
             }),
+            downgrade_to: self.downgrade_to.clone(),
             alert_thresholds: None,
             webhook_url: None,
             models: self.models.clone(),
@@ -606,6 +635,14 @@ mod tests {
             ),
             (
                 r#"{"scope":"user","subject":"a","limit_usd":"1","action":"downgrade"}"#,
+                "downgrade_to",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","downgrade_to":"gpt-4o-mini"}"#,
+                "downgrade_to",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","action":"throttle"}"#,
                 "action",
             ),
             (

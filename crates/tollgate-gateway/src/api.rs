@@ -420,6 +420,10 @@ pub enum DecisionView {
 /// `POST /admin/explain` (and `tollgate explain`).
 #[derive(Debug, Serialize)]
 pub struct ExplainView {
+    /// The `downgrade` budget that makes `model_served` another model
+    /// than the one asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downgraded_by: Option<String>,
     pub caller: CallerView,
     pub model: String,
     pub model_served: String,

@@ -30,3 +30,31 @@ pub fn header_values(a: &Applied, st: &State) -> Vec<(&'static str, String)> {
     out.push(("x-budget-id", a.budget.id.clone()));
     out
 }
+
+/// Whether `b`'s `downgrade_to` model can serve requests: it has a route
+/// and a price. (Its wire format is checked per request: a request of
+/// another format is refused as `block` would.)
+pub fn check_downgrade(
+    b: &tollgate_core::budget::Budget,
+    router: &crate::routing::ModelRouter,
+    catalog: &tollgate_core::Catalog,
+) -> Result<(), String> {
+    let Some(to) = &b.downgrade_to else {
+        return Ok(());
+    };
+    let Some(p) = router.routes(to) else {
+        return Err(format!(
+            "downgrade_to: no provider serves {to:?} (add a models: route)"
+        ));
+    };
+    let served = router
+        .route(to, p.kind)
+        .map(|r| r.upstream_model)
+        .unwrap_or_else(|_| to.clone());
+    if catalog.price_of(&served).is_err() {
+        return Err(format!(
+            "downgrade_to: {to:?} has no price (set one under pricing:)"
+        ));
+    }
+    Ok(())
+}

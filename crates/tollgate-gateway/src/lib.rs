@@ -123,17 +123,30 @@ async fn assemble(
     let keys = KeyCache::load(store.clone()).await?;
     let (journal, writer) = Journal::spawn(store.clone()).map_err(StartError::Journal)?;
     let ledger = Arc::new(ledger::MemoryLedger::load(store.clone(), journal.clone()).await?);
+    let router = ModelRouter::new(&config, env);
+    let config_budgets = config.budgets.budgets().map_err(StartError::Config)?;
+    let unservable: Vec<ConfigError> = config_budgets
+        .iter()
+        .filter_map(|b| {
+            budgets::check_downgrade(b, &router, &catalog)
+                .err()
+                .map(|m| ConfigError::field(format!("budgets ({})", b.id), m))
+        })
+        .collect();
+    if !unservable.is_empty() {
+        return Err(StartError::Config(unservable));
+    }
     let budgets = BudgetEngine::load(
         &*store,
         ledger.clone(),
-        config.budgets.budgets().map_err(StartError::Config)?,
+        config_budgets,
         clock,
         &config.budgets.sizing(),
     )
     .await?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
-        router: Arc::new(ModelRouter::new(&config, env)),
+        router: Arc::new(router),
         catalog: Arc::new(RwLock::new(Arc::new(catalog))),
         jwt: jwt_verifier(&config.jwt)?,
         config: Arc::new(config),

@@ -113,19 +113,15 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) warning: Option<String>,
     pub(crate) budget_status: Option<String>,
+    pub(crate) downgraded_from: Option<String>,
     pub(crate) body: Value,
 }
 
 impl Rig {
     pub(crate) async fn key(&self, user: &str) -> String {
         let v: Value = self
-            .http
-            .post(format!("{}/admin/keys", self.url))
-            .bearer_auth(ADMIN)
-            .json(&json!({"user": user}))
-            .send()
+            .admin_post("/admin/keys", &json!({"user": user}))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -133,12 +129,16 @@ impl Rig {
     }
 
     pub(crate) async fn ask(&self, key: &str, max_tokens: u64) -> Answer {
+        self.ask_model(key, "gpt-4o-mini", max_tokens).await
+    }
+
+    pub(crate) async fn ask_model(&self, key: &str, model: &str, max_tokens: u64) -> Answer {
         let resp = self
             .http
             .post(format!("{}/v1/chat/completions", self.url))
             .bearer_auth(key)
             .header("x-mock-output-tokens", "1000")
-            .json(&json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}))
+            .json(&json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await
             .unwrap();
@@ -148,10 +148,12 @@ impl Rig {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         let (warning, budget_status) = (header("x-tollgate-warning"), header("x-budget-status"));
+        let downgraded_from = header("x-tollgate-downgraded-from");
         Answer {
             status: resp.status().as_u16(),
             warning,
             budget_status,
+            downgraded_from,
             body: resp.json().await.unwrap_or(Value::Null),
         }
     }
@@ -171,6 +173,17 @@ impl Rig {
 
     fn at(&self, t: &str) {
         self.clock.set(t.parse::<Timestamp>().unwrap());
+    }
+
+    /// `POST path` with the admin key and a JSON body.
+    async fn admin_post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// `GET path` with the admin key, as JSON.
@@ -321,14 +334,7 @@ async fn regression_rolling_window_reset_is_when_the_request_fits_again() {
 
 impl Rig {
     async fn create_budget(&self, spec: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/admin/budgets", self.url))
-            .bearer_auth(ADMIN)
-            .json(&spec)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.admin_post("/admin/budgets", &spec).await;
         assert_eq!(resp.status(), 201);
         resp.json().await.unwrap()
     }

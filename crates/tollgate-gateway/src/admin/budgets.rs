@@ -124,6 +124,17 @@ pub(super) async fn store_budget(
     input: tollgate_core::budget::BudgetInput,
     created_at: Timestamp,
 ) -> Result<Response, AdminError> {
+    // A model the gateway cannot serve is no downgrade: refused now, not
+    // discovered when the budget runs out.
+    if let Ok(b) = tollgate_core::budget::Budget::from_input(
+        id.clone(),
+        &input,
+        tollgate_core::budget::Tier::Override,
+        None,
+    ) {
+        crate::budgets::check_downgrade(&b, &s.router, &s.catalog())
+            .map_err(AdminError::bad_request)?;
+    }
     let stored = tollgate_store::StoredBudget {
         id: id.clone(),
         input,

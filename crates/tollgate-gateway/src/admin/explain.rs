@@ -124,6 +124,7 @@ pub async fn explain_json(
         Ok((p, _)) => p.model.clone(),
         Err(_) => req.model.clone().unwrap_or_default(),
     };
+    let mut downgraded_by = None;
     let (served, provider, budgets, decision) = match &planned {
         Err(e) => {
             let n = e.to_native();
@@ -140,7 +141,7 @@ pub async fn explain_json(
             };
             (served, provider, Vec::new(), d)
         }
-        Ok((_, plan)) => {
+        Ok((parsed, plan)) => {
             let states = s.budgets.states(&plan.applied).await;
             let budgets = plan
                 .applied
@@ -149,7 +150,19 @@ pub async fn explain_json(
                 .map(|(a, st)| budget_json(a, st, source_of(s, &a.budget.id)))
                 .collect();
             use crate::proxy::plan::Decision;
-            let d = match crate::proxy::plan::decide(s, plan).await {
+            let mut decision = crate::proxy::plan::decide(s, plan).await;
+            // As the proxy does: a downgrade budget that refuses makes its
+            // model the one served.
+            let mut served_plan = None;
+            if let Decision::Refuse(r) = &decision
+                && let Some(p2) = crate::proxy::plan::downgrade(s, &caller, parsed, format, r).await
+            {
+                downgraded_by = Some(r.applied.budget.id.clone());
+                decision = crate::proxy::plan::decide(s, &p2).await;
+                served_plan = Some(p2);
+            }
+            let served = served_plan.as_ref().unwrap_or(plan);
+            let d = match decision {
                 Decision::Allow { max_tokens } if plan.applied.is_empty() => DecisionView::Allow {
                     max_tokens,
                     reason: "no budget applies",
@@ -175,14 +188,15 @@ pub async fn explain_json(
                 }
             };
             (
-                plan.route.upstream_model.clone(),
-                Some(plan.route.provider.name.clone()),
+                served.route.upstream_model.clone(),
+                Some(served.route.provider.name.clone()),
                 budgets,
                 d,
             )
         }
     };
     Ok(crate::api::ExplainView {
+        downgraded_by,
         caller: (&caller).into(),
         model,
         model_served: served,

@@ -162,26 +162,49 @@ async fn pipeline(
     )?;
 
     // 4–5. plan: route, price, the budgets that apply, sizing.
-    let plan = plan::plan(state, &caller, &req, format, None).await?;
-    upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
-    let route = plan.route.clone();
-
+    let mut plan = plan::plan(state, &caller, &req, format, None).await?;
     let req = Arc::new(req);
-    let mut draft = Draft::new(
-        request_id.to_string(),
-        time,
-        started,
-        caller,
-        route.provider.name.clone(),
-        req.model.clone(),
-        route.upstream_model.clone(),
-        plan.price.clone(),
-        req.clone(),
-        state.budgets.clone(),
-    );
 
-    // 6. reserve — once, on the final model and provider, on every budget that applies.
-    let max_output = reserve(state, &mut draft, plan).await?;
+    // 6. reserve — on the final model and provider, on every budget that
+    // applies; a `downgrade` budget that cannot afford the request makes
+    // its `downgrade_to` model the final one (planned and reserved again).
+    let mut downgraded = false;
+    let mut caller = caller;
+    let (route, mut draft, max_output) = loop {
+        upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
+        let route = plan.route.clone();
+        let mut draft = Draft::new(
+            request_id.to_string(),
+            time,
+            started,
+            caller,
+            route.provider.name.clone(),
+            req.model.clone(),
+            route.upstream_model.clone(),
+            plan.price.clone(),
+            req.clone(),
+            state.budgets.clone(),
+        );
+        match reserve(state, &mut draft, plan).await {
+            Ok(max_output) => break (route, draft, max_output),
+            Err(Reserve::Refused(refusal)) => {
+                if !downgraded
+                    && let Some(p) =
+                        plan::downgrade(state, &draft.caller, &req, format, &refusal).await
+                {
+                    // Nothing was reserved or recorded for this draft.
+                    downgraded = true;
+                    plan = p;
+                    caller = std::mem::take(&mut draft.caller);
+                    draft.applied.clear();
+                    continue;
+                }
+                return Err(refuse(state, &mut draft, &refusal).await);
+            }
+            Err(Reserve::Failed(e)) => return Err(e),
+        }
+    };
+    draft.flags.downgraded = downgraded;
     draft.output_limit = max_output.or(req.max_output_tokens);
 
     // 7. forward
@@ -225,6 +248,9 @@ async fn pipeline(
         }
         if let Some(n) = max_output.filter(|_| draft.flags.capped) {
             h.insert("x-tollgate-capped-max-tokens", HeaderValue::from(n));
+        }
+        if downgraded && let Ok(v) = HeaderValue::from_str(&req.model) {
+            h.insert("x-tollgate-downgraded-from", v);
         }
         if streaming {
             // Before this stream's spend is known: what is left once its
@@ -368,7 +394,7 @@ async fn reserve(
     state: &AppState,
     draft: &mut Draft,
     plan: plan::Plan,
-) -> Result<Option<u64>, GatewayError> {
+) -> Result<Option<u64>, Reserve> {
     let Some(sizing) = plan.sizing else {
         return Ok(None);
     };
@@ -411,25 +437,43 @@ async fn reserve(
             Ok(set)
         }
         Err(ReserveError::Refused(refusal)) => {
-            // A refusal is recorded (flag `blocked`), at no cost.
-            let flags = Flags {
-                blocked: true,
-                ..Flags::default()
-            };
-            let status = refusal.applied.budget.refusal_status;
             draft.forwarded = false;
-            let rec = draft.record(Usage::default(), status, None, flags);
-            state.budgets.settle(None, &[], Amount::default(), rec);
-            draft.applied.clear();
-            let st = state.budgets.state(&refusal.applied).await;
-            Err(GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(
-                &refusal,
-                &st,
-                state.budgets.now(),
-            ))))
+            Err(Reserve::Refused(refusal))
         }
-        Err(ReserveError::Unavailable(e)) => Err(GatewayError::LedgerUnavailable(e.to_string())),
+        Err(ReserveError::Unavailable(e)) => Err(Reserve::Failed(GatewayError::LedgerUnavailable(
+            e.to_string(),
+        ))),
     }
+}
+
+/// Why [`reserve`] reserved nothing.
+enum Reserve {
+    /// A budget refused (nothing is recorded yet: a downgrade may follow).
+    Refused(Box<crate::budgets::Refusal>),
+    Failed(GatewayError),
+}
+
+/// A refusal that stands: recorded (flag `blocked`, at no cost) and
+/// answered.
+async fn refuse(
+    state: &AppState,
+    draft: &mut Draft,
+    refusal: &crate::budgets::Refusal,
+) -> GatewayError {
+    let flags = Flags {
+        blocked: true,
+        ..Flags::default()
+    };
+    let status = refusal.applied.budget.refusal_status;
+    let rec = draft.record(Usage::default(), status, None, flags);
+    state.budgets.settle(None, &[], Amount::default(), rec);
+    draft.applied.clear();
+    let st = state.budgets.state(&refusal.applied).await;
+    GatewayError::BudgetExceeded(Box::new(BudgetRefusal::new(
+        refusal,
+        &st,
+        state.budgets.now(),
+    )))
 }
 
 /// `X-Budget-*` headers for the tightest applicable budget, in-flight

@@ -5,6 +5,7 @@
 //! sized (the ledger decides again, atomically, against concurrent
 //! requests), explain asks the ledger what it would grant ([`decide`]).
 
+use tollgate_core::budget::Action;
 use tollgate_core::ledger::Sizing;
 use tollgate_core::tokens::estimate_tokens;
 use tollgate_core::{Caller, ModelPrice};
@@ -55,7 +56,19 @@ pub async fn plan(
     format: WireFormat,
     input_tokens: Option<u64>,
 ) -> Result<Plan, GatewayError> {
-    let route = route(state, caller, req, format)?;
+    plan_model(state, caller, req, &req.model, format, input_tokens).await
+}
+
+/// The plan of `req` served by `model` (a downgrade's, or its own).
+async fn plan_model(
+    state: &AppState,
+    caller: &Caller,
+    req: &ParsedRequest,
+    model: &str,
+    format: WireFormat,
+    input_tokens: Option<u64>,
+) -> Result<Plan, GatewayError> {
+    let route = route(state, caller, model, format)?;
     let price = price(state, req.endpoint, &route)?;
     if let Some(tool) = req
         .per_use_tools()
@@ -110,17 +123,47 @@ pub async fn plan(
 fn route(
     state: &AppState,
     caller: &Caller,
-    req: &ParsedRequest,
+    model: &str,
     format: WireFormat,
 ) -> Result<Route, GatewayError> {
-    if !caller.may_use(&req.model) {
-        return Err(GatewayError::ModelNotAllowed(req.model.clone()));
+    if !caller.may_use(model) {
+        return Err(GatewayError::ModelNotAllowed(model.to_string()));
     }
-    let route = state.router.route(&req.model, format)?;
-    if !caller.may_use(&route.upstream_model) && route.upstream_model != req.model {
+    let route = state.router.route(model, format)?;
+    if !caller.may_use(&route.upstream_model) && route.upstream_model != model {
         return Err(GatewayError::ModelNotAllowed(route.upstream_model));
     }
     Ok(route)
+}
+
+/// When `refusal` came from a `downgrade` budget: the plan of the same
+/// request served by that budget's `downgrade_to` model, on which budgets
+/// that downgrade no longer refuse (they chose this way out; every other
+/// `block` budget still holds). `None` when there is no way out: another
+/// action refused, or the caller may not use the model, or it has no
+/// route in the request's wire format, or no price.
+pub async fn downgrade(
+    state: &AppState,
+    caller: &Caller,
+    req: &ParsedRequest,
+    format: WireFormat,
+    refusal: &Refusal,
+) -> Option<Plan> {
+    let b = &refusal.applied.budget;
+    let to = b
+        .downgrade_to
+        .as_deref()
+        .filter(|_| b.action == Action::Downgrade)?;
+    let mut p = plan_model(state, caller, req, to, format, None)
+        .await
+        .ok()?;
+    p.price.as_ref()?;
+    for a in &mut p.applied {
+        if a.budget.action == Action::Downgrade {
+            a.line.enforce = false;
+        }
+    }
+    Some(p)
 }
 
 /// The served model's price; counting tokens is free at every provider.

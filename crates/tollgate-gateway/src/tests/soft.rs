@@ -195,13 +195,8 @@ async fn refusal_message_is_the_budgets_own() {
         "You've reached your daily limit. Your budget resets at 2026-11-25T00:00:00Z."
     );
     let bad = r
-        .http
-        .post(format!("{}/admin/budgets", r.url))
-        .bearer_auth(ADMIN)
-        .json(&json!({"scope": "user", "subject": "x", "limit_tokens": 5, "messages": {"refusal": "left: {usd_left}"}}))
-        .send()
-        .await
-        .unwrap();
+        .admin_post("/admin/budgets", &json!({"scope": "user", "subject": "x", "limit_tokens": 5, "messages": {"refusal": "left: {usd_left}"}}))
+        .await;
     assert_eq!(bad.status(), 400);
     let msg = bad.json::<Value>().await.unwrap()["error"]["message"]
         .as_str()
@@ -227,4 +222,101 @@ async fn absolute_low_threshold_marks_a_budget_low() {
     assert_eq!(a.status, 200);
     assert_eq!(a.budget_status.as_deref(), Some("low"));
     assert_eq!(r.budget("lou").await["status"], "low");
+}
+
+/// `downgrade`: once the budget cannot afford a request at its model, the
+/// request is served by `downgrade_to`, priced as that model, flagged and
+/// announced; a monthly `block` budget above still stops it. Explain says
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_serves_the_cheaper_model_until_a_block_budget_stops_it() {
+    let r = rig(
+        r#"{"overrides": [
+            {"scope": "user", "subject": "bob", "limit_usd": "0.001", "period": "daily", "action": "downgrade", "downgrade_to": "gpt-4o-mini"},
+            {"scope": "user", "subject": "bob", "limit_usd": "0.0012", "period": "monthly"}
+        ]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("bob").await;
+    let mut answers = Vec::new();
+    for _ in 0..60 {
+        let a = r.ask_model(&key, "gpt-4o", 20).await;
+        let done = a.status != 200;
+        answers.push(a);
+        if done {
+            break;
+        }
+    }
+    let first_down = answers
+        .iter()
+        .position(|a| a.downgraded_from.is_some())
+        .expect("some request was downgraded");
+    assert!(first_down > 0, "the first requests are served as asked");
+    assert!(
+        answers[first_down..answers.len() - 1]
+            .iter()
+            .all(|a| a.status == 200 && a.downgraded_from.as_deref() == Some("gpt-4o"))
+    );
+    assert_eq!(answers[first_down].body["model"], "gpt-4o-mini");
+    let last = answers.last().unwrap();
+    assert_eq!(last.status, 429, "the monthly block budget holds");
+    assert_eq!(last.body["error"]["code"], "budget_exceeded");
+    r.settle_down().await;
+    let recs = r.records_of("bob").await;
+    let full = &recs[0];
+    let down = &recs[first_down];
+    assert_eq!(full["model_served"], "gpt-4o");
+    assert_eq!(down["model_requested"], "gpt-4o");
+    assert_eq!(down["model_served"], "gpt-4o-mini");
+    assert!(flagged(down, "downgraded") && !flagged(full, "downgraded"));
+    let cost = |rec: &Value| {
+        tollgate_core::Money::parse_usd(rec["cost_usd"].as_str().unwrap())
+            .unwrap()
+            .units()
+    };
+    assert_eq!(full["input_tokens"], down["input_tokens"]);
+    assert_eq!(full["output_tokens"], down["output_tokens"]);
+    assert!(cost(down) * 10 < cost(full), "priced as the model served");
+    let explain_bob = async || -> Value {
+        let body = json!({"user": "bob", "model": "gpt-4o", "max_tokens": 20});
+        let resp = r.admin_post("/admin/explain", &body).await;
+        resp.json().await.unwrap()
+    };
+    // Explain agrees: today the month's block budget refuses even the
+    // cheaper model; in a new month, once the day's budget is spent, it
+    // names the downgrade and the model served.
+    let e = explain_bob().await;
+    assert_eq!(e["decision"]["decision"], "refuse", "{e}");
+    r.at("2026-12-01T10:00:00Z");
+    let key2 = key.clone();
+    while r
+        .ask_model(&key2, "gpt-4o", 20)
+        .await
+        .downgraded_from
+        .is_none()
+    {}
+    let e = explain_bob().await;
+    assert_eq!(e["downgraded_by"], "override:0", "{e}");
+    assert_eq!(e["model_served"], "gpt-4o-mini");
+    assert_eq!(e["decision"]["decision"], "allow");
+}
+
+/// A `downgrade_to` model the gateway cannot serve is refused when the
+/// budget is created, not when it runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_to_an_unservable_model_is_refused() {
+    let r = rig("{}", "2026-11-24T10:00:00Z").await;
+    let resp = r
+        .admin_post("/admin/budgets", &json!({"scope": "user", "subject": "x", "limit_usd": "1", "action": "downgrade", "downgrade_to": "llama-9000"}))
+        .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("downgrade_to"),
+        "{v}"
+    );
 }
