@@ -626,9 +626,13 @@ impl BudgetEngine {
             charge,
             window,
             limit,
-            // A downgrade budget refuses at its limit like block; the proxy
-            // then serves its `downgrade_to` model instead.
-            enforce: matches!(budget.action, Action::Block | Action::Downgrade),
+            // Downgrade and throttle budgets refuse at their limit like
+            // block; the proxy then takes their way out (another model, a
+            // lower rate).
+            enforce: matches!(
+                budget.action,
+                Action::Block | Action::Downgrade | Action::Throttle
+            ),
         };
         Applied {
             budget,

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod ledger;
 mod levels;
 pub mod messages;
+pub mod rates;
 
 pub use engine::*;
 pub use events::{Event, Events, Level, Published};

@@ -92,6 +92,9 @@ pub enum Action {
     /// Serve the request with the budget's `downgrade_to` model instead
     /// (flagged `downgraded`) when it cannot be afforded at its own.
     Downgrade,
+    /// Past the limit, admit requests at the budget's `throttle` rate
+    /// (flagged `throttled`); beyond that rate, a retryable 429.
+    Throttle,
 }
 
 impl Action {
@@ -101,6 +104,7 @@ impl Action {
             Action::Warn => "warn",
             Action::Shadow => "shadow",
             Action::Downgrade => "downgrade",
+            Action::Throttle => "throttle",
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Budget {
     pub refusal_message: Option<Template>,
     /// The model `downgrade` serves instead.
     pub downgrade_to: Option<String>,
+    /// The rate `throttle` admits requests at past the limit.
+    pub throttle: Option<ThrottleInput>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -236,6 +242,10 @@ pub struct BudgetInput {
     /// serves requests this budget cannot afford at their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgrade_to: Option<String>,
+    /// With `action: throttle`: the rate requests are admitted at once the
+    /// budget is past its limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleInput>,
     /// Alert settings: read so that a budget carrying them is refused with
     /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +264,15 @@ pub struct BudgetInput {
 pub struct WarningInput {
     pub at_pct: u8,
     pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -284,6 +303,30 @@ fn period_err(e: PeriodError) -> BudgetError {
     BudgetError::field(field, e.to_string())
 }
 
+/// An id usable in counter keys, where `|` separates it from a subject.
+pub(crate) fn check_id(id: &str, what: &str) -> Result<(), BudgetError> {
+    if id.is_empty() || id.contains('|') || id.chars().any(char::is_control) {
+        return Err(BudgetError::field(
+            "id",
+            format!("{id:?} is not a {what} id (non-empty, no `|`, no control characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The scope given by position (YAML keys it) or else by the input.
+pub(crate) fn scope_of(
+    given: Option<Scope>,
+    input: Option<&str>,
+    expected: &str,
+) -> Result<Scope, BudgetError> {
+    match (given, input) {
+        (Some(s), _) => Ok(s),
+        (None, Some(s)) => s.parse(),
+        (None, None) => Err(BudgetError::field("scope", format!("missing ({expected})"))),
+    }
+}
+
 impl Budget {
     /// Validates `input` as a budget of `tier` with `id`. `scope` overrides
     /// the input's (defaults and roles are keyed by scope in YAML).
@@ -293,23 +336,12 @@ impl Budget {
         tier: Tier,
         scope: Option<Scope>,
     ) -> Result<Budget, BudgetError> {
-        // `|` separates a budget's id from its subject in counter keys.
-        if id.is_empty() || id.contains('|') || id.chars().any(char::is_control) {
-            return Err(BudgetError::field(
-                "id",
-                format!("{id:?} is not a budget id (non-empty, no `|`, no control characters)"),
-            ));
-        }
-        let scope = match (scope, &input.scope) {
-            (Some(s), _) => s,
-            (None, Some(s)) => s.parse()?,
-            (None, None) => {
-                return Err(BudgetError::field(
-                    "scope",
-                    "missing (global, tenant, user, session, key or budget)",
-                ));
-            }
-        };
+        check_id(&id, "budget")?;
+        let scope = scope_of(
+            scope,
+            input.scope.as_deref(),
+            "global, tenant, user, session, key or budget",
+        )?;
         let subject = input.subject.clone().filter(|s| !s.is_empty());
         match (&tier, scope, &subject) {
             (Tier::Override, Scope::Global, Some(_)) => {
@@ -354,19 +386,45 @@ impl Budget {
             "warn" => Action::Warn,
             "shadow" => Action::Shadow,
             "downgrade" => Action::Downgrade,
-            "throttle" => {
-                return Err(BudgetError::field(
-                    "action",
-                    "\"throttle\" is not supported in this version; use block, warn, shadow or downgrade",
-                ));
-            }
+            "throttle" => Action::Throttle,
             a => {
                 return Err(BudgetError::field(
                     "action",
-                    format!("unknown action {a:?} (expected block, warn, shadow or downgrade)"),
+                    format!(
+                        "unknown action {a:?} (expected block, warn, shadow, downgrade or throttle)"
+                    ),
                 ));
             }
         };
+        match (action, input.throttle) {
+            (Action::Throttle, None) => {
+                return Err(BudgetError::field(
+                    "throttle",
+                    "action throttle needs the rate to admit at ({ requests_per_minute, tokens_per_minute })",
+                ));
+            }
+            (Action::Throttle, Some(t)) => {
+                if t.requests_per_minute.is_none() && t.tokens_per_minute.is_none() {
+                    return Err(BudgetError::field(
+                        "throttle",
+                        "needs requests_per_minute and/or tokens_per_minute",
+                    ));
+                }
+                if t.requests_per_minute == Some(0) || t.tokens_per_minute == Some(0) {
+                    return Err(BudgetError::field(
+                        "throttle",
+                        "a rate must be at least 1 per minute (use action block to stop requests)",
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(BudgetError::field(
+                    "throttle",
+                    "only a budget with action throttle has a throttle rate",
+                ));
+            }
+            _ => {}
+        }
         let downgrade_to = input.downgrade_to.clone().filter(|m| !m.is_empty());
         match (action, &downgrade_to) {
             (Action::Downgrade, None) => {
@@ -498,6 +556,7 @@ impl Budget {
             warnings,
             refusal_message,
             downgrade_to,
+            throttle: input.throttle,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -558,6 +617,7 @@ impl Budget {
                 refusal: Some(t.source().to_string()),
             }),
             downgrade_to: self.downgrade_to.clone(),
+            throttle: self.throttle,
             alert_thresholds: None,
             webhook_url: None,
             models: self.models.clone(),
@@ -643,7 +703,15 @@ mod tests {
             ),
             (
                 r#"{"scope":"user","subject":"a","limit_usd":"1","action":"throttle"}"#,
-                "action",
+                "throttle",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","action":"throttle","throttle":{"requests_per_minute":0}}"#,
+                "throttle",
+            ),
+            (
+                r#"{"scope":"user","subject":"a","limit_usd":"1","throttle":{"requests_per_minute":2}}"#,
+                "throttle",
             ),
             (
                 r#"{"scope":"user","subject":"a","limit_usd":"-1"}"#,

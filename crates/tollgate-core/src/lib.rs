@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod money;
 pub mod period;
 pub mod pricing;
+pub mod rate;
 pub mod record;
 pub mod template;
 pub mod tokens;

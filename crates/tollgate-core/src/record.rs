@@ -37,10 +37,12 @@ pub struct Flags {
     pub cut_by_budget: bool,
     /// A `shadow` budget would have refused the request (it was served).
     pub would_block: bool,
+    /// Past a `throttle` budget's limit, admitted at its throttle rate.
+    pub throttled: bool,
 }
 
 impl Flags {
-    const NAMES: [&'static str; 11] = [
+    const NAMES: [&'static str; 12] = [
         "capped",
         "downgraded",
         "warned",
@@ -52,9 +54,10 @@ impl Flags {
         "usage_suspicious",
         "cut_by_budget",
         "would_block",
+        "throttled",
     ];
 
-    fn bits(&self) -> [bool; 11] {
+    fn bits(&self) -> [bool; 12] {
         [
             self.capped,
             self.downgraded,
@@ -67,6 +70,7 @@ impl Flags {
             self.usage_suspicious,
             self.cut_by_budget,
             self.would_block,
+            self.throttled,
         ]
     }
 
@@ -95,6 +99,7 @@ impl Flags {
                 "usage_suspicious" => f.usage_suspicious = true,
                 "cut_by_budget" => f.cut_by_budget = true,
                 "would_block" => f.would_block = true,
+                "throttled" => f.throttled = true,
                 _ => {}
             }
         }

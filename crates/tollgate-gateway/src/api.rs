@@ -424,6 +424,10 @@ pub struct ExplainView {
     /// than the one asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downgraded_by: Option<String>,
+    /// The `throttle` budget past its limit: the request would be admitted
+    /// at its throttle rate, if that has room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_by: Option<String>,
     pub caller: CallerView,
     pub model: String,
     pub model_served: String,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use tollgate_core::budget::{Budget, BudgetError, BudgetInput, Scope, Tier};
 use tollgate_core::pricing::{Fallback, ModelPrice};
+use tollgate_core::rate::{RateLimit, RateLimitInput};
 use tollgate_providers::WireFormat;
 
 fn default_listen() -> String {
@@ -68,6 +69,9 @@ pub struct Config {
     pub pricing: PricingConfig,
     #[serde(default)]
     pub budgets: BudgetsConfig,
+    /// Requests and tokens per minute, per key / user / tenant / global.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     /// JWT callers, besides virtual keys.
     #[serde(default)]
     pub jwt: Option<crate::jwt::JwtConfig>,
@@ -116,6 +120,69 @@ pub struct BudgetsConfig {
     /// audio, video). Absent: the model's context window from the catalog.
     #[serde(default)]
     pub unknown_input_tokens: Option<u64>,
+}
+
+/// `rate_limits:` — per scope, a default for every subject and overrides
+/// for one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Per scope (`global`, `tenant`, `user`, `key`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, RateLimitInput>,
+    /// For one subject (`{scope: user, subject: alice, ...}`).
+    #[serde(default)]
+    pub overrides: Vec<RateLimitInput>,
+}
+
+impl RateLimitsConfig {
+    /// The declared limits, validated, with stable ids (`rate:default:key`,
+    /// `rate:override:N` unless given).
+    pub fn limits(&self) -> Result<Vec<RateLimit>, Vec<ConfigError>> {
+        let mut out = Vec::new();
+        let mut errs = Vec::new();
+        for (scope, input) in &self.defaults {
+            let path = format!("rate_limits.defaults.{scope}");
+            match scope.parse::<Scope>() {
+                Ok(sc) => {
+                    let id = input
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| format!("rate:default:{scope}"));
+                    match RateLimit::from_input(id, input, Some(sc), sc != Scope::Global) {
+                        Ok(l) => out.push(l),
+                        Err(e) => {
+                            errs.push(ConfigError::field(format!("{path}.{}", e.field), e.message))
+                        }
+                    }
+                }
+                Err(e) => errs.push(ConfigError::field(path, e.message)),
+            }
+        }
+        for (i, input) in self.overrides.iter().enumerate() {
+            let id = input
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("rate:override:{i}"));
+            match RateLimit::from_input(id, input, None, false) {
+                Ok(l) => out.push(l),
+                Err(e) => errs.push(ConfigError::field(
+                    format!("rate_limits.overrides[{i}].{}", e.field),
+                    e.message,
+                )),
+            }
+        }
+        let mut seen = HashSet::new();
+        for l in &out {
+            if !seen.insert(l.id.as_str()) {
+                errs.push(ConfigError::field(
+                    "rate_limits",
+                    format!("two rate limits with id {:?}", l.id),
+                ));
+            }
+        }
+        if errs.is_empty() { Ok(out) } else { Err(errs) }
+    }
 }
 
 /// One budget, or several for the same scope or role.
@@ -437,6 +504,9 @@ impl Config {
         if let Err(e) = self.budgets.budgets() {
             errs.extend(e);
         }
+        if let Err(e) = self.rate_limits.limits() {
+            errs.extend(e);
+        }
         if let Some(Err(e)) = self.jwt.as_ref().map(crate::jwt::JwtVerifier::from_config) {
             errs.extend(e);
         }
@@ -604,6 +674,7 @@ impl Default for Config {
             models: Vec::new(),
             pricing: PricingConfig::default(),
             budgets: BudgetsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
             jwt: None,
             trust_all_identity_headers: false,
         }

@@ -54,6 +54,8 @@ pub enum GatewayError {
     Internal(String),
     #[error("{}", .0.message)]
     BudgetExceeded(Box<BudgetRefusal>),
+    #[error("{}", rate_message(.0))]
+    RateLimited(Box<tollgate_budgets::rates::Limited>),
     #[error("the budget ledger is unavailable ({0}); refusing rather than spending unaccounted")]
     LedgerUnavailable(String),
 }
@@ -164,6 +166,12 @@ impl GatewayError {
             UpstreamTimeout { .. } => NativeError::new(504, ErrorKind::Timeout, msg),
             UpstreamUnreachable { .. } => NativeError::new(502, ErrorKind::Api, msg),
             LedgerUnavailable(_) => NativeError::new(503, ErrorKind::Api, msg),
+            RateLimited(l) => NativeError::new(429, ErrorKind::RateLimited, msg)
+                .with_code("rate_limit_exceeded")
+                .with_extra(
+                    "rate_limit",
+                    serde_json::json!({"id": l.line.limit.id, "scope": l.line.limit.scope.as_str(), "subject": l.line.subject, "unit": l.unit}),
+                ),
             BudgetExceeded(r) => {
                 let mut e = NativeError::new(r.status, ErrorKind::BudgetExceeded, msg)
                     .with_code("budget_exceeded")
@@ -184,6 +192,24 @@ impl GatewayError {
 
     pub fn into_response(self, format: WireFormat) -> Response {
         let mut resp = native_response(&self.to_native(), format);
+        if let GatewayError::RateLimited(l) = &self {
+            let h = resp.headers_mut();
+            for (name, value) in rate_headers(l.requests, l.tokens) {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(name, v);
+                }
+            }
+            match l.retry_after_ns {
+                Some(ns) => {
+                    let secs = (ns + 999_999_999) / 1_000_000_000;
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1) as u64));
+                }
+                // More than a minute's tokens: waiting never helps.
+                None => {
+                    h.insert("x-should-retry", HeaderValue::from_static("false"));
+                }
+            }
+        }
         if let GatewayError::BudgetExceeded(r) = &self {
             let h = resp.headers_mut();
             for (name, value) in &r.headers {
@@ -198,6 +224,57 @@ impl GatewayError {
         }
         resp
     }
+}
+
+fn rate_message(l: &tollgate_budgets::rates::Limited) -> String {
+    let limit = &l.line.limit;
+    let per = match l.unit {
+        "requests" => limit.requests_per_minute,
+        _ => limit.tokens_per_minute,
+    }
+    .unwrap_or(0);
+    let who = if limit.scope == tollgate_core::budget::Scope::Global {
+        "all traffic".to_string()
+    } else {
+        format!("{} {:?}", limit.scope, l.line.subject)
+    };
+    match l.retry_after_ns {
+        Some(ns) => format!(
+            "rate limit exceeded: {who} may send {per} {} per minute (rate limit {:?}); retry in {}",
+            l.unit,
+            limit.id,
+            tollgate_core::rate::openai_duration(ns)
+        ),
+        None => format!(
+            "rate limit exceeded: this request needs more {} than {who} may send in a minute ({per}, rate limit {:?})",
+            l.unit, limit.id
+        ),
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers for a limit's standing.
+pub fn rate_headers(
+    requests: Option<tollgate_core::rate::Standing>,
+    tokens: Option<tollgate_core::rate::Standing>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(s) = requests {
+        out.push(("x-ratelimit-limit-requests", s.limit.to_string()));
+        out.push(("x-ratelimit-remaining-requests", s.remaining.to_string()));
+        out.push((
+            "x-ratelimit-reset-requests",
+            tollgate_core::rate::openai_duration(s.reset_ns),
+        ));
+    }
+    if let Some(s) = tokens {
+        out.push(("x-ratelimit-limit-tokens", s.limit.to_string()));
+        out.push(("x-ratelimit-remaining-tokens", s.remaining.to_string()));
+        out.push((
+            "x-ratelimit-reset-tokens",
+            tollgate_core::rate::openai_duration(s.reset_ns),
+        ));
+    }
+    out
 }
 
 /// Renders a native error with its status. Errors Tollgate decides itself

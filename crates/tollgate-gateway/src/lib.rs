@@ -61,6 +61,8 @@ pub struct AppState {
     /// The embedded ledger the budgets run on, for its own upkeep
     /// (forgetting counters no budget reads).
     pub memory_ledger: Arc<ledger::MemoryLedger>,
+    /// Requests and tokens per minute.
+    pub rates: Arc<tollgate_budgets::rates::RateLimiter>,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Set when the shutdown grace is over: open streams end themselves.
     pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
@@ -136,6 +138,10 @@ async fn assemble(
     if !unservable.is_empty() {
         return Err(StartError::Config(unservable));
     }
+    let rates = tollgate_budgets::rates::RateLimiter::new(
+        config.rate_limits.limits().map_err(StartError::Config)?,
+        clock.clone(),
+    );
     let budgets = BudgetEngine::load(
         &*store,
         ledger.clone(),
@@ -155,6 +161,7 @@ async fn assemble(
         journal,
         budgets: Arc::new(budgets),
         memory_ledger: ledger,
+        rates: Arc::new(rates),
         streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     Ok((state, writer))
@@ -192,6 +199,7 @@ fn spawn_price_refresh(
             if state.budgets.prune_due() {
                 let keep = state.budgets.retention();
                 state.memory_ledger.retain_counters(&|k| keep.keeps(k));
+                state.rates.prune();
             }
             let bv = state.store.budgets_version().await.ok();
             // Changes made through this process's admin API are applied in

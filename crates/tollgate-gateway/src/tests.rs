@@ -11,6 +11,7 @@ use crate::budgets::ManualClock;
 use crate::config::{ModelRoute, ProviderConfig};
 use crate::{Config, Gateway};
 
+mod rates;
 mod soft;
 
 const ADMIN: &str = "admin-key-for-clock-tests";
@@ -35,6 +36,11 @@ impl Drop for Rig {
 }
 
 pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
+    rig_with(budgets_yaml, "{}", start).await
+}
+
+/// A rig with rate limits too (`rate_limits:` as JSON text).
+pub(crate) async fn rig_with(budgets_yaml: &str, rate_limits: &str, start: &str) -> Rig {
     let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock_addr = mock.local_addr().unwrap();
     tokio::spawn(tollgate_mock::serve(
@@ -78,6 +84,7 @@ pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
     };
     config.budgets =
         serde_json::from_value(serde_json::to_value(json_value(budgets_yaml)).unwrap()).unwrap();
+    config.rate_limits = serde_json::from_value(json_value(rate_limits)).unwrap();
     let store = tollgate_store::open(&config.database).await.unwrap();
     let clock = Arc::new(ManualClock::new(start.parse().unwrap()));
     let gw = Gateway::with_clock(config, store, &|_| None, clock.clone())
@@ -114,6 +121,7 @@ pub(crate) struct Answer {
     pub(crate) warning: Option<String>,
     pub(crate) budget_status: Option<String>,
     pub(crate) downgraded_from: Option<String>,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) body: Value,
 }
 
@@ -149,7 +157,9 @@ impl Rig {
         };
         let (warning, budget_status) = (header("x-tollgate-warning"), header("x-budget-status"));
         let downgraded_from = header("x-tollgate-downgraded-from");
+        let headers = resp.headers().clone();
         Answer {
+            headers,
             status: resp.status().as_u16(),
             warning,
             budget_status,

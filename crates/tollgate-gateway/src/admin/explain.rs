@@ -125,6 +125,7 @@ pub async fn explain_json(
         Err(_) => req.model.clone().unwrap_or_default(),
     };
     let mut downgraded_by = None;
+    let mut throttled_by = None;
     let (served, provider, budgets, decision) = match &planned {
         Err(e) => {
             let n = e.to_native();
@@ -155,9 +156,20 @@ pub async fn explain_json(
             // model the one served.
             let mut served_plan = None;
             if let Decision::Refuse(r) = &decision
-                && let Some(p2) = crate::proxy::plan::downgrade(s, &caller, parsed, format, r).await
+                && let Some(way) = crate::proxy::plan::way_out(s, &caller, parsed, format, r).await
             {
-                downgraded_by = Some(r.applied.budget.id.clone());
+                let p2 = match way {
+                    crate::proxy::plan::WayOut::Downgrade(p2) => {
+                        downgraded_by = Some(r.applied.budget.id.clone());
+                        p2
+                    }
+                    // Whether the throttle rate has room is the proxy's
+                    // call at the time; explain names the budget.
+                    crate::proxy::plan::WayOut::Throttle { plan: p2, .. } => {
+                        throttled_by = Some(r.applied.budget.id.clone());
+                        p2
+                    }
+                };
                 decision = crate::proxy::plan::decide(s, &p2).await;
                 served_plan = Some(p2);
             }
@@ -197,6 +209,7 @@ pub async fn explain_json(
     };
     Ok(crate::api::ExplainView {
         downgraded_by,
+        throttled_by,
         caller: (&caller).into(),
         model,
         model_served: served,

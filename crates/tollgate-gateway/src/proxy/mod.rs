@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
+use tollgate_core::budget::Action;
 use tollgate_core::ledger::Amount;
 use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
@@ -166,9 +167,11 @@ async fn pipeline(
     let req = Arc::new(req);
 
     // 6. reserve — on the final model and provider, on every budget that
-    // applies; a `downgrade` budget that cannot afford the request makes
-    // its `downgrade_to` model the final one (planned and reserved again).
-    let mut downgraded = false;
+    // applies. A `downgrade` or `throttle` budget that cannot afford the
+    // request opens its way out once: another model, or admission at its
+    // throttle rate; the request is then planned and reserved again.
+    let mut escaped: Option<Action> = None;
+    let mut throttle_hold = None;
     let mut caller = caller;
     let (route, mut draft, max_output) = loop {
         upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
@@ -185,26 +188,54 @@ async fn pipeline(
             req.clone(),
             state.budgets.clone(),
         );
+        if let Some(a) = throttle_hold.take() {
+            draft.rate.push((state.rates.clone(), a));
+        }
+        // Rate limits first: a request over them costs no reservation.
+        if !plan.rates.is_empty() {
+            let lines = std::mem::take(&mut plan.rates);
+            let admitted = state
+                .rates
+                .admit(lines, reserved_tokens(&plan))
+                .map_err(GatewayError::RateLimited)?;
+            draft.rate.push((state.rates.clone(), admitted));
+        }
         match reserve(state, &mut draft, plan).await {
             Ok(max_output) => break (route, draft, max_output),
             Err(Reserve::Refused(refusal)) => {
-                if !downgraded
-                    && let Some(p) =
-                        plan::downgrade(state, &draft.caller, &req, format, &refusal).await
-                {
-                    // Nothing was reserved or recorded for this draft.
-                    downgraded = true;
-                    plan = p;
-                    caller = std::mem::take(&mut draft.caller);
-                    draft.applied.clear();
-                    continue;
-                }
-                return Err(refuse(state, &mut draft, &refusal).await);
+                let way = match escaped {
+                    None => plan::way_out(state, &draft.caller, &req, format, &refusal).await,
+                    Some(_) => None,
+                };
+                let Some(way) = way else {
+                    return Err(refuse(state, &mut draft, &refusal).await);
+                };
+                // Nothing was reserved or recorded for this draft; dropped
+                // unforwarded, it gives its rate admissions back.
+                plan = match way {
+                    plan::WayOut::Downgrade(p) => {
+                        escaped = Some(Action::Downgrade);
+                        p
+                    }
+                    plan::WayOut::Throttle { plan: p, line } => {
+                        let a = state
+                            .rates
+                            .admit(vec![line], reserved_tokens(&p))
+                            .map_err(GatewayError::RateLimited)?;
+                        throttle_hold = Some(a);
+                        escaped = Some(Action::Throttle);
+                        p
+                    }
+                };
+                caller = std::mem::take(&mut draft.caller);
+                draft.applied.clear();
             }
             Err(Reserve::Failed(e)) => return Err(e),
         }
     };
-    draft.flags.downgraded = downgraded;
+    draft.flags.downgraded = escaped == Some(Action::Downgrade);
+    draft.flags.throttled = escaped == Some(Action::Throttle);
+    let downgraded = draft.flags.downgraded;
     draft.output_limit = max_output.or(req.max_output_tokens);
 
     // 7. forward
@@ -444,6 +475,12 @@ async fn reserve(
             e.to_string(),
         ))),
     }
+}
+
+/// The tokens a request's rate limits count up front: its reserved worst
+/// case (input and output limit), as budgets size it.
+fn reserved_tokens(plan: &plan::Plan) -> u64 {
+    plan.sizing.map_or(0, |s| s.amount(s.want).tokens)
 }
 
 /// Why [`reserve`] reserved nothing.

@@ -23,8 +23,10 @@ pub struct Plan {
     /// `None`: the endpoint is free (counting tokens), nothing is priced.
     pub price: Option<ModelPrice>,
     pub applied: Vec<Applied>,
-    /// Input tokens reserved: the estimate when a budget applies, a cheap
-    /// bound (the body's bytes) when none does.
+    /// The rate limits that apply.
+    pub rates: Vec<tollgate_budgets::rates::Line>,
+    /// Input tokens reserved: the estimate when a budget or a token rate
+    /// limit applies, a cheap bound (the body's bytes) when none does.
     pub input_tokens: u64,
     /// What the request asks of its budgets (`None` when not priced).
     pub sizing: Option<Sizing>,
@@ -86,8 +88,10 @@ async fn plan_model(
         }
         None => Vec::new(),
     };
+    let rates = state.rates.applicable(caller, &route.upstream_model);
+    let counted = !applied.is_empty() || rates.iter().any(|l| l.limit.tokens_per_minute.is_some());
     let input_tokens = input_tokens.unwrap_or_else(|| {
-        if applied.is_empty() {
+        if !counted {
             // Only a crash ever charges this (no budget to hold): a cheap
             // bound, the body's bytes, not a count.
             let bound = req.body_len() as u64;
@@ -113,6 +117,7 @@ async fn plan_model(
         route,
         price,
         applied,
+        rates,
         input_tokens,
         sizing,
         makes_output,
@@ -136,34 +141,67 @@ fn route(
     Ok(route)
 }
 
-/// When `refusal` came from a `downgrade` budget: the plan of the same
-/// request served by that budget's `downgrade_to` model, on which budgets
-/// that downgrade no longer refuse (they chose this way out; every other
-/// `block` budget still holds). `None` when there is no way out: another
-/// action refused, or the caller may not use the model, or it has no
-/// route in the request's wire format, or no price.
-pub async fn downgrade(
+/// The way past a budget that refused, for budgets whose action has one.
+pub enum WayOut {
+    /// Served by the budget's `downgrade_to` model: its plan.
+    Downgrade(Plan),
+    /// Admitted at the budget's throttle rate (`line`), then served as
+    /// planned.
+    Throttle {
+        plan: Plan,
+        line: tollgate_budgets::rates::Line,
+    },
+}
+
+/// When `refusal` came from a `downgrade` or `throttle` budget: the plan
+/// of the same request served by that budget's `downgrade_to` model, or
+/// admitted at its throttle rate — planned again with budgets of that
+/// action no longer refusing (they chose this way out; every other
+/// `block` budget still holds). `None` when there is no way out: a `block`
+/// budget refused, or the caller may not use the downgrade model, or it
+/// has no route in the request's wire format, or no price.
+pub async fn way_out(
     state: &AppState,
     caller: &Caller,
     req: &ParsedRequest,
     format: WireFormat,
     refusal: &Refusal,
-) -> Option<Plan> {
+) -> Option<WayOut> {
     let b = &refusal.applied.budget;
-    let to = b
-        .downgrade_to
-        .as_deref()
-        .filter(|_| b.action == Action::Downgrade)?;
-    let mut p = plan_model(state, caller, req, to, format, None)
+    let model = match b.action {
+        Action::Downgrade => b.downgrade_to.as_deref()?,
+        Action::Throttle => req.model.as_str(),
+        _ => return None,
+    };
+    let mut p = plan_model(state, caller, req, model, format, None)
         .await
         .ok()?;
     p.price.as_ref()?;
     for a in &mut p.applied {
-        if a.budget.action == Action::Downgrade {
+        if a.budget.action == b.action {
             a.line.enforce = false;
         }
     }
-    Some(p)
+    match (b.action, b.throttle) {
+        (Action::Throttle, Some(t)) => {
+            let limit = tollgate_core::rate::RateLimit {
+                id: format!("throttle:{}", b.id),
+                scope: b.scope,
+                subject: Some(refusal.applied.subject.clone()),
+                requests_per_minute: t.requests_per_minute,
+                tokens_per_minute: t.tokens_per_minute,
+                models: Vec::new(),
+            };
+            Some(WayOut::Throttle {
+                plan: p,
+                line: tollgate_budgets::rates::Line {
+                    limit: std::sync::Arc::new(limit),
+                    subject: refusal.applied.subject.clone(),
+                },
+            })
+        }
+        _ => Some(WayOut::Downgrade(p)),
+    }
 }
 
 /// The served model's price; counting tokens is free at every provider.

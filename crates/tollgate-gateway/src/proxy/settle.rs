@@ -10,6 +10,7 @@ use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use jiff::Timestamp;
+use tollgate_budgets::rates::{Admitted, RateLimiter};
 use tollgate_core::ledger::Amount;
 use tollgate_core::tokens::count_tokens;
 use tollgate_core::{Flags, ModelPrice, Money, Usage, UsageRecord};
@@ -46,6 +47,9 @@ pub struct Draft {
     /// The output limit per choice the upstream was sent (Tollgate's, or
     /// the caller's own when Tollgate set none).
     pub output_limit: Option<u64>,
+    /// What the rate limits admitted for this request (settled to its
+    /// usage, or given back if it never reached a provider).
+    pub rate: Vec<(Arc<RateLimiter>, Admitted)>,
     done: bool,
 }
 
@@ -80,6 +84,7 @@ impl Draft {
             forwarded: false,
             input_estimate: None,
             output_limit: None,
+            rate: Vec::new(),
             done: false,
         }
     }
@@ -151,6 +156,9 @@ impl Draft {
             let actual = Amount::new(rec.cost, usage.total_tokens());
             self.budgets
                 .settle(self.reserved.as_ref(), &self.applied, actual, rec.clone());
+            for (rl, a) in self.rate.drain(..) {
+                rl.settle(&a, usage.total_tokens());
+            }
         }
         rec
     }
@@ -257,6 +265,9 @@ impl Drop for Draft {
             self.done = true;
             if let Some(r) = &self.reserved {
                 self.budgets.release(r);
+            }
+            for (rl, a) in self.rate.drain(..) {
+                rl.undo(&a);
             }
             return;
         }
