@@ -26,7 +26,9 @@ struct Cell {
     tokens: Gcra,
 }
 
-type Key = (Arc<str>, Box<str>);
+/// (limit id, its rates, subject): a limit whose rates change counts
+/// afresh (a cell's state is in time at its old pace).
+type Key = (Arc<str>, Option<u64>, Option<u64>, Box<str>);
 
 /// One limit as it applies to one request: the limit, and the subject it
 /// counts for (`*` for the global one).
@@ -40,6 +42,8 @@ impl Line {
     fn key(&self) -> Key {
         (
             Arc::from(self.limit.id.as_str()),
+            self.limit.requests_per_minute,
+            self.limit.tokens_per_minute,
             self.subject.as_str().into(),
         )
     }
@@ -103,7 +107,7 @@ impl RateLimiter {
     }
 
     /// Replaces the limits (config reload, admin changes). Cells of limits
-    /// that stay keep their state.
+    /// that stay unchanged keep their state; a changed limit counts afresh.
     pub fn replace(&self, limits: Vec<RateLimit>) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(limits.into_iter().map(Arc::new).collect());

@@ -444,3 +444,36 @@ pub struct QuarantinedView<'a> {
     pub reason: &'a str,
     pub record: RecordView<'a>,
 }
+
+/// A rate limit, and where it is managed (`config` or `admin`).
+#[derive(Debug, Serialize)]
+pub struct RateLimitView {
+    pub id: String,
+    pub scope: &'static str,
+    /// `None`: every subject of the scope (a default), or global.
+    pub subject: Option<String>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub models: Vec<String>,
+    pub source: &'static str,
+}
+
+impl RateLimitView {
+    pub fn new(l: &tollgate_core::rate::RateLimit, source: &'static str) -> RateLimitView {
+        RateLimitView {
+            id: l.id.clone(),
+            scope: l.scope.as_str(),
+            subject: l.subject.clone(),
+            requests_per_minute: l.requests_per_minute,
+            tokens_per_minute: l.tokens_per_minute,
+            models: l.models.clone(),
+            source,
+        }
+    }
+}
+
+/// `GET /admin/rate-limits`.
+#[derive(Debug, Serialize)]
+pub struct RateLimitList {
+    pub rate_limits: Vec<RateLimitView>,
+}

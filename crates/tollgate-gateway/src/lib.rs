@@ -180,7 +180,7 @@ fn jwt_verifier(c: &Option<jwt::JwtConfig>) -> Result<Option<Arc<jwt::JwtVerifie
 /// How often keys and prices changed outside this process are picked up.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
-/// Reloads the catalog and the budgets when their stored versions change
+/// Reloads the catalog, the budgets and the rate limits when their stored versions change
 /// (set or imported by the CLI, or by another instance).
 /// `version` and `budgets_version` were read before the catalog and the
 /// budgets were loaded, so a change racing the start-up is reloaded.
@@ -188,6 +188,7 @@ fn spawn_price_refresh(
     state: AppState,
     mut version: (i64, i64),
     budgets_version: (i64, i64),
+    mut rates_version: (i64, i64),
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_EVERY);
@@ -209,6 +210,16 @@ fn spawn_price_refresh(
                 match state.budgets.reload(&*state.store).await {
                     Ok(()) => state.budgets.set_known_version(bv),
                     Err(e) => tracing::warn!(error = %e, "budget reload failed"),
+                }
+            }
+            // Rate limits changed elsewhere (or here: reloading twice is
+            // harmless).
+            if let Ok(v) = state.store.rate_limits_version().await
+                && v != rates_version
+            {
+                match admin::reload_rate_limits(&state).await {
+                    Ok(()) => rates_version = v,
+                    Err(e) => tracing::warn!(error = %e, "rate limit reload failed"),
                 }
             }
             let now = match state.store.prices_version().await {
@@ -273,10 +284,17 @@ impl Gateway {
         }
         let prices_version = store.prices_version().await?;
         let budgets_version = store.budgets_version().await?;
+        let rates_version = store.rate_limits_version().await?;
         let (state, writer) = assemble(config, store, env, clock).await?;
+        admin::reload_rate_limits(&state).await?;
         state.budgets.reconcile().await?;
         let key_refresh = state.keys.spawn_refresh(REFRESH_EVERY);
-        let price_refresh = spawn_price_refresh(state.clone(), prices_version, budgets_version);
+        let price_refresh = spawn_price_refresh(
+            state.clone(),
+            prices_version,
+            budgets_version,
+            rates_version,
+        );
         Ok(Gateway {
             state,
             writer,

@@ -153,6 +153,18 @@ pub trait UsageStore: Send + Sync {
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
 }
 
+/// Rate limits managed at run time (admin API).
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// In creation order.
+    async fn list_rate_limits(&self) -> Result<Vec<StoredRateLimit>>;
+    async fn put_rate_limit(&self, l: &StoredRateLimit) -> Result<()>;
+    /// `false` if no such rate limit.
+    async fn delete_rate_limit(&self, id: &str) -> Result<bool>;
+    /// Changes whenever a stored rate limit changes.
+    async fn rate_limits_version(&self) -> Result<(i64, i64)>;
+}
+
 /// Prices set at run time.
 #[async_trait]
 pub trait PriceStore: Send + Sync {
@@ -164,9 +176,15 @@ pub trait PriceStore: Send + Sync {
 
 /// Everything a backend stores, one trait per domain. A backend
 /// implements the five; `Store` is what the rest of Tollgate holds.
-pub trait Store: KeyStore + LedgerStore + BudgetStore + UsageStore + PriceStore + 'static {}
+pub trait Store:
+    KeyStore + LedgerStore + BudgetStore + RateLimitStore + UsageStore + PriceStore + 'static
+{
+}
 
-impl<T: KeyStore + LedgerStore + BudgetStore + UsageStore + PriceStore + 'static> Store for T {}
+impl<T> Store for T where
+    T: KeyStore + LedgerStore + BudgetStore + RateLimitStore + UsageStore + PriceStore + 'static
+{
+}
 
 /// Which field of a usage record is a budget's subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +227,14 @@ pub struct StoredPrice {
 pub struct StoredBudget {
     pub id: String,
     pub input: tollgate_core::budget::BudgetInput,
+    pub created_at: Timestamp,
+}
+
+/// A rate limit as stored: its id and the input that recreates it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRateLimit {
+    pub id: String,
+    pub input: tollgate_core::rate::RateLimitInput,
     pub created_at: Timestamp,
 }
 

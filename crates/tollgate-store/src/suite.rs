@@ -232,6 +232,45 @@ pub async fn budgets_round_trip(s: &dyn Store) {
     assert_eq!(s.budget_first_seen("cfg", t2).await.unwrap(), (t1, false));
 }
 
+/// Rate limits: stored in creation order, replaced, deleted; the version
+/// moves with every change.
+pub async fn rate_limits_round_trip(s: &dyn Store) {
+    let input = |rpm: u64| tollgate_core::rate::RateLimitInput {
+        scope: Some("user".into()),
+        subject: Some("alice".into()),
+        requests_per_minute: Some(rpm),
+        ..Default::default()
+    };
+    let v0 = s.rate_limits_version().await.unwrap();
+    for (i, id) in ["r1", "r2"].iter().enumerate() {
+        s.put_rate_limit(&crate::StoredRateLimit {
+            id: id.to_string(),
+            input: input(10 + i as u64),
+            created_at: Timestamp::from_second(1_700_000_000 + i as i64).unwrap(),
+        })
+        .await
+        .unwrap();
+    }
+    let v1 = s.rate_limits_version().await.unwrap();
+    assert_ne!(v1, v0);
+    s.put_rate_limit(&crate::StoredRateLimit {
+        id: "r1".into(),
+        input: input(99),
+        created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+    })
+    .await
+    .unwrap();
+    let all = s.list_rate_limits().await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert_eq!(all[0].input.requests_per_minute, Some(99));
+    assert!(s.delete_rate_limit("r2").await.unwrap());
+    assert!(!s.delete_rate_limit("r2").await.unwrap());
+    assert_eq!(s.list_rate_limits().await.unwrap().len(), 1);
+}
+
 /// What records add up to per subject and model (a new budget's starting
 /// spend), and per budget they charged.
 pub async fn spend_sums(s: &dyn Store) {

@@ -25,6 +25,7 @@ mod budgets;
 mod explain;
 mod keys;
 mod pricing;
+mod rates;
 mod records;
 mod reports;
 mod stats;
@@ -34,6 +35,7 @@ pub use budgets::budget_json;
 pub use explain::{ExplainRequest, ExplainedRequest, explain_json};
 pub use keys::key_json;
 pub use pricing::{catalog_json, merge_price};
+pub use rates::reload_rate_limits;
 pub use records::record_json;
 pub use reports::{report_csv, report_json, report_table};
 pub use usage::own_usage;
@@ -124,6 +126,13 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(budgets::get_budget)
                 .patch(budgets::patch_budget)
                 .delete(budgets::delete_budget),
+        )
+        .route("/rate-limits", get(rates::list).post(rates::create))
+        .route(
+            "/rate-limits/{id}",
+            get(rates::get_one)
+                .put(rates::put)
+                .delete(rates::delete_one),
         )
         .route("/explain", post(explain::explain))
         .route("/stats", get(stats::stats))

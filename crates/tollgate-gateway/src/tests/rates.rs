@@ -136,3 +136,84 @@ async fn throttle_admits_at_its_rate_past_the_limit() {
         .count();
     assert_eq!(throttled, 3);
 }
+
+/// Rate limits through the admin API: created, listed with their source,
+/// enforced at once, replaced, deleted; the config's are read-only here;
+/// an invalid one is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_managed_through_the_admin_api() {
+    let r = rig_with(
+        "{}",
+        r#"{"defaults": {"key": {"requests_per_minute": 1000}}}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let created = r
+        .admin_post(
+            "/admin/rate-limits",
+            &serde_json::json!({"id": "dana-rpm", "scope": "user", "subject": "dana", "requests_per_minute": 2}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let list = r.admin_get("/admin/rate-limits").await;
+    let sources: Vec<(String, String)> = list["rate_limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["id"].as_str().unwrap().into(),
+                l["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            ("rate:default:key".to_string(), "config".to_string()),
+            ("dana-rpm".to_string(), "admin".to_string())
+        ]
+    );
+    let key = r.key("dana").await;
+    assert_eq!(r.chat(&key, 20).await, 200);
+    assert_eq!(r.chat(&key, 20).await, 200);
+    assert_eq!(r.chat(&key, 20).await, 429);
+    let put = r
+        .http
+        .put(format!("{}/admin/rate-limits/dana-rpm", r.url))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"scope": "user", "subject": "dana", "requests_per_minute": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(
+        r.chat(&key, 20).await,
+        200,
+        "the raised limit applies at once"
+    );
+    let del = |id: &str| {
+        r.http
+            .delete(format!("{}/admin/rate-limits/{id}", r.url))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    assert_eq!(del("rate:default:key").await.unwrap().status(), 409);
+    assert_eq!(del("dana-rpm").await.unwrap().status(), 200);
+    assert_eq!(del("dana-rpm").await.unwrap().status(), 404);
+    let bad = r
+        .admin_post(
+            "/admin/rate-limits",
+            &serde_json::json!({"scope": "session", "subject": "s", "requests_per_minute": 2}),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let v: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("scope:"),
+        "{v}"
+    );
+}

@@ -78,32 +78,15 @@ impl BudgetStore for SqliteStore {
         let b = b.clone();
         let spec =
             serde_json::to_string(&b.input).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO budgets (id, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                params![b.id, spec, ms(b.created_at), ms(Timestamp::now())],
-            )?;
-            Ok(())
-        })
-        .await
+        specs::put(self, "budgets", b.id, spec, b.created_at).await
     }
 
     async fn delete_budget(&self, id: &str) -> Result<bool> {
-        let id = id.to_string();
-        self.write(move |c| Ok(c.execute("DELETE FROM budgets WHERE id = ?1", [id])? > 0))
-            .await
+        specs::delete(self, "budgets", id).await
     }
 
     async fn budgets_version(&self) -> Result<(i64, i64)> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM budgets",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
-        .await
+        specs::version(self, "budgets").await
     }
 
     async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)> {

@@ -15,6 +15,7 @@ mod budgets;
 mod keys;
 mod ledger;
 mod prices;
+mod rates;
 mod reslog;
 mod usage;
 
@@ -36,9 +37,52 @@ use tollgate_core::ledger::Amount;
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
 use crate::{
-    BudgetStore, KeyStore, LedgerStore, PriceStore, Quarantined, Result, ScopeSpend, StoreError,
-    StoredBudget, StoredPrice, SubjectOf, UsageStore,
+    BudgetStore, KeyStore, LedgerStore, PriceStore, Quarantined, RateLimitStore, Result,
+    ScopeSpend, StoreError, StoredBudget, StoredPrice, StoredRateLimit, SubjectOf, UsageStore,
 };
+
+/// Tables of JSON specs by id (budgets, rate limits): one way to write,
+/// delete and version them. `table` is a constant of this crate.
+mod specs {
+    use super::*;
+
+    pub(super) async fn put(
+        s: &SqliteStore,
+        table: &'static str,
+        id: String,
+        spec: String,
+        created_at: Timestamp,
+    ) -> Result<()> {
+        s.write(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (id, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+                ),
+                params![id, spec, ms(created_at), ms(Timestamp::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn delete(s: &SqliteStore, table: &'static str, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        s.write(move |c| Ok(c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])? > 0))
+            .await
+    }
+
+    pub(super) async fn version(s: &SqliteStore, table: &'static str) -> Result<(i64, i64)> {
+        s.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM {table}"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {

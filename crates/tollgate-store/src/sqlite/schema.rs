@@ -117,6 +117,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         at INTEGER NOT NULL
     );",
+    // 8: rate limits managed through the admin API (JSON inputs).
+    "CREATE TABLE rate_limits (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -19,6 +19,7 @@ suite!(
     reports_sum_exactly_beyond_i64,
     prices_persist,
     budgets_round_trip,
+    rate_limits_round_trip,
     spend_sums,
 );
 

@@ -1,0 +1,75 @@
+"""Soft limits and rate limits through the official SDKs: warn, downgrade
+and throttle answers parse, carry their headers, and a throttled 429 is
+retried by the SDK's own retry until it is admitted."""
+from concurrent.futures import ThreadPoolExecutor
+
+import anthropic
+import openai
+
+from conftest import URL, admin_post, all_records
+
+MSGS = [{"role": "user", "content": "hello"}]
+
+
+def test_warn_and_downgrade_answers_parse_with_their_headers():
+    key = admin_post("/admin/keys", {"name": "soft", "user": "softy"})["key"]
+    admin_post("/admin/budgets", {"id": "softy-warn", "scope": "user", "subject": "softy",
+                                  "limit_tokens": 60, "period": "daily", "action": "warn"})
+    admin_post("/admin/budgets", {"id": "softy-down", "scope": "user", "subject": "softy",
+                                  "limit_usd": "0.0004", "period": "daily", "models": ["gpt-4o"],
+                                  "action": "downgrade", "downgrade_to": "gpt-4o-mini"})
+    oai = openai.OpenAI(base_url=f"{URL}/v1", api_key=key)
+    warned = downgraded = 0
+    for _ in range(8):
+        raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSGS, max_tokens=20)
+        c = raw.parse()
+        assert c.choices[0].message.content
+        if raw.headers.get("x-tollgate-warning"):
+            warned += 1
+            assert "past its daily limit" in raw.headers["x-tollgate-warning"]
+        if raw.headers.get("x-tollgate-downgraded-from") == "gpt-4o":
+            downgraded += 1
+            assert c.model == "gpt-4o-mini"
+    assert warned > 0 and downgraded > 0, (warned, downgraded)
+    # Streams parse too, with the same headers.
+    with oai.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=MSGS, max_tokens=20, stream=True) as resp:
+        assert resp.headers.get("x-tollgate-warning")
+        chunks = list(resp.parse())
+        assert chunks
+    recs = [r for r in all_records() if r["user"] == "softy"]
+    assert any("warned" in r["flags"] for r in recs)
+    assert any("downgraded" in r["flags"] and r["model_served"] == "gpt-4o-mini" for r in recs)
+
+
+def test_throttled_requests_are_retried_by_the_sdk_until_admitted():
+    key = admin_post("/admin/keys", {"name": "thr", "user": "throttled"})["key"]
+    admin_post("/admin/budgets", {"id": "thr", "scope": "user", "subject": "throttled",
+                                  "limit_tokens": 1, "period": "daily", "action": "throttle",
+                                  "throttle": {"requests_per_minute": 120}})
+    oai = openai.OpenAI(base_url=f"{URL}/v1", api_key=key, max_retries=8)
+
+    def one(_):
+        return oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=5).id
+
+    # A minute's burst (120) and a few more at once: those get retryable
+    # 429s with Retry-After, which the SDK waits out.
+    with ThreadPoolExecutor(max_workers=64) as ex:
+        ids = list(ex.map(one, range(126)))
+    assert len(ids) == 126
+    recs = [r for r in all_records() if r["user"] == "throttled"]
+    assert sum("throttled" in r["flags"] for r in recs) == 126
+
+
+def test_rate_limit_refusals_are_native_in_anthropic_format():
+    key = admin_post("/admin/keys", {"name": "rl", "user": "rl-anthropic"})["key"]
+    admin_post("/admin/rate-limits", {"scope": "user", "subject": "rl-anthropic", "requests_per_minute": 1})
+    ant = anthropic.Anthropic(base_url=URL, api_key=key, max_retries=0)
+    ant.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=MSGS)
+    try:
+        ant.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=MSGS)
+        raise AssertionError("the second request in the minute should be limited")
+    except anthropic.RateLimitError as e:
+        assert e.body["error"]["type"] == "rate_limit_error", e.body
+        assert e.response.headers.get("retry-after")
+        assert e.response.headers.get("x-ratelimit-limit-requests") == "1"
