@@ -107,3 +107,48 @@ pub fn most_urgent(applied: &[Applied], states: &[State]) -> Option<String> {
         .max_by_key(|(bp, _)| *bp)
         .map(|(_, m)| m)
 }
+
+/// Money as dollars and cents, rounded down (a hint, not a bill).
+fn dollars(m: Money) -> String {
+    let units = m.units().max(0);
+    let cents = units / 10_000_000_000;
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+/// The budget hint for a low budget: what is left of what, until when,
+/// and the advice — deterministic, at most `max_chars` characters.
+/// `Budget: $0.42 of $5.00 left (8%) this day; resets
+/// 2026-12-02T00:00Z. Budget is low: prefer short answers and cheaper
+/// tools.`
+pub fn hint(a: &Applied, st: &State, max_chars: usize) -> String {
+    let left_bp = 10_000 - used_bp(st).unwrap_or(0).clamp(0, 10_000);
+    let amount = match (
+        st.limit.money,
+        st.headroom.money,
+        st.limit.tokens,
+        st.headroom.tokens,
+    ) {
+        (Some(l), Some(h), _, _) => format!("{} of {}", dollars(h), dollars(l)),
+        (_, _, Some(l), Some(h)) => format!("{h} of {l} tokens"),
+        _ => "some".to_string(),
+    };
+    let when = match a.budget.period {
+        PeriodKind::Daily => "this day".to_string(),
+        PeriodKind::Weekly => "this week".to_string(),
+        PeriodKind::Monthly => "this month".to_string(),
+        PeriodKind::Lifetime => "in total".to_string(),
+        p @ PeriodKind::Rolling(_) => {
+            let w = p.to_string();
+            format!("in the last {}", w.trim_start_matches("rolling:"))
+        }
+    };
+    let reset = a
+        .resets_at
+        .map(|t| format!("; resets {}", t.strftime("%Y-%m-%dT%H:%MZ")))
+        .unwrap_or_default();
+    let text = format!(
+        "Budget: {amount} left ({}%) {when}{reset}. Budget is low: prefer short answers and cheaper tools.",
+        left_bp / 100
+    );
+    text.chars().take(max_chars).collect()
+}

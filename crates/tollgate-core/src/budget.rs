@@ -164,6 +164,8 @@ pub struct Budget {
     pub downgrade_to: Option<String>,
     /// The rate `throttle` admits requests at past the limit.
     pub throttle: Option<ThrottleInput>,
+    /// What changes while the budget is low.
+    pub on_low: Option<OnLow>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -246,6 +248,9 @@ pub struct BudgetInput {
     /// budget is past its limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleInput>,
+    /// While the budget is low: model fallbacks and a prompt hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_low: Option<OnLowInput>,
     /// Alert settings: read so that a budget carrying them is refused with
     /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,6 +278,92 @@ pub struct ThrottleInput {
     pub requests_per_minute: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OnLowInput {
+    /// Model (or glob) → the model that serves it while the budget is low.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fallbacks: std::collections::BTreeMap<String, String>,
+    /// Prepend a budget hint to the system prompt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_hint: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hint_chars: Option<usize>,
+}
+
+/// What changes while a budget is low, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnLow {
+    /// (model or glob, fallback), exact names first.
+    pub fallbacks: Vec<(String, String)>,
+    pub prompt_hint: bool,
+    pub max_hint_chars: usize,
+}
+
+/// Hints are short: the default bound on their length.
+pub const DEFAULT_MAX_HINT_CHARS: usize = 200;
+
+impl OnLow {
+    /// The model that serves `model` while the budget is low, if any.
+    pub fn fallback_for(&self, model: &str) -> Option<&str> {
+        self.fallbacks
+            .iter()
+            .find(|(pat, _)| pat == model || wildmatch::WildMatch::new(pat).matches(model))
+            .map(|(_, to)| to.as_str())
+            .filter(|to| *to != model)
+    }
+
+    fn from_input(i: &OnLowInput) -> Result<OnLow, BudgetError> {
+        let max = i.max_hint_chars.unwrap_or(DEFAULT_MAX_HINT_CHARS);
+        if !(20..=2000).contains(&max) {
+            return Err(BudgetError::field(
+                "on_low.max_hint_chars",
+                "must be 20..=2000",
+            ));
+        }
+        if i.max_hint_chars.is_some() && !i.prompt_hint {
+            return Err(BudgetError::field(
+                "on_low.max_hint_chars",
+                "bounds the prompt hint; set prompt_hint: true or remove it",
+            ));
+        }
+        if i.fallbacks.is_empty() && !i.prompt_hint {
+            return Err(BudgetError::field(
+                "on_low",
+                "does nothing: give fallbacks and/or prompt_hint: true",
+            ));
+        }
+        let mut fallbacks: Vec<(String, String)> = Vec::new();
+        for (from, to) in &i.fallbacks {
+            if from.is_empty() || to.is_empty() || to.contains(['*', '?']) {
+                return Err(BudgetError::field(
+                    &format!("on_low.fallbacks.{from}"),
+                    "maps a model (or glob) to one model name",
+                ));
+            }
+            fallbacks.push((from.clone(), to.clone()));
+        }
+        // Exact names before globs, so `gpt-4o` is not taken by `gpt-4*`.
+        fallbacks.sort_by_key(|(f, _)| f.contains(['*', '?']));
+        Ok(OnLow {
+            fallbacks,
+            prompt_hint: i.prompt_hint,
+            max_hint_chars: max,
+        })
+    }
+
+    fn to_input(&self) -> OnLowInput {
+        OnLowInput {
+            fallbacks: self.fallbacks.iter().cloned().collect(),
+            prompt_hint: self.prompt_hint,
+            max_hint_chars: self
+                .prompt_hint
+                .then_some(self.max_hint_chars)
+                .filter(|m| *m != DEFAULT_MAX_HINT_CHARS),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -557,6 +648,7 @@ impl Budget {
             refusal_message,
             downgrade_to,
             throttle: input.throttle,
+            on_low: input.on_low.as_ref().map(OnLow::from_input).transpose()?,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -618,6 +710,7 @@ impl Budget {
             }),
             downgrade_to: self.downgrade_to.clone(),
             throttle: self.throttle,
+            on_low: self.on_low.as_ref().map(OnLow::to_input),
             alert_thresholds: None,
             webhook_url: None,
             models: self.models.clone(),

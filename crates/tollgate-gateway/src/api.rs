@@ -420,14 +420,17 @@ pub enum DecisionView {
 /// `POST /admin/explain` (and `tollgate explain`).
 #[derive(Debug, Serialize)]
 pub struct ExplainView {
-    /// The `downgrade` budget that makes `model_served` another model
-    /// than the one asked for.
+    /// The budget (`downgrade`, or a low one's fallbacks) that makes
+    /// `model_served` another model than the one asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downgraded_by: Option<String>,
     /// The `throttle` budget past its limit: the request would be admitted
     /// at its throttle rate, if that has room.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttled_by: Option<String>,
+    /// The budget hint the request's system prompt would start with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_hint: Option<String>,
     pub caller: CallerView,
     pub model: String,
     pub model_served: String,

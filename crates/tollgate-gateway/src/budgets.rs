@@ -31,30 +31,39 @@ pub fn header_values(a: &Applied, st: &State) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Whether `b`'s `downgrade_to` model can serve requests: it has a route
-/// and a price. (Its wire format is checked per request: a request of
-/// another format is refused as `block` would.)
-pub fn check_downgrade(
+/// Whether the models `b` may serve instead — its `downgrade_to`, its
+/// `on_low.fallbacks` targets — can serve requests: each has a route and
+/// a price. (Wire formats are checked per request: a model of another
+/// format is no way out, and the budget acts as if it had none.)
+pub fn check_models(
     b: &tollgate_core::budget::Budget,
     router: &crate::routing::ModelRouter,
     catalog: &tollgate_core::Catalog,
 ) -> Result<(), String> {
-    let Some(to) = &b.downgrade_to else {
-        return Ok(());
-    };
-    let Some(p) = router.routes(to) else {
-        return Err(format!(
-            "downgrade_to: no provider serves {to:?} (add a models: route)"
-        ));
-    };
-    let served = router
-        .route(to, p.kind)
-        .map(|r| r.upstream_model)
-        .unwrap_or_else(|_| to.clone());
-    if catalog.price_of(&served).is_err() {
-        return Err(format!(
-            "downgrade_to: {to:?} has no price (set one under pricing:)"
-        ));
+    let targets = b
+        .downgrade_to
+        .iter()
+        .map(|m| ("downgrade_to".to_string(), m))
+        .chain(b.on_low.iter().flat_map(|o| {
+            o.fallbacks
+                .iter()
+                .map(|(from, to)| (format!("on_low.fallbacks.{from}"), to))
+        }));
+    for (field, to) in targets {
+        let Some(p) = router.routes(to) else {
+            return Err(format!(
+                "{field}: no provider serves {to:?} (add a models: route)"
+            ));
+        };
+        let served = router
+            .route(to, p.kind)
+            .map(|r| r.upstream_model)
+            .unwrap_or_else(|_| to.clone());
+        if catalog.price_of(&served).is_err() {
+            return Err(format!(
+                "{field}: {to:?} has no price (set one under pricing:)"
+            ));
+        }
     }
     Ok(())
 }

@@ -130,7 +130,7 @@ async fn assemble(
     let unservable: Vec<ConfigError> = config_budgets
         .iter()
         .filter_map(|b| {
-            budgets::check_downgrade(b, &router, &catalog)
+            budgets::check_models(b, &router, &catalog)
                 .err()
                 .map(|m| ConfigError::field(format!("budgets ({})", b.id), m))
         })

@@ -196,17 +196,19 @@ impl Rig {
             .unwrap()
     }
 
+    /// What the mock provider billed, as JSON.
+    async fn mock_billing(&self) -> Value {
+        let req = self.http.get(format!("{}/mock/billing", self.mock_url));
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
     /// `GET path` with the admin key, as JSON.
     async fn admin_get(&self, path: &str) -> Value {
-        self.http
+        let req = self
+            .http
             .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .bearer_auth(ADMIN);
+        req.send().await.unwrap().json().await.unwrap()
     }
 
     async fn budget(&self, subject: &str) -> Value {
@@ -647,15 +649,7 @@ async fn explain_and_the_proxy_agree() {
             "allow" | "allow_capped" => {
                 assert_eq!(status, 200, "{i}: {explained} vs {answer}");
                 if let Some(limit) = d["max_tokens"].as_u64() {
-                    let billing: Value = r
-                        .http
-                        .get(format!("{}/mock/billing", r.mock_url))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let billing = r.mock_billing().await;
                     let billed = billing["requests"]
                         .as_array()
                         .unwrap()

@@ -86,6 +86,9 @@ pub struct Billed {
     /// Names of the request headers the mock received, sorted.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// The system prompt the model was given, if any.
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 #[derive(Default)]
@@ -407,6 +410,7 @@ async fn handle(
             names.dedup();
             names
         },
+        system: tollgate_providers::hint::system_text(endpoint, req.body()),
     };
     if !ttfb.is_zero() {
         tokio::time::sleep(ttfb).await;

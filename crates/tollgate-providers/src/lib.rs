@@ -14,6 +14,7 @@ pub mod error;
 mod fuzz;
 pub mod gemini;
 pub mod headers;
+pub mod hint;
 pub mod input;
 mod json;
 pub mod openai;

@@ -236,6 +236,19 @@ impl ParsedRequest {
         max_output: Option<u64>,
         chat: ChatLimitField,
     ) -> UpstreamBody {
+        self.upstream_body_with(upstream_model, max_output, chat, None)
+    }
+
+    /// [`Self::upstream_body`], with `hint` prepended to the system prompt
+    /// where the format has one ([`crate::hint`]).
+    pub fn upstream_body_with(
+        &self,
+        upstream_model: &str,
+        max_output: Option<u64>,
+        chat: ChatLimitField,
+        hint: Option<&str>,
+    ) -> UpstreamBody {
+        let hint = hint.filter(|_| crate::hint::takes_hint(self.endpoint));
         let in_body_model = self.endpoint.format() != crate::WireFormat::Gemini;
         let rename = in_body_model && upstream_model != self.model;
         let inject_usage = self.stream
@@ -252,7 +265,7 @@ impl ParsedRequest {
                 )
             })
             .filter(|&m| !bounds::limit_is(self.endpoint, &self.body, chat, m));
-        if !rename && !inject_usage && set_max.is_none() {
+        if !rename && !inject_usage && set_max.is_none() && hint.is_none() {
             return UpstreamBody {
                 body: self.original.clone(),
                 drop_usage_chunk: false,
@@ -275,6 +288,9 @@ impl ParsedRequest {
         }
         if let Some(max) = set_max {
             bounds::set_limit(self.endpoint, &mut map, chat, max);
+        }
+        if let Some(h) = hint {
+            crate::hint::prepend_system(self.endpoint, &mut map, h);
         }
         UpstreamBody {
             body: Bytes::from(serde_json::to_vec(&Value::Object(map)).unwrap_or_default()),

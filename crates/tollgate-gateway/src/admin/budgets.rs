@@ -132,7 +132,7 @@ pub(super) async fn store_budget(
         tollgate_core::budget::Tier::Override,
         None,
     ) {
-        crate::budgets::check_downgrade(&b, &s.router, &s.catalog())
+        crate::budgets::check_models(&b, &s.router, &s.catalog())
             .map_err(AdminError::bad_request)?;
     }
     let stored = tollgate_store::StoredBudget {

@@ -126,6 +126,7 @@ pub async fn explain_json(
     };
     let mut downgraded_by = None;
     let mut throttled_by = None;
+    let mut prompt_hint = None;
     let (served, provider, budgets, decision) = match &planned {
         Err(e) => {
             let n = e.to_native();
@@ -174,6 +175,10 @@ pub async fn explain_json(
                 served_plan = Some(p2);
             }
             let served = served_plan.as_ref().unwrap_or(plan);
+            if downgraded_by.is_none() {
+                downgraded_by = served.fell_back_by.clone();
+            }
+            prompt_hint = served.hint.clone();
             let d = match decision {
                 Decision::Allow { max_tokens } if plan.applied.is_empty() => DecisionView::Allow {
                     max_tokens,
@@ -210,6 +215,7 @@ pub async fn explain_json(
     Ok(crate::api::ExplainView {
         downgraded_by,
         throttled_by,
+        prompt_hint,
         caller: (&caller).into(),
         model,
         model_served: served,

@@ -173,7 +173,11 @@ async fn pipeline(
     let mut escaped: Option<Action> = None;
     let mut throttle_hold = None;
     let mut caller = caller;
+    let mut hint;
+    let mut fell_back = false;
     let (route, mut draft, max_output) = loop {
+        hint = plan.hint.take();
+        fell_back |= plan.fell_back_by.is_some();
         upstream::check_request_headers(&plan.route.provider, &headers, plan.price.as_ref())?;
         let route = plan.route.clone();
         let mut draft = Draft::new(
@@ -233,16 +237,18 @@ async fn pipeline(
             Err(Reserve::Failed(e)) => return Err(e),
         }
     };
-    draft.flags.downgraded = escaped == Some(Action::Downgrade);
+    // A low budget's fallback model serves as a downgrade does.
+    draft.flags.downgraded = escaped == Some(Action::Downgrade) || fell_back;
     draft.flags.throttled = escaped == Some(Action::Throttle);
     let downgraded = draft.flags.downgraded;
     draft.output_limit = max_output.or(req.max_output_tokens);
 
     // 7. forward
-    let up = req.upstream_body(
+    let up = req.upstream_body_with(
         &route.upstream_model,
         max_output,
         route.provider.chat_limit_field,
+        hint.as_deref(),
     );
     // The meter reads the stream in the framing the upstream is asked for.
     let query = tollgate_providers::headers::forwarded_query(format, query.as_deref());

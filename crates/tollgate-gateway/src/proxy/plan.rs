@@ -31,6 +31,11 @@ pub struct Plan {
     /// What the request asks of its budgets (`None` when not priced).
     pub sizing: Option<Sizing>,
     pub makes_output: bool,
+    /// The low budget whose `on_low.fallbacks` chose the model served.
+    pub fell_back_by: Option<String>,
+    /// The budget hint to prepend to the system prompt (counted in
+    /// `input_tokens`).
+    pub hint: Option<String>,
 }
 
 /// What the budgets would do with a request now.
@@ -58,7 +63,90 @@ pub async fn plan(
     format: WireFormat,
     input_tokens: Option<u64>,
 ) -> Result<Plan, GatewayError> {
-    plan_model(state, caller, req, &req.model, format, input_tokens).await
+    let p = plan_model(state, caller, req, &req.model, format, input_tokens).await?;
+    on_low(state, caller, req, format, input_tokens, p).await
+}
+
+/// While a budget that applies is low: its `on_low.fallbacks` model serves
+/// the request (planned again, once; a fallback the caller may not use, or
+/// without a route or price, leaves the model as it is), and its prompt
+/// hint joins the system prompt — of the tightest low budget that asks
+/// for one. Both before anything is reserved: enforcement happens once,
+/// on the final model.
+async fn on_low(
+    state: &AppState,
+    caller: &Caller,
+    req: &ParsedRequest,
+    format: WireFormat,
+    input_tokens: Option<u64>,
+    mut p: Plan,
+) -> Result<Plan, GatewayError> {
+    if !p.applied.iter().any(|a| a.budget.on_low.is_some()) {
+        return Ok(p);
+    }
+    let states = state.budgets.states(&p.applied).await;
+    let fallback = p.applied.iter().zip(&states).find_map(|(a, st)| {
+        let o = a.budget.on_low.as_ref().filter(|_| st.status != "ok")?;
+        let to = o
+            .fallback_for(&req.model)
+            .or_else(|| o.fallback_for(&p.route.upstream_model))?;
+        Some((a.budget.id.clone(), to.to_string()))
+    });
+    let mut states = Some(states);
+    if let Some((by, to)) = fallback
+        && let Ok(q) = plan_model(state, caller, req, &to, format, input_tokens).await
+        && q.price.is_some() == p.price.is_some()
+    {
+        p = q;
+        p.fell_back_by = Some(by);
+        states = None;
+    }
+    if !tollgate_providers::hint::takes_hint(req.endpoint) {
+        return Ok(p);
+    }
+    let states = match states {
+        Some(s) => s,
+        None => state.budgets.states(&p.applied).await,
+    };
+    let hinted = p
+        .applied
+        .iter()
+        .zip(&states)
+        .filter(|(a, st)| {
+            st.status != "ok" && a.budget.on_low.as_ref().is_some_and(|o| o.prompt_hint)
+        })
+        .min_by(|(_, x), (_, y)| {
+            let fx = x.fraction_left().unwrap_or(f64::INFINITY);
+            let fy = y.fraction_left().unwrap_or(f64::INFINITY);
+            fx.total_cmp(&fy)
+        });
+    if let Some((a, st)) = hinted {
+        let max = a.budget.on_low.as_ref().map_or(0, |o| o.max_hint_chars);
+        let h = tollgate_budgets::messages::hint(a, st, max);
+        // Each of its bytes may be a token: reserved as such.
+        p.input_tokens += h.len() as u64;
+        p.sizing = size(state, req, p.price.as_ref(), p.input_tokens, p.makes_output);
+        p.hint = Some(h);
+    }
+    Ok(p)
+}
+
+fn size(
+    state: &AppState,
+    req: &ParsedRequest,
+    price: Option<&ModelPrice>,
+    input_tokens: u64,
+    makes_output: bool,
+) -> Option<Sizing> {
+    price.map(|p| {
+        state.budgets.sizing(
+            p,
+            input_tokens,
+            req.max_output_tokens,
+            makes_output,
+            req.choices,
+        )
+    })
 }
 
 /// The plan of `req` served by `model` (a downgrade's, or its own).
@@ -104,15 +192,7 @@ async fn plan_model(
         }
     });
     let makes_output = req.endpoint != Endpoint::Embeddings;
-    let sizing = price.as_ref().map(|p| {
-        state.budgets.sizing(
-            p,
-            input_tokens,
-            req.max_output_tokens,
-            makes_output,
-            req.choices,
-        )
-    });
+    let sizing = size(state, req, price.as_ref(), input_tokens, makes_output);
     Ok(Plan {
         route,
         price,
@@ -121,6 +201,8 @@ async fn plan_model(
         input_tokens,
         sizing,
         makes_output,
+        fell_back_by: None,
+        hint: None,
     })
 }
 

@@ -319,4 +319,118 @@ async fn downgrade_to_an_unservable_model_is_refused() {
             .contains("downgrade_to"),
         "{v}"
     );
+    let resp = r
+        .admin_post(
+            "/admin/budgets",
+            &json!({"scope": "user", "subject": "x", "limit_usd": "1",
+                    "on_low": {"fallbacks": {"gpt-4o": "llama-9000"}}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("on_low.fallbacks.gpt-4o"), "{v}");
+}
+
+/// While a budget is low its fallbacks serve the models they map and its
+/// hint opens the system prompt — in each wire format — and both stop
+/// after the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_budgets_fall_back_and_hint_until_their_reset() {
+    let r = rig(
+        r#"{"overrides": [{"scope": "user", "subject": "dave", "limit_tokens": 1000, "period": "daily",
+            "low_threshold_pct": 60,
+            "on_low": {"fallbacks": {"gpt-4o": "gpt-4o-mini"}, "prompt_hint": true, "max_hint_chars": 200}}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("dave").await;
+    let last_bill = async || -> Value {
+        let v = r.mock_billing().await;
+        v["requests"].as_array().unwrap().last().unwrap().clone()
+    };
+    let a = r.ask_model(&key, "gpt-4o", 500).await;
+    assert_eq!((a.status, a.downgraded_from.as_deref()), (200, None));
+    assert_eq!(
+        last_bill().await["system"],
+        Value::Null,
+        "not low yet: no hint"
+    );
+    // About half is left now: low (below 60 %).
+    assert_eq!(a.budget_status.as_deref(), Some("low"));
+    let a = r.ask_model(&key, "gpt-4o", 20).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.downgraded_from.as_deref(), Some("gpt-4o"));
+    assert_eq!(a.body["model"], "gpt-4o-mini");
+    let bill = last_bill().await;
+    assert_eq!(bill["model"], "gpt-4o-mini");
+    let hint = bill["system"].as_str().unwrap().to_string();
+    assert!(
+        hint.starts_with("Budget: ") && hint.contains(" tokens left ("),
+        "{hint}"
+    );
+    assert!(
+        hint.contains("this day; resets 2026-11-25T00:00Z. Budget is low"),
+        "{hint}"
+    );
+    assert!(hint.chars().count() <= 200);
+    // Anthropic: prepended to the caller's own system prompt.
+    let resp = r
+        .http
+        .post(format!("{}/v1/messages", r.url))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "claude-haiku-4-5", "max_tokens": 10, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sys = last_bill().await["system"].as_str().unwrap().to_string();
+    assert!(
+        sys.starts_with("Budget: ") && sys.ends_with("\n\nBe brief."),
+        "{sys}"
+    );
+    // Gemini: a systemInstruction of its own.
+    let resp = r
+        .http
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            r.url
+        ))
+        .header("x-goog-api-key", &key)
+        .json(
+            &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                      "generationConfig": {"maxOutputTokens": 10}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        last_bill().await["system"]
+            .as_str()
+            .unwrap()
+            .starts_with("Budget: ")
+    );
+    // Explain shows both.
+    let e: Value = r
+        .admin_post(
+            "/admin/explain",
+            &json!({"user": "dave", "model": "gpt-4o", "max_tokens": 20}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["model_served"], "gpt-4o-mini", "{e}");
+    assert!(e["prompt_hint"].as_str().unwrap().starts_with("Budget: "));
+    // A new day: the model asked for, no hint.
+    r.at("2026-11-25T10:00:00Z");
+    let a = r.ask_model(&key, "gpt-4o", 20).await;
+    assert_eq!((a.status, a.downgraded_from.as_deref()), (200, None));
+    assert_eq!(last_bill().await["model"], "gpt-4o");
+    assert_eq!(last_bill().await["system"], Value::Null);
 }
