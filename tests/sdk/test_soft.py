@@ -73,3 +73,17 @@ def test_rate_limit_refusals_are_native_in_anthropic_format():
         assert e.body["error"]["type"] == "rate_limit_error", e.body
         assert e.response.headers.get("retry-after")
         assert e.response.headers.get("x-ratelimit-limit-requests") == "1"
+
+
+def test_footers_parse_in_the_sdks():
+    key = admin_post("/admin/keys", {"name": "foot", "user": "footed"})["key"]
+    admin_post("/admin/budgets", {"id": "footed", "scope": "user", "subject": "footed",
+                                  "limit_usd": "1.00", "period": "daily",
+                                  "footer": "---\nYour usage: {usd_used}/{usd_limit} ({percent_used}%)."})
+    oai = openai.OpenAI(base_url=f"{URL}/v1", api_key=key)
+    c = oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=20)
+    assert c.choices[0].message.content.endswith("%).") and "Your usage: $" not in c.choices[0].message.content
+    assert "\n\n---\nYour usage: " in c.choices[0].message.content
+    ant = anthropic.Anthropic(base_url=URL, api_key=key)
+    m = ant.messages.create(model="claude-haiku-4-5", max_tokens=20, messages=MSGS)
+    assert "\n\n---\nYour usage: " in m.content[-1].text

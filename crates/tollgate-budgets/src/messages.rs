@@ -9,21 +9,23 @@ use tollgate_core::template::Template;
 use crate::engine::{Applied, State};
 
 /// The share of the limit taken (spent and in flight), in hundredths of a
-/// percent, for the tighter unit; `None` when unlimited.
+/// percent, for the tighter unit — past 100 % when spend passed the limit
+/// (soft budgets let it); `None` when unlimited.
 pub fn used_bp(st: &State) -> Option<i128> {
-    let money = st.limit.money.zip(st.headroom.money).map(|(l, h)| {
+    let taken = st.spent.plus(st.reserved);
+    let money = st.limit.money.map(|l| {
         let l = l.units();
         if l <= 0 {
             10_000
         } else {
-            (l - h.units()) * 10_000 / l
+            taken.money.units() * 10_000 / l
         }
     });
-    let tokens = st.limit.tokens.zip(st.headroom.tokens).map(|(l, h)| {
+    let tokens = st.limit.tokens.map(|l| {
         if l == 0 {
             10_000
         } else {
-            i128::from(l - h.min(l)) * 10_000 / i128::from(l)
+            i128::from(taken.tokens) * 10_000 / i128::from(l)
         }
     });
     money.into_iter().chain(tokens).max()

@@ -166,6 +166,8 @@ pub struct Budget {
     pub throttle: Option<ThrottleInput>,
     /// What changes while the budget is low.
     pub on_low: Option<OnLow>,
+    /// Appended to whole text answers (see `tollgate_providers::footer`).
+    pub footer: Option<Template>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -251,6 +253,9 @@ pub struct BudgetInput {
     /// While the budget is low: model fallbacks and a prompt hint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_low: Option<OnLowInput>,
+    /// A usage footer (a template) appended to whole text answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<String>,
     /// Alert settings: read so that a budget carrying them is refused with
     /// a clear message (alerts are not supported), not as an unknown field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -649,6 +654,12 @@ impl Budget {
             downgrade_to,
             throttle: input.throttle,
             on_low: input.on_low.as_ref().map(OnLow::from_input).transpose()?,
+            footer: input
+                .footer
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(|e| BudgetError::field("footer", e.to_string()))?,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -711,6 +722,7 @@ impl Budget {
             downgrade_to: self.downgrade_to.clone(),
             throttle: self.throttle,
             on_low: self.on_low.as_ref().map(OnLow::to_input),
+            footer: self.footer.as_ref().map(|t| t.source().to_string()),
             alert_thresholds: None,
             webhook_url: None,
             models: self.models.clone(),

@@ -67,3 +67,15 @@ pub fn check_models(
     }
     Ok(())
 }
+
+/// The budget with the least left (by the tighter unit's fraction), of
+/// `pairs`: the one headers, hints and footers speak of.
+pub fn tightest<'a>(
+    pairs: impl Iterator<Item = (&'a Applied, &'a State)>,
+) -> Option<(&'a Applied, &'a State)> {
+    pairs.min_by(|(_, x), (_, y)| {
+        let fx = x.fraction_left().unwrap_or(f64::INFINITY);
+        let fy = y.fraction_left().unwrap_or(f64::INFINITY);
+        fx.total_cmp(&fy)
+    })
+}

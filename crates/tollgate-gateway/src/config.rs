@@ -120,6 +120,10 @@ pub struct BudgetsConfig {
     /// audio, video). Absent: the model's context window from the catalog.
     #[serde(default)]
     pub unknown_input_tokens: Option<u64>,
+    /// A usage footer (a template over the tightest applicable budget)
+    /// for answers whose budgets have none of their own; off by default.
+    #[serde(default)]
+    pub footer: Option<String>,
 }
 
 /// `rate_limits:` — per scope, a default for every subject and overrides
@@ -251,6 +255,7 @@ impl Default for BudgetsConfig {
             min_output_tokens: default_min_output(),
             default_max_output_tokens: default_max_output(),
             unknown_input_tokens: None,
+            footer: None,
         }
     }
 }
@@ -506,6 +511,14 @@ impl Config {
         }
         if let Err(e) = self.rate_limits.limits() {
             errs.extend(e);
+        }
+        if let Some(Err(e)) = self
+            .budgets
+            .footer
+            .as_deref()
+            .map(tollgate_core::template::Template::parse)
+        {
+            errs.push(ConfigError::field("budgets.footer", e.to_string()));
         }
         if let Some(Err(e)) = self.jwt.as_ref().map(crate::jwt::JwtVerifier::from_config) {
             errs.extend(e);

@@ -196,6 +196,27 @@ impl Rig {
             .unwrap()
     }
 
+    /// An Anthropic messages request with `key`.
+    async fn anthropic(&self, key: &str, body: &Value) -> reqwest::Response {
+        let req = self.http.post(format!("{}/v1/messages", self.url));
+        req.header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A Gemini generateContent request for gemini-2.5-flash with `key`.
+    async fn gemini(&self, key: &str, body: &Value) -> reqwest::Response {
+        let url = format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            self.url
+        );
+        let req = self.http.post(url).header("x-goog-api-key", key);
+        req.json(body).send().await.unwrap()
+    }
+
     /// What the mock provider billed, as JSON.
     async fn mock_billing(&self) -> Value {
         let req = self.http.get(format!("{}/mock/billing", self.mock_url));

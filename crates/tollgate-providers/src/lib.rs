@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod bounds;
 pub mod error;
+pub mod footer;
 #[cfg(test)]
 mod fuzz;
 pub mod gemini;

@@ -1,8 +1,8 @@
 //! `tollgate demo`: the main job on a fresh machine, no provider account.
 //! Starts the mock provider and the gateway on free ports with a temporary
 //! SQLite file, creates a key through the admin API, sends a scripted mix
-//! of requests in all three wire formats (streaming and not), and prints
-//! the usage report.
+//! of requests in all three wire formats (streaming and not), budgets that
+//! cap, refuse, warn and downgrade, and prints the usage report.
 
 use std::time::Duration;
 
@@ -96,23 +96,14 @@ pub async fn run(keep_running: bool) -> Result<()> {
     println!();
 
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{base}/admin/keys"))
-        .bearer_auth(&admin_key)
-        .json(&json!({"name": "demo", "user": "alice", "tenant": "acme"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let key = created["key"]
-        .as_str()
-        .context("admin API returned no key")?
-        .to_string();
-    println!(
-        "created virtual key {} for user alice, tenant acme (POST /admin/keys)",
-        created["id"].as_str().unwrap_or("?")
-    );
+    let (key_id, key) = create_key(
+        &http,
+        &base,
+        &admin_key,
+        json!({"name": "demo", "user": "alice", "tenant": "acme"}),
+    )
+    .await?;
+    println!("created virtual key {key_id} for user alice, tenant acme (POST /admin/keys)");
     println!();
 
     let msgs = json!([{"role": "user", "content": "Say something about foxes."}]);
@@ -252,19 +243,14 @@ pub async fn run(keep_running: bool) -> Result<()> {
         .send()
         .await?
         .error_for_status()?;
-    let bob: Value = http
-        .post(format!("{base}/admin/keys"))
-        .bearer_auth(&admin_key)
-        .json(&json!({"name": "bob", "user": "bob", "tenant": "acme"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let bob_key = bob["key"]
-        .as_str()
-        .context("admin API returned no key")?
-        .to_string();
+    let bob_key = create_key(
+        &http,
+        &base,
+        &admin_key,
+        json!({"name": "bob", "user": "bob", "tenant": "acme"}),
+    )
+    .await?
+    .1;
     for attempt in 1..=3 {
         let resp = http
             .post(format!("{base}/v1/chat/completions"))
@@ -297,6 +283,77 @@ pub async fn run(keep_running: bool) -> Result<()> {
                 body["error"]["code"].as_str().unwrap_or("")
             );
             println!("    {}", body["error"]["message"].as_str().unwrap_or(""));
+        }
+    }
+    println!();
+
+    // Soft limits: carol's daily budget warns instead of refusing (her
+    // monthly one still blocks), dave's downgrades to a cheaper model.
+    println!("Soft limits: carol's daily budget warns, dave's downgrades gpt-4o to gpt-4o-mini");
+    for spec in [
+        json!({"id": "carol-daily", "scope": "user", "subject": "carol", "limit_usd": "0.00007",
+               "period": "daily", "action": "warn"}),
+        json!({"id": "carol-monthly", "scope": "user", "subject": "carol", "limit_usd": "0.00015",
+               "period": "monthly"}),
+        json!({"id": "dave-daily", "scope": "user", "subject": "dave", "limit_usd": "0.0008",
+               "period": "daily", "models": ["gpt-4o"], "action": "downgrade", "downgrade_to": "gpt-4o-mini"}),
+    ] {
+        http.post(format!("{base}/admin/budgets"))
+            .bearer_auth(&admin_key)
+            .json(&spec)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    for user in ["carol", "dave"] {
+        let k = create_key(
+            &http,
+            &base,
+            &admin_key,
+            json!({"name": user, "user": user, "tenant": "acme"}),
+        )
+        .await?
+        .1;
+        let model = if user == "carol" {
+            "gpt-4o-mini"
+        } else {
+            "gpt-4o"
+        };
+        for attempt in 1..=5 {
+            let resp = http
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(&k)
+                .header("x-mock-output-tokens", "60")
+                .json(&json!({"model": model, "max_tokens": 60, "messages": msgs}))
+                .send()
+                .await?;
+            let status = resp.status();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let (warning, from) = (
+                header("x-tollgate-warning"),
+                header("x-tollgate-downgraded-from"),
+            );
+            let body: Value = resp.json().await?;
+            let what = match (status.is_success(), warning, from) {
+                (false, _, _) => format!(
+                    "{} {}",
+                    body["error"]["code"].as_str().unwrap_or(""),
+                    body["error"]["message"].as_str().unwrap_or("")
+                ),
+                (true, Some(w), _) => format!("served; x-tollgate-warning: {w}"),
+                (true, None, Some(f)) => format!(
+                    "served by {} (x-tollgate-downgraded-from: {f})",
+                    body["model"].as_str().unwrap_or("?")
+                ),
+                (true, None, None) => {
+                    format!("served by {}", body["model"].as_str().unwrap_or("?"))
+                }
+            };
+            println!("  {user} request {attempt}: {status} {what}");
         }
     }
     println!();
@@ -346,6 +403,29 @@ pub async fn run(keep_running: bool) -> Result<()> {
     let _ = stop_tx.send(());
     server.await.context("gateway task")??;
     Ok(())
+}
+
+/// Creates a virtual key through the admin API: (its id, the key).
+async fn create_key(
+    http: &reqwest::Client,
+    base: &str,
+    admin_key: &str,
+    spec: Value,
+) -> Result<(String, String)> {
+    let created: Value = http
+        .post(format!("{base}/admin/keys"))
+        .bearer_auth(admin_key)
+        .json(&spec)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let key = created["key"]
+        .as_str()
+        .context("admin API returned no key")?
+        .to_string();
+    Ok((created["id"].as_str().unwrap_or("?").to_string(), key))
 }
 
 fn identity_suffix() -> String {

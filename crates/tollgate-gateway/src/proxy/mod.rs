@@ -32,7 +32,7 @@ use tollgate_core::{Flags, Usage};
 use tollgate_providers::{Endpoint, ParsedRequest, StreamFilter, WireFormat, usage_from_body};
 
 use crate::AppState;
-use crate::budgets::{Applied, ReserveError};
+use crate::budgets::{Applied, ReserveError, State};
 use crate::error::{BudgetRefusal, GatewayError};
 use crate::identity::{self, Caller};
 use settle::Draft;
@@ -378,11 +378,60 @@ async fn pipeline(
     }
     settle_body(&mut draft, endpoint, status, &bytes, first_byte, request_id);
     // After settlement: what is left once this response is paid for.
+    let (headers, states) = budget_view(state, &draft.applied).await;
+    let mut bytes = bytes;
+    if status.is_success()
+        && let Some(footer) = footer_for(state, &draft.applied, &states)
+        && let Some(b) = with_footer(endpoint, &req, &bytes, &footer)
+    {
+        bytes = b;
+        if let Some(h) = out.headers_mut() {
+            h.remove(header::CONTENT_LENGTH);
+        }
+    }
     if let Some(h) = out.headers_mut() {
-        h.extend(budget_headers(state, &draft.applied).await);
+        h.extend(headers);
     }
     out.body(Body::from(bytes))
         .map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+/// The footer for an answer: the tightest applicable budget's own, else
+/// `budgets.footer` with the tightest budget's facts.
+fn footer_for(state: &AppState, applied: &[Applied], states: &[State]) -> Option<String> {
+    use crate::budgets::tightest;
+    let own = tightest(
+        applied
+            .iter()
+            .zip(states)
+            .filter(|(a, _)| a.budget.footer.is_some()),
+    );
+    if let Some((a, st)) = own {
+        return a
+            .budget
+            .footer
+            .as_ref()
+            .map(|t| tollgate_budgets::messages::render(t, a, st));
+    }
+    let global = state.config.budgets.footer.as_deref()?;
+    let t = tollgate_core::template::Template::parse(global).ok()?;
+    let (a, st) = tightest(applied.iter().zip(states))?;
+    Some(tollgate_budgets::messages::render(&t, a, st))
+}
+
+/// `bytes` (a whole answer) with `footer` appended where the format puts
+/// text; `None` when it has no place for one (see
+/// `tollgate_providers::footer`).
+fn with_footer(
+    endpoint: Endpoint,
+    req: &ParsedRequest,
+    bytes: &Bytes,
+    footer: &str,
+) -> Option<Bytes> {
+    let mut answer: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    tollgate_providers::footer::append_footer(endpoint, req.body(), &mut answer, footer)
+        .then(|| serde_json::to_vec(&answer).ok().map(Bytes::from))
+        .flatten()
 }
 
 /// Phase 8 for a whole body: usage from the body, or — a success without
@@ -522,9 +571,14 @@ async fn refuse(
 /// `X-Budget-*` headers for the tightest applicable budget, in-flight
 /// reservations counted as spent.
 async fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
+    budget_view(state, applied).await.0
+}
+
+/// The budget headers, and the states they were made from.
+async fn budget_view(state: &AppState, applied: &[Applied]) -> (HeaderMap, Vec<State>) {
     let mut h = HeaderMap::new();
     if applied.is_empty() {
-        return h;
+        return (h, Vec::new());
     }
     let states = state.budgets.states(applied).await;
     if let Some(w) = tollgate_budgets::messages::most_urgent(applied, &states)
@@ -532,19 +586,14 @@ async fn budget_headers(state: &AppState, applied: &[Applied]) -> HeaderMap {
     {
         h.insert("x-tollgate-warning", v);
     }
-    let tightest = applied.iter().zip(states).min_by(|(_, x), (_, y)| {
-        let fx = x.fraction_left().unwrap_or(f64::INFINITY);
-        let fy = y.fraction_left().unwrap_or(f64::INFINITY);
-        fx.total_cmp(&fy)
-    });
-    if let Some((a, st)) = tightest {
-        for (name, value) in crate::budgets::header_values(a, &st) {
+    if let Some((a, st)) = crate::budgets::tightest(applied.iter().zip(&states)) {
+        for (name, value) in crate::budgets::header_values(a, st) {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(name, v);
             }
         }
     }
-    h
+    (h, states)
 }
 
 /// A rendered warning as a header value: one line (control characters

@@ -108,18 +108,9 @@ async fn on_low(
         Some(s) => s,
         None => state.budgets.states(&p.applied).await,
     };
-    let hinted = p
-        .applied
-        .iter()
-        .zip(&states)
-        .filter(|(a, st)| {
-            st.status != "ok" && a.budget.on_low.as_ref().is_some_and(|o| o.prompt_hint)
-        })
-        .min_by(|(_, x), (_, y)| {
-            let fx = x.fraction_left().unwrap_or(f64::INFINITY);
-            let fy = y.fraction_left().unwrap_or(f64::INFINITY);
-            fx.total_cmp(&fy)
-        });
+    let hinted = crate::budgets::tightest(p.applied.iter().zip(&states).filter(|(a, st)| {
+        st.status != "ok" && a.budget.on_low.as_ref().is_some_and(|o| o.prompt_hint)
+    }));
     if let Some((a, st)) = hinted {
         let max = a.budget.on_low.as_ref().map_or(0, |o| o.max_hint_chars);
         let h = tollgate_budgets::messages::hint(a, st, max);

@@ -376,17 +376,12 @@ async fn low_budgets_fall_back_and_hint_until_their_reset() {
     assert!(hint.chars().count() <= 200);
     // Anthropic: prepended to the caller's own system prompt.
     let resp = r
-        .http
-        .post(format!("{}/v1/messages", r.url))
-        .header("x-api-key", &key)
-        .header("anthropic-version", "2023-06-01")
-        .json(
+        .anthropic(
+            &key,
             &json!({"model": "claude-haiku-4-5", "max_tokens": 10, "system": "Be brief.",
                       "messages": [{"role": "user", "content": "hi"}]}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200);
     let sys = last_bill().await["system"].as_str().unwrap().to_string();
     assert!(
@@ -395,19 +390,12 @@ async fn low_budgets_fall_back_and_hint_until_their_reset() {
     );
     // Gemini: a systemInstruction of its own.
     let resp = r
-        .http
-        .post(format!(
-            "{}/v1beta/models/gemini-2.5-flash:generateContent",
-            r.url
-        ))
-        .header("x-goog-api-key", &key)
-        .json(
+        .gemini(
+            &key,
             &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
                       "generationConfig": {"maxOutputTokens": 10}}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200);
     assert!(
         last_bill().await["system"]
@@ -433,4 +421,77 @@ async fn low_budgets_fall_back_and_hint_until_their_reset() {
     assert_eq!((a.status, a.downgraded_from.as_deref()), (200, None));
     assert_eq!(last_bill().await["model"], "gpt-4o");
     assert_eq!(last_bill().await["system"], Value::Null);
+}
+
+/// A budget's footer ends whole text answers in every format, rendered
+/// after the request is paid for; JSON-mode answers are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn footers_end_text_answers_in_every_format() {
+    let r = rig(
+        r#"{"overrides": [{"scope": "user", "subject": "fay", "limit_tokens": 100000, "period": "daily",
+            "footer": "---\nYour usage: {tokens_used}/{tokens_limit} tokens. Resets {reset_time}"}]}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("fay").await;
+    let a = r.ask(&key, 20).await;
+    let text = a.body["choices"][0]["message"]["content"].as_str().unwrap();
+    let used = r.budget("fay").await["used_tokens"].as_u64().unwrap();
+    assert!(
+        text.ends_with(&format!(
+            "\n\n---\nYour usage: {used}/100000 tokens. Resets 2026-11-25T00:00:00Z"
+        )),
+        "{text}"
+    );
+    let ant: Value = r
+        .anthropic(
+            &key,
+            &json!({"model": "claude-haiku-4-5", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ant["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\n\n---\nYour usage: ")
+    );
+    let gem: Value = r
+        .gemini(
+            &key,
+            &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let parts = gem["candidates"][0]["content"]["parts"].as_array().unwrap();
+    assert!(
+        parts.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("Your usage: ")
+    );
+    let json_mode: Value = r
+        .http
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "max_tokens": 10, "response_format": {"type": "json_object"},
+                      "messages": [{"role": "user", "content": "json please"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !json_mode["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Your usage"),
+        "{json_mode}"
+    );
 }
