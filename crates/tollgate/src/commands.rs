@@ -76,7 +76,7 @@ pub async fn run(cmd: Command) -> Result<()> {
         Command::Usage { action } => usage(action).await,
         Command::Pricing { action } => pricing(action).await,
         Command::CheckConfig(arg) => check_config(&arg).await,
-        Command::Budgets { action } => budgets(action).await,
+        Command::Budgets { action } => budgets(*action).await,
         Command::Quarantine { action } => quarantine(action).await,
         Command::Explain {
             cfg,
@@ -206,8 +206,16 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
             reset_weekday,
             reset_day,
             action,
+            downgrade_to,
+            throttle_rpm,
+            throttle_tpm,
             refusal_status,
+            refusal_message,
             low_threshold_pct,
+            low_threshold_usd,
+            low_threshold_tokens,
+            warnings,
+            footer,
             models,
             rollover_cap_usd,
         } => {
@@ -234,8 +242,35 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                 reset_weekday,
                 reset_day,
                 action,
+                downgrade_to,
+                throttle: (throttle_rpm.is_some() || throttle_tpm.is_some()).then_some(
+                    tollgate_core::budget::ThrottleInput {
+                        requests_per_minute: throttle_rpm,
+                        tokens_per_minute: throttle_tpm,
+                    },
+                ),
                 refusal_status,
+                messages: refusal_message.map(|m| tollgate_core::budget::MessagesInput {
+                    refusal: Some(m),
+                }),
                 low_threshold_pct,
+                low_threshold_usd: money("--low-threshold-usd", &low_threshold_usd)?,
+                low_threshold_tokens,
+                warnings: warnings
+                    .iter()
+                    .map(|w| {
+                        let (pct, message) = w.split_once(':').with_context(|| {
+                            format!("--warning {w:?}: expected PCT:MESSAGE, like 75:You've used {{percent_used}}%")
+                        })?;
+                        Ok(tollgate_core::budget::WarningInput {
+                            at_pct: pct.trim().parse().with_context(|| {
+                                format!("--warning {w:?}: {pct:?} is not a percentage")
+                            })?,
+                            message: message.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                footer,
                 alert_thresholds: None,
                 webhook_url: None,
                 models,
@@ -248,6 +283,15 @@ async fn budgets(action: BudgetsCmd) -> Result<()> {
                 ..Default::default()
             };
             let state = inspect(&cfg).await?;
+            if let Ok(b) = tollgate_core::budget::Budget::from_input(
+                id.clone(),
+                &input,
+                tollgate_core::budget::Tier::Override,
+                None,
+            ) {
+                tollgate_gateway::budgets::check_models(&b, &state.router, &state.catalog())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let store = state.store.clone();
             // A replaced budget keeps its creation time (and so its rollover).
             let created_at = match store.budget(&id).await? {

@@ -89,7 +89,7 @@ enum Command {
     /// Budgets: list with their state, set, delete.
     Budgets {
         #[command(subcommand)]
-        action: BudgetsCmd,
+        action: Box<BudgetsCmd>,
     },
     /// Why would a request be allowed, capped or refused? Every budget that
     /// applies, its state, and the decision (a dry run: nothing is reserved).
@@ -181,13 +181,37 @@ pub enum BudgetsCmd {
         reset_weekday: Option<String>,
         #[arg(long)]
         reset_day: Option<i64>,
-        /// block or warn.
+        /// block, warn, shadow, downgrade or throttle.
         #[arg(long)]
         action: Option<String>,
+        /// With --action downgrade: the model served instead.
+        #[arg(long)]
+        downgrade_to: Option<String>,
+        /// With --action throttle: requests per minute admitted past the limit.
+        #[arg(long)]
+        throttle_rpm: Option<u64>,
+        /// With --action throttle: tokens per minute admitted past the limit.
+        #[arg(long)]
+        throttle_tpm: Option<u64>,
         #[arg(long)]
         refusal_status: Option<u16>,
+        /// The refusal's text (a template: {period}, {reset_time}, ...).
+        #[arg(long)]
+        refusal_message: Option<String>,
         #[arg(long)]
         low_threshold_pct: Option<u8>,
+        /// Low below this much money left (decimal USD).
+        #[arg(long)]
+        low_threshold_usd: Option<String>,
+        /// Low below this many tokens left.
+        #[arg(long)]
+        low_threshold_tokens: Option<u64>,
+        /// A warning mark, `PCT:MESSAGE` (a template); repeat for several.
+        #[arg(long = "warning")]
+        warnings: Vec<String>,
+        /// A usage footer for whole text answers (a template).
+        #[arg(long)]
+        footer: Option<String>,
         /// Model glob this budget covers; repeat for several. Default: all.
         #[arg(long = "model")]
         models: Vec<String>,

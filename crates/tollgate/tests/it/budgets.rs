@@ -501,20 +501,7 @@ fn budgets_cli_and_admin_crud() {
     assert_eq!(b["limit_usd"], "1.500000");
     assert_eq!(b["period"], "rolling:1h");
     // The running gateway picks it up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let all = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY));
-        if all["budgets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["id"] == "cli-b")
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    loaded_budget(&g, "cli-b");
     let patched: Value = client()
         .patch(format!("{}/admin/budgets/cli-b", g.url))
         .bearer_auth(ADMIN_KEY)
@@ -1097,4 +1084,99 @@ fn regression_a_budget_added_to_the_config_mid_period_counts_the_periods_spend()
         Some(used),
         "{usage}"
     );
+}
+
+/// `tollgate budgets set` takes the soft settings (action, downgrade
+/// model, throttle rate, warnings, messages, footer, low thresholds), and
+/// refuses a downgrade model the gateway cannot serve.
+#[test]
+fn budgets_cli_sets_soft_limits() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start(&m);
+    let out = g.cli(&[
+        "budgets",
+        "set",
+        "--id",
+        "cli-soft",
+        "--scope",
+        "user",
+        "--subject",
+        "hal",
+        "--limit-usd",
+        "2",
+        "--period",
+        "daily",
+        "--action",
+        "downgrade",
+        "--downgrade-to",
+        "gpt-4o-mini",
+        "--warning",
+        "75:You've used {percent_used}%",
+        "--refusal-message",
+        "Done for the {period}.",
+        "--footer",
+        "Used {usd_used}",
+        "--low-threshold-usd",
+        "0.50",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = loaded_budget(&g, "cli-soft");
+    let b = &v["budget"];
+    assert_eq!(b["action"], "downgrade", "{v}");
+    assert_eq!(b["downgrade_to"], "gpt-4o-mini");
+    assert_eq!(b["warnings"][0]["at_pct"], 75);
+    assert_eq!(b["messages"]["refusal"], "Done for the {period}.");
+    assert_eq!(b["footer"], "Used {usd_used}");
+    assert_eq!(b["low_threshold_usd"], "0.500000");
+    let bad = g.cli(&[
+        "budgets",
+        "set",
+        "--scope",
+        "user",
+        "--subject",
+        "hal",
+        "--limit-usd",
+        "2",
+        "--action",
+        "downgrade",
+        "--downgrade-to",
+        "llama-9000",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("downgrade_to"));
+    let bad = g.cli(&[
+        "budgets",
+        "set",
+        "--scope",
+        "user",
+        "--subject",
+        "hal",
+        "--limit-usd",
+        "2",
+        "--warning",
+        "seventy:oops",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a percentage"));
+}
+
+/// `GET /admin/budgets/{id}` once the running gateway has loaded a budget
+/// the CLI stored (its refresh reads the store every few seconds).
+fn loaded_budget(g: &Gateway, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client()
+            .get(format!("{}/admin/budgets/{id}", g.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap();
+        if resp.status() == 200 {
+            return resp.json::<Value>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never loaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
