@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::Usage;
 
 use crate::BodyUsage;
-use crate::stream::{StreamMeter, Verdict};
+use crate::stream::{Closing, StreamMeter, Verdict};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheCreation {
@@ -136,6 +136,8 @@ struct StreamEvent {
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
     message: Option<MessageBody>,
     #[serde(default)]
     delta: Option<StreamDelta>,
@@ -150,6 +152,8 @@ pub struct MessagesMeter {
     saw_delta_usage: bool,
     text: String,
     model: Option<String>,
+    /// The content block started and not yet stopped (a closing stops it).
+    open_block: Option<u64>,
 }
 
 impl StreamMeter for MessagesMeter {
@@ -172,6 +176,8 @@ impl StreamMeter for MessagesMeter {
                     self.usage.get_or_insert_with(WireUsage::default).merge(&u);
                 }
             }
+            "content_block_start" => self.open_block = ev.index,
+            "content_block_stop" => self.open_block = None,
             "content_block_delta" => {
                 if let Some(d) = ev.delta {
                     for t in [d.text, d.thinking, d.partial_json].into_iter().flatten() {
@@ -200,5 +206,30 @@ impl StreamMeter for MessagesMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {
+        let mut out = Vec::new();
+        if let Some(i) = self.open_block {
+            out.push(Closing {
+                event: Some("content_block_stop"),
+                data: serde_json::json!({"type": "content_block_stop", "index": i}).to_string(),
+            });
+        }
+        let output = usage.map_or(0, |u| u.output_tokens);
+        out.push(Closing {
+            event: Some("message_delta"),
+            data: serde_json::json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
+                "usage": {"output_tokens": output},
+            })
+            .to_string(),
+        });
+        out.push(Closing {
+            event: Some("message_stop"),
+            data: serde_json::json!({"type": "message_stop"}).to_string(),
+        });
+        out
     }
 }

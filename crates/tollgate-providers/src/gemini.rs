@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::Usage;
 
 use crate::BodyUsage;
-use crate::stream::{StreamMeter, Verdict};
+use crate::stream::{Closing, StreamMeter, Verdict};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,5 +149,30 @@ impl StreamMeter for GeminiMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {
+        let mut last = serde_json::json!({
+            "candidates": [{
+                "content": {"role": "model", "parts": [{"text": ""}]},
+                "finishReason": "MAX_TOKENS",
+                "index": 0,
+            }],
+        });
+        if let Some(u) = usage {
+            last["usageMetadata"] = serde_json::json!({
+                "promptTokenCount": u.input_tokens,
+                "candidatesTokenCount": u.output_tokens.saturating_sub(u.reasoning_tokens),
+                "thoughtsTokenCount": u.reasoning_tokens,
+                "totalTokenCount": u.input_tokens + u.output_tokens,
+            });
+        }
+        if let Some(m) = &self.model {
+            last["modelVersion"] = m.clone().into();
+        }
+        vec![Closing {
+            event: None,
+            data: last.to_string(),
+        }]
     }
 }

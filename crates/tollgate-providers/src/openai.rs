@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tollgate_core::Usage;
 
-use crate::stream::{StreamMeter, Verdict};
+use crate::stream::{Closing, StreamMeter, Verdict};
 use crate::{BodyUsage, Endpoint};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +192,8 @@ struct Delta {
 #[derive(Deserialize)]
 struct ChunkChoice {
     #[serde(default)]
+    index: u64,
+    #[serde(default)]
     delta: Option<Delta>,
     /// Legacy completions stream text here.
     #[serde(default)]
@@ -200,6 +202,12 @@ struct ChunkChoice {
 
 #[derive(Deserialize)]
 struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -214,6 +222,12 @@ pub struct ChatMeter {
     usage: Option<Usage>,
     text: String,
     model: Option<String>,
+    /// What a closing chunk repeats: id, object, created.
+    id: Option<String>,
+    object: Option<String>,
+    created: Option<i64>,
+    /// Choices seen (a closing chunk ends each).
+    choices: std::collections::BTreeSet<u64>,
 }
 
 impl ChatMeter {
@@ -223,6 +237,10 @@ impl ChatMeter {
             usage: None,
             text: String::new(),
             model: None,
+            id: None,
+            object: None,
+            created: None,
+            choices: Default::default(),
         }
     }
 }
@@ -240,7 +258,13 @@ impl StreamMeter for ChatMeter {
         if self.model.is_none() {
             self.model = chunk.model;
         }
+        if self.id.is_none() {
+            self.id = chunk.id;
+            self.object = chunk.object;
+            self.created = chunk.created;
+        }
         for c in &chunk.choices {
+            self.choices.insert(c.index);
             if let Some(t) = &c.text {
                 self.text.push_str(t);
             }
@@ -279,6 +303,56 @@ impl StreamMeter for ChatMeter {
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }
+
+    fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {
+        let object = self.object.as_deref().unwrap_or("chat.completion.chunk");
+        let legacy = object == "text_completion";
+        let base = |choices: serde_json::Value| {
+            serde_json::json!({
+                "id": self.id.as_deref().unwrap_or("chatcmpl-tollgate"),
+                "object": object,
+                "created": self.created.unwrap_or(0),
+                "model": self.model.as_deref().unwrap_or(""),
+                "choices": choices,
+            })
+        };
+        let indices: Vec<u64> = if self.choices.is_empty() {
+            vec![0]
+        } else {
+            self.choices.iter().copied().collect()
+        };
+        let ends: Vec<serde_json::Value> = indices
+            .iter()
+            .map(|i| {
+                if legacy {
+                    serde_json::json!({"index": i, "text": "", "finish_reason": "length"})
+                } else {
+                    serde_json::json!({"index": i, "delta": {}, "finish_reason": "length"})
+                }
+            })
+            .collect();
+        let mut out = vec![Closing {
+            event: None,
+            data: base(serde_json::Value::Array(ends)).to_string(),
+        }];
+        if let Some(u) = usage {
+            let mut chunk = base(serde_json::json!([]));
+            chunk["usage"] = serde_json::json!({
+                "prompt_tokens": u.input_tokens,
+                "completion_tokens": u.output_tokens,
+                "total_tokens": u.input_tokens + u.output_tokens,
+            });
+            out.push(Closing {
+                event: None,
+                data: chunk.to_string(),
+            });
+        }
+        out.push(Closing {
+            event: None,
+            data: "[DONE]".into(),
+        });
+        out
+    }
 }
 
 #[derive(Deserialize)]
@@ -297,6 +371,8 @@ struct ResponsesEvent {
     delta: Option<serde_json::Value>,
     #[serde(default)]
     response: Option<ResponseObj>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
 }
 
 /// Meter for Responses API streams: text from `*.delta` events, usage from
@@ -306,6 +382,10 @@ pub struct ResponsesMeter {
     usage: Option<Usage>,
     text: String,
     model: Option<String>,
+    /// The response as the stream last described it (a closing event
+    /// repeats it, incomplete), and the last sequence number.
+    response: Option<serde_json::Value>,
+    sequence: u64,
 }
 
 impl StreamMeter for ResponsesMeter {
@@ -318,12 +398,21 @@ impl StreamMeter for ResponsesMeter {
         {
             self.text.push_str(s);
         }
+        if let Some(n) = ev.sequence_number {
+            self.sequence = self.sequence.max(n);
+        }
         if let Some(r) = ev.response {
             if r.model.is_some() {
                 self.model = r.model;
             }
             if let Some(u) = r.usage {
                 self.usage = Some(u.to_usage());
+            }
+            // Kept whole only here, where a response object came.
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data)
+                && let Some(resp) = v.get("response")
+            {
+                self.response = Some(resp.clone());
             }
         }
         Verdict::Forward
@@ -343,5 +432,32 @@ impl StreamMeter for ResponsesMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {
+        let mut response = self
+            .response
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"object": "response"}));
+        response["status"] = "incomplete".into();
+        response["incomplete_details"] = serde_json::json!({"reason": "max_output_tokens"});
+        if let Some(u) = usage {
+            response["usage"] = serde_json::json!({
+                "input_tokens": u.input_tokens,
+                "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
+                "output_tokens": u.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+                "total_tokens": u.input_tokens + u.output_tokens,
+            });
+        }
+        vec![Closing {
+            event: Some("response.incomplete"),
+            data: serde_json::json!({
+                "type": "response.incomplete",
+                "sequence_number": self.sequence + 1,
+                "response": response,
+            })
+            .to_string(),
+        }]
     }
 }

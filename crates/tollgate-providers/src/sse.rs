@@ -117,6 +117,8 @@ pub struct JsonArrayFramer {
     in_string: bool,
     escaped: bool,
     limit: usize,
+    /// The last byte that is not whitespace at the array's own level.
+    last: u8,
 }
 
 impl JsonArrayFramer {
@@ -127,6 +129,18 @@ impl JsonArrayFramer {
             in_string: false,
             escaped: false,
             limit,
+            last: 0,
+        }
+    }
+
+    /// What must come before one more object for the bytes seen so far to
+    /// stay a valid array (`[`, `,` or nothing); `None` inside an object.
+    pub fn next_object_prefix(&self) -> Option<&'static [u8]> {
+        match (self.depth, self.in_string, self.last) {
+            (0, false, _) => Some(b"["),
+            (1, false, b'}') => Some(b","),
+            (1, false, _) => Some(b""),
+            _ => None,
         }
     }
 
@@ -163,6 +177,9 @@ impl JsonArrayFramer {
                     }
                 }
                 _ => {}
+            }
+            if self.depth <= 1 && !b.is_ascii_whitespace() {
+                self.last = b;
             }
         }
         if self.current.len() > self.limit {
