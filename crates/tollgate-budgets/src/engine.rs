@@ -301,9 +301,11 @@ impl State {
 #[derive(Clone, Debug)]
 pub struct Reserved {
     pub id: String,
-    /// Output tokens the reservation covers.
+    /// Output tokens (per choice) the reservation covers.
     pub granted: u64,
     pub amount: Amount,
+    /// What one more output token per choice adds.
+    pub per_unit: Amount,
     pub charges: Vec<CounterKey>,
     /// A `warn` budget is past its limit with this request.
     pub warned: bool,
@@ -797,6 +799,7 @@ impl BudgetEngine {
             id: id.to_string(),
             granted,
             amount,
+            per_unit: sizing.per_unit,
             charges,
             warned,
             would_block,
@@ -955,6 +958,31 @@ impl BudgetEngine {
             PeriodKind::Rolling(w) => now.checked_sub(w).unwrap_or(Timestamp::MIN),
             PeriodKind::Lifetime => Timestamp::MIN,
             _ => b.period.period_at(&b.calendar, now).start,
+        }
+    }
+
+    /// Grows a reservation by `tokens` output tokens per choice on every
+    /// line it holds, or on none (a stream topped up as it runs);
+    /// `template` is what a crash charges from now on. `false` when a
+    /// budget cannot fund it (or the reservation is gone).
+    pub async fn extend(
+        &self,
+        reserved: &mut Reserved,
+        tokens: u64,
+        template: UsageRecord,
+    ) -> bool {
+        let more = tollgate_core::ledger::sized(Amount::default(), reserved.per_unit, tokens);
+        match self
+            .ledger
+            .extend(&reserved.id, more, Payload::record(template))
+            .await
+        {
+            Ok(total) => {
+                reserved.amount = total;
+                reserved.granted += tokens;
+                true
+            }
+            Err(_) => false,
         }
     }
 

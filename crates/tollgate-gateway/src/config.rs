@@ -124,6 +124,50 @@ pub struct BudgetsConfig {
     /// for answers whose budgets have none of their own; off by default.
     #[serde(default)]
     pub footer: Option<String>,
+    /// How streams are reserved: their worst case up front (default), or
+    /// a first slice topped up while output arrives.
+    #[serde(default)]
+    pub streaming: StreamingConfig,
+}
+
+/// `budgets.streaming`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    #[serde(default)]
+    pub mode: StreamingMode,
+    /// Output tokens (per choice) a stream reserves before it starts.
+    #[serde(default = "default_slice")]
+    pub first_slice_tokens: u64,
+    /// Output tokens (per choice) each top-up adds, half a slice ahead of
+    /// what the provider has produced.
+    #[serde(default = "default_slice")]
+    pub slice_tokens: u64,
+}
+
+fn default_slice() -> u64 {
+    256
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            mode: StreamingMode::WorstCase,
+            first_slice_tokens: default_slice(),
+            slice_tokens: default_slice(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamingMode {
+    /// A stream reserves its whole output limit up front.
+    #[default]
+    WorstCase,
+    /// A stream reserves a first slice and is topped up; ended cleanly
+    /// when a budget cannot fund the next slice.
+    Topup,
 }
 
 /// `rate_limits:` — per scope, a default for every subject and overrides
@@ -256,6 +300,7 @@ impl Default for BudgetsConfig {
             default_max_output_tokens: default_max_output(),
             unknown_input_tokens: None,
             footer: None,
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -519,6 +564,15 @@ impl Config {
             .map(tollgate_core::template::Template::parse)
         {
             errs.push(ConfigError::field("budgets.footer", e.to_string()));
+        }
+        let s = self.budgets.streaming;
+        for (field, v) in [
+            ("budgets.streaming.first_slice_tokens", s.first_slice_tokens),
+            ("budgets.streaming.slice_tokens", s.slice_tokens),
+        ] {
+            if !(16..=1_000_000).contains(&v) {
+                errs.push(ConfigError::field(field, "must be 16..=1000000"));
+            }
         }
         if let Some(Err(e)) = self.jwt.as_ref().map(crate::jwt::JwtVerifier::from_config) {
             errs.extend(e);

@@ -13,6 +13,7 @@ use crate::{Config, Gateway};
 
 mod rates;
 mod soft;
+mod topup;
 
 const ADMIN: &str = "admin-key-for-clock-tests";
 

@@ -490,6 +490,7 @@ async fn reserve(
     draft.input_estimate = Some(input_tokens);
     let makes_output = plan.makes_output;
     let want = sizing.want;
+    let stream_total = plan.stream_total;
     let template = draft.record(
         Usage {
             input_tokens,
@@ -510,6 +511,15 @@ async fn reserve(
             // request goes upstream as the caller sent it.
             draft.reserved = Some(r);
             Ok(None)
+        }
+        Ok(r) if stream_total.is_some() => {
+            // A first slice: the stream goes with its whole limit and is
+            // topped up (or ended) as it runs.
+            draft.flags.warned = r.warned;
+            draft.flags.would_block = r.would_block;
+            draft.topup = Some(state.config.budgets.streaming.slice_tokens);
+            draft.reserved = Some(r);
+            Ok(stream_total)
         }
         Ok(r) => {
             draft.flags.capped = makes_output && r.granted < want;

@@ -36,6 +36,9 @@ pub struct Plan {
     /// The budget hint to prepend to the system prompt (counted in
     /// `input_tokens`).
     pub hint: Option<String>,
+    /// A stream reserved a first slice (`budgets.streaming: topup`): the
+    /// output limit (per choice) it is sent with and topped up towards.
+    pub stream_total: Option<u64>,
 }
 
 /// What the budgets would do with a request now.
@@ -64,7 +67,30 @@ pub async fn plan(
     input_tokens: Option<u64>,
 ) -> Result<Plan, GatewayError> {
     let p = plan_model(state, caller, req, &req.model, format, input_tokens).await?;
-    on_low(state, caller, req, format, input_tokens, p).await
+    let mut p = on_low(state, caller, req, format, input_tokens, p).await?;
+    first_slice(state, req, &mut p);
+    Ok(p)
+}
+
+/// With `budgets.streaming: topup`, a budgeted stream reserves a first
+/// slice of its output (it is topped up while it runs, and ended cleanly
+/// when a budget cannot fund the next slice) instead of its whole limit.
+fn first_slice(state: &AppState, req: &ParsedRequest, p: &mut Plan) {
+    let cfg = state.config.budgets.streaming;
+    if cfg.mode != crate::config::StreamingMode::Topup
+        || !req.stream
+        || !p.makes_output
+        || p.applied.is_empty()
+    {
+        return;
+    }
+    if let Some(s) = p.sizing.as_mut()
+        && s.want > cfg.first_slice_tokens
+    {
+        p.stream_total = Some(s.want);
+        s.want = cfg.first_slice_tokens;
+        s.min = s.min.min(s.want);
+    }
 }
 
 /// While a budget that applies is low: its `on_low.fallbacks` model serves
@@ -194,6 +220,7 @@ async fn plan_model(
         makes_output,
         fell_back_by: None,
         hint: None,
+        stream_total: None,
     })
 }
 

@@ -50,6 +50,9 @@ pub struct Draft {
     /// What the rate limits admitted for this request (settled to its
     /// usage, or given back if it never reached a provider).
     pub rate: Vec<(Arc<RateLimiter>, Admitted)>,
+    /// A stream reserved a first slice: top it up by this many output
+    /// tokens per choice as it runs.
+    pub topup: Option<u64>,
     done: bool,
 }
 
@@ -85,6 +88,7 @@ impl Draft {
             input_estimate: None,
             output_limit: None,
             rate: Vec::new(),
+            topup: None,
             done: false,
         }
     }
@@ -294,6 +298,8 @@ enum End {
     OverLimit,
     /// Still open when the shutdown grace ran out.
     Shutdown,
+    /// A budget could not fund the stream's next slice: ended cleanly.
+    BudgetCut,
 }
 
 /// A stream is cut once its visible output passes what it was allowed by
@@ -314,9 +320,77 @@ struct Metering {
     next_count_at: usize,
     /// Turns true when the shutdown grace is over.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Top-ups (`budgets.streaming: topup`): the slice, the output tokens
+    /// seen so far (all choices) and how much of the text they count.
+    slice: Option<u64>,
+    seen: u64,
+    counted_len: usize,
+    /// A top-up was refused, but the stream could not be closed at that
+    /// point (inside a JSON-array element): closed at the next boundary.
+    cut_pending: bool,
 }
 
 impl Metering {
+    /// Tops the reservation up, a slice at a time, while fewer than half a
+    /// slice per choice of reserved output is left beyond what was seen.
+    /// `false` when a budget cannot fund the next slice.
+    async fn top_up(&mut self) -> bool {
+        let (Some(slice), Some(draft)) = (self.slice, self.draft.as_mut()) else {
+            return true;
+        };
+        let text = self.filter.output_text();
+        if text.len() > self.counted_len {
+            // Counted piece by piece: a little above the whole's count,
+            // never below it in practice (tops up early, not late).
+            self.seen += count_tokens(text.get(self.counted_len..).unwrap_or_default());
+            self.counted_len = text.len();
+        }
+        let choices = draft.request.choices.max(1);
+        loop {
+            let Some(mut r) = draft.reserved.take() else {
+                return true;
+            };
+            let covered = r.granted.saturating_mul(choices);
+            if self.seen + slice * choices / 2 < covered {
+                draft.reserved = Some(r);
+                return true;
+            }
+            let template = draft.record(
+                Usage {
+                    input_tokens: draft.input_estimate.unwrap_or(0),
+                    ..Usage::default()
+                },
+                0,
+                None,
+                Flags::default(),
+            );
+            let ok = draft.budgets.extend(&mut r, slice, template).await;
+            draft.reserved = Some(r);
+            if !ok {
+                return false;
+            }
+        }
+    }
+
+    /// The closing events that end the stream here, cleanly, if it can be
+    /// ended here.
+    fn closing(&mut self) -> Option<Bytes> {
+        let draft = self.draft.as_ref()?;
+        let usage = Usage {
+            input_tokens: draft.input_estimate.unwrap_or(0),
+            output_tokens: self.seen,
+            ..Usage::default()
+        };
+        // OpenAI chat reports usage only to a client that asked for it.
+        let chat = matches!(
+            draft.request.endpoint,
+            tollgate_providers::Endpoint::ChatCompletions
+                | tollgate_providers::Endpoint::Completions
+        );
+        let report = (!chat || draft.request.client_wants_usage_chunk).then_some(&usage);
+        self.filter.close(report)
+    }
+
     /// Whether the visible output has passed the allowed output by the margin.
     fn over_limit(&mut self) -> bool {
         let Some(allowed) = self.allowed else {
@@ -337,6 +411,16 @@ impl Metering {
         let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());
         let mut suspicious = false;
         let (usage, estimated) = match final_usage {
+            // Ended for its budget: charged what its reservation covered —
+            // the provider may have generated that much before it stopped.
+            _ if end == End::BudgetCut => {
+                let covered = draft.reserved.as_ref().map_or(0, |r| {
+                    r.granted.saturating_mul(draft.request.choices.max(1))
+                });
+                let mut u = draft.estimate(self.filter.usage(), self.filter.output_text());
+                u.output_tokens = u.output_tokens.max(covered);
+                (u, true)
+            }
             Some(mut u) => {
                 // Usage far below what visibly streamed is not believed: the
                 // stream is charged what it streamed. Counted only when the
@@ -367,7 +451,7 @@ impl Metering {
             usage_suspicious: suspicious,
             ..Flags::default()
         };
-        if end == End::OverLimit {
+        if matches!(end, End::OverLimit | End::BudgetCut) {
             draft.flags.cut_by_budget = true;
         }
         if estimated {
@@ -400,6 +484,7 @@ pub fn metered_stream(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let allowed = draft.allowed_output();
+    let slice = draft.topup;
     let m = Metering {
         filter,
         draft: Some(draft),
@@ -408,6 +493,10 @@ pub fn metered_stream(
         allowed,
         next_count_at: usize::try_from(allowed.unwrap_or(0)).unwrap_or(usize::MAX),
         shutdown,
+        slice,
+        seen: 0,
+        counted_len: 0,
+        cut_pending: false,
     };
     futures_util::stream::unfold(
         Flow::Streaming(body, Box::new(m)),
@@ -448,6 +537,16 @@ pub fn metered_stream(
                         match m.filter.push(&data) {
                             Ok(events) => {
                                 out.extend_from_slice(&events);
+                                if m.cut_pending || !m.top_up().await {
+                                    // A budget cannot fund more: ended here,
+                                    // cleanly, and the upstream is dropped.
+                                    m.cut_pending = true;
+                                    if let Some(closing) = m.closing() {
+                                        out.extend_from_slice(&closing);
+                                        m.settle(End::BudgetCut);
+                                        return Some((Ok(out.freeze()), Flow::Done));
+                                    }
+                                }
                                 if m.over_limit() {
                                     // Past its limit by the margin: cut, charged
                                     // what it streamed; the upstream is dropped.
