@@ -87,3 +87,23 @@ def test_footers_parse_in_the_sdks():
     ant = anthropic.Anthropic(base_url=URL, api_key=key)
     m = ant.messages.create(model="claude-haiku-4-5", max_tokens=20, messages=MSGS)
     assert "\n\n---\nYour usage: " in m.content[-1].text
+
+
+def test_streamed_footers_parse_in_the_sdks():
+    key = admin_post("/admin/keys", {"name": "foot-s", "user": "footed-s"})["key"]
+    admin_post("/admin/budgets", {"id": "footed-s", "scope": "user", "subject": "footed-s",
+                                  "limit_usd": "1.00", "period": "daily",
+                                  "footer": "---\nYour usage: {usd_used}/{usd_limit}"})
+    oai = openai.OpenAI(base_url=f"{URL}/v1", api_key=key)
+    text, finish = "", None
+    for chunk in oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=20, stream=True):
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert "\n\n---\nYour usage: " in text and finish
+    ant = anthropic.Anthropic(base_url=URL, api_key=key)
+    with ant.messages.stream(model="claude-haiku-4-5", max_tokens=20, messages=MSGS) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert "\n\n---\nYour usage: " in streamed
+    assert final.content[-1].text.startswith("\n\n---\nYour usage: ")

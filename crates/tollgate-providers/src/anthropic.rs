@@ -132,11 +132,19 @@ struct StreamDelta {
 }
 
 #[derive(Deserialize)]
+struct BlockHead {
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
 struct StreamEvent {
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
     index: Option<u64>,
+    #[serde(default)]
+    content_block: Option<BlockHead>,
     #[serde(default)]
     message: Option<MessageBody>,
     #[serde(default)]
@@ -154,6 +162,10 @@ pub struct MessagesMeter {
     model: Option<String>,
     /// The content block started and not yet stopped (a closing stops it).
     open_block: Option<u64>,
+    /// The highest block index seen, and whether a text block was.
+    max_block: Option<u64>,
+    text_block: bool,
+    finish_now: bool,
 }
 
 impl StreamMeter for MessagesMeter {
@@ -161,6 +173,7 @@ impl StreamMeter for MessagesMeter {
         let Ok(ev) = serde_json::from_slice::<StreamEvent>(data) else {
             return Verdict::Forward;
         };
+        self.finish_now = ev.kind == "message_delta";
         match ev.kind.as_str() {
             "message_start" => {
                 if let Some(m) = ev.message {
@@ -176,7 +189,11 @@ impl StreamMeter for MessagesMeter {
                     self.usage.get_or_insert_with(WireUsage::default).merge(&u);
                 }
             }
-            "content_block_start" => self.open_block = ev.index,
+            "content_block_start" => {
+                self.open_block = ev.index;
+                self.max_block = self.max_block.max(ev.index);
+                self.text_block |= ev.content_block.is_some_and(|b| b.kind == "text");
+            }
             "content_block_stop" => self.open_block = None,
             "content_block_delta" => {
                 if let Some(d) = ev.delta {
@@ -206,6 +223,45 @@ impl StreamMeter for MessagesMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn last_was_finish(&self) -> bool {
+        self.finish_now
+    }
+
+    fn finished(&self) -> bool {
+        self.saw_delta_usage
+    }
+
+    fn footer_events(&self, footer: &str, finish: &[u8]) -> Option<Vec<Closing>> {
+        if !self.text_block {
+            return None;
+        }
+        // A text block of its own, after the answer's last block.
+        let k = self.max_block.map_or(0, |m| m + 1);
+        let text = format!("\n\n{footer}");
+        Some(vec![
+            Closing {
+                event: Some("content_block_start"),
+                data: serde_json::json!({"type": "content_block_start", "index": k,
+                    "content_block": {"type": "text", "text": ""}})
+                .to_string(),
+            },
+            Closing {
+                event: Some("content_block_delta"),
+                data: serde_json::json!({"type": "content_block_delta", "index": k,
+                    "delta": {"type": "text_delta", "text": text}})
+                .to_string(),
+            },
+            Closing {
+                event: Some("content_block_stop"),
+                data: serde_json::json!({"type": "content_block_stop", "index": k}).to_string(),
+            },
+            Closing {
+                event: Some("message_delta"),
+                data: String::from_utf8_lossy(finish).into_owned(),
+            },
+        ])
     }
 
     fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {

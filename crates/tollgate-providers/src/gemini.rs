@@ -107,6 +107,7 @@ pub(crate) fn usage_from_body(body: &[u8]) -> BodyUsage {
 pub struct GeminiMeter {
     usage: Option<Usage>,
     finished: bool,
+    finish_now: bool,
     text: String,
     model: Option<String>,
 }
@@ -116,6 +117,7 @@ impl StreamMeter for GeminiMeter {
         let Ok(r) = serde_json::from_slice::<Response>(data) else {
             return Verdict::Forward;
         };
+        self.finish_now = r.candidates.iter().any(|c| c.finish_reason.is_some());
         for c in &r.candidates {
             for p in c.content.iter().flat_map(|c| &c.parts) {
                 if let Some(t) = &p.text {
@@ -149,6 +151,46 @@ impl StreamMeter for GeminiMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn last_was_finish(&self) -> bool {
+        self.finish_now
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn footer_events(&self, footer: &str, finish: &[u8]) -> Option<Vec<Closing>> {
+        if self.text.is_empty() {
+            return None;
+        }
+        // The finish chunk often carries the last words: the footer is
+        // appended to its last text part, or added as one.
+        let mut chunk: serde_json::Value = serde_json::from_slice(finish).ok()?;
+        let text = format!("\n\n{footer}");
+        for c in chunk.get_mut("candidates")?.as_array_mut()? {
+            let content = c
+                .as_object_mut()?
+                .entry("content")
+                .or_insert_with(|| serde_json::json!({"role": "model", "parts": []}));
+            let parts = content
+                .as_object_mut()?
+                .entry("parts")
+                .or_insert_with(|| serde_json::json!([]))
+                .as_array_mut()?;
+            let last_text = parts.iter_mut().rev().find(|p| {
+                p.get("text").is_some() && p.get("thought").and_then(|t| t.as_bool()) != Some(true)
+            });
+            match last_text.and_then(|p| p.get_mut("text")) {
+                Some(serde_json::Value::String(s)) => s.push_str(&text),
+                _ => parts.push(serde_json::json!({"text": text})),
+            }
+        }
+        Some(vec![Closing {
+            event: None,
+            data: chunk.to_string(),
+        }])
     }
 
     fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {

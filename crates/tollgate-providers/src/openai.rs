@@ -194,6 +194,8 @@ struct ChunkChoice {
     #[serde(default)]
     index: u64,
     #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
     delta: Option<Delta>,
     /// Legacy completions stream text here.
     #[serde(default)]
@@ -228,6 +230,10 @@ pub struct ChatMeter {
     created: Option<i64>,
     /// Choices seen (a closing chunk ends each).
     choices: std::collections::BTreeSet<u64>,
+    /// Choices that streamed text (a footer ends each).
+    texted: std::collections::BTreeSet<u64>,
+    finish_now: bool,
+    finished: bool,
 }
 
 impl ChatMeter {
@@ -241,6 +247,9 @@ impl ChatMeter {
             object: None,
             created: None,
             choices: Default::default(),
+            texted: Default::default(),
+            finish_now: false,
+            finished: false,
         }
     }
 }
@@ -263,8 +272,18 @@ impl StreamMeter for ChatMeter {
             self.object = chunk.object;
             self.created = chunk.created;
         }
+        self.finish_now = chunk.choices.iter().any(|c| c.finish_reason.is_some());
+        self.finished |= self.finish_now;
         for c in &chunk.choices {
             self.choices.insert(c.index);
+            let texted = c.text.as_deref().is_some_and(|t| !t.is_empty())
+                || c.delta
+                    .as_ref()
+                    .and_then(|d| d.content.as_deref())
+                    .is_some_and(|t| !t.is_empty());
+            if texted {
+                self.texted.insert(c.index);
+            }
             if let Some(t) = &c.text {
                 self.text.push_str(t);
             }
@@ -302,6 +321,50 @@ impl StreamMeter for ChatMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn last_was_finish(&self) -> bool {
+        self.finish_now
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn footer_events(&self, footer: &str, finish: &[u8]) -> Option<Vec<Closing>> {
+        if self.texted.is_empty() {
+            return None;
+        }
+        let object = self.object.as_deref().unwrap_or("chat.completion.chunk");
+        let text = format!("\n\n{footer}");
+        let choices: Vec<serde_json::Value> = self
+            .texted
+            .iter()
+            .map(|i| {
+                if object == "text_completion" {
+                    serde_json::json!({"index": i, "text": text, "finish_reason": null})
+                } else {
+                    serde_json::json!({"index": i, "delta": {"content": text}, "finish_reason": null})
+                }
+            })
+            .collect();
+        let chunk = serde_json::json!({
+            "id": self.id.as_deref().unwrap_or("chatcmpl-tollgate"),
+            "object": object,
+            "created": self.created.unwrap_or(0),
+            "model": self.model.as_deref().unwrap_or(""),
+            "choices": choices,
+        });
+        Some(vec![
+            Closing {
+                event: None,
+                data: chunk.to_string(),
+            },
+            Closing {
+                event: None,
+                data: String::from_utf8_lossy(finish).into_owned(),
+            },
+        ])
     }
 
     fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {
@@ -432,6 +495,10 @@ impl StreamMeter for ResponsesMeter {
 
     fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn finished(&self) -> bool {
+        self.usage.is_some()
     }
 
     fn closing(&self, usage: Option<&Usage>) -> Vec<Closing> {

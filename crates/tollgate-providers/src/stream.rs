@@ -35,6 +35,19 @@ pub trait StreamMeter: Send {
     /// counts to report where the format reports them (OpenAI chat only
     /// when the client asked for a usage chunk).
     fn closing(&self, usage: Option<&Usage>) -> Vec<Closing>;
+    /// Whether the event just read ends the answer (it carries the stop
+    /// reason): a footer goes before it.
+    fn last_was_finish(&self) -> bool {
+        false
+    }
+    /// Whether an event that ends the answer has passed.
+    fn finished(&self) -> bool;
+    /// The events that replace the finish event `finish` (its data) to
+    /// add `footer` as the answer's last text; `None` when the answer has
+    /// no text to end (tool calls only) or the format takes no footer.
+    fn footer_events(&self, _footer: &str, _finish: &[u8]) -> Option<Vec<Closing>> {
+        None
+    }
 }
 
 /// One event of a stream's closing.
@@ -61,6 +74,34 @@ pub struct StreamFilter {
     framer: Framer,
     meter: Box<dyn StreamMeter>,
     events: u64,
+    footer: Footer,
+}
+
+/// Where a stream is in taking a footer.
+enum Footer {
+    Off,
+    /// Watching for the finish event.
+    Armed,
+    /// The finish event arrived: it and what follows wait for the footer.
+    Holding {
+        finish: Vec<u8>,
+        finish_len: usize,
+        held: BytesMut,
+    },
+    Done,
+}
+
+fn frame_sse(events: &[Closing], out: &mut BytesMut) {
+    for e in events {
+        if let Some(name) = e.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(e.data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
 }
 
 impl StreamFilter {
@@ -85,6 +126,47 @@ impl StreamFilter {
             framer,
             meter,
             events: 0,
+            footer: Footer::Off,
+        }
+    }
+
+    /// Holds the finish event for a footer (SSE streams only: a JSON-array
+    /// stream is forwarded as it comes and takes none).
+    pub fn arm_footer(&mut self) {
+        if matches!(self.framer, Framer::Sse(_)) {
+            self.footer = Footer::Armed;
+        }
+    }
+
+    /// Whether the finish event is held, waiting for [`Self::release`].
+    pub fn footer_due(&self) -> bool {
+        matches!(self.footer, Footer::Holding { .. })
+    }
+
+    /// Whether the answer's finish has passed (nothing more to top up).
+    pub fn finished(&self) -> bool {
+        self.meter.finished()
+    }
+
+    /// The held finish event and what followed it, with `footer` as the
+    /// answer's last text where the answer has text.
+    pub fn release(&mut self, footer: Option<&str>) -> Bytes {
+        let Footer::Holding {
+            finish,
+            finish_len,
+            held,
+        } = std::mem::replace(&mut self.footer, Footer::Done)
+        else {
+            return Bytes::new();
+        };
+        match footer.and_then(|f| self.meter.footer_events(f, &finish)) {
+            Some(events) => {
+                let mut out = BytesMut::new();
+                frame_sse(&events, &mut out);
+                out.extend_from_slice(&held[finish_len..]);
+                out.freeze()
+            }
+            None => held.freeze(),
         }
     }
 
@@ -125,18 +207,7 @@ impl StreamFilter {
         let events = self.meter.closing(usage);
         let mut out = BytesMut::new();
         match &self.framer {
-            Framer::Sse(_) => {
-                for e in events {
-                    if let Some(name) = e.event {
-                        out.extend_from_slice(b"event: ");
-                        out.extend_from_slice(name.as_bytes());
-                        out.extend_from_slice(b"\n");
-                    }
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(e.data.as_bytes());
-                    out.extend_from_slice(b"\n\n");
-                }
-            }
+            Framer::Sse(_) => frame_sse(&events, &mut out),
             Framer::JsonArray(f) => {
                 let mut prefix = f.next_object_prefix()?;
                 for e in events {
@@ -151,6 +222,9 @@ impl StreamFilter {
     }
 
     fn forward(&mut self, events: Vec<SseEvent>) -> Bytes {
+        if !matches!(self.footer, Footer::Off | Footer::Done) {
+            return self.forward_for_footer(events);
+        }
         if events.len() == 1 {
             let ev = events.into_iter().next().expect("one event");
             self.events += 1;
@@ -164,6 +238,30 @@ impl StreamFilter {
             self.events += 1;
             if self.meter.on_event(ev.event.as_deref(), &ev.data) == Verdict::Forward {
                 out.extend_from_slice(&ev.raw);
+            }
+        }
+        out.freeze()
+    }
+
+    /// [`Self::forward`] while a footer is armed or waiting: the finish
+    /// event and everything after it are held.
+    fn forward_for_footer(&mut self, events: Vec<SseEvent>) -> Bytes {
+        let mut out = BytesMut::new();
+        for ev in events {
+            self.events += 1;
+            if self.meter.on_event(ev.event.as_deref(), &ev.data) == Verdict::Drop {
+                continue;
+            }
+            match &mut self.footer {
+                Footer::Holding { held, .. } => held.extend_from_slice(&ev.raw),
+                Footer::Armed if self.meter.last_was_finish() => {
+                    self.footer = Footer::Holding {
+                        finish: ev.data,
+                        finish_len: ev.raw.len(),
+                        held: BytesMut::from(&ev.raw[..]),
+                    };
+                }
+                _ => out.extend_from_slice(&ev.raw),
             }
         }
         out.freeze()

@@ -317,7 +317,14 @@ async fn pipeline(
     }
 
     if streaming {
-        let filter = StreamFilter::new(endpoint, up.drop_usage_chunk, sse);
+        let mut filter = StreamFilter::new(endpoint, up.drop_usage_chunk, sse);
+        let global_footer = global_footer(state);
+        let footer = (draft.applied.iter().any(|a| a.budget.footer.is_some())
+            || global_footer.is_some())
+            && !tollgate_providers::footer::wants_json(endpoint, req.body());
+        if footer {
+            filter.arm_footer();
+        }
         let stream = settle::metered_stream(
             body,
             filter,
@@ -325,6 +332,9 @@ async fn pipeline(
             status.as_u16(),
             route.provider.stream_idle_timeout,
             state.streams_end.subscribe(),
+            footer.then_some(settle::StreamFooter {
+                global: global_footer,
+            }),
         );
         return out
             .body(Body::from_stream(stream))
@@ -381,7 +391,7 @@ async fn pipeline(
     let (headers, states) = budget_view(state, &draft.applied).await;
     let mut bytes = bytes;
     if status.is_success()
-        && let Some(footer) = footer_for(state, &draft.applied, &states)
+        && let Some(footer) = footer_for(global_footer(state).as_ref(), &draft.applied, &states)
         && let Some(b) = with_footer(endpoint, &req, &bytes, &footer)
     {
         bytes = b;
@@ -396,9 +406,23 @@ async fn pipeline(
         .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
+/// `budgets.footer`, parsed (validated at start-up).
+fn global_footer(state: &AppState) -> Option<tollgate_core::template::Template> {
+    state
+        .config
+        .budgets
+        .footer
+        .as_deref()
+        .and_then(|t| tollgate_core::template::Template::parse(t).ok())
+}
+
 /// The footer for an answer: the tightest applicable budget's own, else
 /// `budgets.footer` with the tightest budget's facts.
-fn footer_for(state: &AppState, applied: &[Applied], states: &[State]) -> Option<String> {
+pub(crate) fn footer_for(
+    global: Option<&tollgate_core::template::Template>,
+    applied: &[Applied],
+    states: &[State],
+) -> Option<String> {
     use crate::budgets::tightest;
     let own = tightest(
         applied
@@ -413,10 +437,9 @@ fn footer_for(state: &AppState, applied: &[Applied], states: &[State]) -> Option
             .as_ref()
             .map(|t| tollgate_budgets::messages::render(t, a, st));
     }
-    let global = state.config.budgets.footer.as_deref()?;
-    let t = tollgate_core::template::Template::parse(global).ok()?;
+    let t = global?;
     let (a, st) = tightest(applied.iter().zip(states))?;
-    Some(tollgate_budgets::messages::render(&t, a, st))
+    Some(tollgate_budgets::messages::render(t, a, st))
 }
 
 /// `bytes` (a whole answer) with `footer` appended where the format puts

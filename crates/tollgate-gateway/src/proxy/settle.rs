@@ -328,9 +328,29 @@ struct Metering {
     /// A top-up was refused, but the stream could not be closed at that
     /// point (inside a JSON-array element): closed at the next boundary.
     cut_pending: bool,
+    /// The stream takes a usage footer before its finish event.
+    footer: Option<StreamFooter>,
+}
+
+/// A stream's footer: the budgets' own, else this global one.
+pub struct StreamFooter {
+    pub global: Option<tollgate_core::template::Template>,
 }
 
 impl Metering {
+    /// The held finish event and what followed, with the footer rendered
+    /// from the budgets' state now (this stream's reservation counted).
+    async fn release_footer(&mut self) -> Bytes {
+        let text = match (&self.footer, &self.draft) {
+            (Some(f), Some(d)) => {
+                let states = d.budgets.states(&d.applied).await;
+                super::footer_for(f.global.as_ref(), &d.applied, &states)
+            }
+            _ => None,
+        };
+        self.filter.release(text.as_deref())
+    }
+
     /// Tops the reservation up, a slice at a time, while fewer than half a
     /// slice per choice of reserved output is left beyond what was seen.
     /// `false` when a budget cannot fund the next slice.
@@ -482,6 +502,7 @@ pub fn metered_stream(
     status: u16,
     idle: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    footer: Option<StreamFooter>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let allowed = draft.allowed_output();
     let slice = draft.topup;
@@ -497,6 +518,7 @@ pub fn metered_stream(
         seen: 0,
         counted_len: 0,
         cut_pending: false,
+        footer,
     };
     futures_util::stream::unfold(
         Flow::Streaming(body, Box::new(m)),
@@ -537,7 +559,10 @@ pub fn metered_stream(
                         match m.filter.push(&data) {
                             Ok(events) => {
                                 out.extend_from_slice(&events);
-                                if m.cut_pending || !m.top_up().await {
+                                if m.filter.footer_due() {
+                                    out.extend_from_slice(&m.release_footer().await);
+                                }
+                                if !m.filter.finished() && (m.cut_pending || !m.top_up().await) {
                                     // A budget cannot fund more: ended here,
                                     // cleanly, and the upstream is dropped.
                                     m.cut_pending = true;
@@ -565,6 +590,9 @@ pub fn metered_stream(
                     }
                     Ok(None) => {
                         out.extend_from_slice(&m.filter.finish());
+                        if m.filter.footer_due() {
+                            out.extend_from_slice(&m.release_footer().await);
+                        }
                         m.settle(End::Complete);
                         return (!out.is_empty()).then(|| (Ok(out.freeze()), Flow::Done));
                     }

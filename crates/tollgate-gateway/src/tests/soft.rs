@@ -495,3 +495,109 @@ async fn footers_end_text_answers_in_every_format() {
         "{json_mode}"
     );
 }
+
+/// Streams take the footer as one last piece of text before their finish
+/// event, in each format's own shape; Gemini's JSON-array streams pass as
+/// they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn footers_end_streamed_answers_before_their_finish() {
+    let r = rig(
+        r#"{"footer": "--\nUsed {tokens_used} of {tokens_limit}",
+            "defaults": {"user": {"limit_tokens": 100000, "period": "daily"}}}"#,
+        "2026-11-24T10:00:00Z",
+    )
+    .await;
+    let key = r.key("sue").await;
+    let post = async |path: &str, body: Value| -> String {
+        let req = r
+            .http
+            .post(format!("{}{path}", r.url))
+            .bearer_auth(&key)
+            .header("x-api-key", &key)
+            .header("x-goog-api-key", &key)
+            .header("anthropic-version", "2023-06-01");
+        req.json(&body).send().await.unwrap().text().await.unwrap()
+    };
+    let datas = |s: &str| -> Vec<Value> {
+        s.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    };
+    // OpenAI chat: the footer's delta, then the finish chunk, then [DONE].
+    let chat = post(
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "max_tokens": 10, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let chunks = datas(&chat);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.ends_with("\n\n--\nUsed 0 of 100000"), "{text}");
+    let finish_at = chunks
+        .iter()
+        .position(|c| c["choices"][0]["finish_reason"].is_string())
+        .unwrap();
+    let footer_at = chunks
+        .iter()
+        .position(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| t.contains("Used "))
+        })
+        .unwrap();
+    assert!(footer_at < finish_at);
+    assert!(chat.trim_end().ends_with("data: [DONE]"));
+    // Anthropic: a text block of its own before message_delta.
+    let ant = post(
+        "/v1/messages",
+        json!({"model": "claude-haiku-4-5", "max_tokens": 10, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let events = datas(&ant);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    let delta_at = kinds.iter().position(|k| *k == "message_delta").unwrap();
+    assert_eq!(
+        &kinds[delta_at - 3..delta_at],
+        [
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop"
+        ]
+    );
+    assert!(
+        events[delta_at - 2]["delta"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("\n\n--\nUsed ")
+    );
+    // Gemini SSE: the last chunk's text ends with it.
+    let gem = post(
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    let last = datas(&gem).pop().unwrap();
+    let parts = last["candidates"][0]["content"]["parts"]
+        .as_array()
+        .unwrap();
+    assert!(
+        parts.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("\n\n--\nUsed "),
+        "{last}"
+    );
+    // A JSON-array stream passes as it came.
+    let arr = post(
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    let v: Vec<Value> = serde_json::from_str(&arr).unwrap();
+    assert!(!arr.contains("Used "), "{v:?}");
+}
