@@ -207,3 +207,131 @@ async fn cut_streams_end_in_their_own_format() {
         assert!(b["used_tokens"].as_u64().unwrap() <= 150, "{b}");
     }
 }
+
+/// One format's request and its clean ending, for the swarm test.
+#[derive(Clone, Copy)]
+enum Format {
+    Chat,
+    Anthropic,
+    Gemini,
+}
+
+impl Format {
+    fn request(self) -> (&'static str, Value) {
+        let msgs = json!([{"role": "user", "content": "write at length"}]);
+        match self {
+            Format::Chat => (
+                "/v1/chat/completions",
+                json!({"model": "gpt-4o-mini", "max_tokens": 4096, "stream": true, "messages": msgs}),
+            ),
+            Format::Anthropic => (
+                "/v1/messages",
+                json!({"model": "claude-haiku-4-5", "max_tokens": 4096, "stream": true, "messages": msgs}),
+            ),
+            Format::Gemini => (
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                json!({"contents": [{"role": "user", "parts": [{"text": "write at length"}]}],
+                       "generationConfig": {"maxOutputTokens": 4096}}),
+            ),
+        }
+    }
+
+    /// Whether `body` is a stream that ended the way the format ends one.
+    fn ended_cleanly(self, body: &str) -> bool {
+        let datas: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        let last_json = || {
+            datas
+                .iter()
+                .rev()
+                .find_map(|d| serde_json::from_str::<Value>(d).ok())
+        };
+        match self {
+            Format::Chat => {
+                datas.last() == Some(&"[DONE]")
+                    && datas.iter().any(|d| {
+                        serde_json::from_str::<Value>(d)
+                            .is_ok_and(|v| v["choices"][0]["finish_reason"].is_string())
+                    })
+            }
+            Format::Anthropic => last_json().is_some_and(|v| v["type"] == "message_stop"),
+            Format::Gemini => {
+                last_json().is_some_and(|v| v["candidates"][0]["finishReason"].is_string())
+            }
+        }
+    }
+}
+
+/// 100 concurrent streams asking 4096 tokens each, on a budget worth
+/// about 30 full answers, per wire format: with top-ups every stream is
+/// served and ends cleanly, the provider's bill stays within the limit,
+/// and more are served than with worst-case reservations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_streams_on_thirty_answers_of_budget_in_every_format() {
+    const LIMIT: u64 = 30 * 4120;
+    for format in [Format::Chat, Format::Anthropic, Format::Gemini] {
+        let mut served = Vec::new();
+        for mode in ["topup", "worst_case"] {
+            let r = rig(
+                &format!(
+                    r#"{{"streaming": {{"mode": "{mode}"}},
+                        "overrides": [{{"scope": "user", "subject": "swarm", "limit_tokens": {LIMIT}, "period": "daily"}}]}}"#
+                ),
+                "2026-11-24T10:00:00Z",
+            )
+            .await;
+            let key = r.key("swarm").await;
+            let (path, body) = format.request();
+            let one = async || -> (u16, String) {
+                let resp = r
+                    .http
+                    .post(format!("{}{path}", r.url))
+                    .bearer_auth(&key)
+                    .header("x-api-key", &key)
+                    .header("x-goog-api-key", &key)
+                    .header("anthropic-version", "2023-06-01")
+                    .header("x-mock-output-tokens", "4096")
+                    .header("x-mock-chunk-delay-ms", "1")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            };
+            let all = futures_util::future::join_all((0..100).map(|_| one())).await;
+            let ok: Vec<&String> = all
+                .iter()
+                .filter(|(s, _)| *s == 200)
+                .map(|(_, b)| b)
+                .collect();
+            assert!(
+                ok.iter().all(|b| format.ended_cleanly(b)),
+                "{mode}: a stream did not end cleanly"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let billing = r.mock_billing().await;
+            let billed: u64 = billing["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    b["usage"]["input_tokens"].as_u64().unwrap()
+                        + b["usage"]["output_tokens"].as_u64().unwrap()
+                })
+                .sum();
+            assert!(billed <= LIMIT, "{mode}: billed {billed} > {LIMIT}");
+            let b = r.budget("swarm").await;
+            assert!(b["used_tokens"].as_u64().unwrap() <= LIMIT, "{b}");
+            println!(
+                "{mode}: {} of 100 served, {billed} tokens billed (limit {LIMIT})",
+                ok.len()
+            );
+            served.push(ok.len());
+        }
+        assert_eq!(served[0], 100, "with top-ups every stream is served");
+        assert!(served[0] > served[1], "{served:?}");
+    }
+}
