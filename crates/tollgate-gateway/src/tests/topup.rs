@@ -70,16 +70,7 @@ async fn run(mode: &str) -> (usize, u64, Vec<Streamed>, Rig) {
     let served = all.iter().filter(|s| s.status == 200).count();
     r.budgets.flush_levels().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let billing = r.mock_billing().await;
-    let billed: u64 = billing["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            b["usage"]["input_tokens"].as_u64().unwrap()
-                + b["usage"]["output_tokens"].as_u64().unwrap()
-        })
-        .sum();
+    let billed = billed_tokens(&r).await;
     (served, billed, all, r)
 }
 
@@ -312,16 +303,7 @@ async fn a_hundred_streams_on_thirty_answers_of_budget_in_every_format() {
                 "{mode}: a stream did not end cleanly"
             );
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let billing = r.mock_billing().await;
-            let billed: u64 = billing["requests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| {
-                    b["usage"]["input_tokens"].as_u64().unwrap()
-                        + b["usage"]["output_tokens"].as_u64().unwrap()
-                })
-                .sum();
+            let billed = billed_tokens(&r).await;
             assert!(billed <= LIMIT, "{mode}: billed {billed} > {LIMIT}");
             let b = r.budget("swarm").await;
             assert!(b["used_tokens"].as_u64().unwrap() <= LIMIT, "{b}");
@@ -334,4 +316,18 @@ async fn a_hundred_streams_on_thirty_answers_of_budget_in_every_format() {
         assert_eq!(served[0], 100, "with top-ups every stream is served");
         assert!(served[0] > served[1], "{served:?}");
     }
+}
+
+/// Tokens the mock provider billed, input and output, over every request.
+async fn billed_tokens(r: &Rig) -> u64 {
+    let billing = r.mock_billing().await;
+    billing["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["usage"]["input_tokens"].as_u64().unwrap()
+                + b["usage"]["output_tokens"].as_u64().unwrap()
+        })
+        .sum()
 }
