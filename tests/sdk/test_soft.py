@@ -107,3 +107,38 @@ def test_streamed_footers_parse_in_the_sdks():
         final = s.get_final_message()
     assert "\n\n---\nYour usage: " in streamed
     assert final.content[-1].text.startswith("\n\n---\nYour usage: ")
+
+
+def test_shadow_marks_exactly_what_block_refuses():
+    """Two users send the same traffic, one under a `block` budget and one
+    under the same budget in `shadow`: the shadowed user is never refused,
+    and the requests its records flag `would_block` are exactly those the
+    blocked user was refused."""
+    one_token = {"x-mock-output-tokens": "1"}
+    results = {}
+    for action in ["block", "shadow"]:
+        user = f"shadow-{action}"
+        key = admin_post("/admin/keys", {"name": user, "user": user})["key"]
+        admin_post("/admin/budgets", {"id": user, "scope": "user", "subject": user,
+                                      "limit_tokens": 60, "period": "daily", "action": action})
+        oai = openai.OpenAI(base_url=f"{URL}/v1", api_key=key, max_retries=0)
+        outcome = []
+        for i in range(12):
+            # One output token each: no request can be capped, so both users'
+            # spend moves in step until the first refusal.
+            msgs = [{"role": "user", "content": f"request {i}"}]
+            try:
+                raw = oai.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=msgs, max_tokens=1, extra_headers=one_token)
+                outcome.append((i, raw.headers["x-tollgate-request-id"]))
+            except openai.APIStatusError as e:
+                assert action == "block", e
+                assert e.status_code == 429 and e.code == "budget_exceeded", e.body
+                outcome.append((i, None))
+        results[action] = outcome
+    refused = {i for i, rid in results["block"] if rid is None}
+    assert refused and len(refused) < 12, refused
+    assert all(rid for _, rid in results["shadow"]), "shadow never refuses"
+    flags = {r["request_id"]: r["flags"] for r in all_records() if r["user"] == "shadow-shadow"}
+    would_block = {i for i, rid in results["shadow"] if "would_block" in flags[rid]}
+    assert would_block == refused, (would_block, refused)
