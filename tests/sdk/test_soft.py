@@ -1,10 +1,13 @@
 """Soft limits and rate limits through the official SDKs: warn, downgrade
 and throttle answers parse, carry their headers, and a throttled 429 is
-retried by the SDK's own retry until it is admitted."""
+retried by the SDK's own retry until it is admitted; shadow flags what
+block refuses; footers parse in all three SDKs, whole and streamed."""
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import openai
+from google import genai
+from google.genai import types
 
 from conftest import URL, admin_post, all_records
 
@@ -87,6 +90,10 @@ def test_footers_parse_in_the_sdks():
     ant = anthropic.Anthropic(base_url=URL, api_key=key)
     m = ant.messages.create(model="claude-haiku-4-5", max_tokens=20, messages=MSGS)
     assert "\n\n---\nYour usage: " in m.content[-1].text
+    gem = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=URL))
+    g = gem.models.generate_content(model="gemini-2.5-flash", contents="hello",
+                                    config=types.GenerateContentConfig(max_output_tokens=20))
+    assert "\n\n---\nYour usage: " in g.text and g.candidates[0].finish_reason
 
 
 def test_streamed_footers_parse_in_the_sdks():
@@ -107,6 +114,12 @@ def test_streamed_footers_parse_in_the_sdks():
         final = s.get_final_message()
     assert "\n\n---\nYour usage: " in streamed
     assert final.content[-1].text.startswith("\n\n---\nYour usage: ")
+    gem = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=URL))
+    chunks = list(gem.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="hello",
+        config=types.GenerateContentConfig(max_output_tokens=20)))
+    assert "\n\n---\nYour usage: " in "".join(c.text or "" for c in chunks)
+    assert chunks[-1].candidates[0].finish_reason
 
 
 def test_shadow_marks_exactly_what_block_refuses():
