@@ -2,7 +2,8 @@
 //! Starts the mock provider and the gateway on free ports with a temporary
 //! SQLite file, creates a key through the admin API, sends a scripted mix
 //! of requests in all three wire formats (streaming and not), budgets that
-//! cap, refuse, warn and downgrade, and prints the usage report.
+//! cap, refuse, warn, downgrade and end a stream mid-flight, and prints the
+//! usage report.
 
 use std::time::Duration;
 
@@ -78,6 +79,9 @@ pub async fn run(keep_running: bool) -> Result<()> {
         route("claude-*", "anthropic"),
         route("gemini-*", "gemini"),
     ];
+    // Streams reserve a first slice and are topped up as they go, so a
+    // budget can end one mid-flight (shown below).
+    config.budgets.streaming.mode = tollgate_gateway::config::StreamingMode::Topup;
     let store = tollgate_store::open(&config.database).await?;
     let env = |name: &str| (name == "TOLLGATE_DEMO_PROVIDER_KEY").then(|| PROVIDER_KEY.to_string());
     let gateway = Gateway::new(config, store.clone(), &env).await?;
@@ -358,6 +362,8 @@ pub async fn run(keep_running: bool) -> Result<()> {
     }
     println!();
 
+    cut_stream(&http, &base, &admin_key).await?;
+
     state.journal.flush().await;
     let q = |group_by| ReportQuery {
         group_by,
@@ -432,4 +438,78 @@ fn identity_suffix() -> String {
     tollgate_gateway::identity::generate_key()
         .trim_start_matches("tg-")
         .to_string()
+}
+
+/// Erin streams a 2,000-token answer on a 600-token daily budget: the
+/// stream is topped up as it goes and ends cleanly, as a length stop, when
+/// the budget cannot fund the next slice.
+async fn cut_stream(http: &reqwest::Client, base: &str, admin_key: &str) -> Result<()> {
+    println!("Streams: erin may use 600 tokens per day and streams a 2,000-token answer");
+    http.post(format!("{base}/admin/budgets"))
+        .bearer_auth(admin_key)
+        .json(
+            &json!({"id": "erin-daily", "scope": "user", "subject": "erin",
+                      "limit_tokens": 600, "period": "daily"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    let k = create_key(
+        http,
+        base,
+        admin_key,
+        json!({"name": "erin", "user": "erin", "tenant": "acme"}),
+    )
+    .await?
+    .1;
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&k)
+        .header("x-mock-output-tokens", "2000")
+        .json(&json!({"model": "gpt-4o-mini", "max_tokens": 2000, "stream": true,
+                      "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "Tell me everything about foxes."}]}))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    let (mut chars, mut finish, mut usage, mut done) = (0, None, None, false);
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+            chars += c.len();
+        }
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+        if chunk["usage"].is_object() {
+            usage = chunk["usage"]["completion_tokens"].as_u64();
+        }
+    }
+    println!(
+        "  stream: {status}, {chars} characters, finish_reason {}, {} output tokens{}",
+        finish.as_deref().unwrap_or("none"),
+        usage.map_or("?".into(), |u| u.to_string()),
+        if done { ", then [DONE]" } else { "" }
+    );
+    let budget: Value = http
+        .get(format!("{base}/admin/budgets/erin-daily"))
+        .bearer_auth(admin_key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "  erin-daily: {} of 600 tokens used: the stream was topped up as it went and ended",
+        budget["instances"][0]["used_tokens"]
+    );
+    println!("  cleanly, in its own format, when the budget could not fund more");
+    println!();
+    Ok(())
 }

@@ -306,6 +306,9 @@ enum End {
 /// a tenth plus this many tokens (a broken upstream that ignores the limit).
 const CUT_MARGIN_TOKENS: u64 = 64;
 
+/// The smallest top-up (per choice) tried when a whole slice does not fit.
+const MIN_TOPUP_TOKENS: u64 = 16;
+
 /// The metered stream state; its `Drop` settles a stream the client abandoned.
 struct Metering {
     filter: StreamFilter,
@@ -325,6 +328,9 @@ struct Metering {
     slice: Option<u64>,
     seen: u64,
     counted_len: usize,
+    /// No budget could fund even the smallest top-up: the stream ends
+    /// once its coverage is used.
+    dry: bool,
     /// A top-up was refused, but the stream could not be closed at that
     /// point (inside a JSON-array element): closed at the next boundary.
     cut_pending: bool,
@@ -371,9 +377,21 @@ impl Metering {
                 return true;
             };
             let covered = r.granted.saturating_mul(choices);
-            if self.seen + slice * choices / 2 < covered {
+            // Topped up half a slice ahead; once no budget can fund more,
+            // streamed on until a small guard of what is covered is left
+            // (output the provider made that has not arrived yet).
+            let ahead = if self.dry {
+                (slice / 4).max(MIN_TOPUP_TOKENS) * choices
+            } else {
+                slice * choices / 2
+            };
+            if self.seen + ahead < covered {
                 draft.reserved = Some(r);
                 return true;
+            }
+            if self.dry {
+                draft.reserved = Some(r);
+                return false;
             }
             let template = draft.record(
                 Usage {
@@ -384,11 +402,20 @@ impl Metering {
                 None,
                 Flags::default(),
             );
-            let ok = draft.budgets.extend(&mut r, slice, template).await;
+            // The slice, else smaller pieces, so a budget's last tokens
+            // are used before the stream ends.
+            let mut more = slice;
+            let funded = loop {
+                if draft.budgets.extend(&mut r, more, template.clone()).await {
+                    break true;
+                }
+                if more <= MIN_TOPUP_TOKENS {
+                    break false;
+                }
+                more = (more / 2).max(MIN_TOPUP_TOKENS);
+            };
             draft.reserved = Some(r);
-            if !ok {
-                return false;
-            }
+            self.dry = !funded;
         }
     }
 
@@ -396,9 +423,14 @@ impl Metering {
     /// ended here.
     fn closing(&mut self) -> Option<Bytes> {
         let draft = self.draft.as_ref()?;
+        // The usage reported is what the stream is charged: the output its
+        // reservation covered (see `settle`).
+        let covered = draft.reserved.as_ref().map_or(0, |r| {
+            r.granted.saturating_mul(draft.request.choices.max(1))
+        });
         let usage = Usage {
             input_tokens: draft.input_estimate.unwrap_or(0),
-            output_tokens: self.seen,
+            output_tokens: self.seen.max(covered),
             ..Usage::default()
         };
         // OpenAI chat reports usage only to a client that asked for it.
@@ -474,7 +506,7 @@ impl Metering {
         if matches!(end, End::OverLimit | End::BudgetCut) {
             draft.flags.cut_by_budget = true;
         }
-        if estimated {
+        if estimated && end != End::BudgetCut {
             tracing::warn!(request_id = %draft.request_id, ?end, "stream ended without final usage; counted from streamed text");
         }
         draft.finish(usage, self.status, self.first_byte, flags);
@@ -517,6 +549,7 @@ pub fn metered_stream(
         slice,
         seen: 0,
         counted_len: 0,
+        dry: false,
         cut_pending: false,
         footer,
     };

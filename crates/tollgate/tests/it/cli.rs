@@ -205,4 +205,13 @@ fn demo_runs_end_to_end() {
         "long-context priced: {text}"
     );
     assert!(text.contains("TOTAL"));
+    assert!(
+        text.contains("x-tollgate-warning: Budget carol-daily")
+            && text.contains("x-tollgate-downgraded-from: gpt-4o"),
+        "soft limits shown: {text}"
+    );
+    assert!(
+        text.contains("finish_reason length") && text.contains("then [DONE]"),
+        "a stream ended by its budget, cleanly: {text}"
+    );
 }
