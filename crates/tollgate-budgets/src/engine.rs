@@ -465,14 +465,7 @@ impl BudgetEngine {
             let page = store.budgets_page(after, 2_000).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.created_at, last.id.clone()));
-            for mut s in page {
-                // Alert settings were once accepted and never acted on; a
-                // budget stored with them keeps enforcing its limit.
-                if s.input.alert_thresholds.is_some() || s.input.webhook_url.is_some() {
-                    tracing::warn!(budget = %s.id, "stored budget has alert settings, which are not supported; they are ignored");
-                    s.input.alert_thresholds = None;
-                    s.input.webhook_url = None;
-                }
+            for s in page {
                 match Budget::from_input(s.id.clone(), &s.input, Tier::Override, None) {
                     Ok(mut b) => {
                         b.existed_since = Some(s.created_at);
@@ -822,7 +815,8 @@ impl BudgetEngine {
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let id = reserved.map(|r| r.id.as_str());
-        let event = (self.events.wanted() && !record.flags.blocked).then(|| record.clone());
+        let blocked = record.flags.blocked;
+        let event = (self.events.settled_wanted() && !blocked).then(|| record.clone());
         let settled = self
             .ledger
             .commit(id, &charges, actual, Payload::record(record));
@@ -830,6 +824,8 @@ impl BudgetEngine {
             self.events.publish(crate::events::Event::Settled {
                 record: Arc::new(record),
             });
+        }
+        if self.events.wanted() && !blocked {
             self.levels.settled(applied);
         }
         if let (Settled::Committed { overage: true }, Some(r)) = (settled, reserved) {

@@ -72,6 +72,14 @@ pub enum Event {
         subject: String,
         period_start: i64,
     },
+    /// A budget's spend passed one of its alert thresholds (once per
+    /// period and mark in this process; alerts deduplicate durably).
+    Threshold {
+        budget_id: String,
+        subject: String,
+        period_start: i64,
+        threshold_pct: u8,
+    },
 }
 
 /// An event and its place in the stream.
@@ -90,10 +98,18 @@ const RING: usize = 4096;
 pub struct Events {
     seq: AtomicU64,
     ring: broadcast::Sender<Published>,
-    lossless: Mutex<Vec<mpsc::Sender<Published>>>,
-    /// Subscribers of either kind ever added and still alive, roughly:
+    lossless: Mutex<Vec<Lossless>>,
+    /// Lossless subscribers still alive, roughly: with no live view,
     /// zero means events are not even built.
     lossless_count: AtomicU64,
+    /// Of those, the ones that take `Settled` events (a record per
+    /// request: built only when someone takes them).
+    settled_count: AtomicU64,
+}
+
+struct Lossless {
+    tx: mpsc::Sender<Published>,
+    settled: bool,
 }
 
 impl Default for Events {
@@ -103,6 +119,7 @@ impl Default for Events {
             ring: broadcast::channel(RING).0,
             lossless: Mutex::new(Vec::new()),
             lossless_count: AtomicU64::new(0),
+            settled_count: AtomicU64::new(0),
         }
     }
 }
@@ -118,38 +135,61 @@ impl Events {
         self.ring.subscribe()
     }
 
+    /// Whether anyone takes `Settled` events.
+    pub fn settled_wanted(&self) -> bool {
+        self.ring.receiver_count() > 0 || self.settled_count.load(Ordering::Relaxed) > 0
+    }
+
     /// A subscription that receives every event published from now on.
     pub fn subscribe_lossless(&self) -> mpsc::Receiver<Published> {
+        self.subscribe_lossless_to(true)
+    }
+
+    /// As [`Events::subscribe_lossless`]; without `settled`, every event
+    /// but the per-request `Settled` ones.
+    pub fn subscribe_lossless_to(&self, settled: bool) -> mpsc::Receiver<Published> {
         let (tx, rx) = mpsc::channel(LOSSLESS_QUEUE);
-        self.lossless
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        self.lossless_count.fetch_add(1, Ordering::Relaxed);
+        let mut subs = self.lossless.lock().unwrap_or_else(|e| e.into_inner());
+        subs.push(Lossless { tx, settled });
+        self.count(&subs);
         rx
+    }
+
+    fn count(&self, subs: &[Lossless]) {
+        self.lossless_count
+            .store(subs.len() as u64, Ordering::Relaxed);
+        self.settled_count.store(
+            subs.iter().filter(|s| s.settled).count() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Publishes `event` to every subscriber; never blocks.
     pub fn publish(&self, event: Event) {
+        let settled = matches!(event, Event::Settled { .. });
         let p = Published {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             event,
         };
         if self.lossless_count.load(Ordering::Relaxed) > 0 {
             let mut subs = self.lossless.lock().unwrap_or_else(|e| e.into_inner());
-            subs.retain(|tx| match tx.try_send(p.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(p)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send(p).await;
-                    });
-                    true
+            subs.retain(|s| {
+                if settled && !s.settled {
+                    return !s.tx.is_closed();
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                match s.tx.try_send(p.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(p)) => {
+                        let tx = s.tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(p).await;
+                        });
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
             });
-            self.lossless_count
-                .store(subs.len() as u64, Ordering::Relaxed);
+            self.count(&subs);
         }
         // No live view listening is not an error.
         let _ = self.ring.send(p);
@@ -195,5 +235,37 @@ mod tests {
         events.publish(refused(0));
         events.publish(refused(1));
         assert_eq!(events.lossless_count.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn settled_events_are_built_only_for_those_who_take_them() {
+        let events = Events::default();
+        let mut some = events.subscribe_lossless_to(false);
+        assert!(events.wanted() && !events.settled_wanted());
+        events.publish(Event::Settled {
+            record: Arc::new(UsageRecord {
+                request_id: "r".into(),
+                time: jiff::Timestamp::UNIX_EPOCH,
+                key_id: None,
+                user: None,
+                tenant: None,
+                session: None,
+                budgets: vec![],
+                provider: "openai".into(),
+                model_requested: "m".into(),
+                model_served: "m".into(),
+                usage: Default::default(),
+                cost: tollgate_core::Money::ZERO,
+                latency_ms: 0,
+                ttft_ms: None,
+                status: 200,
+                flags: Default::default(),
+            }),
+        });
+        events.publish(refused(7));
+        let got = some.recv().await.unwrap();
+        assert!(matches!(got.event, Event::Refused { .. }), "{got:?}");
+        let _all = events.subscribe_lossless();
+        assert!(events.settled_wanted());
     }
 }

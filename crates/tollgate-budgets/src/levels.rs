@@ -103,6 +103,8 @@ struct Seen {
     level: Option<Level>,
     mark: u8,
     soft_limit: bool,
+    /// The highest alert threshold published.
+    alert: u8,
 }
 
 type Book = HashMap<(Arc<str>, i64), Seen>;
@@ -126,7 +128,14 @@ async fn judge(
                     marks(&mut book, &events, a, u.spent);
                 }
             }
-            Note::Refused(a) => set(&mut book, &events, &a, Level::OverLimit),
+            Note::Refused(a) => {
+                set(&mut book, &events, &a, Level::OverLimit);
+                // A refusing budget is exhausted for the request it
+                // refused, whatever its spend leaves: its marks up to 100 %
+                // have been reached (a `block` budget's spend may never
+                // reach the limit exactly).
+                alert_marks(&mut book, &events, &a, 10_000);
+            }
             Note::Prune(oldest) => book.retain(|(group, start), _| {
                 let budget = group.split_once('|').map_or(&**group, |(b, _)| b);
                 *start == i64::MIN || oldest.get(budget).is_none_or(|cut| start >= cut)
@@ -149,7 +158,7 @@ fn key_of(a: &Applied) -> (i64, (Arc<str>, i64)) {
 /// published yet this period, in order, and a `warn` budget's soft limit.
 fn marks(book: &mut Book, events: &Events, a: &Applied, spent: Amount) {
     let b = &a.budget;
-    if b.warnings.is_empty() && b.action != Action::Warn {
+    if b.warnings.is_empty() && b.action != Action::Warn && b.alert_thresholds.is_empty() {
         return;
     }
     let (start, key) = key_of(a);
@@ -183,6 +192,44 @@ fn marks(book: &mut Book, events: &Events, a: &Applied, spent: Amount) {
             budget_id: b.id.clone(),
             subject: a.subject.clone(),
             period_start: start,
+        });
+    }
+    alert_marks(book, events, a, bp);
+}
+
+/// Publishes the alert thresholds `a` reached at `bp` basis points of its
+/// limit that were not published yet this period, in order. A rolling
+/// window has no period to mark them in: a mark is re-armed once the
+/// spend falls back below it.
+fn alert_marks(book: &mut Book, events: &Events, a: &Applied, bp: i128) {
+    let b = &a.budget;
+    if b.alert_thresholds.is_empty() {
+        return;
+    }
+    let (start, key) = key_of(a);
+    let seen = book.entry(key).or_default();
+    if matches!(a.line.window, Window::Rolling { .. }) {
+        seen.alert = b
+            .alert_thresholds
+            .iter()
+            .copied()
+            .filter(|&t| bp >= i128::from(t) * 100)
+            .max()
+            .unwrap_or(0)
+            .min(seen.alert);
+    }
+    let from = seen.alert;
+    for &t in b
+        .alert_thresholds
+        .iter()
+        .filter(|&&t| t > from && bp >= i128::from(t) * 100)
+    {
+        seen.alert = t;
+        events.publish(Event::Threshold {
+            budget_id: b.id.clone(),
+            subject: a.subject.clone(),
+            period_start: start,
+            threshold_pct: t,
         });
     }
 }

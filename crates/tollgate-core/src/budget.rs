@@ -168,6 +168,10 @@ pub struct Budget {
     pub on_low: Option<OnLow>,
     /// Appended to whole text answers (see `tollgate_providers::footer`).
     pub footer: Option<Template>,
+    /// Alert marks (percent of the limit), ascending.
+    pub alert_thresholds: Vec<u8>,
+    /// The budget's own alert target.
+    pub webhook_url: Option<String>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -182,6 +186,32 @@ pub struct Budget {
 pub struct BudgetError {
     pub field: String,
     pub message: String,
+}
+
+/// Where budgets alert when they set no `alert_thresholds`.
+pub const DEFAULT_ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+/// A webhook URL's shape: absolute `http` or `https` with a host and no
+/// credentials. Whether the host may be called is the alerts' allow-list's
+/// business, checked where it is known.
+pub fn webhook_url_ok(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an http(s) URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "{url:?} carries credentials; use a signing secret instead"
+        ));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} contains whitespace"));
+    }
+    Ok(())
 }
 
 impl BudgetError {
@@ -256,10 +286,11 @@ pub struct BudgetInput {
     /// A usage footer (a template) appended to whole text answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub footer: Option<String>,
-    /// Alert settings: read so that a budget carrying them is refused with
-    /// a clear message (alerts are not supported), not as an unknown field.
+    /// Percentages of the limit at which an alert fires, once each per
+    /// period; absent: 50, 80 and 100; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_thresholds: Option<Vec<u8>>,
+    /// This budget's own alert target, besides `alerts.webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -608,17 +639,23 @@ impl Budget {
             .map(Template::parse)
             .transpose()
             .map_err(|e| BudgetError::field("messages.refusal", e.to_string()))?;
-        // A setting that does nothing is refused, not silently accepted.
-        for (field, set) in [
-            ("alert_thresholds", input.alert_thresholds.is_some()),
-            ("webhook_url", input.webhook_url.is_some()),
-        ] {
-            if set {
-                return Err(BudgetError::field(
-                    field,
-                    "budget alerts are not supported by this version of Tollgate; remove the field (the budget's own thresholds — low_threshold_pct, the limit — are enforced and reported)",
-                ));
+        let alert_thresholds = match &input.alert_thresholds {
+            None => DEFAULT_ALERT_THRESHOLDS.to_vec(),
+            Some(t) => {
+                if t.contains(&0) {
+                    return Err(BudgetError::field(
+                        "alert_thresholds",
+                        "a threshold is a percentage of the limit, 1..=255",
+                    ));
+                }
+                let mut t = t.clone();
+                t.sort_unstable();
+                t.dedup();
+                t
             }
+        };
+        if let Some(url) = &input.webhook_url {
+            webhook_url_ok(url).map_err(|m| BudgetError::field("webhook_url", m))?;
         }
         let rollover = match &input.rollover {
             Some(r) if period.is_rolling() || period == PeriodKind::Lifetime => {
@@ -660,6 +697,8 @@ impl Budget {
                 .map(Template::parse)
                 .transpose()
                 .map_err(|e| BudgetError::field("footer", e.to_string()))?,
+            alert_thresholds,
+            webhook_url: input.webhook_url.clone(),
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -723,8 +762,8 @@ impl Budget {
             throttle: self.throttle,
             on_low: self.on_low.as_ref().map(OnLow::to_input),
             footer: self.footer.as_ref().map(|t| t.source().to_string()),
-            alert_thresholds: None,
-            webhook_url: None,
+            alert_thresholds: Some(self.alert_thresholds.clone()),
+            webhook_url: self.webhook_url.clone(),
             models: self.models.clone(),
             rollover: self.rollover.as_ref().map(|r| RolloverInput {
                 cap_usd: r.cap_money,
@@ -740,6 +779,39 @@ mod tests {
 
     fn input(json: &str) -> BudgetInput {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn alert_thresholds_default_sort_and_round_trip() {
+        let b = Budget::from_input(
+            "b".into(),
+            &input(r#"{"scope":"user","subject":"a","limit_usd":"1"}"#),
+            Tier::Override,
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.alert_thresholds, DEFAULT_ALERT_THRESHOLDS);
+        let b = Budget::from_input(
+            "b".into(),
+            &input(
+                r#"{"scope":"user","subject":"a","limit_usd":"1","alert_thresholds":[90,50,90],
+                    "webhook_url":"https://hooks.example.com/t"}"#,
+            ),
+            Tier::Override,
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.alert_thresholds, [50, 90]);
+        let again = Budget::from_input("b".into(), &b.to_input(), Tier::Override, None).unwrap();
+        assert_eq!(again, b);
+        for bad in [
+            "http://",
+            "https://u:p@h/x",
+            "https://h/a b",
+            "hooks.example.com",
+        ] {
+            assert!(webhook_url_ok(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -851,7 +923,7 @@ mod tests {
                 "subject",
             ),
             (
-                r#"{"scope":"user","subject":"a","limit_usd":"1","alert_thresholds":[50,80]}"#,
+                r#"{"scope":"user","subject":"a","limit_usd":"1","alert_thresholds":[0,80]}"#,
                 "alert_thresholds",
             ),
             (
@@ -859,7 +931,7 @@ mod tests {
                 "id",
             ),
             (
-                r#"{"scope":"user","subject":"a","limit_usd":"1","webhook_url":"https://x"}"#,
+                r#"{"scope":"user","subject":"a","limit_usd":"1","webhook_url":"ftp://x"}"#,
                 "webhook_url",
             ),
         ];

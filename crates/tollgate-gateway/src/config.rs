@@ -79,6 +79,9 @@ pub struct Config {
     /// marked trusted (never do this on a gateway clients reach directly).
     #[serde(default)]
     pub trust_all_identity_headers: bool,
+    /// Alert targets, the hosts they may be on, delivery settings.
+    #[serde(default)]
+    pub alerts: tollgate_alerts::AlertsConfig,
 }
 
 fn default_min_output() -> u64 {
@@ -527,6 +530,25 @@ impl Config {
     /// problems are all reported, not just the first one.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errs = Vec::new();
+        match self.alerts.validate() {
+            Err(e) => {
+                let (field, message) = e.split_once(": ").unwrap_or(("alerts", e.as_str()));
+                errs.push(ConfigError::field(field, message));
+            }
+            Ok(allow) => {
+                // A budget's own alert target is on the allow-list too.
+                for b in self.budgets.budgets().unwrap_or_default() {
+                    if let Some(url) = &b.webhook_url
+                        && let Err(m) = allow.check_url(url)
+                    {
+                        errs.push(ConfigError::field(
+                            format!("budgets ({}).webhook_url", b.id),
+                            m,
+                        ));
+                    }
+                }
+            }
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             errs.push(ConfigError::field(
                 "listen",
@@ -744,6 +766,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             jwt: None,
             trust_all_identity_headers: false,
+            alerts: Default::default(),
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct AppState {
     pub memory_ledger: Arc<ledger::MemoryLedger>,
     /// Requests and tokens per minute.
     pub rates: Arc<tollgate_budgets::rates::RateLimiter>,
+    /// Alerts: fired from the budgets' events, delivered from the outbox.
+    pub alerts: Arc<tollgate_alerts::Alerts>,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Set when the shutdown grace is over: open streams end themselves.
     pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
@@ -150,6 +152,10 @@ async fn assemble(
         &config.budgets.sizing(),
     )
     .await?;
+    let budgets = Arc::new(budgets);
+    let alerts =
+        tollgate_alerts::Alerts::start(config.alerts.clone(), store.clone(), budgets.clone(), env)
+            .map_err(|e| StartError::Config(vec![ConfigError::field("alerts", e.to_string())]))?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
         router: Arc::new(router),
@@ -159,9 +165,10 @@ async fn assemble(
         keys,
         store,
         journal,
-        budgets: Arc::new(budgets),
+        budgets,
         memory_ledger: ledger,
         rates: Arc::new(rates),
+        alerts: Arc::new(alerts),
         streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     Ok((state, writer))
@@ -359,6 +366,7 @@ impl Gateway {
             task.abort();
         }
         let Gateway { state, writer, .. } = self;
+        state.alerts.stop();
         state.journal.flush().await;
         drop(state);
         // The writer ends once every sender is gone; don't hang on stragglers.

@@ -11,6 +11,7 @@ use crate::budgets::ManualClock;
 use crate::config::{ModelRoute, ProviderConfig};
 use crate::{Config, Gateway};
 
+mod alerts;
 mod rates;
 mod soft;
 mod topup;

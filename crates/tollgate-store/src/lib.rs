@@ -5,6 +5,7 @@
 //! The embedded default is [`sqlite::SqliteStore`]; PostgreSQL joins in
 //! cluster mode. Callers hold an `Arc<dyn Store>` and never see SQL.
 
+pub mod alerts;
 pub mod journal;
 pub mod query;
 pub mod sqlite;
@@ -151,6 +152,16 @@ pub trait UsageStore: Send + Sync {
         since: Timestamp,
     ) -> Result<Vec<ScopeSpend>>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
+    /// What charged a budget since `since` (for one subject of a template
+    /// budget): the top models by cost (with request counts) and the top
+    /// spenders, `limit` of each.
+    async fn budget_breakdown(
+        &self,
+        budget_id: &str,
+        subject: Option<(SubjectOf, String)>,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Breakdown>;
 }
 
 /// Rate limits managed at run time (admin API).
@@ -174,15 +185,71 @@ pub trait PriceStore: Send + Sync {
     async fn prices_version(&self) -> Result<(i64, i64)>;
 }
 
+/// Alerts and the outbox of their deliveries (see [`alerts`]).
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Records an alert and its deliveries in one transaction, unless an
+    /// alert with its dedupe key exists; deliveries past the hourly cap
+    /// are recorded as suppressed.
+    async fn insert_alert(
+        &self,
+        alert: &alerts::NewAlert,
+        deliveries: &[(String, alerts::Target)],
+        queue: alerts::Enqueue,
+    ) -> Result<alerts::Recorded>;
+    async fn alert_exists(&self, dedupe: &str) -> Result<bool>;
+    /// Up to `limit` pending deliveries due at `now`, claimed until
+    /// `lease_until` (a process that dies mid-attempt leaves them to be
+    /// retried when the lease ends).
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<alerts::DueDelivery>>;
+    /// When the next pending delivery is due.
+    async fn next_due(&self) -> Result<Option<Timestamp>>;
+    /// Records an attempt and what follows it.
+    async fn record_attempt(&self, attempt: &alerts::Attempt, next: alerts::Next) -> Result<()>;
+    async fn alerts_page(&self, q: &alerts::AlertQuery) -> Result<Vec<alerts::AlertRow>>;
+    #[allow(clippy::type_complexity)]
+    async fn alert(
+        &self,
+        id: &str,
+    ) -> Result<
+        Option<(
+            alerts::AlertRow,
+            Vec<alerts::Delivery>,
+            Vec<alerts::Attempt>,
+        )>,
+    >;
+    /// Sends an alert's deliveries again from `now`; `None` if no such alert.
+    async fn redeliver(&self, id: &str, now: Timestamp) -> Result<Option<usize>>;
+}
+
 /// Everything a backend stores, one trait per domain. A backend
-/// implements the five; `Store` is what the rest of Tollgate holds.
+/// implements them all; `Store` is what the rest of Tollgate holds.
 pub trait Store:
-    KeyStore + LedgerStore + BudgetStore + RateLimitStore + UsageStore + PriceStore + 'static
+    KeyStore
+    + LedgerStore
+    + BudgetStore
+    + RateLimitStore
+    + UsageStore
+    + PriceStore
+    + AlertStore
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + LedgerStore + BudgetStore + RateLimitStore + UsageStore + PriceStore + 'static
+    T: KeyStore
+        + LedgerStore
+        + BudgetStore
+        + RateLimitStore
+        + UsageStore
+        + PriceStore
+        + AlertStore
+        + 'static
 {
 }
 
@@ -195,6 +262,13 @@ pub enum SubjectOf {
     Key,
     /// A budget with one subject: every record it charged is that subject's.
     Fixed(String),
+}
+
+/// A budget's spend by model (cost, requests) and by spender.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Breakdown {
+    pub models: Vec<(String, tollgate_core::Money, u64)>,
+    pub spenders: Vec<(String, tollgate_core::Money)>,
 }
 
 /// One subject's spend on one model.

@@ -309,3 +309,214 @@ pub async fn spend_sums(s: &dyn Store) {
     assert_eq!(by_budget.len(), 1);
     assert_eq!(by_budget[0].1.money, Money::from_units(100));
 }
+
+pub async fn budget_breakdowns(s: &dyn Store) {
+    let mut rs = Vec::new();
+    for (i, (user, model, cost)) in [
+        ("alice", "gpt-4o", 100),
+        ("alice", "gpt-4o", 50),
+        ("bob", "gpt-4o-mini", 7),
+        ("carol", "gpt-4o-mini", 500),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = record(
+            &format!("b{i}"),
+            1_700_000_000 + i as i64,
+            user,
+            model,
+            cost,
+        );
+        r.budgets = vec!["team".into()];
+        rs.push(r);
+    }
+    let mut other = record("o", 1_700_000_010, "alice", "gpt-4o", 9_999);
+    other.budgets = vec!["else".into()];
+    rs.push(other);
+    insert(s, &rs);
+    let since = Timestamp::from_second(1_699_999_999).unwrap();
+    let all = s.budget_breakdown("team", None, since, 5).await.unwrap();
+    assert_eq!(
+        all.models,
+        [
+            ("gpt-4o-mini".to_string(), Money::from_units(507), 2),
+            ("gpt-4o".to_string(), Money::from_units(150), 2)
+        ]
+    );
+    assert_eq!(
+        all.spenders[0],
+        ("carol".to_string(), Money::from_units(500))
+    );
+    assert_eq!(all.spenders.len(), 3);
+    // One subject of a template budget; a tenant's key names it `tenant/user`.
+    for subject in ["alice", "acme/alice"] {
+        let one = s
+            .budget_breakdown("team", Some((SubjectOf::User, subject.into())), since, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            one.spenders,
+            [("alice".to_string(), Money::from_units(150))],
+            "{subject}"
+        );
+        assert_eq!(one.models.len(), 1);
+    }
+}
+
+pub async fn alerts_dedupe_cap_claim_and_attempts(s: &dyn Store) {
+    use crate::alerts::*;
+    let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+    let target = |n: &str| Target {
+        name: n.into(),
+        url: format!("https://hooks.example.com/{n}"),
+        format: "json".into(),
+        secret_env: None,
+    };
+    let alert = |id: &str, dedupe: &str, at: Timestamp| NewAlert {
+        id: id.into(),
+        dedupe: dedupe.into(),
+        kind: "budget.threshold".into(),
+        severity: "warn".into(),
+        budget_id: Some("b".into()),
+        rule_id: None,
+        subject: Some("alice".into()),
+        created_at: at,
+        payload: r#"{"id":"x"}"#.into(),
+    };
+    let q = |at: Timestamp| Enqueue {
+        at,
+        first_attempt_at: at,
+        max_per_hour: Some(3),
+    };
+    let two = [
+        ("d1".to_string(), target("a")),
+        ("d2".to_string(), target("b")),
+    ];
+    assert_eq!(
+        s.insert_alert(&alert("a1", "k1", t0), &two, q(t0))
+            .await
+            .unwrap(),
+        Recorded::New { suppressed: 0 }
+    );
+    assert!(s.alert_exists("k1").await.unwrap());
+    assert_eq!(
+        s.insert_alert(&alert("a1b", "k1", t0), &two, q(t0))
+            .await
+            .unwrap(),
+        Recorded::Duplicate,
+        "same dedupe key: nothing written"
+    );
+    // The cap: 3 per hour; two are taken, so one of the next two is suppressed.
+    let two_more = [
+        ("d3".to_string(), target("a")),
+        ("d4".to_string(), target("b")),
+    ];
+    assert_eq!(
+        s.insert_alert(&alert("a2", "k2", t0), &two_more, q(t0))
+            .await
+            .unwrap(),
+        Recorded::New { suppressed: 1 }
+    );
+    // No target at all: recorded.
+    s.insert_alert(&alert("a3", "k3", t0), &[], q(t0))
+        .await
+        .unwrap();
+    let page = s
+        .alerts_page(&AlertQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    let status = |id: &str| page.iter().find(|a| a.id == id).unwrap().status;
+    assert_eq!(
+        (status("a1"), status("a2"), status("a3")),
+        ("pending", "pending", "recorded")
+    );
+    // Claims lease what they take.
+    let due = s
+        .claim_due(t0, t0 + jiff::SignedDuration::from_secs(40), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 3, "the suppressed one is not due");
+    assert!(s.claim_due(t0, t0, 10).await.unwrap().is_empty(), "leased");
+    // Attempts: one delivered, one retried, one failed.
+    let at = |d: &str, n, st| Attempt {
+        delivery_id: d.into(),
+        n,
+        time: t0,
+        status: st,
+        error: st.map_or(Some("refused".into()), |c: u16| {
+            (c != 200).then(|| format!("answered {c}"))
+        }),
+        duration_ms: 5,
+    };
+    s.record_attempt(&at("d1", 1, Some(200)), Next::Delivered)
+        .await
+        .unwrap();
+    let retry = t0 + jiff::SignedDuration::from_secs(10);
+    let mut second = at("d2", 1, Some(500));
+    second.time = t0 + jiff::SignedDuration::from_secs(1);
+    s.record_attempt(&second, Next::RetryAt(retry))
+        .await
+        .unwrap();
+    s.record_attempt(&at("d3", 1, None), Next::Failed)
+        .await
+        .unwrap();
+    assert_eq!(s.next_due().await.unwrap(), Some(retry));
+    let (row, deliveries, attempts) = s.alert("a1").await.unwrap().unwrap();
+    assert_eq!(row.status, "pending", "d2 waits for its retry");
+    assert_eq!(
+        (row.attempts, row.last_status),
+        (2, Some(500)),
+        "{attempts:?}"
+    );
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(attempts.len(), 2);
+    let mut last = at("d2", 2, Some(200));
+    last.time = retry;
+    s.record_attempt(&last, Next::Delivered).await.unwrap();
+    let (row, ..) = s.alert("a1").await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempts), ("delivered", 3));
+    let (row, ..) = s.alert("a2").await.unwrap().unwrap();
+    assert_eq!(row.status, "failed");
+    let failed = s
+        .alerts_page(&AlertQuery {
+            status: Some("failed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a2"]
+    );
+    // Redelivery: every delivery pending again, due now.
+    let later = t0 + jiff::SignedDuration::from_secs(3600);
+    assert_eq!(s.redeliver("a2", later).await.unwrap(), Some(2));
+    assert_eq!(s.redeliver("nope", later).await.unwrap(), None);
+    let due = s.claim_due(later, later, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.retry_from == later));
+    // Pages: newest first, after a cursor.
+    let first = s
+        .alerts_page(&AlertQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rest = s
+        .alerts_page(&AlertQuery {
+            limit: 10,
+            after: Some((first[0].created_at, first[0].id.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().all(|a| a.id < first[0].id));
+}

@@ -134,6 +134,11 @@ pub(super) async fn store_budget(
     ) {
         crate::budgets::check_models(&b, &s.router, &s.catalog())
             .map_err(AdminError::bad_request)?;
+        if let Some(url) = &b.webhook_url {
+            s.alerts
+                .check_webhook_url(url)
+                .map_err(|m| AdminError::bad_request(format!("webhook_url: {m}")))?;
+        }
     }
     let stored = tollgate_store::StoredBudget {
         id: id.clone(),

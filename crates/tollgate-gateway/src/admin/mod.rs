@@ -21,6 +21,7 @@ use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
 use crate::AppState;
 use crate::identity::{self, NewKey};
 
+mod alerts;
 mod budgets;
 mod explain;
 mod keys;
@@ -134,6 +135,10 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .put(rates::put)
                 .delete(rates::delete_one),
         )
+        .route("/budgets/{id}/test-webhook", post(alerts::test_webhook))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::get_one))
+        .route("/alerts/{id}/redeliver", post(alerts::redeliver))
         .route("/explain", post(explain::explain))
         .route("/stats", get(stats::stats))
         .layer(middleware::from_fn_with_state(state, require_admin))

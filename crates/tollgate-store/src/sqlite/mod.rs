@@ -11,6 +11,7 @@
 //! never stall behind one. The writer keeps a high auto-checkpoint as a
 //! backstop: it bounds the WAL when the background pass cannot finish.
 
+mod alerts;
 mod budgets;
 mod keys;
 mod ledger;
@@ -37,8 +38,9 @@ use tollgate_core::ledger::Amount;
 use crate::journal::{JournalEntry, OpenReservation};
 use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
 use crate::{
-    BudgetStore, KeyStore, LedgerStore, PriceStore, Quarantined, RateLimitStore, Result,
-    ScopeSpend, StoreError, StoredBudget, StoredPrice, StoredRateLimit, SubjectOf, UsageStore,
+    AlertStore, BudgetStore, KeyStore, LedgerStore, PriceStore, Quarantined, RateLimitStore,
+    Result, ScopeSpend, StoreError, StoredBudget, StoredPrice, StoredRateLimit, SubjectOf,
+    UsageStore,
 };
 
 /// Tables of JSON specs by id (budgets, rate limits): one way to write,

@@ -124,6 +124,47 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 9: alerts, their deliveries (the outbox) and every attempt.
+    "CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        dedupe TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        budget_id TEXT,
+        rule_id TEXT,
+        subject TEXT,
+        created_at INTEGER NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX alerts_created ON alerts(created_at, id);
+    CREATE TABLE alert_deliveries (
+        id TEXT PRIMARY KEY,
+        alert_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        secret_env TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER,
+        retry_from INTEGER NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        delivered_at INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX alert_deliveries_alert ON alert_deliveries(alert_id);
+    CREATE INDEX alert_deliveries_due ON alert_deliveries(status, next_at);
+    CREATE INDEX alert_deliveries_created ON alert_deliveries(created_at);
+    CREATE TABLE alert_attempts (
+        delivery_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms INTEGER NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    ) WITHOUT ROWID;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -21,6 +21,8 @@ suite!(
     budgets_round_trip,
     rate_limits_round_trip,
     spend_sums,
+    budget_breakdowns,
+    alerts_dedupe_cap_claim_and_attempts,
 );
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {

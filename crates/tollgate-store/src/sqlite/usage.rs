@@ -196,6 +196,66 @@ impl UsageStore for SqliteStore {
         .await
     }
 
+    async fn budget_breakdown(
+        &self,
+        budget_id: &str,
+        subject: Option<(SubjectOf, String)>,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<crate::Breakdown> {
+        let (id, since) = (budget_id.to_string(), ms(since));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            // A subject as the ledger names it: the field, or (a tenant's
+            // key) `tenant/field`.
+            let (filter, value) = match subject {
+                None | Some((SubjectOf::Fixed(_), _)) => ("1 = 1".to_string(), String::new()),
+                Some((field, v)) => {
+                    let col = match field {
+                        SubjectOf::User => "user",
+                        SubjectOf::Tenant => "tenant",
+                        SubjectOf::Session => "session",
+                        _ => "key_id",
+                    };
+                    (
+                        format!("({col} = ?3 OR (tenant IS NOT NULL AND tenant || '/' || {col} = ?3))"),
+                        v,
+                    )
+                }
+            };
+            let base = format!(
+                "FROM usage_records WHERE time >= ?1 \
+                 AND EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?2) \
+                 AND (?3 = ?3) AND {filter}"
+            );
+            let money = |hi: i64, lo: i64| Money::from_units(i128::from(hi) * 1_000_000 + i128::from(lo));
+            let mut st = c.prepare(&format!(
+                "SELECT model_served, SUM(cost / 1000000), SUM(cost % 1000000), COUNT(*) {base} \
+                 GROUP BY 1 ORDER BY SUM(cost) DESC, 1 LIMIT ?4"
+            ))?;
+            let models = st
+                .query_map(params![since, id, value, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        money(r.get(1)?, r.get(2)?),
+                        r.get::<_, i64>(3)?.max(0) as u64,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(&format!(
+                "SELECT COALESCE(user, key_id, '-'), SUM(cost / 1000000), SUM(cost % 1000000) {base} \
+                 GROUP BY 1 ORDER BY SUM(cost) DESC, 1 LIMIT ?4"
+            ))?;
+            let spenders = st
+                .query_map(params![since, id, value, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, money(r.get(1)?, r.get(2)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::Breakdown { models, spenders })
+        })
+        .await
+    }
+
     async fn scope_spend(
         &self,
         subject: SubjectOf,

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub const PROVIDER_KEY: &str = "sk-test-provider";
+/// The webhook signing secret, in `TEST_WEBHOOK_SECRET`.
+pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789";
 
 /// Spawns `cmd`, waits for a line on stdout or stderr that contains
 /// `marker`, and returns the URL that follows it.
@@ -191,6 +193,7 @@ pricing:
         cmd.args(["serve", "--config"]).arg(&self.config);
         cmd.env("TEST_ADMIN_KEY", ADMIN_KEY)
             .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
+            .env("TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("RUST_LOG", "warn");
         let (child, url) = spawn_and_wait(cmd, "tollgate listening on ");
         self.child = Some(child);
@@ -217,6 +220,21 @@ pricing:
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `tollgate check-config` on this gateway's config: success and the
+    /// output (stderr then stdout).
+    pub fn check_config(&self) -> (bool, String) {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&self.config)
+            .env("TEST_ADMIN_KEY", ADMIN_KEY)
+            .env("TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
     }
 
     pub fn create_key(&self, body: Value) -> (String, String) {

@@ -9,6 +9,7 @@ mod harness;
 
 mod jwt;
 
+mod alerts;
 mod budgets;
 mod cli;
 mod connections;

@@ -108,12 +108,18 @@ fn regression_gemini_v1_paths_and_count_tokens_are_served() {
 }
 
 #[test]
-fn regression_alert_settings_are_refused_not_silently_stored() {
+fn regression_alert_settings_are_acted_on_or_refused_never_silently_stored() {
     let m = Mock::start(&[]);
     let g = Gateway::start(&m);
-    for (field, value) in [
-        ("alert_thresholds", json!([50, 80])),
-        ("webhook_url", json!("https://hooks.example.com/x")),
+    // Without an allow-list no webhook may be set; a zero threshold is no
+    // percentage.
+    for (field, value, says) in [
+        ("alert_thresholds", json!([0, 80]), "1..=255"),
+        (
+            "webhook_url",
+            json!("https://hooks.example.com/x"),
+            "allow_hosts",
+        ),
     ] {
         let mut body =
             json!({"scope": "user", "subject": "alice", "limit_usd": "1", "period": "daily"});
@@ -127,34 +133,20 @@ fn regression_alert_settings_are_refused_not_silently_stored() {
         assert_eq!(r.status(), 400, "{field}");
         let v: Value = r.json().unwrap();
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(
-            msg.contains(field) && msg.contains("not supported"),
-            "{msg}"
-        );
+        assert!(msg.contains(field) && msg.contains(says), "{msg}");
     }
     let listed = get_json(&format!("{}/admin/budgets", g.url), Some(ADMIN_KEY));
     assert_eq!(listed["budgets"].as_array().unwrap().len(), 0, "{listed}");
     // The same in the config file: the gateway does not start.
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&g.config)
-        .env("TEST_ADMIN_KEY", ADMIN_KEY)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "the plain config is valid: {out:?}");
     let yaml = std::fs::read_to_string(&g.config).unwrap()
-        + "budgets:\n  defaults:\n    user: { limit_usd: \"1\", period: daily, alert_thresholds: [80] }\n";
+        + "budgets:\n  defaults:\n    user: { limit_usd: \"1\", period: daily, webhook_url: \"https://hooks.example.com/x\" }\n";
     std::fs::write(&g.config, yaml).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&g.config)
-        .env("TEST_ADMIN_KEY", ADMIN_KEY)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("alert_thresholds"), "{text}");
+    let (ok, text) = g.check_config();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("webhook_url") && text.contains("hooks.example.com"),
+        "{text}"
+    );
 }
 
 #[test]
