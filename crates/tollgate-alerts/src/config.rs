@@ -15,7 +15,7 @@ pub const KINDS: &[&str] = &[
     "test",
 ];
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Hosts webhooks may be sent to: exact names, `*.example.com`, IP
@@ -35,9 +35,17 @@ pub struct AlertsConfig {
     pub secret_env: Option<String>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
-    /// Alert rules (spend over a window, forecasts).
+    /// Alert rules (spend over a window, forecasts); entries naming a
+    /// shipped rule change only the fields they set.
     #[serde(default)]
-    pub rules: Vec<serde_json::Value>,
+    pub rules: Vec<crate::rules::RuleInput>,
+    /// How often forecast rules look at the budgets.
+    #[serde(default = "default_forecast_every")]
+    pub forecast_every_seconds: u64,
+}
+
+fn default_forecast_every() -> u64 {
+    300
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -113,13 +121,28 @@ impl Default for DeliveryConfig {
     }
 }
 
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            allow_hosts: Vec::new(),
+            max_per_hour: None,
+            webhooks: Vec::new(),
+            secret_env: None,
+            delivery: DeliveryConfig::default(),
+            rules: Vec::new(),
+            forecast_every_seconds: default_forecast_every(),
+        }
+    }
+}
+
 impl AlertsConfig {
     /// Every problem, each naming its field (`alerts.webhooks[1].url: ...`).
     pub fn validate(&self) -> Result<AllowList, String> {
         let allow =
             AllowList::parse(&self.allow_hosts).map_err(|e| format!("alerts.allow_hosts: {e}"))?;
-        if !self.rules.is_empty() {
-            return Err("alerts.rules: alert rules are not supported by this version of Tollgate; remove them (budget thresholds alert without rules)".into());
+        crate::rules::from_config(&self.rules)?;
+        if self.forecast_every_seconds == 0 {
+            return Err("alerts.forecast_every_seconds: must be at least 1".into());
         }
         let d = &self.delivery;
         if d.timeout_seconds == 0 || d.retry_first_seconds == 0 || d.horizon_hours == 0 {

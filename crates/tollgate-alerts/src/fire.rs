@@ -146,9 +146,9 @@ fn subject_of(b: &Budget) -> Option<SubjectOf> {
     })
 }
 
-/// The targets an alert of `kind` for `b` goes to.
-fn targets(shared: &Shared, b: &Budget, kind: &str) -> Vec<(String, Target)> {
-    let mut out: Vec<(String, Target)> = shared
+/// The configured webhooks that take alerts of `kind`.
+pub(crate) fn webhook_targets(shared: &Shared, kind: &str) -> Vec<(String, Target)> {
+    shared
         .config
         .webhooks
         .iter()
@@ -164,7 +164,12 @@ fn targets(shared: &Shared, b: &Budget, kind: &str) -> Vec<(String, Target)> {
                 },
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The targets an alert of `kind` for `b` goes to.
+fn targets(shared: &Shared, b: &Budget, kind: &str) -> Vec<(String, Target)> {
+    let mut out = webhook_targets(shared, kind);
     if let Some(url) = &b.webhook_url {
         out.push((
             new_id("dlv"),

@@ -21,7 +21,9 @@ pub mod fire;
 pub mod hosts;
 pub mod outbox;
 pub mod payload;
+pub mod rules;
 pub mod sign;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +62,22 @@ pub(crate) struct Shared {
     pub client: reqwest::Client,
     /// Wakes the outbox when deliveries are added.
     pub wake: tokio::sync::Notify,
+    /// The rules now: stock and config ones, then those from the API.
+    pub rules: std::sync::RwLock<Arc<Vec<(rules::Rule, rules::RuleSource)>>>,
+    /// Rules from the config and stock (the API's are added to these).
+    pub fixed_rules: Vec<(rules::Rule, rules::RuleSource)>,
+    pub rules_changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub(crate) fn rules(&self) -> Vec<rules::Rule> {
+        self.rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
 }
 
 impl Alerts {
@@ -96,7 +114,11 @@ impl Alerts {
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AlertsError::Client(e.to_string()))?;
+        let fixed_rules = rules::from_config(&config.rules).map_err(AlertsError::Config)?;
         let shared = Arc::new(Shared {
+            rules: std::sync::RwLock::new(Arc::new(fixed_rules.clone())),
+            fixed_rules,
+            rules_changed: tokio::sync::Notify::new(),
             config,
             allow,
             store,
@@ -109,6 +131,8 @@ impl Alerts {
         let tasks = vec![
             tokio::spawn(fire::run(shared.clone(), events)).abort_handle(),
             tokio::spawn(outbox::run(shared.clone())).abort_handle(),
+            tokio::spawn(watch::spend(shared.clone())).abort_handle(),
+            tokio::spawn(watch::forecasts(shared.clone())).abort_handle(),
         ];
         Ok(Alerts { shared, tasks })
     }
@@ -120,6 +144,45 @@ impl Alerts {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// Every rule with where it comes from: stock, config, then the
+    /// API's.
+    pub fn rules(&self) -> Arc<Vec<(rules::Rule, rules::RuleSource)>> {
+        self.shared
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads the rules created through the API again (after a change);
+    /// a stored rule that no longer validates is skipped, logged.
+    pub async fn reload_rules(&self) -> Result<(), tollgate_store::StoreError> {
+        let mut all = self.shared.fixed_rules.clone();
+        for s in self.shared.store.list_alert_rules().await? {
+            if all.iter().any(|(r, _)| r.id == s.id) {
+                continue;
+            }
+            let parsed = serde_json::from_str::<rules::RuleInput>(&s.spec)
+                .map_err(|e| e.to_string())
+                .and_then(|i| rules::Rule::from_input(&i));
+            match parsed {
+                Ok(r) => all.push((r, rules::RuleSource::Admin)),
+                Err(e) => {
+                    tracing::error!(rule = %s.id, error = %e, "stored alert rule is invalid; skipped")
+                }
+            }
+        }
+        *self.shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
+        self.shared.rules_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Runs the forecast rules now (they also run on their timer);
+    /// answers how many alerts fired.
+    pub async fn forecast_now(&self) -> Result<usize, tollgate_store::StoreError> {
+        watch::forecast_now(&self.shared).await
     }
 
     /// Checks a budget's own `webhook_url` against the allow-list.

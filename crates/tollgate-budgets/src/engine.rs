@@ -935,7 +935,7 @@ impl BudgetEngine {
 
     /// Which record field is `b`'s subject (`None`: named budgets, which
     /// no record field names).
-    fn subject_of(b: &Budget) -> Option<tollgate_store::SubjectOf> {
+    pub fn subject_of(b: &Budget) -> Option<tollgate_store::SubjectOf> {
         use tollgate_store::SubjectOf;
         Some(match (&b.subject, b.scope) {
             (Some(s), _) => SubjectOf::Fixed(s.clone()),

@@ -156,6 +156,7 @@ async fn assemble(
     let alerts =
         tollgate_alerts::Alerts::start(config.alerts.clone(), store.clone(), budgets.clone(), env)
             .map_err(|e| StartError::Config(vec![ConfigError::field("alerts", e.to_string())]))?;
+    alerts.reload_rules().await?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
         router: Arc::new(router),

@@ -22,6 +22,7 @@ pub(crate) struct Rig {
     pub(crate) url: String,
     pub(crate) mock_url: String,
     pub(crate) budgets: Arc<crate::budgets::BudgetEngine>,
+    pub(crate) alerts: Arc<tollgate_alerts::Alerts>,
     pub(crate) memory_ledger: Arc<crate::ledger::MemoryLedger>,
     clock: Arc<ManualClock>,
     pub(crate) http: reqwest::Client,
@@ -43,6 +44,16 @@ pub(crate) async fn rig(budgets_yaml: &str, start: &str) -> Rig {
 
 /// A rig with rate limits too (`rate_limits:` as JSON text).
 pub(crate) async fn rig_with(budgets_yaml: &str, rate_limits: &str, start: &str) -> Rig {
+    rig_full(budgets_yaml, rate_limits, "{}", start).await
+}
+
+/// A rig with rate limits and alerts (`alerts:` as JSON text).
+pub(crate) async fn rig_full(
+    budgets_yaml: &str,
+    rate_limits: &str,
+    alerts: &str,
+    start: &str,
+) -> Rig {
     let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock_addr = mock.local_addr().unwrap();
     tokio::spawn(tollgate_mock::serve(
@@ -87,12 +98,14 @@ pub(crate) async fn rig_with(budgets_yaml: &str, rate_limits: &str, start: &str)
     config.budgets =
         serde_json::from_value(serde_json::to_value(json_value(budgets_yaml)).unwrap()).unwrap();
     config.rate_limits = serde_json::from_value(json_value(rate_limits)).unwrap();
+    config.alerts = serde_json::from_value(json_value(alerts)).unwrap();
     let store = tollgate_store::open(&config.database).await.unwrap();
     let clock = Arc::new(ManualClock::new(start.parse().unwrap()));
     let gw = Gateway::with_clock(config, store, &|_| None, clock.clone())
         .await
         .unwrap();
     let budgets = gw.state().budgets.clone();
+    let alerts = gw.state().alerts.clone();
     let memory_ledger = gw.state().memory_ledger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -104,6 +117,7 @@ pub(crate) async fn rig_with(budgets_yaml: &str, rate_limits: &str, start: &str)
         url,
         mock_url: format!("http://{mock_addr}"),
         budgets,
+        alerts,
         memory_ledger,
         clock,
         http: reqwest::Client::new(),

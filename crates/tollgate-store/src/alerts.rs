@@ -171,3 +171,23 @@ pub struct AlertQuery {
     pub after: Option<(Timestamp, String)>,
     pub limit: usize,
 }
+
+/// What a rule's spend is summed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpendBy {
+    /// All records as one subject, `*`.
+    All,
+    Tenant,
+    User,
+    Key,
+    Model,
+}
+
+/// A rule as stored: its id and the input that recreates it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRule {
+    pub id: String,
+    /// The rule's JSON input.
+    pub spec: String,
+    pub created_at: Timestamp,
+}

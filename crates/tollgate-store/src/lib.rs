@@ -225,6 +225,19 @@ pub trait AlertStore: Send + Sync {
     >;
     /// Sends an alert's deliveries again from `now`; `None` if no such alert.
     async fn redeliver(&self, id: &str, now: Timestamp) -> Result<Option<usize>>;
+    /// When `rule_id` last fired for `subject`.
+    async fn last_rule_alert(&self, rule_id: &str, subject: &str) -> Result<Option<Timestamp>>;
+    /// Spend since `since` per subject and minute (ms of the minute's start).
+    async fn spend_by_minute(
+        &self,
+        by: alerts::SpendBy,
+        since: Timestamp,
+    ) -> Result<Vec<(String, i64, tollgate_core::Money)>>;
+    async fn list_alert_rules(&self) -> Result<Vec<alerts::StoredRule>>;
+    async fn put_alert_rule(&self, rule: &alerts::StoredRule) -> Result<()>;
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool>;
+    /// Changes when rules are added, changed or deleted.
+    async fn alert_rules_version(&self) -> Result<(i64, i64)>;
 }
 
 /// Everything a backend stores, one trait per domain. A backend

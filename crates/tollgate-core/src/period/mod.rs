@@ -62,7 +62,8 @@ pub fn parse_span(s: &str) -> Option<SignedDuration> {
     Some(SignedDuration::from_secs(secs))
 }
 
-fn format_span(d: SignedDuration) -> String {
+/// `30m`, `1h`, `7d`: the largest whole unit.
+pub fn format_span(d: SignedDuration) -> String {
     let s = d.as_secs();
     match s {
         s if s % 86_400 == 0 => format!("{}d", s / 86_400),

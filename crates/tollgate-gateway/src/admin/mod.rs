@@ -21,6 +21,7 @@ use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
 use crate::AppState;
 use crate::identity::{self, NewKey};
 
+mod alert_rules;
 mod alerts;
 mod budgets;
 mod explain;
@@ -136,6 +137,16 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .delete(rates::delete_one),
         )
         .route("/budgets/{id}/test-webhook", post(alerts::test_webhook))
+        .route(
+            "/alert-rules",
+            get(alert_rules::list).post(alert_rules::create),
+        )
+        .route(
+            "/alert-rules/{id}",
+            get(alert_rules::get_one)
+                .put(alert_rules::put)
+                .delete(alert_rules::delete_one),
+        )
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get_one))
         .route("/alerts/{id}/redeliver", post(alerts::redeliver))
@@ -176,6 +187,23 @@ fn time_arg(v: &Option<String>) -> Result<Option<Timestamp>, AdminError> {
         .map(|s| parse_time(s, Timestamp::now()))
         .transpose()
         .map_err(AdminError::bad_request)
+}
+
+/// The id a `POST` creates: the body's, else a new one with `prefix`.
+fn id_or_new(given: &Option<String>, prefix: &str) -> String {
+    given
+        .clone()
+        .unwrap_or_else(|| format!("{prefix}_{}", &identity::generate_key_id()[4..]))
+}
+
+/// A `PUT` body may name its id only if it is the path's.
+fn same_id(given: &Option<String>, path: &str) -> Result<(), AdminError> {
+    match given.as_deref() {
+        Some(i) if i != path => Err(AdminError::bad_request(format!(
+            "the body names id {i:?}, the path {path:?}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Budget pages hold at most this many instances.

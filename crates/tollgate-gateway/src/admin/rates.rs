@@ -113,10 +113,7 @@ pub(super) async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
     let input = parse(&body)?;
-    let id = input
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("rl_{}", &identity::generate_key_id()[4..]));
+    let id = id_or_new(&input.id, "rl");
     store(&s, id, input, true).await
 }
 
@@ -127,12 +124,7 @@ pub(super) async fn put(
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
     let input = parse(&body)?;
-    if input.id.as_deref().is_some_and(|i| i != id) {
-        return Err(AdminError::bad_request(format!(
-            "the body names id {:?}, the path {id:?}",
-            input.id.unwrap_or_default()
-        )));
-    }
+    same_id(&input.id, &id)?;
     store(&s, id, input, false).await
 }
 

@@ -376,4 +376,83 @@ impl AlertStore for SqliteStore {
         })
         .await
     }
+
+    async fn last_rule_alert(&self, rule_id: &str, subject: &str) -> Result<Option<Timestamp>> {
+        let (rule_id, subject) = (rule_id.to_string(), subject.to_string());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT MAX(created_at) FROM alerts WHERE rule_id = ?1 AND subject = ?2",
+                params![rule_id, subject],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .map(ts))
+        })
+        .await
+    }
+
+    async fn spend_by_minute(
+        &self,
+        by: SpendBy,
+        since: Timestamp,
+    ) -> Result<Vec<(String, i64, Money)>> {
+        let since = ms(since);
+        self.read(move |c| {
+            let col = match by {
+                SpendBy::All => "'*'",
+                SpendBy::Tenant => "tenant",
+                SpendBy::User => "user",
+                SpendBy::Key => "key_id",
+                SpendBy::Model => "model_served",
+            };
+            let mut st = c.prepare(&format!(
+                "SELECT {col}, (time / 60000) * 60000, SUM(cost / 1000000), SUM(cost % 1000000)
+                 FROM usage_records WHERE time >= ?1 AND {col} IS NOT NULL AND cost > 0
+                 GROUP BY 1, 2"
+            ))?;
+            let rows = st
+                .query_map([since], |r| {
+                    let (hi, lo): (i64, i64) = (r.get(2)?, r.get(3)?);
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        Money::from_units(i128::from(hi) * 1_000_000 + i128::from(lo)),
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn list_alert_rules(&self) -> Result<Vec<StoredRule>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, spec, created_at FROM alert_rules ORDER BY created_at, id",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(StoredRule {
+                        id: r.get(0)?,
+                        spec: r.get(1)?,
+                        created_at: ts(r.get(2)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn put_alert_rule(&self, rule: &StoredRule) -> Result<()> {
+        let r = rule.clone();
+        specs::put(self, "alert_rules", r.id, r.spec, r.created_at).await
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
+        specs::delete(self, "alert_rules", id).await
+    }
+
+    async fn alert_rules_version(&self) -> Result<(i64, i64)> {
+        specs::version(self, "alert_rules").await
+    }
 }

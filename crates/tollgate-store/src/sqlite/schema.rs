@@ -165,6 +165,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         duration_ms INTEGER NOT NULL,
         PRIMARY KEY (delivery_id, n)
     ) WITHOUT ROWID;",
+    // 10: alert rules managed through the admin API (JSON inputs); a
+    // rule's last fire per subject is read from its alerts.
+    "CREATE TABLE alert_rules (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX alerts_rule ON alerts(rule_id, subject, created_at);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

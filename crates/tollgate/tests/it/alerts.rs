@@ -493,3 +493,64 @@ fn test_webhooks_answer_with_each_outcome_and_slack_targets_get_text() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The first fenced block of `lang` after `from` in `text`.
+fn code_block<'a>(text: &'a str, from: &str, lang: &str) -> &'a str {
+    let at = text.find(from).expect("README section");
+    let open = format!("```{lang}\n");
+    let start = at + text[at..].find(&open).expect("code block") + open.len();
+    let end = start + text[start..].find("```").unwrap();
+    &text[start..end]
+}
+
+#[test]
+fn the_readme_signature_recipes_verify_a_delivered_webhook() {
+    let m = Mock::start(&[]);
+    let rx = Receiver::start(0);
+    let g = Gateway::start_with(&m, &alerts_yaml(&rx.url, ""));
+    let id = budget(
+        &g,
+        json!({"scope": "global", "limit_usd": "10", "period": "monthly"}),
+    );
+    post_json(
+        &format!("{}/admin/budgets/{id}/test-webhook", g.url),
+        Some(ADMIN_KEY),
+        &json!({}),
+    );
+    let got = rx.wait_until(|g| !g.is_empty());
+    let sig = got[0].header("x-tollgate-signature").unwrap().to_string();
+    let readme = include_str!("../../../../README.md");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body.json"), &got[0].body).unwrap();
+
+    let py = code_block(readme, "**Checking the signature.**", "python");
+    let run_py = |secret: &str| {
+        let script = format!(
+            "{py}\nimport sys\nbody = open('body.json', 'rb').read()\nsys.exit(0 if verify({secret:?}.encode(), {sig:?}, body) else 1)\n"
+        );
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(run_py(WEBHOOK_SECRET), "the Python recipe verifies");
+    assert!(!run_py("not-the-secret"), "and fails with another secret");
+
+    let sh = code_block(readme, "**Checking the signature.**", "sh");
+    let run_sh = |secret: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(sh)
+            .env("SIG", &sig)
+            .env("SECRET", secret)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "valid"
+    };
+    assert!(run_sh(WEBHOOK_SECRET), "the shell recipe verifies");
+    assert!(!run_sh("not-the-secret"), "and fails with another secret");
+}
