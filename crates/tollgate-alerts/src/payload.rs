@@ -78,6 +78,15 @@ pub fn test_body(id: &str, time: jiff::Timestamp, f: &BudgetFacts<'_>) -> Value 
     v
 }
 
+/// Slack's control characters escaped: a subject named `<!channel>` (user
+/// ids can come from callers' headers or tokens) cannot ping a channel or
+/// forge a link.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The same facts as a Slack message (`{"text": ...}`, mrkdwn).
 pub fn slack_body(body: &Value) -> Value {
     let s = |k: &str| body[k].as_str().unwrap_or("").to_string();
@@ -138,5 +147,26 @@ pub fn slack_body(body: &Value) -> Value {
         }
     }
     lines.push(format!("Alert {} at {}", s("id"), s("time")));
-    json!({ "text": lines.join("\n") })
+    json!({ "text": slack_escape(&lines.join("\n")) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_cannot_ping_or_link() {
+        let body = json!({
+            "id": "alt_1", "type": "budget.threshold", "severity": "warn", "time": "t",
+            "budget": {"id": "b", "period": "daily", "scope": "user", "subject": "<!channel> & <http://x|y>"},
+            "percent_used": "80.00", "threshold_pct": 80,
+        });
+        let text = slack_body(&body)["text"].as_str().unwrap().to_string();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert!(
+            text.contains("&lt;!channel&gt; &amp; &lt;http://x|y&gt;"),
+            "{text}"
+        );
+        assert!(text.contains("past its 80% threshold"), "{text}");
+    }
 }
