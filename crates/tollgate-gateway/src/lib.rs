@@ -202,6 +202,7 @@ fn spawn_price_refresh(
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         tick.tick().await;
         state.budgets.set_known_version(Some(budgets_version));
+        let mut rules_version = state.store.alert_rules_version().await.ok();
         loop {
             tick.tick().await;
             state.budgets.expire_due().await;
@@ -228,6 +229,16 @@ fn spawn_price_refresh(
                 match admin::reload_rate_limits(&state).await {
                     Ok(()) => rates_version = v,
                     Err(e) => tracing::warn!(error = %e, "rate limit reload failed"),
+                }
+            }
+            // Alert rules changed elsewhere (this process's API reloads
+            // them itself; a second reload restarts the rule windows).
+            if let Ok(v) = state.store.alert_rules_version().await
+                && Some(v) != rules_version
+            {
+                match state.alerts.reload_rules().await {
+                    Ok(()) => rules_version = Some(v),
+                    Err(e) => tracing::warn!(error = %e, "alert rule reload failed"),
                 }
             }
             let now = match state.store.prices_version().await {
