@@ -346,6 +346,8 @@ pub struct BudgetEngine {
     known_version: Mutex<Option<(i64, i64)>>,
     /// Settlements, refusals and level changes, for whoever listens.
     pub events: Arc<crate::events::Events>,
+    /// Every settled record counted, for `/metrics`.
+    pub metrics: crate::metrics::RecordMetrics,
     /// Judges budget levels after settlements and refusals, in order
     /// (only while someone listens).
     levels: Levels,
@@ -409,6 +411,7 @@ impl BudgetEngine {
             known_version: Mutex::new(None),
             levels: Levels::spawn(ledger.clone(), events.clone()),
             events,
+            metrics: Default::default(),
             ledger,
         };
         // A budget new to the config finds its period's spend already made
@@ -815,6 +818,7 @@ impl BudgetEngine {
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let id = reserved.map(|r| r.id.as_str());
+        self.metrics.observe(&record);
         let blocked = record.flags.blocked;
         let event = (self.events.settled_wanted() && !blocked).then(|| record.clone());
         let settled = self

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod ledger;
 mod levels;
 pub mod messages;
+pub mod metrics;
 pub mod rates;
 
 pub use engine::*;

@@ -21,6 +21,8 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 
+mod metrics;
+
 #[cfg(test)]
 mod bounds_property;
 #[cfg(test)]
@@ -485,6 +487,13 @@ pub fn router(state: AppState) -> Router {
             get(|State(s): State<AppState>, h: HeaderMap| proxy::list_models(s, h)),
         )
         .route("/health", get(health))
+        .route(
+            "/metrics",
+            get(metrics::metrics).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                admin::require_admin,
+            )),
+        )
         .route("/usage", get(admin::own_usage))
         .nest("/admin", admin::router(state.clone()))
         // An empty 404 that `json_errors` words in the caller's format.

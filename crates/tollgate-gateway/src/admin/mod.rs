@@ -87,7 +87,7 @@ impl IntoResponse for AdminError {
     }
 }
 
-async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if s.admin.is_empty() {
         return AdminError(
             StatusCode::UNAUTHORIZED,

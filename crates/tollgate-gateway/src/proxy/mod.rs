@@ -201,7 +201,10 @@ async fn pipeline(
             let admitted = state
                 .rates
                 .admit(lines, reserved_tokens(&plan))
-                .map_err(GatewayError::RateLimited)?;
+                .map_err(|e| {
+                    state.budgets.metrics.refused("rate_limit_exceeded");
+                    GatewayError::RateLimited(e)
+                })?;
             draft.rate.push((state.rates.clone(), admitted));
         }
         match reserve(state, &mut draft, plan).await {
@@ -216,21 +219,24 @@ async fn pipeline(
                 };
                 // Nothing was reserved or recorded for this draft; dropped
                 // unforwarded, it gives its rate admissions back.
-                plan = match way {
-                    plan::WayOut::Downgrade(p) => {
-                        escaped = Some(Action::Downgrade);
-                        p
-                    }
-                    plan::WayOut::Throttle { plan: p, line } => {
-                        let a = state
-                            .rates
-                            .admit(vec![line], reserved_tokens(&p))
-                            .map_err(GatewayError::RateLimited)?;
-                        throttle_hold = Some(a);
-                        escaped = Some(Action::Throttle);
-                        p
-                    }
-                };
+                plan =
+                    match way {
+                        plan::WayOut::Downgrade(p) => {
+                            escaped = Some(Action::Downgrade);
+                            p
+                        }
+                        plan::WayOut::Throttle { plan: p, line } => {
+                            let a = state.rates.admit(vec![line], reserved_tokens(&p)).map_err(
+                                |e| {
+                                    state.budgets.metrics.refused("throttled");
+                                    GatewayError::RateLimited(e)
+                                },
+                            )?;
+                            throttle_hold = Some(a);
+                            escaped = Some(Action::Throttle);
+                            p
+                        }
+                    };
                 caller = std::mem::take(&mut draft.caller);
                 draft.applied.clear();
             }

@@ -16,6 +16,7 @@ mod connections;
 mod errors;
 mod escapes;
 mod metering;
+mod prometheus;
 mod rough_edges;
 mod sdk;
 mod streams;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("TOLLGATE_PYTHON") {
         return p.into();
     }
