@@ -174,6 +174,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX alerts_rule ON alerts(rule_id, subject, created_at);",
+    // 11: hourly rollups of the usage records, per (hour, tenant, user,
+    // key, model served, provider, session), kept in the transaction that
+    // writes each record; '' stands for a record without that dimension
+    // (NULLs would break the key). Filled from the records already there.
+    "CREATE TABLE usage_hourly (
+        hour INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        user TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        session TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        refused INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        cache_write_5m_tokens INTEGER NOT NULL,
+        cache_write_1h_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_hi INTEGER NOT NULL,
+        cost_lo INTEGER NOT NULL,
+        PRIMARY KEY (hour, tenant, user, key_id, model, provider, session)
+    ) WITHOUT ROWID;
+    INSERT INTO usage_hourly
+    SELECT (time / 3600000) * 3600000, COALESCE(tenant, ''), COALESCE(user, ''), COALESCE(key_id, ''),
+           model_served, provider, COALESCE(session, ''), COUNT(*),
+           SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END),
+           SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_write_5m_tokens),
+           SUM(cache_write_1h_tokens), SUM(reasoning_tokens), SUM(cost / 1000000), SUM(cost % 1000000)
+    FROM usage_records GROUP BY 1, 2, 3, 4, 5, 6, 7;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

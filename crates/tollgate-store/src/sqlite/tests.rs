@@ -444,3 +444,154 @@ async fn reservation_payloads_round_trip_and_old_logs_load() {
         Some("bob")
     );
 }
+
+mod rollups {
+    use super::*;
+    use crate::query::{GroupBy, ReportQuery, ReportRow};
+    use proptest::prelude::*;
+
+    const BASE: i64 = 1_700_000_000_000;
+    const SPAN: i64 = 3 * 86_400_000;
+
+    fn gen_record() -> impl Strategy<Value = UsageRecord> {
+        (
+            // A few hours (across a day boundary) so that records share
+            // rollup rows; any millisecond within them.
+            (
+                prop::sample::select(vec![0i64, 1, 23, 24, 47]),
+                0..3_600_000i64,
+            )
+                .prop_map(|(h, ms)| h * 3_600_000 + ms),
+            proptest::option::of(prop::sample::select(vec!["a", "b", "c"])),
+            proptest::option::of(prop::sample::select(vec!["t1", "t2"])),
+            proptest::option::of(prop::sample::select(vec!["s1", "s2"])),
+            prop::sample::select(vec!["gpt-4o", "claude-haiku-4-5", "gemini-2.5-flash"]),
+            0u64..5_000,
+            0u64..5_000,
+            0i64..1_000_000_000_000,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(t, user, tenant, session, model, inp, out, cost, blocked)| {
+                    let mut r = record("x", 0, "u", model, i128::from(cost));
+                    r.time = jiff::Timestamp::from_millisecond(BASE + t).unwrap();
+                    r.user = user.map(String::from);
+                    r.tenant = tenant.map(String::from);
+                    r.session = session.map(String::from);
+                    r.key_id = Some(if t % 2 == 0 { "k1" } else { "k2" }.into());
+                    r.provider = if model.starts_with("gpt") {
+                        "openai"
+                    } else {
+                        "other"
+                    }
+                    .into();
+                    r.usage.input_tokens = inp;
+                    r.usage.output_tokens = out;
+                    r.flags.blocked = blocked;
+                    if blocked {
+                        r.cost = Money::ZERO;
+                        r.usage = Default::default();
+                    }
+                    r
+                },
+            )
+    }
+
+    fn key_of(g: GroupBy, r: &UsageRecord) -> Option<String> {
+        let z = r.time.in_tz("UTC").unwrap();
+        match g {
+            GroupBy::User => r.user.clone(),
+            GroupBy::Tenant => r.tenant.clone(),
+            GroupBy::Session => r.session.clone(),
+            GroupBy::Model => Some(r.model_served.clone()),
+            GroupBy::Key => r.key_id.clone(),
+            GroupBy::Provider => Some(r.provider.clone()),
+            GroupBy::Day => Some(z.strftime("%Y-%m-%d").to_string()),
+            GroupBy::Hour => Some(z.strftime("%Y-%m-%dT%H:00:00Z").to_string()),
+        }
+    }
+
+    /// The report computed from the records themselves.
+    fn expected(q: &ReportQuery, records: &[UsageRecord]) -> Vec<ReportRow> {
+        let mut rows: Vec<ReportRow> = Vec::new();
+        for r in records {
+            if q.from.is_some_and(|f| r.time < f)
+                || q.to.is_some_and(|t| r.time >= t)
+                || q.user.as_ref().is_some_and(|u| r.user.as_ref() != Some(u))
+                || q.tenant
+                    .as_ref()
+                    .is_some_and(|t| r.tenant.as_ref() != Some(t))
+            {
+                continue;
+            }
+            let key = key_of(q.group_by, r);
+            let i = match rows.iter().position(|x| x.key == key) {
+                Some(i) => i,
+                None => {
+                    rows.push(ReportRow {
+                        key,
+                        requests: 0,
+                        refused: 0,
+                        usage: Default::default(),
+                        cost: Money::ZERO,
+                    });
+                    rows.len() - 1
+                }
+            };
+            let row = &mut rows[i];
+            if r.flags.blocked {
+                row.refused += 1;
+            } else {
+                row.requests += 1;
+            }
+            row.usage.input_tokens += r.usage.input_tokens;
+            row.usage.output_tokens += r.usage.output_tokens;
+            row.usage.cached_input_tokens += r.usage.cached_input_tokens;
+            row.usage.reasoning_tokens += r.usage.reasoning_tokens;
+            row.cost += r.cost;
+        }
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Reports read whole hours from the rollups and the edges from the
+        /// raw records: every grouping, with any bounds and filters, equals
+        /// the sum of the raw records.
+        #[test]
+        fn reports_from_rollups_equal_the_records(
+            mut records in prop::collection::vec(gen_record(), 1..120),
+            from in proptest::option::of(prop_oneof![0..SPAN, (0..3i64).prop_map(|h| h * 3_600_000)]),
+            len in proptest::option::of(prop_oneof![0..SPAN, (1..30i64).prop_map(|h| h * 3_600_000)]),
+            user in proptest::option::of(prop::sample::select(vec!["a", "b"])),
+            tenant in proptest::option::of(prop::sample::select(vec!["t1"])),
+        ) {
+            for (i, r) in records.iter_mut().enumerate() {
+                r.request_id = format!("r{i}");
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_d, s) = store().await;
+                // In two batches, one written twice: rolled up once.
+                let half = records.len() / 2;
+                s.insert_records(&records[..half]).await.unwrap();
+                s.insert_records(&records).await.unwrap();
+                let at = |o: i64| jiff::Timestamp::from_millisecond(BASE + o).unwrap();
+                for g in [GroupBy::User, GroupBy::Tenant, GroupBy::Session, GroupBy::Model,
+                          GroupBy::Key, GroupBy::Provider, GroupBy::Day, GroupBy::Hour] {
+                    let q = ReportQuery {
+                        group_by: g,
+                        from: from.map(at),
+                        to: from.zip(len).map(|(f, l)| at(f + l)).or(len.map(at)),
+                        user: user.map(String::from),
+                        tenant: tenant.map(String::from),
+                    };
+                    let got = s.report(&q).await.unwrap();
+                    assert_eq!(got, expected(&q, &records), "{q:?}");
+                }
+            });
+        }
+    }
+}

@@ -68,7 +68,7 @@ pub(super) fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> 
         StoreError::Invalid(format!("cost {} of {} out of range", r.cost, r.request_id))
     })?;
     let u = &r.usage;
-    st.execute(params![
+    let inserted = st.execute(params![
         r.request_id,
         ms(r.time),
         r.key_id,
@@ -91,7 +91,177 @@ pub(super) fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> 
         i64::from(r.status),
         r.flags.names().join(","),
     ])?;
+    if inserted > 0 {
+        roll_up(tx, r, cost)?;
+    }
     Ok(())
+}
+
+/// Adds a record just written to its hour's rollup (a record written
+/// twice is ignored above, so it is rolled up once).
+fn roll_up(tx: &rusqlite::Transaction<'_>, r: &UsageRecord, cost: i64) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO usage_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT DO UPDATE SET records = records + 1, refused = refused + excluded.refused,
+           input_tokens = input_tokens + excluded.input_tokens,
+           output_tokens = output_tokens + excluded.output_tokens,
+           cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+           cache_write_5m_tokens = cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+           cache_write_1h_tokens = cache_write_1h_tokens + excluded.cache_write_1h_tokens,
+           reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+           cost_hi = cost_hi + excluded.cost_hi, cost_lo = cost_lo + excluded.cost_lo",
+    )?;
+    let u = &r.usage;
+    let none = String::new();
+    st.execute(params![
+        ms(r.time).div_euclid(HOUR_MS) * HOUR_MS,
+        r.tenant.as_ref().unwrap_or(&none),
+        r.user.as_ref().unwrap_or(&none),
+        r.key_id.as_ref().unwrap_or(&none),
+        r.model_served,
+        r.provider,
+        r.session.as_ref().unwrap_or(&none),
+        i64::from(r.flags.blocked),
+        tok(u.input_tokens),
+        tok(u.output_tokens),
+        tok(u.cached_input_tokens),
+        tok(u.cache_write_5m_tokens),
+        tok(u.cache_write_1h_tokens),
+        tok(u.reasoning_tokens),
+        cost / 1_000_000,
+        cost % 1_000_000,
+    ])?;
+    Ok(())
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The whole hours within `[from, to)`: reports read them from the
+/// rollups and only the edges from the raw records.
+fn whole_hours(from: Option<Timestamp>, to: Option<Timestamp>) -> (Option<i64>, Option<i64>) {
+    let up = from.map(|f| {
+        let m = ms(f);
+        m.div_euclid(HOUR_MS) * HOUR_MS
+            + if m.rem_euclid(HOUR_MS) == 0 {
+                0
+            } else {
+                HOUR_MS
+            }
+    });
+    let down = to.map(|t| ms(t).div_euclid(HOUR_MS) * HOUR_MS);
+    (up, down)
+}
+
+fn report_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
+    let u = |i: usize| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+    };
+    let hi = i128::from(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
+    let lo = i128::from(r.get::<_, Option<i64>>(9)?.unwrap_or(0));
+    let refused = u(10)?;
+    Ok(ReportRow {
+        key: r.get::<_, Option<String>>(0)?.filter(|k| !k.is_empty()),
+        requests: u(1)?.saturating_sub(refused),
+        refused,
+        usage: Usage {
+            input_tokens: u(2)?,
+            output_tokens: u(3)?,
+            cached_input_tokens: u(4)?,
+            cache_write_5m_tokens: u(5)?,
+            cache_write_1h_tokens: u(6)?,
+            reasoning_tokens: u(7)?,
+        },
+        cost: Money::from_units(hi * 1_000_000 + lo),
+    })
+}
+
+/// Rows of `extra` added into `rows` by key.
+fn merge_rows(rows: &mut Vec<ReportRow>, extra: Vec<ReportRow>) {
+    for e in extra {
+        match rows.iter_mut().find(|r| r.key == e.key) {
+            Some(r) => {
+                r.requests += e.requests;
+                r.refused += e.refused;
+                let (a, b) = (&mut r.usage, &e.usage);
+                a.input_tokens += b.input_tokens;
+                a.output_tokens += b.output_tokens;
+                a.cached_input_tokens += b.cached_input_tokens;
+                a.cache_write_5m_tokens += b.cache_write_5m_tokens;
+                a.cache_write_1h_tokens += b.cache_write_1h_tokens;
+                a.reasoning_tokens += b.reasoning_tokens;
+                r.cost += e.cost;
+            }
+            None => rows.push(e),
+        }
+    }
+}
+
+/// Where a report reads: raw records, or the hourly rollups.
+#[derive(Clone, Copy)]
+enum Source {
+    Raw,
+    Rollups,
+}
+
+/// A report over `source` in `[from, to)` (ms; hour-aligned for rollups).
+fn grouped(
+    c: &Connection,
+    q: &ReportQuery,
+    source: Source,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<Vec<ReportRow>> {
+    use rusqlite::types::Value as V;
+    // (time column, model column, the sums in ReportRow order). Cost is
+    // summed in two parts so that no SUM can overflow i64: whole
+    // micro-dollars, and the sub-micro remainders.
+    let (time, model, sums) = match source {
+        Source::Raw => (
+            "time",
+            "model_served",
+            "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
+             SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
+             SUM(cost / 1000000), SUM(cost % 1000000), \
+             SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) FROM usage_records",
+        ),
+        Source::Rollups => (
+            "hour",
+            "model",
+            "SUM(records), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
+             SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
+             SUM(cost_hi), SUM(cost_lo), SUM(refused) FROM usage_hourly",
+        ),
+    };
+    let key = match q.group_by {
+        GroupBy::User => "user".to_string(),
+        GroupBy::Tenant => "tenant".into(),
+        GroupBy::Session => "session".into(),
+        GroupBy::Model => model.into(),
+        GroupBy::Key => "key_id".into(),
+        GroupBy::Provider => "provider".into(),
+        GroupBy::Day => format!("strftime('%Y-%m-%d', {time} / 1000, 'unixepoch')"),
+        GroupBy::Hour => format!("strftime('%Y-%m-%dT%H:00:00Z', {time} / 1000, 'unixepoch')"),
+    };
+    let mut sql = format!("SELECT {key} AS k, {sums} WHERE 1=1");
+    let mut args: Vec<V> = Vec::new();
+    for (op, bound) in [(">=", from), ("<", to)] {
+        if let Some(b) = bound {
+            sql.push_str(&format!(" AND {time} {op} ?"));
+            args.push(V::Integer(b));
+        }
+    }
+    for (col, val) in [("user", &q.user), ("tenant", &q.tenant)] {
+        if let Some(v) = val {
+            sql.push_str(&format!(" AND {col} = ?"));
+            args.push(V::Text(v.clone()));
+        }
+    }
+    sql.push_str(" GROUP BY k");
+    let mut st = c.prepare(&sql)?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), report_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 #[async_trait]
@@ -321,54 +491,42 @@ impl UsageStore for SqliteStore {
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>> {
         let q = q.clone();
         self.read(move |c| {
-            use rusqlite::types::Value as V;
-            let key = match q.group_by {
-                GroupBy::User => "user",
-                GroupBy::Tenant => "tenant",
-                GroupBy::Session => "session",
-                GroupBy::Model => "model_served",
-                GroupBy::Key => "key_id",
-                GroupBy::Provider => "provider",
-                GroupBy::Day => "strftime('%Y-%m-%d', time / 1000, 'unixepoch')",
-                GroupBy::Hour => "strftime('%Y-%m-%dT%H:00:00Z', time / 1000, 'unixepoch')",
+            // Whole hours from the rollups; the partial hours at either
+            // edge from the raw records.
+            let (up, down) = whole_hours(q.from, q.to);
+            let mut rows = match (up, down) {
+                (Some(u), Some(d)) if u >= d => {
+                    grouped(c, &q, Source::Raw, q.from.map(ms), q.to.map(ms))?
+                }
+                _ => {
+                    let mut rows = grouped(c, &q, Source::Rollups, up, down)?;
+                    if let (Some(f), Some(u)) = (q.from, up)
+                        && ms(f) < u
+                    {
+                        merge_rows(
+                            &mut rows,
+                            grouped(c, &q, Source::Raw, Some(ms(f)), Some(u))?,
+                        );
+                    }
+                    if let (Some(t), Some(d)) = (q.to, down)
+                        && d < ms(t)
+                    {
+                        merge_rows(
+                            &mut rows,
+                            grouped(c, &q, Source::Raw, Some(d), Some(ms(t)))?,
+                        );
+                    }
+                    rows
+                }
             };
-            // Cost is summed in two parts so that no SUM can overflow i64:
-            // whole micro-dollars, and the sub-micro remainders.
-            let mut sql = format!(
-                "SELECT {key} AS k, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
-                 SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
-                 SUM(cost / 1000000), SUM(cost % 1000000), \
-                 SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) \
-                 FROM usage_records WHERE 1=1"
-            );
-            let mut args: Vec<V> = Vec::new();
-            filters(&mut sql, &mut args, q.from, q.to, &[("user", &q.user), ("tenant", &q.tenant)]);
-            sql.push_str(" GROUP BY k ORDER BY k");
-            let mut st = c.prepare(&sql)?;
-            let rows = st
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    let u = |i: usize| -> rusqlite::Result<u64> {
-                        Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
-                    };
-                    let hi = i128::from(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
-                    let lo = i128::from(r.get::<_, Option<i64>>(9)?.unwrap_or(0));
-                    let refused = u(10)?;
-                    Ok(ReportRow {
-                        key: r.get(0)?,
-                        requests: u(1)?.saturating_sub(refused),
-                        refused,
-                        usage: Usage {
-                            input_tokens: u(2)?,
-                            output_tokens: u(3)?,
-                            cached_input_tokens: u(4)?,
-                            cache_write_5m_tokens: u(5)?,
-                            cache_write_1h_tokens: u(6)?,
-                            reasoning_tokens: u(7)?,
-                        },
-                        cost: Money::from_units(hi * 1_000_000 + lo),
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // In key order, records without the dimension first (as SQL
+            // orders NULL).
+            rows.sort_by(|a, b| match (&a.key, &b.key) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => x.cmp(y),
+            });
             Ok(rows)
         })
         .await
