@@ -5,10 +5,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tollgate_budgets::{Event, Level, Published};
-use tollgate_core::budget::{Budget, Scope};
+use tollgate_core::budget::Budget;
 use tollgate_core::period::PeriodKind;
+use tollgate_store::StoreError;
 use tollgate_store::alerts::{Enqueue, NewAlert, Recorded, Target};
-use tollgate_store::{StoreError, SubjectOf};
 
 use crate::Shared;
 use crate::config::Format;
@@ -136,16 +136,6 @@ fn slot(b: &Budget, period_start: i64, now: Timestamp) -> i64 {
     }
 }
 
-fn subject_of(b: &Budget) -> Option<SubjectOf> {
-    Some(match b.scope {
-        Scope::User => SubjectOf::User,
-        Scope::Tenant => SubjectOf::Tenant,
-        Scope::Session => SubjectOf::Session,
-        Scope::Key => SubjectOf::Key,
-        Scope::Global | Scope::Budget => return None,
-    })
-}
-
 /// The configured webhooks that take alerts of `kind`.
 pub(crate) fn webhook_targets(shared: &Shared, kind: &str) -> Vec<(String, Target)> {
     shared
@@ -202,14 +192,9 @@ async fn facts(
         .applied(budget.clone(), subject.to_string(), now)
         .await;
     let state = engine.state(&applied).await;
-    let since = match budget.period {
-        PeriodKind::Rolling(w) => now.checked_sub(w).unwrap_or(Timestamp::MIN),
-        PeriodKind::Lifetime => Timestamp::MIN,
-        _ => applied.period.start,
-    };
-    let who = subject_of(&budget)
-        .filter(|_| budget.subject.is_none())
-        .map(|f| (f, subject.to_string()));
+    let since = tollgate_budgets::BudgetEngine::count_since(&budget, now);
+    // A fixed subject (`Fixed`) is the whole budget: no subject filter.
+    let who = tollgate_budgets::BudgetEngine::subject_of(&budget).map(|f| (f, subject.to_string()));
     let breakdown = shared
         .store
         .budget_breakdown(&budget.id, who, since, TOP)
@@ -219,7 +204,7 @@ async fn facts(
 
 /// Deliveries join the outbox now, by the system clock (the engine's
 /// may be another in tests), due at once.
-fn enqueue(shared: &Shared) -> Enqueue {
+pub(crate) fn enqueue(shared: &Shared) -> Enqueue {
     let at = Timestamp::now();
     Enqueue {
         at,

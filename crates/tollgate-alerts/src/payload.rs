@@ -13,13 +13,6 @@ pub struct BudgetFacts<'a> {
     pub breakdown: &'a Breakdown,
 }
 
-/// Basis points of the limit taken — spent, and reserved by requests in
-/// flight (a refusing budget is full of reservations) — of the tighter
-/// unit.
-pub fn taken_bp(st: &State) -> Option<i128> {
-    tollgate_budgets::messages::used_bp(st)
-}
-
 fn percent(bp: i128) -> String {
     format!("{}.{:02}", bp / 100, bp % 100)
 }
@@ -49,7 +42,9 @@ pub fn budget_body(
             "period": b.period.to_string(),
         },
         "threshold_pct": threshold_pct,
-        "percent_used": taken_bp(st).map(percent),
+        // Spent and reserved by requests in flight: a refusing budget is
+        // full of reservations.
+        "percent_used": tollgate_budgets::messages::used_bp(st).map(percent),
         "used_usd": st.limit.money.map(|_| st.spent.money.to_string()),
         "reserved_usd": st.limit.money.map(|_| st.reserved.money.to_string()),
         "limit_usd": st.limit.money.map(Money::to_usd_string),

@@ -10,7 +10,7 @@ use tollgate_budgets::{BudgetEngine, Event};
 use tollgate_core::Money;
 use tollgate_core::period::PeriodKind;
 use tollgate_store::StoreError;
-use tollgate_store::alerts::{Enqueue, NewAlert, SpendBy};
+use tollgate_store::alerts::{NewAlert, SpendBy};
 
 use crate::Shared;
 use crate::fire::new_id;
@@ -243,12 +243,7 @@ async fn record(
         payload: body.to_string(),
     };
     let deliveries = crate::fire::webhook_targets(shared, kind);
-    let at = Timestamp::now();
-    let queued = Enqueue {
-        at,
-        first_attempt_at: at,
-        max_per_hour: shared.config.max_per_hour,
-    };
+    let queued = crate::fire::enqueue(shared);
     shared
         .store
         .insert_alert(&alert, &deliveries, queued)

@@ -953,7 +953,7 @@ impl BudgetEngine {
     }
 
     /// Where `b`'s current period (or window) begins.
-    fn count_since(b: &Budget, now: Timestamp) -> Timestamp {
+    pub fn count_since(b: &Budget, now: Timestamp) -> Timestamp {
         match b.period {
             PeriodKind::Rolling(w) => now.checked_sub(w).unwrap_or(Timestamp::MIN),
             PeriodKind::Lifetime => Timestamp::MIN,
