@@ -1,5 +1,6 @@
-//! Alerts with an injected clock: a threshold fires once per period, and
-//! again in the next one.
+//! Alerts with an injected clock: thresholds once per period and again in
+//! the next, spend rules with cooldowns and the hourly cap, forecasts, and
+//! rule management.
 
 use super::*;
 
@@ -7,16 +8,7 @@ use super::*;
 /// moment after for any that should not be there.
 async fn thresholds(r: &Rig, n: usize) -> Vec<Value> {
     r.budgets.flush_levels().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let list = async || {
-        let v = r.admin_get("/admin/alerts?type=budget.threshold").await;
-        v["alerts"].as_array().unwrap().clone()
-    };
-    while list().await.len() < n && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    list().await
+    alerts_of(r, "budget.threshold", n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
