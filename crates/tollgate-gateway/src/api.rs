@@ -280,29 +280,32 @@ impl Totals {
     }
 }
 
-/// One report row: the dimension's value under the dimension's name
-/// (`{"model": "gpt-4o", ...totals}`), then the totals.
+/// One report row: each grouping dimension's value under its name
+/// (`{"user": "alice", "model": "gpt-4o", ...totals}`), then the totals.
 #[derive(Debug)]
 pub struct ReportRowView<'a> {
-    pub dimension: &'static str,
-    pub key: Option<&'a str>,
+    pub dimensions: &'a [tollgate_store::GroupBy],
+    pub keys: &'a [Option<String>],
     pub totals: Totals,
 }
 
 impl Serialize for ReportRowView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Row<'r> {
-            #[serde(flatten)]
-            dimension: std::collections::BTreeMap<&'static str, Option<&'r str>>,
-            #[serde(flatten)]
-            totals: &'r Totals,
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.dimensions.len() + Totals::COLUMNS.len()))?;
+        for (d, k) in self.dimensions.iter().zip(self.keys) {
+            m.serialize_entry(d.name(), k)?;
         }
-        Row {
-            dimension: std::collections::BTreeMap::from([(self.dimension, self.key)]),
-            totals: &self.totals,
-        }
-        .serialize(s)
+        let t = &self.totals;
+        m.serialize_entry("requests", &t.requests)?;
+        m.serialize_entry("refused", &t.refused)?;
+        m.serialize_entry("input_tokens", &t.input_tokens)?;
+        m.serialize_entry("output_tokens", &t.output_tokens)?;
+        m.serialize_entry("cached_input_tokens", &t.cached_input_tokens)?;
+        m.serialize_entry("cache_write_tokens", &t.cache_write_tokens)?;
+        m.serialize_entry("reasoning_tokens", &t.reasoning_tokens)?;
+        m.serialize_entry("cost_usd", &t.cost_usd)?;
+        m.end()
     }
 }
 

@@ -20,7 +20,9 @@ use tollgate_core::ledger::Amount;
 use tollgate_core::{KeyRecord, ModelPrice, UsageRecord};
 
 pub use journal::{JournalEntry, OpenReservation, Payload};
-pub use query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
+pub use query::{
+    GroupBy, RecordPage, RecordQuery, ReportFilter, ReportQuery, ReportRow, UsersQuery,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -152,6 +154,24 @@ pub trait UsageStore: Send + Sync {
         since: Timestamp,
     ) -> Result<Vec<ScopeSpend>>;
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>>;
+    /// The users that have made requests (as long as the rollups remember
+    /// them), by user then tenant, a page at a time.
+    async fn users_page(&self, q: &UsersQuery) -> Result<Vec<(String, Option<String>)>>;
+    /// Deletes up to `batch` of the records that charged `budget_id`, and
+    /// takes them out of the rollups in the same transaction (reports
+    /// still equal the records). Returns how many; 0 when none are left.
+    async fn purge_budget_records(&self, budget_id: &str, batch: usize) -> Result<u64>;
+    /// Deletes up to `batch` of the records older than `before`, oldest
+    /// first; the rollups keep them. Returns how many.
+    async fn delete_records_before(&self, before: Timestamp, batch: usize) -> Result<u64>;
+    /// The rows of [`UsageStore::report`], in order, handed to `each` as
+    /// they are read: an export streams them and nothing holds them all.
+    /// `each` returning `false` stops the read.
+    async fn report_each(
+        &self,
+        q: &ReportQuery,
+        each: Box<dyn FnMut(ReportRow) -> bool + Send>,
+    ) -> Result<()>;
     /// What charged a budget since `since` (for one subject of a template
     /// budget): the top models by cost (with request counts) and the top
     /// spenders, `limit` of each.

@@ -138,33 +138,21 @@ pub async fn reports_sum_exactly_beyond_i64(s: &dyn Store) {
     ];
     insert(s, &batch);
     let rows = s
-        .report(&ReportQuery {
-            group_by: GroupBy::User,
-            from: None,
-            to: None,
-            user: None,
-            tenant: None,
-        })
+        .report(&ReportQuery::new(vec![GroupBy::User]))
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].key.as_deref(), Some("alice"));
+    assert_eq!(rows[0].keys[0].as_deref(), Some("alice"));
     assert_eq!(rows[0].cost.units(), 2 * big);
     assert_eq!(rows[0].requests, 2);
     assert_eq!(rows[0].usage.input_tokens, 20);
     let days = s
-        .report(&ReportQuery {
-            group_by: GroupBy::Day,
-            from: None,
-            to: None,
-            user: None,
-            tenant: None,
-        })
+        .report(&ReportQuery::new(vec![GroupBy::Day]))
         .await
         .unwrap();
     assert_eq!(
         days.iter()
-            .map(|r| r.key.clone().unwrap())
+            .map(|r| r.keys[0].clone().unwrap())
             .collect::<Vec<_>>(),
         ["2023-11-14", "2023-11-15"]
     );

@@ -10,7 +10,7 @@ use tollgate_core::pricing::{Price, PriceSource};
 use tollgate_gateway::admin::{self, catalog_json, key_json, parse_time};
 use tollgate_gateway::identity::{self, NewKey};
 use tollgate_gateway::{Config, Gateway};
-use tollgate_store::{GroupBy, ReportQuery, Store};
+use tollgate_store::{GroupBy, ReportFilter, ReportQuery, Store};
 
 use crate::{BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd, UsageCmd};
 
@@ -470,12 +470,10 @@ async fn usage(action: UsageCmd) -> Result<()> {
         by,
         since,
         until,
-        user,
-        tenant,
+        only,
         format,
     } = action;
-    let group_by = GroupBy::parse(&by)
-        .with_context(|| format!("--by {by:?}: expected one of {}", GroupBy::ALL))?;
+    let group_by = GroupBy::parse_list(&by).map_err(|e| anyhow::anyhow!("--by: {e}"))?;
     let now = Timestamp::now();
     let t = |s: &Option<String>, flag: &str| -> Result<Option<Timestamp>> {
         s.as_deref()
@@ -486,18 +484,25 @@ async fn usage(action: UsageCmd) -> Result<()> {
         group_by,
         from: t(&since, "--since")?,
         to: t(&until, "--until")?,
-        user,
-        tenant,
+        filter: ReportFilter {
+            user: only.user,
+            tenant: only.tenant,
+            session: only.session,
+            key_id: only.key,
+            model: only.model,
+            provider: only.provider,
+            budget: only.budget,
+        },
     };
     let store = open_store(&load_config(&cfg)?).await?;
-    let rows = store.report(&q).await?;
+    let report = admin::run_report(&*store, &q).await?;
     match format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&admin::report_json(group_by, &rows))?
+            serde_json::to_string_pretty(&admin::report_json(&report))?
         ),
-        Format::Csv => print!("{}", admin::report_csv(group_by, &rows)),
-        Format::Table => print!("{}", admin::report_table(group_by, &rows)),
+        Format::Csv => print!("{}", admin::report_csv(&report)),
+        Format::Table => print!("{}", admin::report_table(&report)),
     }
     Ok(())
 }

@@ -365,31 +365,19 @@ pub async fn run(keep_running: bool) -> Result<()> {
     cut_stream(&http, &base, &admin_key).await?;
 
     state.journal.flush().await;
-    let q = |group_by| ReportQuery {
-        group_by,
-        from: None,
-        to: None,
-        user: None,
-        tenant: None,
-    };
-    println!("Usage by model (tollgate usage report --by model):");
-    print!(
-        "{}",
-        tollgate_gateway::admin::report_table(
+    for (title, by) in [
+        (
+            "Usage by model (tollgate usage report --by model):",
             GroupBy::Model,
-            &store.report(&q(GroupBy::Model)).await?
-        )
-    );
-    println!();
-    println!("Usage by user:");
-    print!(
-        "{}",
-        tollgate_gateway::admin::report_table(
-            GroupBy::User,
-            &store.report(&q(GroupBy::User)).await?
-        )
-    );
-    println!();
+        ),
+        ("Usage by user:", GroupBy::User),
+    ] {
+        println!("{title}");
+        let q = ReportQuery::new(vec![by]);
+        let report = tollgate_gateway::admin::run_report(&*store, &q).await?;
+        print!("{}", tollgate_gateway::admin::report_table(&report));
+        println!();
+    }
     println!("Every request above was priced exactly from the built-in catalog: cached reads,");
     println!(
         "cache writes (5 min / 1 h), reasoning tokens and Gemini's long-context tier included."

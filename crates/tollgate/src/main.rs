@@ -275,13 +275,36 @@ pub enum KeysCmd {
     },
 }
 
+/// Only records with these values count.
+#[derive(clap::Args)]
+pub struct ReportFilterArgs {
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub session: Option<String>,
+    /// A virtual key id.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The model served.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Records that charged this budget.
+    #[arg(long)]
+    pub budget: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum UsageCmd {
-    /// Totals grouped by a dimension.
+    /// Totals grouped by one or several dimensions.
     Report {
         #[command(flatten)]
         cfg: ConfigArg,
-        /// user, tenant, session, model, key, provider, day or hour.
+        /// user, tenant, session, model, key, provider, budget, day or
+        /// hour; several comma-separated (user,model).
         #[arg(long, default_value = "model")]
         by: String,
         /// Start: RFC 3339, YYYY-MM-DD, or a span back from now (7d, 24h).
@@ -289,10 +312,8 @@ pub enum UsageCmd {
         since: Option<String>,
         #[arg(long)]
         until: Option<String>,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        tenant: Option<String>,
+        #[command(flatten)]
+        only: ReportFilterArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },

@@ -39,7 +39,7 @@ pub use keys::key_json;
 pub use pricing::{catalog_json, merge_price};
 pub use rates::reload_rate_limits;
 pub use records::record_json;
-pub use reports::{report_csv, report_json, report_table};
+pub use reports::{Report, csv_header, csv_line, report_csv, report_json, report_table, run_report};
 pub use usage::own_usage;
 
 /// An admin API error: `{"error":{"message","type"}}` with a status.
@@ -234,8 +234,8 @@ mod tests {
 
     #[test]
     fn csv_quotes_awkward_keys() {
-        let rows = vec![ReportRow {
-            key: Some("a,b".into()),
+        let row = ReportRow {
+            keys: vec![Some("a,b".into()), None],
             requests: 1,
             refused: 2,
             usage: Usage {
@@ -243,11 +243,22 @@ mod tests {
                 ..Usage::default()
             },
             cost: tollgate_core::Money::from_units(150_000),
-        }];
-        let csv = report_csv(GroupBy::User, &rows);
+        };
+        let r = Report {
+            group_by: vec![GroupBy::User, GroupBy::Model],
+            total: row.clone(),
+            rows: vec![row],
+        };
+        let csv = report_csv(&r);
+        let mut lines = csv.lines();
         assert_eq!(
-            csv.lines().nth(1).unwrap(),
-            "\"a,b\",1,2,3,0,0,0,0,0.00000015"
+            lines.next().unwrap(),
+            "user,model,requests,refused,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd"
         );
+        assert_eq!(lines.next().unwrap(), "\"a,b\",,1,2,3,0,0,0,0,0.00000015");
+        let json = serde_json::to_value(report_json(&r)).unwrap();
+        assert_eq!(json["rows"][0]["user"], "a,b");
+        assert_eq!(json["rows"][0]["model"], Value::Null);
+        assert_eq!(json["total"]["refused"], 2);
     }
 }

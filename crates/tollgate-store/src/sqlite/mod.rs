@@ -17,6 +17,7 @@ mod keys;
 mod ledger;
 mod prices;
 mod rates;
+mod reports;
 mod reslog;
 mod usage;
 
@@ -36,7 +37,7 @@ use tollgate_core::{Flags, KeyRecord, Money, Usage, UsageRecord};
 use tollgate_core::ledger::Amount;
 
 use crate::journal::{JournalEntry, OpenReservation};
-use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow};
+use crate::query::{GroupBy, RecordPage, RecordQuery, ReportQuery, ReportRow, UsersQuery};
 use crate::{
     AlertStore, BudgetStore, KeyStore, LedgerStore, PriceStore, Quarantined, RateLimitStore,
     Result, ScopeSpend, StoreError, StoredBudget, StoredPrice, StoredRateLimit, SubjectOf,
@@ -91,6 +92,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     reslog: Arc<reslog::ReservationLog>,
+    /// The database file (exports open connections of their own).
+    path: Arc<str>,
     /// Reservations a previous process left open in the log (reported by
     /// `load_ledger` until their settlements commit).
     recovered: Arc<Vec<OpenReservation>>,
@@ -177,6 +180,7 @@ impl SqliteStore {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
                 reslog: Arc::new(reslog),
+                path: path.as_str().into(),
                 recovered: Arc::new(recovered),
             })
         })

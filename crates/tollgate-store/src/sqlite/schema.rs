@@ -205,6 +205,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
            SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_write_5m_tokens),
            SUM(cache_write_1h_tokens), SUM(reasoning_tokens), SUM(cost / 1000000), SUM(cost % 1000000)
     FROM usage_records GROUP BY 1, 2, 3, 4, 5, 6, 7;",
+    // 12: the users who made requests, from the rollups (which outlive
+    // the records); the index changes only when a rollup row is new.
+    "CREATE INDEX usage_hourly_user ON usage_hourly(user, tenant);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -447,7 +447,7 @@ async fn reservation_payloads_round_trip_and_old_logs_load() {
 
 mod rollups {
     use super::*;
-    use crate::query::{GroupBy, ReportQuery, ReportRow};
+    use crate::query::{GroupBy, ReportFilter, ReportQuery, ReportRow};
     use proptest::prelude::*;
 
     const BASE: i64 = 1_700_000_000_000;
@@ -470,15 +470,17 @@ mod rollups {
             0u64..5_000,
             0i64..1_000_000_000_000,
             any::<bool>(),
+            prop::sample::subsequence(vec!["b1", "b2", "b3"], 0..=3),
         )
             .prop_map(
-                |(t, user, tenant, session, model, inp, out, cost, blocked)| {
+                |(t, user, tenant, session, model, inp, out, cost, blocked, budgets)| {
                     let mut r = record("x", 0, "u", model, i128::from(cost));
                     r.time = jiff::Timestamp::from_millisecond(BASE + t).unwrap();
                     r.user = user.map(String::from);
                     r.tenant = tenant.map(String::from);
                     r.session = session.map(String::from);
                     r.key_id = Some(if t % 2 == 0 { "k1" } else { "k2" }.into());
+                    r.budgets = budgets.into_iter().map(String::from).collect();
                     r.provider = if model.starts_with("gpt") {
                         "openai"
                     } else {
@@ -497,18 +499,34 @@ mod rollups {
             )
     }
 
-    fn key_of(g: GroupBy, r: &UsageRecord) -> Option<String> {
+    /// A record's values of a dimension: budgets may be several (or none).
+    fn keys_of(g: GroupBy, r: &UsageRecord) -> Vec<Option<String>> {
         let z = r.time.in_tz("UTC").unwrap();
-        match g {
+        vec![match g {
             GroupBy::User => r.user.clone(),
             GroupBy::Tenant => r.tenant.clone(),
             GroupBy::Session => r.session.clone(),
             GroupBy::Model => Some(r.model_served.clone()),
             GroupBy::Key => r.key_id.clone(),
             GroupBy::Provider => Some(r.provider.clone()),
+            GroupBy::Budget if r.budgets.is_empty() => None,
+            GroupBy::Budget => return r.budgets.iter().cloned().map(Some).collect(),
             GroupBy::Day => Some(z.strftime("%Y-%m-%d").to_string()),
             GroupBy::Hour => Some(z.strftime("%Y-%m-%dT%H:00:00Z").to_string()),
-        }
+        }]
+    }
+
+    fn matches(f: &ReportFilter, r: &UsageRecord) -> bool {
+        let eq = |want: &Option<String>, have: Option<&String>| {
+            want.as_ref().is_none_or(|w| have == Some(w))
+        };
+        eq(&f.user, r.user.as_ref())
+            && eq(&f.tenant, r.tenant.as_ref())
+            && eq(&f.session, r.session.as_ref())
+            && eq(&f.key_id, r.key_id.as_ref())
+            && eq(&f.model, Some(&r.model_served))
+            && eq(&f.provider, Some(&r.provider))
+            && f.budget.as_ref().is_none_or(|b| r.budgets.contains(b))
     }
 
     /// The report computed from the records themselves.
@@ -517,56 +535,110 @@ mod rollups {
         for r in records {
             if q.from.is_some_and(|f| r.time < f)
                 || q.to.is_some_and(|t| r.time >= t)
-                || q.user.as_ref().is_some_and(|u| r.user.as_ref() != Some(u))
-                || q.tenant
-                    .as_ref()
-                    .is_some_and(|t| r.tenant.as_ref() != Some(t))
+                || !matches(&q.filter, r)
             {
                 continue;
             }
-            let key = key_of(q.group_by, r);
-            let i = match rows.iter().position(|x| x.key == key) {
-                Some(i) => i,
-                None => {
-                    rows.push(ReportRow {
-                        key,
-                        requests: 0,
-                        refused: 0,
-                        usage: Default::default(),
-                        cost: Money::ZERO,
-                    });
-                    rows.len() - 1
+            // Every combination of the record's values (a record counts
+            // under each budget it charged, or the one the filter names).
+            let mut combos: Vec<Vec<Option<String>>> = vec![vec![]];
+            for g in &q.group_by {
+                let mut values = keys_of(*g, r);
+                if *g == GroupBy::Budget
+                    && let Some(b) = &q.filter.budget
+                {
+                    values = vec![Some(b.clone())];
                 }
-            };
-            let row = &mut rows[i];
-            if r.flags.blocked {
-                row.refused += 1;
-            } else {
-                row.requests += 1;
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        values.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.push(v.clone());
+                            c
+                        })
+                    })
+                    .collect();
             }
-            row.usage.input_tokens += r.usage.input_tokens;
-            row.usage.output_tokens += r.usage.output_tokens;
-            row.usage.cached_input_tokens += r.usage.cached_input_tokens;
-            row.usage.reasoning_tokens += r.usage.reasoning_tokens;
-            row.cost += r.cost;
+            for keys in combos {
+                let i = match rows.iter().position(|x| x.keys == keys) {
+                    Some(i) => i,
+                    None => {
+                        rows.push(ReportRow {
+                            keys,
+                            requests: 0,
+                            refused: 0,
+                            usage: Default::default(),
+                            cost: Money::ZERO,
+                        });
+                        rows.len() - 1
+                    }
+                };
+                let row = &mut rows[i];
+                if r.flags.blocked {
+                    row.refused += 1;
+                } else {
+                    row.requests += 1;
+                }
+                row.usage.input_tokens += r.usage.input_tokens;
+                row.usage.output_tokens += r.usage.output_tokens;
+                row.usage.cached_input_tokens += r.usage.cached_input_tokens;
+                row.usage.reasoning_tokens += r.usage.reasoning_tokens;
+                row.cost += r.cost;
+            }
         }
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        if q.group_by.is_empty() && rows.is_empty() {
+            rows.push(ReportRow {
+                keys: vec![],
+                requests: 0,
+                refused: 0,
+                usage: Default::default(),
+                cost: Money::ZERO,
+            });
+        }
+        rows.sort_by(|a, b| a.keys.cmp(&b.keys));
         rows
+    }
+
+    fn gen_filter() -> impl Strategy<Value = ReportFilter> {
+        let pick = |v: Vec<&'static str>| {
+            proptest::option::of(prop::sample::select(v).prop_map(String::from))
+        };
+        (
+            pick(vec!["a", "b"]),
+            pick(vec!["t1"]),
+            pick(vec!["s2"]),
+            pick(vec!["k1"]),
+            pick(vec!["gpt-4o"]),
+            pick(vec!["other"]),
+            pick(vec!["b1", "b3"]),
+        )
+            .prop_map(|(user, tenant, session, key_id, model, provider, budget)| {
+                ReportFilter {
+                    user,
+                    tenant,
+                    session,
+                    key_id,
+                    model,
+                    provider,
+                    budget,
+                }
+            })
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
         /// Reports read whole hours from the rollups and the edges from the
-        /// raw records: every grouping, with any bounds and filters, equals
-        /// the sum of the raw records.
+        /// raw records: no grouping, every grouping and every pair of
+        /// groupings, with any bounds and filters, equals the sum of the
+        /// raw records.
         #[test]
         fn reports_from_rollups_equal_the_records(
             mut records in prop::collection::vec(gen_record(), 1..120),
             from in proptest::option::of(prop_oneof![0..SPAN, (0..3i64).prop_map(|h| h * 3_600_000)]),
             len in proptest::option::of(prop_oneof![0..SPAN, (1..30i64).prop_map(|h| h * 3_600_000)]),
-            user in proptest::option::of(prop::sample::select(vec!["a", "b"])),
-            tenant in proptest::option::of(prop::sample::select(vec!["t1"])),
+            filters in prop::collection::vec(gen_filter(), 3),
         ) {
             for (i, r) in records.iter_mut().enumerate() {
                 r.request_id = format!("r{i}");
@@ -579,19 +651,105 @@ mod rollups {
                 s.insert_records(&records[..half]).await.unwrap();
                 s.insert_records(&records).await.unwrap();
                 let at = |o: i64| jiff::Timestamp::from_millisecond(BASE + o).unwrap();
-                for g in [GroupBy::User, GroupBy::Tenant, GroupBy::Session, GroupBy::Model,
-                          GroupBy::Key, GroupBy::Provider, GroupBy::Day, GroupBy::Hour] {
+                let mut groupings = vec![vec![]];
+                for a in GroupBy::EVERY {
+                    groupings.push(vec![a]);
+                    for b in GroupBy::EVERY {
+                        if a != b {
+                            groupings.push(vec![a, b]);
+                        }
+                    }
+                }
+                for (i, group_by) in groupings.into_iter().enumerate() {
                     let q = ReportQuery {
-                        group_by: g,
+                        group_by,
                         from: from.map(at),
                         to: from.zip(len).map(|(f, l)| at(f + l)).or(len.map(at)),
-                        user: user.map(String::from),
-                        tenant: tenant.map(String::from),
+                        // Each filter set over a third of the groupings; the
+                        // first set sometimes filters nothing.
+                        filter: if i % 5 == 0 { ReportFilter::default() } else { filters[i % 3].clone() },
                     };
                     let got = s.report(&q).await.unwrap();
                     assert_eq!(got, expected(&q, &records), "{q:?}");
                 }
+                // Purging a budget's records takes them out of the rollups
+                // too: every report still equals the records left.
+                while s.purge_budget_records("b2", 7).await.unwrap() > 0 {}
+                let left: Vec<UsageRecord> =
+                    records.iter().filter(|r| !r.budgets.iter().any(|b| b == "b2")).cloned().collect();
+                for group_by in [vec![], vec![GroupBy::Hour, GroupBy::User], vec![GroupBy::Budget], vec![GroupBy::Model, GroupBy::Session]] {
+                    let mut q = ReportQuery::new(group_by);
+                    q.from = from.map(at);
+                    assert_eq!(s.report(&q).await.unwrap(), expected(&q, &left), "{q:?}");
+                }
+                let page = s.records(&crate::query::RecordQuery { limit: 1000, ..Default::default() }).await.unwrap();
+                assert_eq!(page.records.len(), left.len());
             });
         }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_exactly_the_old_records_and_keeps_the_rollups() {
+        let (_d, s) = store().await;
+        let records: Vec<UsageRecord> = (0..40)
+            .map(|i| record(&format!("r{i}"), 1_700_000_000 + i * 3_000, "alice", "gpt-4o", 1_000 + i as i128))
+            .collect();
+        s.insert_records(&records).await.unwrap();
+        let all = ReportQuery::new(vec![GroupBy::Hour]);
+        let before = s.report(&all).await.unwrap();
+        let cut = jiff::Timestamp::from_second(1_700_000_000 + 20 * 3_000).unwrap();
+        let mut deleted = 0;
+        loop {
+            let n = s.delete_records_before(cut, 6).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= 6);
+            deleted += n;
+        }
+        assert_eq!(deleted, 20);
+        let page = s.records(&crate::query::RecordQuery { limit: 1000, ..Default::default() }).await.unwrap();
+        let mut kept: Vec<_> = page.records.iter().map(|r| r.request_id.clone()).collect();
+        kept.sort();
+        let mut want: Vec<_> = (20..40).map(|i| format!("r{i}")).collect();
+        want.sort();
+        assert_eq!(kept, want);
+        // Whole hours come from the rollups, which keep the deleted records.
+        assert_eq!(s.report(&all).await.unwrap(), before);
+        assert_eq!(s.users_page(&crate::query::UsersQuery { limit: 10, ..Default::default() }).await.unwrap(), vec![("alice".to_string(), Some("acme".to_string()))]);
+    }
+
+    #[tokio::test]
+    async fn an_export_streams_the_rows_of_the_report() {
+        let (_d, s) = store().await;
+        let mut records = Vec::new();
+        for i in 0..50 {
+            let mut r = record(&format!("r{i}"), 1_700_000_000 + i * 600, &format!("u{}", i % 7), "gpt-4o", 10);
+            r.budgets = vec!["b1".into()];
+            records.push(r);
+        }
+        s.insert_records(&records).await.unwrap();
+        let q = ReportQuery::new(vec![GroupBy::User, GroupBy::Hour]);
+        let all = s.report(&q).await.unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        s.report_each(&q, Box::new(move |r| {
+            sink.lock().unwrap().push(r);
+            true
+        }))
+        .await
+        .unwrap();
+        assert_eq!(*got.lock().unwrap(), all);
+        // Stopping early reads no further.
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = n.clone();
+        s.report_each(&q, Box::new(move |_| c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2))
+            .await
+            .unwrap();
+        assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 3);
+        // An empty filter value is refused (the rollups' "none" is '').
+        let mut bad = ReportQuery::new(vec![GroupBy::User]);
+        bad.filter.user = Some(String::new());
+        assert!(matches!(s.report(&bad).await, Err(StoreError::Invalid(_))));
     }
 }

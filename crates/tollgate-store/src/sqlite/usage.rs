@@ -134,135 +134,17 @@ fn roll_up(tx: &rusqlite::Transaction<'_>, r: &UsageRecord, cost: i64) -> Result
     Ok(())
 }
 
-const HOUR_MS: i64 = 3_600_000;
+pub(super) const HOUR_MS: i64 = 3_600_000;
 
-/// The whole hours within `[from, to)`: reports read them from the
-/// rollups and only the edges from the raw records.
-fn whole_hours(from: Option<Timestamp>, to: Option<Timestamp>) -> (Option<i64>, Option<i64>) {
-    let up = from.map(|f| {
-        let m = ms(f);
-        m.div_euclid(HOUR_MS) * HOUR_MS
-            + if m.rem_euclid(HOUR_MS) == 0 {
-                0
-            } else {
-                HOUR_MS
-            }
-    });
-    let down = to.map(|t| ms(t).div_euclid(HOUR_MS) * HOUR_MS);
-    (up, down)
-}
-
-fn report_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
-    let u = |i: usize| -> rusqlite::Result<u64> {
-        Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
-    };
-    let hi = i128::from(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
-    let lo = i128::from(r.get::<_, Option<i64>>(9)?.unwrap_or(0));
-    let refused = u(10)?;
-    Ok(ReportRow {
-        key: r.get::<_, Option<String>>(0)?.filter(|k| !k.is_empty()),
-        requests: u(1)?.saturating_sub(refused),
-        refused,
-        usage: Usage {
-            input_tokens: u(2)?,
-            output_tokens: u(3)?,
-            cached_input_tokens: u(4)?,
-            cache_write_5m_tokens: u(5)?,
-            cache_write_1h_tokens: u(6)?,
-            reasoning_tokens: u(7)?,
-        },
-        cost: Money::from_units(hi * 1_000_000 + lo),
-    })
-}
-
-/// Rows of `extra` added into `rows` by key.
-fn merge_rows(rows: &mut Vec<ReportRow>, extra: Vec<ReportRow>) {
-    for e in extra {
-        match rows.iter_mut().find(|r| r.key == e.key) {
-            Some(r) => {
-                r.requests += e.requests;
-                r.refused += e.refused;
-                let (a, b) = (&mut r.usage, &e.usage);
-                a.input_tokens += b.input_tokens;
-                a.output_tokens += b.output_tokens;
-                a.cached_input_tokens += b.cached_input_tokens;
-                a.cache_write_5m_tokens += b.cache_write_5m_tokens;
-                a.cache_write_1h_tokens += b.cache_write_1h_tokens;
-                a.reasoning_tokens += b.reasoning_tokens;
-                r.cost += e.cost;
-            }
-            None => rows.push(e),
-        }
-    }
-}
-
-/// Where a report reads: raw records, or the hourly rollups.
-#[derive(Clone, Copy)]
-enum Source {
-    Raw,
-    Rollups,
-}
-
-/// A report over `source` in `[from, to)` (ms; hour-aligned for rollups).
-fn grouped(
-    c: &Connection,
-    q: &ReportQuery,
-    source: Source,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<Vec<ReportRow>> {
-    use rusqlite::types::Value as V;
-    // (time column, model column, the sums in ReportRow order). Cost is
-    // summed in two parts so that no SUM can overflow i64: whole
-    // micro-dollars, and the sub-micro remainders.
-    let (time, model, sums) = match source {
-        Source::Raw => (
-            "time",
-            "model_served",
-            "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
-             SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
-             SUM(cost / 1000000), SUM(cost % 1000000), \
-             SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) FROM usage_records",
-        ),
-        Source::Rollups => (
-            "hour",
-            "model",
-            "SUM(records), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), \
-             SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), \
-             SUM(cost_hi), SUM(cost_lo), SUM(refused) FROM usage_hourly",
-        ),
-    };
-    let key = match q.group_by {
-        GroupBy::User => "user".to_string(),
-        GroupBy::Tenant => "tenant".into(),
-        GroupBy::Session => "session".into(),
-        GroupBy::Model => model.into(),
-        GroupBy::Key => "key_id".into(),
-        GroupBy::Provider => "provider".into(),
-        GroupBy::Day => format!("strftime('%Y-%m-%d', {time} / 1000, 'unixepoch')"),
-        GroupBy::Hour => format!("strftime('%Y-%m-%dT%H:00:00Z', {time} / 1000, 'unixepoch')"),
-    };
-    let mut sql = format!("SELECT {key} AS k, {sums} WHERE 1=1");
-    let mut args: Vec<V> = Vec::new();
-    for (op, bound) in [(">=", from), ("<", to)] {
-        if let Some(b) = bound {
-            sql.push_str(&format!(" AND {time} {op} ?"));
-            args.push(V::Integer(b));
-        }
-    }
-    for (col, val) in [("user", &q.user), ("tenant", &q.tenant)] {
-        if let Some(v) = val {
-            sql.push_str(&format!(" AND {col} = ?"));
-            args.push(V::Text(v.clone()));
-        }
-    }
-    sql.push_str(" GROUP BY k");
-    let mut st = c.prepare(&sql)?;
-    let rows = st
-        .query_map(rusqlite::params_from_iter(args), report_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
+/// The records in the temp table `purging`, summed per rollup row.
+const ROLLUP_OF_PURGING: &str = "SELECT (time / 3600000) * 3600000 AS hour, COALESCE(tenant, '') AS tenant,
+       COALESCE(user, '') AS user, COALESCE(key_id, '') AS key_id, model_served AS model, provider,
+       COALESCE(session, '') AS session, COUNT(*) AS n,
+       SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) AS refused,
+       SUM(input_tokens) AS it, SUM(output_tokens) AS ot, SUM(cached_input_tokens) AS ci,
+       SUM(cache_write_5m_tokens) AS c5, SUM(cache_write_1h_tokens) AS c1, SUM(reasoning_tokens) AS rt,
+       SUM(cost / 1000000) AS hi, SUM(cost % 1000000) AS lo
+     FROM usage_records WHERE seq IN (SELECT seq FROM purging) GROUP BY 1, 2, 3, 4, 5, 6, 7";
 
 #[async_trait]
 impl UsageStore for SqliteStore {
@@ -286,6 +168,10 @@ impl UsageStore for SqliteStore {
                     ("key_id", &q.key_id),
                 ],
             );
+            if let Some(b) = &q.budget {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?)");
+                args.push(V::Text(b.clone()));
+            }
             if let Some(cur) = &q.cursor {
                 let seq: i64 = cur
                     .parse()
@@ -293,8 +179,9 @@ impl UsageStore for SqliteStore {
                 sql.push_str(" AND seq < ?");
                 args.push(V::Integer(seq));
             }
-            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            sql.push_str(" ORDER BY seq DESC LIMIT ? OFFSET ?");
             args.push(V::Integer(limit as i64 + 1));
+            args.push(V::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
             let mut st = c.prepare(&sql)?;
             let mut rows = st.query(rusqlite::params_from_iter(args))?;
             let mut records = Vec::new();
@@ -491,44 +378,117 @@ impl UsageStore for SqliteStore {
     async fn report(&self, q: &ReportQuery) -> Result<Vec<ReportRow>> {
         let q = q.clone();
         self.read(move |c| {
-            // Whole hours from the rollups; the partial hours at either
-            // edge from the raw records.
-            let (up, down) = whole_hours(q.from, q.to);
-            let mut rows = match (up, down) {
-                (Some(u), Some(d)) if u >= d => {
-                    grouped(c, &q, Source::Raw, q.from.map(ms), q.to.map(ms))?
-                }
-                _ => {
-                    let mut rows = grouped(c, &q, Source::Rollups, up, down)?;
-                    if let (Some(f), Some(u)) = (q.from, up)
-                        && ms(f) < u
-                    {
-                        merge_rows(
-                            &mut rows,
-                            grouped(c, &q, Source::Raw, Some(ms(f)), Some(u))?,
-                        );
-                    }
-                    if let (Some(t), Some(d)) = (q.to, down)
-                        && d < ms(t)
-                    {
-                        merge_rows(
-                            &mut rows,
-                            grouped(c, &q, Source::Raw, Some(d), Some(ms(t)))?,
-                        );
-                    }
-                    rows
-                }
-            };
-            // In key order, records without the dimension first (as SQL
-            // orders NULL).
-            rows.sort_by(|a, b| match (&a.key, &b.key) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, Some(_)) => std::cmp::Ordering::Less,
-                (Some(_), None) => std::cmp::Ordering::Greater,
-                (Some(x), Some(y)) => x.cmp(y),
-            });
+            let mut rows = Vec::new();
+            super::reports::report_rows(c, &q, &mut |r| {
+                rows.push(r);
+                true
+            })?;
             Ok(rows)
         })
         .await
+    }
+
+    async fn users_page(&self, q: &UsersQuery) -> Result<Vec<(String, Option<String>)>> {
+        let q = q.clone();
+        self.read(move |c| {
+            use rusqlite::types::Value as V;
+            let mut sql = "SELECT DISTINCT user, tenant FROM usage_hourly WHERE user != ''".to_string();
+            let mut args: Vec<V> = Vec::new();
+            if let Some((u, t)) = &q.after {
+                sql.push_str(" AND (user, tenant) > (?, ?)");
+                args.push(V::Text(u.clone()));
+                args.push(V::Text(t.clone().unwrap_or_default()));
+            }
+            for (col, v) in [("user", &q.user), ("tenant", &q.tenant)] {
+                if let Some(v) = v {
+                    sql.push_str(&format!(" AND {col} = ?"));
+                    args.push(V::Text(v.clone()));
+                }
+            }
+            sql.push_str(" ORDER BY user, tenant LIMIT ?");
+            args.push(V::Integer(q.limit.clamp(1, 10_000) as i64));
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Some(r.get::<_, String>(1)?).filter(|t| !t.is_empty()),
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn purge_budget_records(&self, budget_id: &str, batch: usize) -> Result<u64> {
+        let (id, batch) = (budget_id.to_string(), batch.clamp(1, 100_000) as i64);
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS purging (seq INTEGER PRIMARY KEY); DELETE FROM purging;",
+            )?;
+            let n = tx.execute(
+                "INSERT INTO purging SELECT seq FROM usage_records \
+                 WHERE EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?1) LIMIT ?2",
+                params![id, batch],
+            )?;
+            if n > 0 {
+                // Out of the rollups first, exactly as `roll_up` put them in.
+                tx.execute_batch(&format!(
+                    "UPDATE usage_hourly SET records = usage_hourly.records - d.n, refused = usage_hourly.refused - d.refused,
+                       input_tokens = usage_hourly.input_tokens - d.it, output_tokens = usage_hourly.output_tokens - d.ot,
+                       cached_input_tokens = usage_hourly.cached_input_tokens - d.ci,
+                       cache_write_5m_tokens = usage_hourly.cache_write_5m_tokens - d.c5,
+                       cache_write_1h_tokens = usage_hourly.cache_write_1h_tokens - d.c1,
+                       reasoning_tokens = usage_hourly.reasoning_tokens - d.rt,
+                       cost_hi = usage_hourly.cost_hi - d.hi, cost_lo = usage_hourly.cost_lo - d.lo
+                     FROM ({ROLLUP_OF_PURGING}) AS d
+                     WHERE usage_hourly.hour = d.hour AND usage_hourly.tenant = d.tenant
+                       AND usage_hourly.user = d.user AND usage_hourly.key_id = d.key_id
+                       AND usage_hourly.model = d.model AND usage_hourly.provider = d.provider
+                       AND usage_hourly.session = d.session;
+                     DELETE FROM usage_hourly WHERE records <= 0 AND hour IN
+                       (SELECT DISTINCT (time / {HOUR_MS}) * {HOUR_MS} FROM usage_records
+                        WHERE seq IN (SELECT seq FROM purging));
+                     DELETE FROM usage_records WHERE seq IN (SELECT seq FROM purging);"
+                ))?;
+            }
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_records_before(&self, before: Timestamp, batch: usize) -> Result<u64> {
+        let (before, batch) = (ms(before), batch.clamp(1, 100_000) as i64);
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM usage_records WHERE seq IN \
+                 (SELECT seq FROM usage_records WHERE time < ?1 ORDER BY time LIMIT ?2)",
+                params![before, batch],
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn report_each(
+        &self,
+        q: &ReportQuery,
+        mut each: Box<dyn FnMut(ReportRow) -> bool + Send>,
+    ) -> Result<()> {
+        let (q, path) = (q.clone(), self.path.clone());
+        // A connection of its own: a long export never holds up the
+        // shared reader.
+        tokio::task::spawn_blocking(move || {
+            let c = Connection::open_with_flags(
+                &*path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            super::reports::report_rows(&c, &q, &mut each)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
