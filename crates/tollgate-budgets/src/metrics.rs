@@ -134,6 +134,19 @@ impl RecordMetrics {
         }
     }
 
+    /// Refusals since start by reason, in reason order.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let mut refusals: Vec<(&'static str, u64)> = self
+            .refusals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
+            .collect();
+        refusals.sort_unstable();
+        refusals
+    }
+
     /// Counts a refusal by its error code.
     pub fn refused(&self, reason: &'static str) {
         let c = self
@@ -228,15 +241,7 @@ impl RecordMetrics {
             "# HELP tollgate_refusals_total Requests refused, by reason (the error code).\n",
         );
         out.push_str("# TYPE tollgate_refusals_total counter\n");
-        let mut refusals: Vec<(&'static str, u64)> = self
-            .refusals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
-            .collect();
-        refusals.sort_unstable();
-        for (reason, n) in refusals {
+        for (reason, n) in self.refusals() {
             let _ = writeln!(out, "tollgate_refusals_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# HELP tollgate_request_duration_seconds Time from request to its last byte, for requests served.\n");

@@ -190,6 +190,18 @@ pub struct BudgetPage {
 pub struct BudgetDetail {
     pub budget: tollgate_core::budget::BudgetInput,
     pub instances: Vec<BudgetView>,
+    pub breakdown: BudgetBreakdown,
+}
+
+/// What charged a budget in its current period (or window), over all its
+/// subjects: by model, and by user for budgets that users share.
+#[derive(Debug, Serialize)]
+pub struct BudgetBreakdown {
+    /// The period's start; `None` for a lifetime budget.
+    pub since: Option<String>,
+    pub by_model: ReportRows,
+    /// Highest spend first, at most 50; `None` for per-user budgets.
+    pub by_user: Option<ReportRows>,
 }
 
 /// What a `DELETE` did.
@@ -197,6 +209,9 @@ pub struct BudgetDetail {
 pub struct Deleted<'a> {
     pub id: &'a str,
     pub deleted: bool,
+    /// Records deleted with it (`?purge_usage=true` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purged_records: Option<u64>,
 }
 
 /// What revoking a key did.
@@ -309,6 +324,23 @@ impl Serialize for ReportRowView<'_> {
     }
 }
 
+/// Report rows that own their data, serialized as [`ReportRowView`]s.
+#[derive(Debug, Clone)]
+pub struct ReportRows {
+    pub dimensions: Vec<tollgate_store::GroupBy>,
+    pub rows: Vec<tollgate_store::ReportRow>,
+}
+
+impl Serialize for ReportRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows.iter().map(|r| ReportRowView {
+            dimensions: &self.dimensions,
+            keys: &r.keys,
+            totals: Totals::new(r.requests, r.refused, &r.usage, r.cost),
+        }))
+    }
+}
+
 /// `GET /admin/reports`: `{"rows": [...], "total": {...}}`.
 #[derive(Debug, Serialize)]
 pub struct ReportView<'a> {
@@ -341,6 +373,16 @@ pub struct JournalCounters {
 /// `GET /admin/stats`.
 #[derive(Debug, Serialize)]
 pub struct StatsView {
+    /// UTC calendar day and month.
+    pub today: Totals,
+    pub this_month: Totals,
+    pub all_time: Totals,
+    /// This month's, highest cost first (at most 10).
+    pub top_models: ReportRows,
+    pub top_spenders: ReportRows,
+    /// Requests refused since this process started, by reason (error
+    /// code): budget refusals, rate limits, throttling.
+    pub refusals_since_start: std::collections::BTreeMap<&'static str, u64>,
     pub journal: JournalCounters,
     /// Records kept aside because the store refused them (all time).
     pub quarantined_records: u64,
@@ -482,4 +524,53 @@ impl RateLimitView {
 #[derive(Debug, Serialize)]
 pub struct RateLimitList {
     pub rate_limits: Vec<RateLimitView>,
+}
+
+/// `GET /admin/users`: a page of users.
+#[derive(Debug, Serialize)]
+pub struct UsersPage {
+    pub users: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A user and every budget that applies to it, with the tightest daily
+/// and monthly budget flattened into `daily_*` / `monthly_*` (`null`
+/// where no such budget applies).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub user_id: String,
+    pub tenant: Option<String>,
+    pub daily_used_usd: Option<String>,
+    pub daily_limit_usd: Option<String>,
+    pub daily_remaining_usd: Option<String>,
+    pub daily_used_tokens: Option<u64>,
+    pub daily_limit_tokens: Option<u64>,
+    pub daily_remaining_tokens: Option<u64>,
+    pub monthly_used_usd: Option<String>,
+    pub monthly_limit_usd: Option<String>,
+    pub monthly_remaining_usd: Option<String>,
+    pub monthly_used_tokens: Option<u64>,
+    pub monthly_limit_tokens: Option<u64>,
+    pub monthly_remaining_tokens: Option<u64>,
+    /// The worst of its budgets: `ok`, `low` or `over_limit`.
+    pub status: &'static str,
+    pub budgets: Vec<BudgetView>,
+}
+
+/// Spend in a UTC calendar period, in total and by model.
+#[derive(Debug, Serialize)]
+pub struct PeriodUsage {
+    pub since: String,
+    pub total: Totals,
+    pub by_model: ReportRows,
+}
+
+/// `GET /admin/usage/{user}`.
+#[derive(Debug, Serialize)]
+pub struct UserUsage {
+    pub user_id: String,
+    pub tenant: Option<String>,
+    pub budgets: Vec<BudgetView>,
+    pub today: PeriodUsage,
+    pub this_month: PeriodUsage,
 }

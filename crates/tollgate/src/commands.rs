@@ -12,7 +12,9 @@ use tollgate_gateway::identity::{self, NewKey};
 use tollgate_gateway::{Config, Gateway};
 use tollgate_store::{GroupBy, ReportFilter, ReportQuery, Store};
 
-use crate::{BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd, UsageCmd};
+use crate::{
+    BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd, UsageCmd, UsersCmd,
+};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -74,6 +76,8 @@ pub async fn run(cmd: Command) -> Result<()> {
         }
         Command::Keys { action } => keys(action).await,
         Command::Usage { action } => usage(action).await,
+        Command::Users { action } => users(action).await,
+        Command::Stats { cfg, format } => stats(&cfg, format).await,
         Command::Pricing { action } => pricing(action).await,
         Command::CheckConfig(arg) => check_config(&arg).await,
         Command::Budgets { action } => budgets(*action).await,
@@ -503,6 +507,108 @@ async fn usage(action: UsageCmd) -> Result<()> {
         ),
         Format::Csv => print!("{}", admin::report_csv(&report)),
         Format::Table => print!("{}", admin::report_table(&report)),
+    }
+    Ok(())
+}
+
+/// An admin view's error as the CLI's.
+fn admin_err(e: admin::AdminError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+async fn users(action: UsersCmd) -> Result<()> {
+    let UsersCmd::List {
+        cfg,
+        tenant,
+        status,
+        format,
+    } = action;
+    let state = inspect(&cfg).await?;
+    let mut users = Vec::new();
+    let mut after = None;
+    // Every page: the CLI lists them all.
+    loop {
+        let page = admin::users_page(&state, tenant.clone(), status.clone(), 1000, after)
+            .await
+            .map_err(admin_err)?;
+        users.extend(page.users);
+        match page.next_cursor {
+            Some(_) => {
+                let last = users.last().map(|u| (u.user_id.clone(), u.tenant.clone()));
+                if last.is_none() {
+                    break;
+                }
+                after = last;
+            }
+            None => break,
+        }
+    }
+    if format == Format::Json {
+        let page = tollgate_gateway::api::UsersPage {
+            users,
+            next_cursor: None,
+        };
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(());
+    }
+    let cell = |used: &Option<String>, limit: &Option<String>| match (used, limit) {
+        (Some(u), Some(l)) => format!("{u} / {l}"),
+        (Some(u), None) => u.clone(),
+        _ => "-".into(),
+    };
+    println!(
+        "{:<20} {:<12} {:>24} {:>24}  {:<10} BUDGETS",
+        "USER", "TENANT", "DAILY USD", "MONTHLY USD", "STATUS"
+    );
+    for u in &users {
+        println!(
+            "{:<20} {:<12} {:>24} {:>24}  {:<10} {}",
+            u.user_id,
+            u.tenant.as_deref().unwrap_or("-"),
+            cell(&u.daily_used_usd, &u.daily_limit_usd),
+            cell(&u.monthly_used_usd, &u.monthly_limit_usd),
+            u.status,
+            u.budgets.len()
+        );
+    }
+    Ok(())
+}
+
+async fn stats(cfg: &ConfigArg, format: Format) -> Result<()> {
+    let state = inspect(cfg).await?;
+    let v = admin::stats_view(&state).await.map_err(admin_err)?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>10} {:>8} {:>14} {:>14} {:>16}",
+        "", "REQUESTS", "REFUSED", "INPUT", "OUTPUT", "COST USD"
+    );
+    for (name, t) in [
+        ("today", &v.today),
+        ("this month", &v.this_month),
+        ("all time", &v.all_time),
+    ] {
+        println!(
+            "{:<12} {:>10} {:>8} {:>14} {:>14} {:>16}",
+            name, t.requests, t.refused, t.input_tokens, t.output_tokens, t.cost_usd
+        );
+    }
+    for (title, rows) in [
+        ("Top models this month", &v.top_models),
+        ("Top spenders this month", &v.top_spenders),
+    ] {
+        println!();
+        println!("{title}:");
+        for r in &rows.rows {
+            println!(
+                "  {:<30} {:>16}  {} requests",
+                r.keys.first().cloned().flatten().unwrap_or_default(),
+                r.cost.to_string(),
+                r.requests
+            );
+        }
     }
     Ok(())
 }

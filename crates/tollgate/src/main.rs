@@ -81,6 +81,18 @@ enum Command {
         #[command(subcommand)]
         action: UsageCmd,
     },
+    /// Users and every budget that applies to them.
+    Users {
+        #[command(subcommand)]
+        action: UsersCmd,
+    },
+    /// Spend today, this month and all time, top models and spenders.
+    Stats {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Prices: list, set, import.
     Pricing {
         #[command(subcommand)]
@@ -124,6 +136,22 @@ enum Command {
     },
     /// Validate the configuration and print what it sets up.
     CheckConfig(#[command(flatten)] ConfigArg),
+}
+
+#[derive(Subcommand)]
+pub enum UsersCmd {
+    /// Users who have made requests, with their daily and monthly budgets.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// ok, low or over_limit.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]

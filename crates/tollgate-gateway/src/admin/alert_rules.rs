@@ -129,6 +129,7 @@ pub(super) async fn delete_one(
     Ok(axum::Json(crate::api::Deleted {
         id: &id,
         deleted: true,
+        purged_records: None,
     })
     .into_response())
 }

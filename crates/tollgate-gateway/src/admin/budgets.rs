@@ -106,12 +106,52 @@ pub(super) async fn get_budget(
         Some(e) => Ok(axum::Json(crate::api::BudgetDetail {
             budget: e.budget.to_input(),
             instances,
+            breakdown: breakdown(&s, &e.budget).await?,
         })),
         None => Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("no budget with id {id:?}"),
         )),
     }
+}
+
+/// Spenders shown in a budget's breakdown.
+const TOP_SPENDERS: usize = 50;
+
+/// What charged `b` in its current period, from the records.
+async fn breakdown(
+    s: &AppState,
+    b: &tollgate_core::budget::Budget,
+) -> Result<crate::api::BudgetBreakdown, AdminError> {
+    use tollgate_core::budget::Scope;
+    let since = tollgate_budgets::BudgetEngine::count_since(b, s.budgets.now());
+    let since = (since > Timestamp::MIN).then_some(since);
+    let query = |g| {
+        let mut q = ReportQuery::new(vec![g]);
+        q.from = since;
+        q.filter.budget = Some(b.id.clone());
+        q
+    };
+    let by_model = s.store.report(&query(GroupBy::Model)).await?;
+    let by_user = if matches!(b.scope, Scope::User) {
+        None
+    } else {
+        let mut rows = s.store.report(&query(GroupBy::User)).await?;
+        rows.sort_by(|x, y| y.cost.cmp(&x.cost).then_with(|| x.keys.cmp(&y.keys)));
+        rows.truncate(TOP_SPENDERS);
+        Some(crate::api::ReportRows {
+            dimensions: vec![GroupBy::User],
+            rows,
+        })
+    };
+    Ok(crate::api::BudgetBreakdown {
+        since: since.map(|t| t.to_string()),
+        by_model: crate::api::ReportRows {
+            dimensions: vec![GroupBy::Model],
+            rows: by_model,
+        },
+        by_user,
+    })
 }
 
 pub(super) fn budget_id() -> String {
@@ -230,9 +270,24 @@ pub(super) async fn patch_budget(
     store_budget(&s, id, input, stored.created_at).await
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteParams {
+    #[serde(default)]
+    purge_usage: bool,
+}
+
+/// Records purged per transaction: a big budget's purge never holds the
+/// writer for long.
+const PURGE_BATCH: usize = 5_000;
+
+/// `DELETE /admin/budgets/{id}[?purge_usage=true]`: deletes the budget;
+/// with `purge_usage` also the records that charged it (out of reports
+/// and rollups too). Its counters go with the budget either way.
 pub(super) async fn delete_budget(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Query(p): Query<DeleteParams>,
 ) -> Result<Response, AdminError> {
     if s.budgets.is_config_budget(&id) {
         return Err(AdminError(
@@ -240,7 +295,25 @@ pub(super) async fn delete_budget(
             format!("budget {id:?} is declared in the config file; remove it there"),
         ));
     }
-    if !s.budgets.delete(&*s.store, &id).await? {
+    let deleted = s.budgets.delete(&*s.store, &id).await?;
+    let mut purged = None;
+    if p.purge_usage {
+        // Records still in the journal's queue would land after the purge.
+        s.journal.flush().await;
+        let mut n = 0;
+        loop {
+            // A purge cut short by an error is finished by repeating the
+            // DELETE: the budget is gone, its records are purged still.
+            let batch = s.store.purge_budget_records(&id, PURGE_BATCH).await?;
+            if batch == 0 {
+                break;
+            }
+            n += batch;
+            tokio::task::yield_now().await;
+        }
+        purged = Some(n);
+    }
+    if !deleted && purged.unwrap_or(0) == 0 {
         return Err(AdminError(
             StatusCode::NOT_FOUND,
             format!("no budget with id {id:?}"),
@@ -248,7 +321,8 @@ pub(super) async fn delete_budget(
     }
     Ok(axum::Json(crate::api::Deleted {
         id: &id,
-        deleted: true,
+        deleted,
+        purged_records: purged,
     })
     .into_response())
 }

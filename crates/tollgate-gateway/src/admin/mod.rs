@@ -32,6 +32,7 @@ mod records;
 mod reports;
 mod stats;
 mod usage;
+mod users;
 
 pub use budgets::budget_json;
 pub use explain::{ExplainRequest, ExplainedRequest, explain_json};
@@ -39,8 +40,12 @@ pub use keys::key_json;
 pub use pricing::{catalog_json, merge_price};
 pub use rates::reload_rate_limits;
 pub use records::record_json;
-pub use reports::{Report, csv_header, csv_line, report_csv, report_json, report_table, run_report};
+pub use reports::{
+    Report, csv_header, csv_line, report_csv, report_json, report_table, run_report,
+};
+pub use stats::stats_view;
 pub use usage::own_usage;
+pub use users::users_page;
 
 /// An admin API error: `{"error":{"message","type"}}` with a status.
 pub struct AdminError(StatusCode, String);
@@ -136,6 +141,7 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .put(rates::put)
                 .delete(rates::delete_one),
         )
+        .route("/budgets/{id}/usage", get(records::budget_usage))
         .route("/budgets/{id}/test-webhook", post(alerts::test_webhook))
         .route(
             "/alert-rules",
@@ -152,6 +158,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/alerts/{id}/redeliver", post(alerts::redeliver))
         .route("/explain", post(explain::explain))
         .route("/stats", get(stats::stats))
+        .route("/users", get(users::list_users))
+        .route("/usage/{user}", get(users::user_usage))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 

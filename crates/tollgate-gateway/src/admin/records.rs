@@ -11,35 +11,71 @@ pub fn record_json(r: &UsageRecord) -> crate::api::RecordView<'_> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RecordsParams {
     limit: Option<usize>,
+    offset: Option<usize>,
     cursor: Option<String>,
     user: Option<String>,
     tenant: Option<String>,
     session: Option<String>,
     model: Option<String>,
     key: Option<String>,
+    budget: Option<String>,
     from: Option<String>,
     to: Option<String>,
 }
 
-pub(super) async fn records(
-    State(s): State<AppState>,
-    Query(p): Query<RecordsParams>,
-) -> Result<Response, AdminError> {
-    let q = RecordQuery {
-        limit: p.limit.unwrap_or(100),
-        cursor: p.cursor,
-        user: p.user,
-        tenant: p.tenant,
-        session: p.session,
-        model: p.model,
-        key_id: p.key,
-        from: time_arg(&p.from)?,
-        to: time_arg(&p.to)?,
-    };
+impl RecordsParams {
+    fn query(self, budget: Option<String>) -> Result<RecordQuery, AdminError> {
+        Ok(RecordQuery {
+            limit: self.limit.unwrap_or(100),
+            offset: self.offset.unwrap_or(0),
+            cursor: self.cursor,
+            user: self.user,
+            tenant: self.tenant,
+            session: self.session,
+            model: self.model,
+            key_id: self.key,
+            budget: budget.or(self.budget),
+            from: time_arg(&self.from)?,
+            to: time_arg(&self.to)?,
+        })
+    }
+}
+
+async fn page(s: &AppState, q: RecordQuery) -> Result<Response, AdminError> {
     let page = s.store.records(&q).await?;
     Ok(axum::Json(crate::api::RecordPage {
         records: page.records.iter().map(record_json).collect(),
         next_cursor: page.next_cursor.clone(),
     })
     .into_response())
+}
+
+/// `GET /admin/records`: records newest first, filtered, a page at a time.
+pub(super) async fn records(
+    State(s): State<AppState>,
+    Query(p): Query<RecordsParams>,
+) -> Result<Response, AdminError> {
+    page(&s, p.query(None)?).await
+}
+
+/// `GET /admin/budgets/{id}/usage?limit=&offset=&cursor=`: the records
+/// that charged budget `id`, newest first (50 a page by default).
+pub(super) async fn budget_usage(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(mut p): Query<RecordsParams>,
+) -> Result<Response, AdminError> {
+    if p.budget.is_some() {
+        return Err(AdminError::bad_request(
+            "the budget is the path's; budget= is not a filter here",
+        ));
+    }
+    if s.budgets.entries().get(&id).is_none() {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            format!("no budget with id {id:?}"),
+        ));
+    }
+    p.limit = p.limit.or(Some(50));
+    page(&s, p.query(Some(id))?).await
 }

@@ -19,7 +19,11 @@ pub async fn run_report(store: &dyn Store, q: &ReportQuery) -> Result<Report, St
     let total = if q.group_by.contains(&GroupBy::Budget) {
         let mut t = q.clone();
         t.group_by.clear();
-        store.report(&t).await?.pop().unwrap_or_else(|| empty_row(vec![]))
+        store
+            .report(&t)
+            .await?
+            .pop()
+            .unwrap_or_else(|| empty_row(vec![]))
     } else {
         let mut total = empty_row(vec![]);
         for r in &rows {
@@ -315,10 +319,7 @@ async fn csv_export(s: &AppState, q: ReportQuery) -> Result<Response, AdminError
             };
             match next? {
                 Ok(row) => Some((Ok(csv_line(&row)), (None, None, rx))),
-                Err(e) => Some((
-                    Err(std::io::Error::other(e.to_string())),
-                    (None, None, rx),
-                )),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, None, rx))),
             }
         },
     );

@@ -200,10 +200,7 @@ pub(super) fn report_rows(
         parts.join(" UNION ALL ")
     );
     if !dims.is_empty() {
-        sql.push_str(&format!(
-            " GROUP BY {0} ORDER BY {0}",
-            dims.join(", ")
-        ));
+        sql.push_str(&format!(" GROUP BY {0} ORDER BY {0}", dims.join(", ")));
     }
     let mut st = c.prepare(&sql)?;
     let mut rows = st.query(rusqlite::params_from_iter(args))?;

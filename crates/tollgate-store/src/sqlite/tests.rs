@@ -692,7 +692,15 @@ mod rollups {
     async fn retention_deletes_exactly_the_old_records_and_keeps_the_rollups() {
         let (_d, s) = store().await;
         let records: Vec<UsageRecord> = (0..40)
-            .map(|i| record(&format!("r{i}"), 1_700_000_000 + i * 3_000, "alice", "gpt-4o", 1_000 + i as i128))
+            .map(|i| {
+                record(
+                    &format!("r{i}"),
+                    1_700_000_000 + i * 3_000,
+                    "alice",
+                    "gpt-4o",
+                    1_000 + i as i128,
+                )
+            })
             .collect();
         s.insert_records(&records).await.unwrap();
         let all = ReportQuery::new(vec![GroupBy::Hour]);
@@ -708,7 +716,13 @@ mod rollups {
             deleted += n;
         }
         assert_eq!(deleted, 20);
-        let page = s.records(&crate::query::RecordQuery { limit: 1000, ..Default::default() }).await.unwrap();
+        let page = s
+            .records(&crate::query::RecordQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let mut kept: Vec<_> = page.records.iter().map(|r| r.request_id.clone()).collect();
         kept.sort();
         let mut want: Vec<_> = (20..40).map(|i| format!("r{i}")).collect();
@@ -716,7 +730,15 @@ mod rollups {
         assert_eq!(kept, want);
         // Whole hours come from the rollups, which keep the deleted records.
         assert_eq!(s.report(&all).await.unwrap(), before);
-        assert_eq!(s.users_page(&crate::query::UsersQuery { limit: 10, ..Default::default() }).await.unwrap(), vec![("alice".to_string(), Some("acme".to_string()))]);
+        assert_eq!(
+            s.users_page(&crate::query::UsersQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+            vec![("alice".to_string(), Some("acme".to_string()))]
+        );
     }
 
     #[tokio::test]
@@ -724,7 +746,13 @@ mod rollups {
         let (_d, s) = store().await;
         let mut records = Vec::new();
         for i in 0..50 {
-            let mut r = record(&format!("r{i}"), 1_700_000_000 + i * 600, &format!("u{}", i % 7), "gpt-4o", 10);
+            let mut r = record(
+                &format!("r{i}"),
+                1_700_000_000 + i * 600,
+                &format!("u{}", i % 7),
+                "gpt-4o",
+                10,
+            );
             r.budgets = vec!["b1".into()];
             records.push(r);
         }
@@ -733,19 +761,25 @@ mod rollups {
         let all = s.report(&q).await.unwrap();
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = got.clone();
-        s.report_each(&q, Box::new(move |r| {
-            sink.lock().unwrap().push(r);
-            true
-        }))
+        s.report_each(
+            &q,
+            Box::new(move |r| {
+                sink.lock().unwrap().push(r);
+                true
+            }),
+        )
         .await
         .unwrap();
         assert_eq!(*got.lock().unwrap(), all);
         // Stopping early reads no further.
         let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let c = n.clone();
-        s.report_each(&q, Box::new(move |_| c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2))
-            .await
-            .unwrap();
+        s.report_each(
+            &q,
+            Box::new(move |_| c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2),
+        )
+        .await
+        .unwrap();
         assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 3);
         // An empty filter value is refused (the rollups' "none" is '').
         let mut bad = ReportQuery::new(vec![GroupBy::User]);

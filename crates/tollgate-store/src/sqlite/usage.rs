@@ -169,7 +169,9 @@ impl UsageStore for SqliteStore {
                 ],
             );
             if let Some(b) = &q.budget {
-                sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?)");
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(usage_records.budgets) WHERE value = ?)",
+                );
                 args.push(V::Text(b.clone()));
             }
             if let Some(cur) = &q.cursor {
@@ -392,7 +394,8 @@ impl UsageStore for SqliteStore {
         let q = q.clone();
         self.read(move |c| {
             use rusqlite::types::Value as V;
-            let mut sql = "SELECT DISTINCT user, tenant FROM usage_hourly WHERE user != ''".to_string();
+            let mut sql =
+                "SELECT DISTINCT user, tenant FROM usage_hourly WHERE user != ''".to_string();
             let mut args: Vec<V> = Vec::new();
             if let Some((u, t)) = &q.after {
                 sql.push_str(" AND (user, tenant) > (?, ?)");
@@ -483,7 +486,8 @@ impl UsageStore for SqliteStore {
         tokio::task::spawn_blocking(move || {
             let c = Connection::open_with_flags(
                 &*path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             c.busy_timeout(std::time::Duration::from_secs(5))?;
             super::reports::report_rows(&c, &q, &mut each)

@@ -17,6 +17,7 @@ mod errors;
 mod escapes;
 mod metering;
 mod prometheus;
+mod reports;
 mod rough_edges;
 mod sdk;
 mod streams;
