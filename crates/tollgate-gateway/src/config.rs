@@ -82,6 +82,9 @@ pub struct Config {
     /// Alert targets, the hosts they may be on, delivery settings.
     #[serde(default)]
     pub alerts: tollgate_alerts::AlertsConfig,
+    /// How long raw usage records are kept (rollups are kept).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 fn default_min_output() -> u64 {
@@ -767,6 +770,7 @@ impl Default for Config {
             jwt: None,
             trust_all_identity_headers: false,
             alerts: Default::default(),
+            retention: Default::default(),
         }
     }
 }

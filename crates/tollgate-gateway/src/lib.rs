@@ -18,6 +18,7 @@ pub mod error;
 pub mod identity;
 pub mod jwt;
 pub mod proxy;
+pub mod retention;
 pub mod routing;
 pub mod server;
 
@@ -316,10 +317,12 @@ impl Gateway {
             budgets_version,
             rates_version,
         );
+        let mut refresh = vec![key_refresh, price_refresh];
+        refresh.extend(retention::spawn(state.clone()));
         Ok(Gateway {
             state,
             writer,
-            refresh: vec![key_refresh, price_refresh],
+            refresh,
         })
     }
 

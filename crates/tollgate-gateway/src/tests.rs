@@ -13,6 +13,7 @@ use crate::{Config, Gateway};
 
 mod alerts;
 mod rates;
+mod retention;
 mod soft;
 mod topup;
 
@@ -24,6 +25,7 @@ pub(crate) struct Rig {
     pub(crate) budgets: Arc<crate::budgets::BudgetEngine>,
     pub(crate) alerts: Arc<tollgate_alerts::Alerts>,
     pub(crate) memory_ledger: Arc<crate::ledger::MemoryLedger>,
+    pub(crate) state: crate::AppState,
     clock: Arc<ManualClock>,
     pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -107,6 +109,7 @@ pub(crate) async fn rig_full(
     let budgets = gw.state().budgets.clone();
     let alerts = gw.state().alerts.clone();
     let memory_ledger = gw.state().memory_ledger.clone();
+    let state = gw.state().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -119,6 +122,7 @@ pub(crate) async fn rig_full(
         budgets,
         alerts,
         memory_ledger,
+        state,
         clock,
         http: reqwest::Client::new(),
         _dir: dir,

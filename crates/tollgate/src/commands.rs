@@ -767,6 +767,10 @@ async fn check_config(arg: &ConfigArg) -> Result<()> {
     println!("  database:  {}", config.database);
     println!("  admin keys: {}", config.admin_keys.len());
     println!("  require_auth: {}", config.require_auth);
+    match config.retention.records_days {
+        0 => println!("  retention: usage records kept forever"),
+        d => println!("  retention: usage records kept {d} days (hourly rollups kept)"),
+    }
     for p in &config.providers {
         let key = match &p.api_key_env {
             Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("key from {var} (set)"),
