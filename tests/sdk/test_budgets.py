@@ -22,7 +22,7 @@ PRICES = {  # USD per Mtok: (input, output)
 
 def test_200_concurrent_sdk_requests_never_overspend():
     key = admin_post("/admin/keys", {"name": "swarm", "user": "swarm", "tenant": "bees"})["key"]
-    admin_post("/admin/budgets", {"id": "swarm", "scope": "user", "subject": "swarm",
+    admin_post("/admin/budgets", {"id": "swarm", "scope": "user", "subject": "bees/swarm",
                                   "limit_usd": str(LIMIT), "period": "daily"})
     # Default retries stay on: a refusal says x-should-retry: false, so the
     # SDKs must not retry it.
@@ -61,7 +61,7 @@ def test_200_concurrent_sdk_requests_never_overspend():
     assert ok + refused == 200
     assert ok > 0 and refused > 0, (ok, refused)
 
-    records = [r for r in all_records() if r["user"] == "swarm"]
+    records = [r for r in all_records() if r["user"] == "bees/swarm"]
     charged = [r for r in records if "blocked" not in r["flags"]]
     blocked = [r for r in records if "blocked" in r["flags"]]
     assert len(charged) == ok

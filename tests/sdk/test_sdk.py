@@ -32,7 +32,7 @@ def test_openai_chat():
     rid = raw.headers["x-tollgate-request-id"]
     rec = record(rid)
     assert_matches_bill(rec, billed(rid))
-    assert rec["user"] == "sdk-user"
+    assert rec["user"] == "acme/sdk-user"  # a tenant's users are its own
     uncached = rec["input_tokens"] - 128
     assert cost(rec) == uncached * usd_per_mtok("0.15") + 128 * usd_per_mtok("0.075") + 9 * usd_per_mtok("0.60")
 

@@ -17,7 +17,7 @@ pub mod template;
 pub mod tokens;
 pub mod usage;
 
-pub use caller::Caller;
+pub use caller::{Caller, in_tenant};
 pub use keys::KeyRecord;
 pub use money::Money;
 pub use pricing::{Catalog, ModelPrice, Price};

@@ -134,6 +134,7 @@ impl CachedKey {
             trusted: self.trusted,
             models: self.models.iter().map(|m| m.to_string()).collect(),
         }
+        .qualified()
     }
 }
 
@@ -262,6 +263,7 @@ pub fn caller_from_key(key: &KeyRecord) -> Caller {
         trusted: key.trusted,
         models: key.models.clone(),
     }
+    .qualified()
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -324,7 +326,9 @@ impl WithRequest for Caller {
             if let Some(u) =
                 header(headers, "x-tollgate-user").or_else(|| end_user.map(str::to_string))
             {
-                self.user = Some(own(u));
+                // The user of the tenant acted for (a platform key may
+                // name any tenant, and its users are that tenant's).
+                self.user = Some(tollgate_core::in_tenant(self.tenant.as_deref(), u));
             }
             self.session = session.map(own);
             self.budget_id = header(headers, "x-budget-id").map(own);

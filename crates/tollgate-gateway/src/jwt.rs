@@ -247,7 +247,8 @@ impl JwtVerifier {
                         budget_id: None,
                         trusted: self.config.trusted,
                         models: Vec::new(),
-                    });
+                    }
+                    .qualified());
                 }
                 Err(e) => last = e.to_string(),
             }
@@ -298,7 +299,7 @@ mod tests {
         let c = v.verify(&t).unwrap();
         assert_eq!(
             (c.user.as_deref(), c.tenant.as_deref(), c.role.as_deref()),
-            (Some("alice"), Some("acme"), Some("viewer"))
+            (Some("acme/alice"), Some("acme"), Some("viewer"))
         );
         let expired = encode(
             &Header::new(Algorithm::HS256),
@@ -354,7 +355,7 @@ mod tests {
             &EncodingKey::from_rsa_pem(&rsa_priv).unwrap(),
         )
         .unwrap();
-        assert_eq!(v.verify(&t).unwrap().user.as_deref(), Some("alice"));
+        assert_eq!(v.verify(&t).unwrap().user.as_deref(), Some("acme/alice"));
         // An HS256 token signed with the public key as secret: refused (alg confusion).
         let pem = std::fs::read(format!("{FIX}/rsa-public.pem")).unwrap();
         let confused = encode(
@@ -387,7 +388,7 @@ mod tests {
             &EncodingKey::from_rsa_pem(&rsa_priv).unwrap(),
         )
         .unwrap();
-        assert_eq!(v.verify(&t).unwrap().user.as_deref(), Some("alice"));
+        assert_eq!(v.verify(&t).unwrap().user.as_deref(), Some("acme/alice"));
     }
 
     #[test]

@@ -243,7 +243,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
     println!("Budgets (POST /admin/budgets): user bob may spend $0.0005 per day");
     http.post(format!("{base}/admin/budgets"))
         .bearer_auth(&admin_key)
-        .json(&json!({"id": "bob-daily", "scope": "user", "subject": "bob", "limit_usd": "0.0005", "period": "daily"}))
+        .json(&json!({"id": "bob-daily", "scope": "user", "subject": "acme/bob", "limit_usd": "0.0005", "period": "daily"}))
         .send()
         .await?
         .error_for_status()?;
@@ -295,11 +295,11 @@ pub async fn run(keep_running: bool) -> Result<()> {
     // monthly one still blocks), dave's downgrades to a cheaper model.
     println!("Soft limits: carol's daily budget warns, dave's downgrades gpt-4o to gpt-4o-mini");
     for spec in [
-        json!({"id": "carol-daily", "scope": "user", "subject": "carol", "limit_usd": "0.00007",
+        json!({"id": "carol-daily", "scope": "user", "subject": "acme/carol", "limit_usd": "0.00007",
                "period": "daily", "action": "warn"}),
-        json!({"id": "carol-monthly", "scope": "user", "subject": "carol", "limit_usd": "0.00015",
+        json!({"id": "carol-monthly", "scope": "user", "subject": "acme/carol", "limit_usd": "0.00015",
                "period": "monthly"}),
-        json!({"id": "dave-daily", "scope": "user", "subject": "dave", "limit_usd": "0.0008",
+        json!({"id": "dave-daily", "scope": "user", "subject": "acme/dave", "limit_usd": "0.0008",
                "period": "daily", "models": ["gpt-4o"], "action": "downgrade", "downgrade_to": "gpt-4o-mini"}),
     ] {
         http.post(format!("{base}/admin/budgets"))
@@ -436,7 +436,7 @@ async fn cut_stream(http: &reqwest::Client, base: &str, admin_key: &str) -> Resu
     http.post(format!("{base}/admin/budgets"))
         .bearer_auth(admin_key)
         .json(
-            &json!({"id": "erin-daily", "scope": "user", "subject": "erin",
+            &json!({"id": "erin-daily", "scope": "user", "subject": "acme/erin",
                       "limit_tokens": 600, "period": "daily"}),
         )
         .send()

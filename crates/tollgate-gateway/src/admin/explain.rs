@@ -68,6 +68,7 @@ pub async fn explain_json(
             *field = value.clone();
         }
     }
+    let caller = caller.qualified();
     let (endpoint, path_model, body, format) = match &req.request {
         Some(r) => {
             let (endpoint, model) = crate::endpoint_for_path(&r.path).ok_or_else(|| {

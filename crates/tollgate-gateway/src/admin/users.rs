@@ -212,13 +212,16 @@ async fn period_usage(
 }
 
 /// `GET /admin/usage/{user}[?tenant=]`: the user's budgets, and its spend
-/// today and this month (UTC) by model. Without `tenant`, the user's own
-/// tenant when its records name exactly one.
+/// today and this month (UTC) by model. `user` as records name it
+/// (a tenant's users are `tenant/user`), or bare with `tenant`; without
+/// `tenant`, the user's own when its records name exactly one.
 pub(super) async fn user_usage(
     State(s): State<AppState>,
     Path(user): Path<String>,
     Query(p): Query<UserUsageParams>,
 ) -> Result<axum::Json<UserUsage>, AdminError> {
+    // The user as records name it (`acme/alice`), or bare with `?tenant=`.
+    let user = tollgate_core::in_tenant(p.tenant.as_deref(), user);
     let tenant = match p.tenant {
         Some(t) => Some(t),
         None => {

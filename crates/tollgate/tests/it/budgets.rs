@@ -225,7 +225,7 @@ fn tenant_user_and_session_limits_each_hold() {
     session: { limit_tokens: 150, period: lifetime }
   overrides:
     - { id: acme-tenant, scope: tenant, subject: acme, limit_usd: "0.0005", period: daily }
-    - { id: dan-user, scope: user, subject: dan, limit_usd: "0.0005", period: daily }
+    - { id: dan-user, scope: user, subject: globex/dan, limit_usd: "0.0005", period: daily }
 "#,
     );
     // A tenant limit stops a user who still has budget.
@@ -323,8 +323,8 @@ fn only_trusted_keys_name_who_they_act_for() {
     let rec = g.record(&request_id(&r));
     assert_eq!(
         (rec["user"].as_str(), rec["tenant"].as_str()),
-        (Some("alice"), Some("acme")),
-        "untrusted key cannot change who it is"
+        (Some("acme/alice"), Some("acme")),
+        "untrusted key cannot change who it is (its user is its tenant's)"
     );
     let r = chat(
         &g,
@@ -343,7 +343,8 @@ fn only_trusted_keys_name_who_they_act_for() {
             rec["tenant"].as_str(),
             rec["session"].as_str()
         ),
-        (Some("carol"), Some("customer-1"), Some("conv-9"))
+        (Some("customer-1/carol"), Some("customer-1"), Some("conv-9")),
+        "a platform key acting for a tenant names that tenant's user"
     );
     let r = chat(
         &g,
@@ -427,14 +428,14 @@ fn explain_says_why() {
     let (id, _) = g.create_key(json!({"user": "frank", "tenant": "acme"}));
     budget(
         &g,
-        json!({"id": "frank-tiny", "scope": "user", "subject": "frank", "limit_usd": "0.000001", "period": "weekly", "timezone": "Europe/Berlin"}),
+        json!({"id": "frank-tiny", "scope": "user", "subject": "acme/frank", "limit_usd": "0.000001", "period": "weekly", "timezone": "Europe/Berlin"}),
     );
     let v = admin_post(
         &g,
         "/admin/explain",
         json!({"key": id, "model": "gpt-4o", "max_tokens": 100}),
     );
-    assert_eq!(v["caller"]["user"], "frank");
+    assert_eq!(v["caller"]["user"], "acme/frank");
     assert_eq!(v["budgets"][0]["id"], "frank-tiny");
     assert_eq!(v["budgets"][0]["timezone"], "Europe/Berlin");
     assert_eq!(v["decision"]["decision"], "refuse", "{v}");
@@ -551,7 +552,7 @@ fn concurrent_requests_never_overspend() {
     let limit = "0.004";
     budget(
         &g,
-        json!({"id": "hammer", "scope": "user", "subject": "hammer", "limit_usd": limit, "period": "daily"}),
+        json!({"id": "hammer", "scope": "user", "subject": "load/hammer", "limit_usd": limit, "period": "daily"}),
     );
     let url = g.url.clone();
     let handles: Vec<_> = (0..200)
@@ -590,7 +591,7 @@ fn concurrent_requests_never_overspend() {
     let records: Vec<Value> = g
         .records()
         .into_iter()
-        .filter(|r| r["user"] == "hammer")
+        .filter(|r| r["user"] == "load/hammer")
         .collect();
     let committed: i128 = records.iter().map(cost_units).sum();
     assert!(committed <= usd(limit), "committed {committed} > limit");
@@ -617,7 +618,7 @@ fn kill_9_under_load_loses_no_spend() {
     let (_, key) = g.create_key(json!({"user": "crash", "tenant": "crash"}));
     budget(
         &g,
-        json!({"id": "crash", "scope": "user", "subject": "crash", "limit_usd": "1.00", "period": "monthly"}),
+        json!({"id": "crash", "scope": "user", "subject": "crash/crash", "limit_usd": "1.00", "period": "monthly"}),
     );
     let url = g.url.clone();
     let handles: Vec<_> = (0..40)
@@ -655,7 +656,7 @@ fn kill_9_under_load_loses_no_spend() {
     let records: Vec<Value> = g
         .records()
         .into_iter()
-        .filter(|r| r["user"] == "crash")
+        .filter(|r| r["user"] == "crash/crash")
         .collect();
     let sum: i128 = records.iter().map(cost_units).sum();
     assert_eq!(
@@ -1026,7 +1027,7 @@ fn regression_streamed_responses_carry_the_budget_state_with_their_reservation()
         &m,
         r#"budgets:
   overrides:
-    - { id: tiny-user, scope: user, subject: sam, limit_usd: "0.0001", period: daily }
+    - { id: tiny-user, scope: user, subject: acme/sam, limit_usd: "0.0001", period: daily }
     - { id: roomy-tenant, scope: tenant, subject: acme, limit_usd: "1", period: daily }
 "#,
     );
@@ -1179,4 +1180,49 @@ fn loaded_budget(g: &Gateway, id: &str) -> Value {
         assert!(std::time::Instant::now() < deadline, "{id} never loaded");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn regression_two_tenants_users_of_the_same_name_never_share_a_budget() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        "budgets:\n  defaults:\n    user: { limit_usd: \"0.0005\", period: daily }\n",
+    );
+    let (_, acme) = g.create_key(json!({"user": "alice", "tenant": "acme"}));
+    let (_, globex) = g.create_key(json!({"user": "alice", "tenant": "globex"}));
+    let mut refused = false;
+    for _ in 0..50 {
+        let r = chat(
+            &g,
+            &acme,
+            json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+            &[],
+        );
+        if r.status() == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "acme's alice reached her budget");
+    let usage = |key: &str| -> Value {
+        client()
+            .get(format!("{}/usage", g.url))
+            .bearer_auth(key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let theirs = usage(&globex);
+    assert_eq!(theirs["user"], "globex/alice", "{theirs}");
+    assert_eq!(theirs["budgets"][0]["used_usd"], "0.000000", "{theirs}");
+    let r = chat(
+        &g,
+        &globex,
+        json!({"model": "gpt-4o", "max_tokens": 20, "messages": msgs()}),
+        &[],
+    );
+    assert_eq!(r.status(), 200, "globex's alice has her own budget");
+    assert_eq!(usage(&acme)["budgets"][0]["subject"], "acme/alice");
 }

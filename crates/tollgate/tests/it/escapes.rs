@@ -65,7 +65,7 @@ fn regression_dual_limit_fields_are_refused_or_sent_as_one() {
     let key = g.key();
     budget(
         &g,
-        json!({"scope": "user", "subject": "alice", "limit_usd": "0.01", "period": "daily"}),
+        json!({"scope": "user", "subject": "acme/alice", "limit_usd": "0.01", "period": "daily"}),
     );
     let r = chat(
         &g,
@@ -119,7 +119,7 @@ fn regression_n_choices_are_reserved_each() {
     let key = g.key();
     budget(
         &g,
-        json!({"scope": "user", "subject": "alice", "limit_usd": "0.01", "period": "daily"}),
+        json!({"scope": "user", "subject": "acme/alice", "limit_usd": "0.01", "period": "daily"}),
     );
     let statuses = at_once(200, || {
         chat(
@@ -170,7 +170,7 @@ fn regression_images_and_token_arrays_are_reserved() {
     let key = g.key();
     budget(
         &g,
-        json!({"scope": "user", "subject": "alice", "limit_usd": "0.50", "period": "daily"}),
+        json!({"scope": "user", "subject": "acme/alice", "limit_usd": "0.50", "period": "daily"}),
     );
     let images: Vec<Value> = (0..50)
         .map(|i| json!({"type": "image_url", "image_url": {"url": format!("https://img.example/{i}.png")}}))
@@ -195,7 +195,7 @@ fn regression_images_and_token_arrays_are_reserved() {
     let key = g.key();
     budget(
         &g,
-        json!({"scope": "user", "subject": "alice", "limit_tokens": 10000, "period": "daily"}),
+        json!({"scope": "user", "subject": "acme/alice", "limit_tokens": 10000, "period": "daily"}),
     );
     let ids: Vec<u32> = (0..3000).collect();
     let statuses: Vec<u16> = (0..6)

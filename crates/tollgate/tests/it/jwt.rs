@@ -61,7 +61,7 @@ fn jwt_callers_are_identified_and_budgeted_by_role() {
             rec["tenant"].as_str(),
             rec["key_id"].as_str()
         ),
-        (Some("vera"), Some("acme"), None)
+        (Some("acme/vera"), Some("acme"), None)
     );
     assert_eq!(rec["budgets"], json!(["role:viewer"]));
     let statuses: Vec<u16> = (0..6).map(|_| chat(&viewer).status().as_u16()).collect();
@@ -123,7 +123,7 @@ budgets:
         "another user's session of the same name is untouched"
     );
     let rec = g.record(&request_id(&r));
-    assert_eq!(rec["session"], "victor/shared-conv");
+    assert_eq!(rec["session"], "acme/victor/shared-conv");
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn regression_usage_accepts_a_jwt_caller_the_proxy_accepts() {
     let v: Value = r.json().unwrap();
     assert_eq!(
         (v["user"].as_str(), v["tenant"].as_str()),
-        (Some("vera"), Some("acme"))
+        (Some("acme/vera"), Some("acme"))
     );
     assert_eq!(v["budgets"][0]["id"], "role:viewer", "{v}");
     let r = client()

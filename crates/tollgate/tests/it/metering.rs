@@ -95,7 +95,7 @@ fn openai_chat_plain_and_streamed_with_cache_and_reasoning() {
         }
         let rec = check_record(&g, &m, &id);
         assert_eq!(rec["model_served"], "o4-mini");
-        assert_eq!(rec["user"], "alice");
+        assert_eq!(rec["user"], "acme/alice");
         assert_eq!(rec["tenant"], "acme");
         // o4-mini: $1.10 in, $0.275 cached, $4.40 out; reasoning billed as output.
         let uncached = tokens(&rec, "input_tokens") - 1000;

@@ -183,7 +183,7 @@ fn reports_users_and_budget_views_agree_with_the_records() {
     // Every dimension filters; day and hour are time bounds.
     let rep = get_json(
         &format!(
-            "{}/admin/reports?group_by=model&user=alice&model=gpt-4o&budget=all",
+            "{}/admin/reports?group_by=model&user=acme/alice&model=gpt-4o&budget=all",
             g.url
         ),
         Some(ADMIN_KEY),
@@ -228,8 +228,8 @@ fn reports_users_and_budget_views_agree_with_the_records() {
     assert_eq!(
         names,
         [
-            ("alice", &json!("acme")),
-            ("bob", &json!("acme")),
+            ("acme/alice", &json!("acme")),
+            ("acme/bob", &json!("acme")),
             ("carol", &Value::Null)
         ]
     );
@@ -249,7 +249,7 @@ fn reports_users_and_budget_views_agree_with_the_records() {
     assert_eq!(alice_row["status"], "ok");
     let alice_spent: i128 = records
         .iter()
-        .filter(|r| r["user"] == "alice")
+        .filter(|r| r["user"] == "acme/alice")
         .map(cost_units)
         .sum();
     assert_eq!(
@@ -273,7 +273,7 @@ fn reports_users_and_budget_views_agree_with_the_records() {
         &format!("{}/admin/users?tenant=acme&limit=1&cursor={cursor}", g.url),
         Some(ADMIN_KEY),
     );
-    assert_eq!(next["users"][0]["user_id"], "bob", "{next}");
+    assert_eq!(next["users"][0]["user_id"], "acme/bob", "{next}");
     let none = get_json(
         &format!("{}/admin/users?status=over_limit", g.url),
         Some(ADMIN_KEY),
@@ -283,8 +283,17 @@ fn reports_users_and_budget_views_agree_with_the_records() {
         serde_json::from_str(&ok(g.cli(&["users", "list", "--format", "json"]))).unwrap();
     assert_eq!(cli["users"], users["users"]);
 
-    // One user's usage: its budgets, today and this month by model.
-    let u = get_json(&format!("{}/admin/usage/alice", g.url), Some(ADMIN_KEY));
+    // One user's usage: its budgets, today and this month by model (the
+    // user as records name it, or bare with its tenant).
+    let u = get_json(
+        &format!("{}/admin/usage/acme%2Falice", g.url),
+        Some(ADMIN_KEY),
+    );
+    let bare = get_json(
+        &format!("{}/admin/usage/alice?tenant=acme", g.url),
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(bare, u);
     assert_eq!(u["tenant"], "acme", "{u}");
     assert_eq!(u["today"]["total"]["requests"], 3, "{u}");
     assert_eq!(
