@@ -574,3 +574,36 @@ pub struct UserUsage {
     pub today: PeriodUsage,
     pub this_month: PeriodUsage,
 }
+
+/// A tenant admin key as listed (never its secret; `key` only at creation).
+#[derive(Debug, Serialize)]
+pub struct AdminKeyView<'a> {
+    pub id: &'a str,
+    pub prefix: &'a str,
+    pub tenant: &'a str,
+    pub name: Option<&'a str>,
+    pub created_at: String,
+    pub revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+}
+
+impl<'a> AdminKeyView<'a> {
+    pub fn new(k: &'a tollgate_store::StoredAdminKey, key: Option<&'a str>) -> Self {
+        AdminKeyView {
+            id: &k.id,
+            prefix: &k.prefix,
+            tenant: &k.tenant,
+            name: k.name.as_deref(),
+            created_at: k.created_at.to_string(),
+            revoked: k.revoked_at.is_some(),
+            key,
+        }
+    }
+}
+
+/// `GET /admin/admin-keys`.
+#[derive(Debug, Serialize)]
+pub struct AdminKeyList<'a> {
+    pub admin_keys: Vec<AdminKeyView<'a>>,
+}

@@ -46,6 +46,31 @@ pub fn generate_key_id() -> String {
     format!("key_{}", random_string(16))
 }
 
+/// Creates an admin key scoped to `tenant`; returns what is stored and the
+/// only copy of the key (`tga-` and 40 base-62 characters).
+pub async fn create_admin_key(
+    store: &dyn Store,
+    tenant: String,
+    name: Option<String>,
+) -> Result<(tollgate_store::StoredAdminKey, String), tollgate_store::StoreError> {
+    let key = format!(
+        "{}{}",
+        crate::admin::TENANT_ADMIN_KEY_PREFIX,
+        random_string(40)
+    );
+    let rec = tollgate_store::StoredAdminKey {
+        id: format!("adm_{}", random_string(16)),
+        hash: hash_key(&key),
+        prefix: key[..8].to_string(),
+        name,
+        tenant,
+        created_at: Timestamp::now(),
+        revoked_at: None,
+    };
+    store.insert_admin_key(&rec).await?;
+    Ok((rec, key))
+}
+
 /// What a new key should carry.
 #[derive(Clone, Debug, Default)]
 pub struct NewKey {

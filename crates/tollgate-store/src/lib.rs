@@ -79,6 +79,25 @@ pub trait KeyStore: Send + Sync {
     async fn keys_updated_since(&self, since: Timestamp) -> Result<Vec<KeyRecord>>;
     /// Marks a key revoked; `false` if no such key.
     async fn revoke_key(&self, id: &str, at: Timestamp) -> Result<bool>;
+    async fn insert_admin_key(&self, key: &StoredAdminKey) -> Result<()>;
+    /// Every stored admin key (revoked ones too), by creation.
+    async fn admin_keys(&self) -> Result<Vec<StoredAdminKey>>;
+    async fn admin_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<StoredAdminKey>>;
+    /// Marks an admin key revoked; `false` if no such key.
+    async fn revoke_admin_key(&self, id: &str, at: Timestamp) -> Result<bool>;
+}
+
+/// An admin key scoped to one tenant, as stored: its hash, never the key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredAdminKey {
+    pub id: String,
+    pub hash: [u8; 32],
+    /// The first characters of the key, to recognise it in lists.
+    pub prefix: String,
+    pub name: Option<String>,
+    pub tenant: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The ledger's durability: the reservation log, journal batches (records, counters, closings), quarantine, and the state at start-up.

@@ -13,7 +13,8 @@ use tollgate_gateway::{Config, Gateway};
 use tollgate_store::{GroupBy, ReportFilter, ReportQuery, Store};
 
 use crate::{
-    BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd, UsageCmd, UsersCmd,
+    AdminKeysCmd, BudgetsCmd, Command, ConfigArg, Format, KeysCmd, PricingCmd, QuarantineCmd,
+    UsageCmd, UsersCmd,
 };
 
 fn env(name: &str) -> Option<String> {
@@ -77,6 +78,7 @@ pub async fn run(cmd: Command) -> Result<()> {
         Command::Keys { action } => keys(action).await,
         Command::Usage { action } => usage(action).await,
         Command::Users { action } => users(action).await,
+        Command::AdminKeys { action } => admin_keys(action).await,
         Command::Stats { cfg, format } => stats(&cfg, format).await,
         Command::Pricing { action } => pricing(action).await,
         Command::CheckConfig(arg) => check_config(&arg).await,
@@ -514,6 +516,59 @@ async fn usage(action: UsageCmd) -> Result<()> {
 /// An admin view's error as the CLI's.
 fn admin_err(e: admin::AdminError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
+}
+
+async fn admin_keys(action: AdminKeysCmd) -> Result<()> {
+    match action {
+        AdminKeysCmd::Create {
+            cfg,
+            tenant,
+            name,
+            format,
+        } => {
+            if tenant.trim().is_empty() || tenant.contains('/') {
+                bail!("--tenant must be a tenant's name (not empty, no '/')");
+            }
+            let store = open_store(&load_config(&cfg)?).await?;
+            let (rec, key) = identity::create_admin_key(&*store, tenant, name).await?;
+            if format == Format::Json {
+                let v = tollgate_gateway::api::AdminKeyView::new(&rec, Some(&key));
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("created admin key {} for tenant {}", rec.id, rec.tenant);
+                println!("{key}");
+                println!(
+                    "(shown only now; it sees and changes only tenant {})",
+                    rec.tenant
+                );
+            }
+        }
+        AdminKeysCmd::List { cfg } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            println!(
+                "{:<22} {:<10} {:<16} {:<20} REVOKED",
+                "ID", "PREFIX", "TENANT", "NAME"
+            );
+            for k in store.admin_keys().await? {
+                println!(
+                    "{:<22} {:<10} {:<16} {:<20} {}",
+                    k.id,
+                    k.prefix,
+                    k.tenant,
+                    k.name.as_deref().unwrap_or("-"),
+                    k.revoked_at.is_some()
+                );
+            }
+        }
+        AdminKeysCmd::Revoke { cfg, id } => {
+            let store = open_store(&load_config(&cfg)?).await?;
+            if !store.revoke_admin_key(&id, Timestamp::now()).await? {
+                bail!("no admin key with id {id:?}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn users(action: UsersCmd) -> Result<()> {

@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         action: UsageCmd,
     },
+    /// Admin keys scoped to one tenant.
+    AdminKeys {
+        #[command(subcommand)]
+        action: AdminKeysCmd,
+    },
     /// Users and every budget that applies to them.
     Users {
         #[command(subcommand)]
@@ -136,6 +141,32 @@ enum Command {
     },
     /// Validate the configuration and print what it sets up.
     CheckConfig(#[command(flatten)] ConfigArg),
+}
+
+#[derive(Subcommand)]
+pub enum AdminKeysCmd {
+    /// Create an admin key that sees and changes only this tenant (shown once).
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Tenant admin keys (never their secret).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Revoke a tenant admin key by id (at once).
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -66,6 +66,21 @@ fn attempt_view(a: &Attempt) -> Value {
     })
 }
 
+/// Whether an alert is this admin's to see: to a tenant admin, an alert
+/// about a budget instance of its tenant (rule alerts span tenants).
+async fn sees(s: &AppState, scope: &AdminScope, a: &AlertRow) -> bool {
+    if scope.tenant().is_none() {
+        return true;
+    }
+    let (Some(b), Some(subject)) = (&a.budget_id, &a.subject) else {
+        return false;
+    };
+    let Some(e) = s.budgets.entries().get(b).cloned() else {
+        return false;
+    };
+    scope.owns(s, e.budget.scope, subject).await
+}
+
 fn cursor_of(a: &AlertRow) -> String {
     format!("{}.{}", a.created_at.as_millisecond(), a.id)
 }
@@ -83,6 +98,7 @@ fn parse_cursor(c: &str) -> Result<(Timestamp, String), AdminError> {
 
 pub(super) async fn list(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Query(p): Query<AlertsParams>,
 ) -> Result<Response, AdminError> {
     if let Some(st) = &p.status
@@ -117,8 +133,16 @@ pub(super) async fn list(
         rows.truncate(limit);
         rows.last().map(cursor_of)
     });
+    // A tenant admin's page holds its tenant's alerts (it may be short;
+    // `next_cursor` goes on).
+    let mut shown = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if sees(&s, &scope, r).await {
+            shown.push(alert_view(r));
+        }
+    }
     Ok(axum::Json(json!({
-        "alerts": rows.iter().map(alert_view).collect::<Vec<_>>(),
+        "alerts": shown,
         "next_cursor": next.flatten(),
     }))
     .into_response())
@@ -126,24 +150,50 @@ pub(super) async fn list(
 
 pub(super) async fn get_one(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let Some((row, deliveries, attempts)) = s.store.alert(&id).await? else {
-        return Err(AdminError(
-            StatusCode::NOT_FOUND,
-            format!("no alert with id {id:?}"),
-        ));
+    let found = s.store.alert(&id).await?;
+    let Some((row, deliveries, attempts)) = found else {
+        return Err(not_found(&id));
     };
+    if !sees(&s, &scope, &row).await {
+        return Err(not_found(&id));
+    }
     let mut v = alert_view(&row);
-    v["deliveries"] = deliveries.iter().map(delivery_view).collect();
+    v["deliveries"] = deliveries
+        .iter()
+        .map(|d| {
+            let mut v = delivery_view(d);
+            // Target URLs can hold secrets (Slack's do): the gateway's own.
+            if scope.tenant().is_some()
+                && let Some(o) = v.as_object_mut()
+            {
+                o.remove("url");
+            }
+            v
+        })
+        .collect();
     v["attempt_log"] = attempts.iter().map(attempt_view).collect();
     Ok(axum::Json(v).into_response())
 }
 
+fn not_found(id: &str) -> AdminError {
+    AdminError(StatusCode::NOT_FOUND, format!("no alert with id {id:?}"))
+}
+
 pub(super) async fn redeliver(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
+    if scope.tenant().is_some() {
+        let found = s.store.alert(&id).await?;
+        match found {
+            Some((row, _, _)) if sees(&s, &scope, &row).await => {}
+            _ => return Err(not_found(&id)),
+        }
+    }
     match s.store.redeliver(&id, Timestamp::now()).await? {
         Some(n) => {
             s.alerts.wake();
@@ -158,8 +208,12 @@ pub(super) async fn redeliver(
 
 pub(super) async fn test_webhook(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
+    if scope.tenant().is_some() {
+        super::budgets::writable_existing(&s, &scope, &id).await?;
+    }
     match s.alerts.test_webhook(&id).await? {
         Some(outcomes) => Ok(axum::Json(json!({
             "budget_id": id,

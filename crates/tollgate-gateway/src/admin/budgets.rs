@@ -15,6 +15,63 @@ pub(super) fn source_of(s: &AppState, id: &str) -> Option<crate::budgets::Source
     s.budgets.entries().get(id).map(|e| e.source)
 }
 
+/// Budget `id` if this admin may see it: to a tenant admin, a budget whose
+/// subject is its tenant's, or a template (its instances are filtered);
+/// anything else does not exist.
+pub(super) async fn visible(
+    s: &AppState,
+    scope: &AdminScope,
+    id: &str,
+) -> Result<tollgate_budgets::Entry, AdminError> {
+    let missing = || AdminError(StatusCode::NOT_FOUND, format!("no budget with id {id:?}"));
+    let e = s.budgets.entries().get(id).cloned().ok_or_else(missing)?;
+    let shown = match (&e.budget.subject, e.budget.scope) {
+        (_, tollgate_core::budget::Scope::Global) => scope.tenant().is_none(),
+        (Some(subject), sc) => scope.owns(s, sc, subject).await,
+        (None, _) => true,
+    };
+    if shown { Ok(e) } else { Err(missing()) }
+}
+
+/// A tenant admin writes only budgets with a subject of its tenant; the
+/// user, session and named-budget subjects it writes are its tenant's.
+async fn check_writable(
+    s: &AppState,
+    scope: &AdminScope,
+    input: &mut tollgate_core::budget::BudgetInput,
+) -> Result<(), AdminError> {
+    use tollgate_core::budget::Scope;
+    if scope.tenant().is_none() {
+        return Ok(());
+    }
+    let sc: Scope =
+        input.scope.as_deref().unwrap_or("user").parse().map_err(
+            |e: tollgate_core::budget::BudgetError| AdminError::bad_request(e.to_string()),
+        )?;
+    let Some(subject) = input.subject.take() else {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "a tenant admin key sets budgets for one subject of its tenant (subject is required)",
+        ));
+    };
+    let subject = match sc {
+        Scope::User | Scope::Session | Scope::Budget => scope.own_name(subject),
+        _ => subject,
+    };
+    if !scope.owns(s, sc, &subject).await {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this admin key is scoped to tenant {:?}: {} budget {subject:?} is not its tenant's",
+                scope.tenant().unwrap_or_default(),
+                sc.as_str()
+            ),
+        ));
+    }
+    input.subject = Some(subject);
+    Ok(())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BudgetListQuery {
@@ -30,6 +87,7 @@ pub(super) struct BudgetListQuery {
 /// at most 1,000), with `next_cursor` while there are more.
 pub(super) async fn list_budgets(
     State(s): State<AppState>,
+    Extension(admin): Extension<AdminScope>,
     Query(q): Query<BudgetListQuery>,
 ) -> Result<axum::Json<crate::api::BudgetPage>, AdminError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_BUDGET_PAGE);
@@ -63,11 +121,16 @@ pub(super) async fn list_budgets(
             &filter,
         )
         .await;
+    // A tenant admin's page holds its tenant's instances (it may be short;
+    // `next_cursor` goes on).
+    let mut budgets = Vec::with_capacity(page.len());
+    for (a, st) in &page {
+        if admin.owns_instance(&s, a).await {
+            budgets.push(budget_json(a, st, source_of(&s, &a.budget.id)));
+        }
+    }
     Ok(axum::Json(crate::api::BudgetPage {
-        budgets: page
-            .iter()
-            .map(|(a, st)| budget_json(a, st, source_of(&s, &a.budget.id)))
-            .collect(),
+        budgets,
         next_cursor: next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
     }))
 }
@@ -90,29 +153,26 @@ pub(super) fn decode_budget_cursor(c: &str) -> Result<(String, String), AdminErr
 
 pub(super) async fn get_budget(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<crate::api::BudgetDetail>, AdminError> {
+    let e = visible(&s, &scope, &id).await?;
     let filter = crate::budgets::InstanceFilter {
         budget: Some(id.clone()),
         ..Default::default()
     };
     let (page, _) = s.budgets.instances_page(None, usize::MAX, &filter).await;
-    let instances: Vec<_> = page
-        .iter()
-        .map(|(a, st)| budget_json(a, st, source_of(&s, &id)))
-        .collect();
-    let entry = s.budgets.entries().get(&id).cloned();
-    match entry {
-        Some(e) => Ok(axum::Json(crate::api::BudgetDetail {
-            budget: e.budget.to_input(),
-            instances,
-            breakdown: breakdown(&s, &e.budget).await?,
-        })),
-        None => Err(AdminError(
-            StatusCode::NOT_FOUND,
-            format!("no budget with id {id:?}"),
-        )),
+    let mut instances = Vec::new();
+    for (a, st) in &page {
+        if scope.owns_instance(&s, a).await {
+            instances.push(budget_json(a, st, source_of(&s, &id)));
+        }
     }
+    Ok(axum::Json(crate::api::BudgetDetail {
+        budget: e.budget.to_input(),
+        instances,
+        breakdown: breakdown(&s, &e.budget, scope.tenant()).await?,
+    }))
 }
 
 /// Spenders shown in a budget's breakdown.
@@ -122,6 +182,7 @@ const TOP_SPENDERS: usize = 50;
 async fn breakdown(
     s: &AppState,
     b: &tollgate_core::budget::Budget,
+    tenant: Option<&str>,
 ) -> Result<crate::api::BudgetBreakdown, AdminError> {
     use tollgate_core::budget::Scope;
     let since = tollgate_budgets::BudgetEngine::count_since(b, s.budgets.now());
@@ -130,6 +191,7 @@ async fn breakdown(
         let mut q = ReportQuery::new(vec![g]);
         q.from = since;
         q.filter.budget = Some(b.id.clone());
+        q.filter.tenant = tenant.map(String::from);
         q
     };
     let by_model = s.store.report(&query(GroupBy::Model)).await?;
@@ -152,6 +214,23 @@ async fn breakdown(
         },
         by_user,
     })
+}
+
+/// To a tenant admin, an existing budget it may change: one with a
+/// subject of its tenant (a template or another's is not there).
+pub(super) async fn writable_existing(
+    s: &AppState,
+    scope: &AdminScope,
+    id: &str,
+) -> Result<(), AdminError> {
+    let e = visible(s, scope, id).await?;
+    if e.budget.subject.is_none() {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            format!("budget {id:?} applies beyond this admin key's tenant"),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn budget_id() -> String {
@@ -211,10 +290,12 @@ pub(super) async fn store_budget(
 
 pub(super) async fn create_budget(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
     let mut input: tollgate_core::budget::BudgetInput = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    check_writable(&s, &scope, &mut input).await?;
     let id = input
         .id
         .clone()
@@ -233,9 +314,13 @@ pub(super) async fn create_budget(
 
 pub(super) async fn patch_budget(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
+    if scope.tenant().is_some() {
+        writable_existing(&s, &scope, &id).await?;
+    }
     if s.budgets.is_config_budget(&id) {
         return Err(AdminError(
             StatusCode::CONFLICT,
@@ -265,8 +350,10 @@ pub(super) async fn patch_budget(
             cur.insert(k, v);
         }
     }
-    let input = serde_json::from_value(current)
+    let mut input = serde_json::from_value(current)
         .map_err(|e| AdminError::bad_request(format!("invalid budget: {e}")))?;
+    // What the patch makes of it must be the tenant's too.
+    check_writable(&s, &scope, &mut input).await?;
     store_budget(&s, id, input, stored.created_at).await
 }
 
@@ -286,9 +373,13 @@ const PURGE_BATCH: usize = 5_000;
 /// and rollups too). Its counters go with the budget either way.
 pub(super) async fn delete_budget(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
     Query(p): Query<DeleteParams>,
 ) -> Result<Response, AdminError> {
+    if scope.tenant().is_some() {
+        writable_existing(&s, &scope, &id).await?;
+    }
     if s.budgets.is_config_budget(&id) {
         return Err(AdminError(
             StatusCode::CONFLICT,

@@ -228,9 +228,29 @@ pub async fn explain_json(
 
 pub(super) async fn explain(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<crate::api::ExplainView>, AdminError> {
-    let req: ExplainRequest = serde_json::from_slice(&body)
+    let mut req: ExplainRequest = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid explain request: {e}")))?;
+    if let Some(t) = scope.tenant() {
+        // A tenant admin explains its tenant's callers only: its keys, its
+        // users, sessions and named budgets.
+        req.tenant = scope.tenant_filter(req.tenant.take())?;
+        if let Some(k) = &req.key {
+            let tenant = if k.starts_with("tg-") {
+                s.keys.resolve(k).await.ok().and_then(|c| c.tenant)
+            } else {
+                s.store.key_by_id(k).await?.and_then(|k| k.tenant)
+            };
+            if tenant.as_deref() != Some(t) {
+                return Err(AdminError::bad_request(format!(
+                    "key: no key {k:?} in tenant {t:?}"
+                )));
+            }
+        }
+        req.session = req.session.take().map(|n| scope.own_name(n));
+        req.budget_id = req.budget_id.take().map(|n| scope.own_name(n));
+    }
     Ok(axum::Json(explain_json(&s, &req).await?))
 }

@@ -28,10 +28,13 @@ pub fn key_json(k: &tollgate_core::KeyRecord) -> crate::api::KeyView<'_> {
 
 pub(super) async fn create_key(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let req: CreateKey = serde_json::from_slice(&body)
+    let mut req: CreateKey = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid key request: {e}")))?;
+    // A tenant admin's keys are its tenant's.
+    req.tenant = scope.tenant_filter(req.tenant)?;
     let expires_at = match &req.expires_at {
         Some(t) => Some(
             t.parse::<Timestamp>()
@@ -57,8 +60,14 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, body).into_response())
 }
 
-pub(super) async fn list_keys(State(s): State<AppState>) -> Result<Response, AdminError> {
-    let keys = s.store.list_keys().await?;
+pub(super) async fn list_keys(
+    State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
+) -> Result<Response, AdminError> {
+    let mut keys = s.store.list_keys().await?;
+    if let Some(t) = scope.tenant() {
+        keys.retain(|k| k.tenant.as_deref() == Some(t));
+    }
     Ok(axum::Json(crate::api::KeyList {
         keys: keys.iter().map(key_json).collect(),
     })
@@ -67,8 +76,18 @@ pub(super) async fn list_keys(State(s): State<AppState>) -> Result<Response, Adm
 
 pub(super) async fn revoke_key(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
+    // Another tenant's key is, to a tenant admin, no key at all.
+    if let Some(t) = scope.tenant()
+        && !matches!(s.store.key_by_id(&id).await?, Some(k) if k.tenant.as_deref() == Some(t))
+    {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no key with id {id:?}"),
+        ));
+    }
     if !s.store.revoke_key(&id, Timestamp::now()).await? {
         return Err(AdminError(
             StatusCode::NOT_FOUND,

@@ -6,7 +6,7 @@
 //! what the API returns.
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
 use crate::AppState;
 use crate::identity::{self, NewKey};
 
+mod admin_keys;
 mod alert_rules;
 mod alerts;
 mod budgets;
@@ -30,6 +31,7 @@ mod pricing;
 mod rates;
 mod records;
 mod reports;
+mod scope;
 mod stats;
 mod usage;
 mod users;
@@ -43,6 +45,7 @@ pub use records::record_json;
 pub use reports::{
     Report, csv_header, csv_line, report_csv, report_json, report_table, run_report,
 };
+pub use scope::{AdminScope, TENANT_ROUTES};
 pub use stats::stats_view;
 pub use usage::own_usage;
 pub use users::users_page;
@@ -92,31 +95,74 @@ impl IntoResponse for AdminError {
     }
 }
 
-pub(crate) async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if s.admin.is_empty() {
-        return AdminError(
-            StatusCode::UNAUTHORIZED,
-            "no admin keys are configured (set admin_keys: in the config)".into(),
-        )
-        .into_response();
-    }
+/// Tenant admin keys start with this (full admin keys are whatever the
+/// config says).
+pub const TENANT_ADMIN_KEY_PREFIX: &str = "tga-";
+
+/// Resolves the admin key to its scope, refuses a tenant admin the routes
+/// not meant for it (deny by default: see [`scope`]), and hands the scope
+/// to the handler.
+pub(crate) async fn require_admin(
+    State(s): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let presented =
         identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
-    match presented {
-        Some(k) if s.admin.verify(k) => next.run(req).await,
-        Some(_) => AdminError(StatusCode::UNAUTHORIZED, "invalid admin key".into()).into_response(),
-        None => AdminError(
+    let scope = match presented {
+        None if s.admin.is_empty() => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "no admin keys are configured (set admin_keys: in the config)".into(),
+        )),
+        None => Err(AdminError(
             StatusCode::UNAUTHORIZED,
             "missing admin key (send Authorization: Bearer <admin key>)".into(),
-        )
-        .into_response(),
+        )),
+        Some(k) if s.admin.verify(k) => Ok(AdminScope::Full),
+        Some(k) if k.starts_with(TENANT_ADMIN_KEY_PREFIX) => {
+            match s.store.admin_key_by_hash(identity::hash_key(k)).await {
+                Ok(Some(a)) if a.revoked_at.is_none() => Ok(AdminScope::Tenant(a.tenant)),
+                Ok(Some(_)) => Err(AdminError(
+                    StatusCode::UNAUTHORIZED,
+                    "admin key has been revoked".into(),
+                )),
+                Ok(None) => Err(AdminError(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid admin key".into(),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Some(_) => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "invalid admin key".into(),
+        )),
+    };
+    let scope = match scope {
+        Ok(scope) => scope,
+        Err(e) => return e.into_response(),
+    };
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    if !scope.may_call(req.method().as_str(), &route) {
+        return scope.refused().into_response();
     }
+    req.extensions_mut().insert(scope);
+    next.run(req).await
 }
 
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/keys", get(keys::list_keys).post(keys::create_key))
         .route("/keys/{id}", delete(keys::revoke_key))
+        .route(
+            "/admin-keys",
+            get(admin_keys::list).post(admin_keys::create),
+        )
+        .route("/admin-keys/{id}", delete(admin_keys::revoke))
         .route("/records", get(records::records))
         .route("/reports", get(reports::reports))
         .route("/pricing", get(pricing::pricing))

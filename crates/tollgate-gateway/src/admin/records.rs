@@ -24,13 +24,13 @@ pub(super) struct RecordsParams {
 }
 
 impl RecordsParams {
-    fn query(self, budget: Option<String>) -> Result<RecordQuery, AdminError> {
+    fn query(self, scope: &AdminScope, budget: Option<String>) -> Result<RecordQuery, AdminError> {
         Ok(RecordQuery {
+            tenant: scope.tenant_filter(self.tenant)?,
             limit: self.limit.unwrap_or(100),
             offset: self.offset.unwrap_or(0),
             cursor: self.cursor,
             user: self.user,
-            tenant: self.tenant,
             session: self.session,
             model: self.model,
             key_id: self.key,
@@ -53,18 +53,21 @@ async fn page(s: &AppState, q: RecordQuery) -> Result<Response, AdminError> {
 /// `GET /admin/records`: records newest first, filtered, a page at a time.
 pub(super) async fn records(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Query(p): Query<RecordsParams>,
 ) -> Result<Response, AdminError> {
-    page(&s, p.query(None)?).await
+    page(&s, p.query(&scope, None)?).await
 }
 
 /// `GET /admin/budgets/{id}/usage?limit=&offset=&cursor=`: the records
 /// that charged budget `id`, newest first (50 a page by default).
 pub(super) async fn budget_usage(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(id): Path<String>,
     Query(mut p): Query<RecordsParams>,
 ) -> Result<Response, AdminError> {
+    super::budgets::visible(&s, &scope, &id).await?;
     if p.budget.is_some() {
         return Err(AdminError::bad_request(
             "the budget is the path's; budget= is not a filter here",
@@ -77,5 +80,5 @@ pub(super) async fn budget_usage(
         ));
     }
     p.limit = p.limit.or(Some(50));
-    page(&s, p.query(Some(id))?).await
+    page(&s, p.query(&scope, Some(id))?).await
 }

@@ -222,7 +222,7 @@ fn day_or_hour(p: &ReportParams) -> Result<Vec<(Timestamp, Timestamp)>, AdminErr
 }
 
 impl ReportParams {
-    fn query(&self) -> Result<ReportQuery, AdminError> {
+    fn query(&self, scope: &AdminScope) -> Result<ReportQuery, AdminError> {
         let group_by = GroupBy::parse_list(self.group_by.as_deref().unwrap_or("model"))
             .map_err(AdminError::bad_request)?;
         let mut from = time_arg(&self.from)?;
@@ -234,7 +234,7 @@ impl ReportParams {
         }
         let filter = ReportFilter {
             user: self.user.clone(),
-            tenant: self.tenant.clone(),
+            tenant: scope.tenant_filter(self.tenant.clone())?,
             session: self.session.clone(),
             key_id: self.key.clone(),
             model: self.model.clone(),
@@ -269,9 +269,10 @@ const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) async fn reports(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Query(p): Query<ReportParams>,
 ) -> Result<Response, AdminError> {
-    let q = p.query()?;
+    let q = p.query(&scope)?;
     match p.format.as_deref().unwrap_or("json") {
         "json" => {
             let r = run_report(&*s.store, &q).await?;

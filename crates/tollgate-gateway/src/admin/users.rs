@@ -119,12 +119,19 @@ fn decode_cursor(c: &str) -> Result<(String, Option<String>), AdminError> {
 /// tenant, 100 a page by default (at most 1,000).
 pub(super) async fn list_users(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Query(p): Query<UsersParams>,
 ) -> Result<axum::Json<UsersPage>, AdminError> {
     let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
-    users_page(&s, p.tenant, p.status, p.limit.unwrap_or(100), after)
-        .await
-        .map(axum::Json)
+    users_page(
+        &s,
+        scope.tenant_filter(p.tenant)?,
+        p.status,
+        p.limit.unwrap_or(100),
+        after,
+    )
+    .await
+    .map(axum::Json)
 }
 
 /// A page of users after `after` (the API's and the CLI's `users list`).
@@ -217,9 +224,12 @@ async fn period_usage(
 /// `tenant`, the user's own when its records name exactly one.
 pub(super) async fn user_usage(
     State(s): State<AppState>,
+    Extension(scope): Extension<AdminScope>,
     Path(user): Path<String>,
-    Query(p): Query<UserUsageParams>,
+    Query(mut p): Query<UserUsageParams>,
 ) -> Result<axum::Json<UserUsage>, AdminError> {
+    // A tenant admin asks about its own tenant's users only.
+    p.tenant = scope.tenant_filter(p.tenant)?;
     // The user as records name it (`acme/alice`), or bare with `?tenant=`.
     let user = tollgate_core::in_tenant(p.tenant.as_deref(), user);
     let tenant = match p.tenant {

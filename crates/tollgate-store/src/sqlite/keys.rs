@@ -38,8 +38,75 @@ pub(super) fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     })
 }
 
+const ADMIN_COLS: &str = "id, hash, prefix, name, tenant, created_at, revoked_at";
+
+fn admin_key_from_row(r: &Row<'_>) -> rusqlite::Result<crate::StoredAdminKey> {
+    let hash: Vec<u8> = r.get(1)?;
+    Ok(crate::StoredAdminKey {
+        id: r.get(0)?,
+        // A damaged hash matches no key.
+        hash: hash.try_into().unwrap_or([0; 32]),
+        prefix: r.get(2)?,
+        name: r.get(3)?,
+        tenant: r.get(4)?,
+        created_at: ts(r.get(5)?),
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(ts),
+    })
+}
+
 #[async_trait]
 impl KeyStore for SqliteStore {
+    async fn insert_admin_key(&self, key: &crate::StoredAdminKey) -> Result<()> {
+        let k = key.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                &format!("INSERT OR IGNORE INTO admin_keys ({ADMIN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![k.id, k.hash.as_slice(), k.prefix, k.name, k.tenant, ms(k.created_at), k.revoked_at.map(ms)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(k.id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn admin_keys(&self) -> Result<Vec<crate::StoredAdminKey>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {ADMIN_COLS} FROM admin_keys ORDER BY created_at, id"
+            ))?;
+            let rows = st
+                .query_map([], admin_key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn admin_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<crate::StoredAdminKey>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {ADMIN_COLS} FROM admin_keys WHERE hash = ?1"),
+                [hash.as_slice()],
+                admin_key_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_admin_key(&self, id: &str, at: Timestamp) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE admin_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, ms(at)],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
         let k = key.clone();
         self.write(move |c| {

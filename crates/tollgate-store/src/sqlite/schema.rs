@@ -208,6 +208,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 12: the users who made requests, from the rollups (which outlive
     // the records); the index changes only when a rollup row is new.
     "CREATE INDEX usage_hourly_user ON usage_hourly(user, tenant);",
+    // 13: admin keys scoped to one tenant, held as hashes (full admin keys
+    // live in the config).
+    "CREATE TABLE admin_keys (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT,
+        tenant TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -21,3 +21,4 @@ mod reports;
 mod rough_edges;
 mod sdk;
 mod streams;
+mod tenants;

@@ -326,7 +326,16 @@ fn reports_users_and_budget_views_agree_with_the_records() {
     let got = page["records"].as_array().unwrap();
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|r| r["tenant"] == "acme"));
-    assert!(got[0]["time"].as_str() >= got[1]["time"].as_str());
+    // Newest first, as /admin/records lists them.
+    let acme_ids: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["tenant"] == "acme")
+        .map(|r| &r["request_id"])
+        .collect();
+    assert_eq!(
+        got.iter().map(|r| &r["request_id"]).collect::<Vec<_>>(),
+        acme_ids[..2]
+    );
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest = get_json(
         &format!(
