@@ -607,3 +607,38 @@ impl<'a> AdminKeyView<'a> {
 pub struct AdminKeyList<'a> {
     pub admin_keys: Vec<AdminKeyView<'a>>,
 }
+
+/// A public badge token as listed (the token itself only at creation).
+#[derive(Debug, Serialize)]
+pub struct BadgeTokenView<'a> {
+    pub id: &'a str,
+    pub budget_id: &'a str,
+    pub subject: Option<&'a str>,
+    pub created_at: String,
+    pub revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<&'a str>,
+    /// The public badge's path (only at creation, with the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl<'a> BadgeTokenView<'a> {
+    pub fn new(t: &'a tollgate_store::BadgeToken, token: Option<&'a str>) -> Self {
+        BadgeTokenView {
+            id: &t.id,
+            budget_id: &t.budget_id,
+            subject: t.subject.as_deref(),
+            created_at: t.created_at.to_string(),
+            revoked: t.revoked_at.is_some(),
+            token,
+            url: token.map(|t| format!("/badge/{t}.svg")),
+        }
+    }
+}
+
+/// `GET /admin/budgets/{id}/badge-tokens`.
+#[derive(Debug, Serialize)]
+pub struct BadgeTokenList<'a> {
+    pub badge_tokens: Vec<BadgeTokenView<'a>>,
+}

@@ -30,7 +30,7 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-fn random_string(n: usize) -> String {
+pub(crate) fn random_string(n: usize) -> String {
     let mut rng = rand::rng();
     (0..n)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)

@@ -498,6 +498,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/usage", get(admin::own_usage))
+        .route("/badge/{file}", get(admin::public_badge))
         .nest("/admin", admin::router(state.clone()))
         // An empty 404 that `json_errors` words in the caller's format.
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })

@@ -148,6 +148,24 @@ pub trait BudgetStore: Send + Sync {
     /// When budget `id` was first seen, and whether that is now: `now` the
     /// first time it is asked (and remembered), the remembered time after.
     async fn budget_first_seen(&self, id: &str, now: Timestamp) -> Result<(Timestamp, bool)>;
+    async fn insert_badge_token(&self, t: &BadgeToken) -> Result<()>;
+    async fn badge_token_by_hash(&self, hash: [u8; 32]) -> Result<Option<BadgeToken>>;
+    /// A budget's badge tokens (revoked ones too), by creation.
+    async fn badge_tokens(&self, budget_id: &str) -> Result<Vec<BadgeToken>>;
+    /// Revokes token `id` of budget `budget_id`; `false` if no such token.
+    async fn revoke_badge_token(&self, budget_id: &str, id: &str, at: Timestamp) -> Result<bool>;
+}
+
+/// A public badge token: it shows one budget's badge (for one subject of a
+/// template budget) and nothing else. Held as a hash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadgeToken {
+    pub id: String,
+    pub hash: [u8; 32],
+    pub budget_id: String,
+    pub subject: Option<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// Usage records and what they add up to.

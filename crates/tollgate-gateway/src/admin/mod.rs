@@ -24,6 +24,7 @@ use crate::identity::{self, NewKey};
 mod admin_keys;
 mod alert_rules;
 mod alerts;
+mod badges;
 mod budgets;
 mod explain;
 mod keys;
@@ -36,6 +37,7 @@ mod stats;
 mod usage;
 mod users;
 
+pub use badges::{badge_svg, public_badge};
 pub use budgets::budget_json;
 pub use explain::{ExplainRequest, ExplainedRequest, explain_json};
 pub use keys::key_json;
@@ -188,6 +190,15 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .delete(rates::delete_one),
         )
         .route("/budgets/{id}/usage", get(records::budget_usage))
+        .route("/budgets/{id}/badge", get(badges::badge))
+        .route(
+            "/budgets/{id}/badge-tokens",
+            get(badges::list_tokens).post(badges::create_token),
+        )
+        .route(
+            "/budgets/{id}/badge-tokens/{token_id}",
+            delete(badges::revoke_token),
+        )
         .route("/budgets/{id}/test-webhook", post(alerts::test_webhook))
         .route(
             "/alert-rules",

@@ -2,8 +2,80 @@
 
 use super::*;
 
+const BADGE_COLS: &str = "id, hash, budget_id, subject, created_at, revoked_at";
+
+fn badge_from_row(r: &Row<'_>) -> rusqlite::Result<crate::BadgeToken> {
+    let hash: Vec<u8> = r.get(1)?;
+    Ok(crate::BadgeToken {
+        id: r.get(0)?,
+        // A damaged hash matches no token.
+        hash: hash.try_into().unwrap_or([0; 32]),
+        budget_id: r.get(2)?,
+        subject: r.get(3)?,
+        created_at: ts(r.get(4)?),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(ts),
+    })
+}
+
 #[async_trait]
 impl BudgetStore for SqliteStore {
+    async fn insert_badge_token(&self, t: &crate::BadgeToken) -> Result<()> {
+        let t = t.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO badge_tokens (id, hash, budget_id, subject, created_at, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.id,
+                    t.hash.as_slice(),
+                    t.budget_id,
+                    t.subject,
+                    ms(t.created_at),
+                    t.revoked_at.map(ms)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn badge_token_by_hash(&self, hash: [u8; 32]) -> Result<Option<crate::BadgeToken>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {BADGE_COLS} FROM badge_tokens WHERE hash = ?1"),
+                [hash.as_slice()],
+                badge_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn badge_tokens(&self, budget_id: &str) -> Result<Vec<crate::BadgeToken>> {
+        let id = budget_id.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {BADGE_COLS} FROM badge_tokens WHERE budget_id = ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = st
+                .query_map([id], badge_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_badge_token(&self, budget_id: &str, id: &str, at: Timestamp) -> Result<bool> {
+        let (b, id) = (budget_id.to_string(), id.to_string());
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE badge_tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE budget_id = ?1 AND id = ?2",
+                params![b, id, ms(at)],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn list_budgets(&self) -> Result<Vec<StoredBudget>> {
         let mut all = Vec::new();
         let mut after = None;

@@ -219,6 +219,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
     );",
+    // 14: public badge tokens, one budget (and subject) each, as hashes.
+    "CREATE TABLE badge_tokens (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        budget_id TEXT NOT NULL,
+        subject TEXT,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX badge_tokens_budget ON badge_tokens(budget_id);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

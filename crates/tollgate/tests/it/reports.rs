@@ -413,3 +413,119 @@ fn deleting_a_budget_keeps_its_records_unless_asked() {
     let (status, _) = get_text(&format!("{}/admin/budgets/keep", g.url));
     assert_eq!(status, 404);
 }
+
+/// Parses `svg` with Python's XML parser; returns its text.
+fn svg_text(svg: &str) -> String {
+    let out = std::process::Command::new(crate::sdk::python())
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); \
+             assert r.tag == '{http://www.w3.org/2000/svg}svg', r.tag; \
+             print('|'.join(t.text or '' for t in r.iter('{http://www.w3.org/2000/svg}text')))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(svg.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "invalid SVG: {}\n{svg}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn badges_show_one_budget_and_public_tokens_reveal_nothing_else() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(
+        &m,
+        "budgets:\n  defaults:\n    user: { limit_tokens: 50000, period: daily }\n",
+    );
+    post_json(
+        &format!("{}/admin/budgets", g.url),
+        Some(ADMIN_KEY),
+        &json!({"id": "team", "name": "team <eng>", "scope": "global", "limit_usd": "25", "period": "monthly"}),
+    );
+    let key = g.key();
+    send(&g, &key, "gpt-4o", "chat");
+    wait_records(&g, 1);
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut r = client().get(format!("{}{path}", g.url));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        let r = r.send().unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), ct, r.text().unwrap())
+    };
+    let (status, ct, svg) = get("/admin/budgets/team/badge", Some(ADMIN_KEY));
+    assert_eq!(status, 200, "{svg}");
+    assert_eq!(ct.as_deref(), Some("image/svg+xml; charset=utf-8"));
+    assert_eq!(svg_text(&svg), "team <eng>|<$0.01 / $25.00");
+    // A template budget's badge names its subject.
+    let (status, _, _) = get("/admin/budgets/default:user/badge", Some(ADMIN_KEY));
+    assert_eq!(status, 400);
+    let (status, _, svg) = get(
+        "/admin/budgets/default:user/badge?subject=acme/alice",
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(status, 200);
+    let text = svg_text(&svg);
+    assert!(
+        text.starts_with("budget|") && text.ends_with(" / 50,000 tokens"),
+        "{text}"
+    );
+    let (status, _, _) = get("/admin/budgets/team/badge", None);
+    assert_eq!(status, 401);
+
+    // A public token shows that badge, without a key, and nothing else.
+    let t = post_json(
+        &format!("{}/admin/budgets/team/badge-tokens", g.url),
+        Some(ADMIN_KEY),
+        &json!({}),
+    );
+    let url = t["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("/badge/tgb-") && url.ends_with(".svg"),
+        "{t}"
+    );
+    let (status, ct, public) = get(&url, None);
+    assert_eq!(status, 200);
+    assert_eq!(ct.as_deref(), Some("image/svg+xml; charset=utf-8"));
+    assert_eq!(svg_text(&public), "team <eng>|<$0.01 / $25.00");
+    let token = t["token"].as_str().unwrap();
+    for probe in [
+        format!("/badge/{token}"),
+        format!("/badge/{}x.svg", &token[..token.len() - 1]),
+        "/badge/tgb-nope.svg".to_string(),
+    ] {
+        assert_eq!(get(&probe, None).0, 404, "{probe}");
+    }
+    let listed = get_json(
+        &format!("{}/admin/budgets/team/badge-tokens", g.url),
+        Some(ADMIN_KEY),
+    );
+    assert_eq!(listed["badge_tokens"].as_array().unwrap().len(), 1);
+    assert!(
+        !listed.to_string().contains(token),
+        "never the token: {listed}"
+    );
+    let id = t["id"].as_str().unwrap();
+    let r = client()
+        .delete(format!("{}/admin/budgets/team/badge-tokens/{id}", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&url, None).0, 404, "revoked");
+}
