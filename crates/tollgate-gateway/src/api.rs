@@ -11,7 +11,7 @@ use crate::budgets::{Applied, Source, State};
 
 /// A budget instance: its limits, used (committed), reserved (in flight),
 /// remaining, status and period.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
     pub id: String,
     pub name: Option<String>,
@@ -78,7 +78,7 @@ impl BudgetView {
 }
 
 /// A virtual key as listed (never its secret; `key` only once, at creation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView<'a> {
     pub id: &'a str,
     pub prefix: &'a str,
@@ -124,7 +124,7 @@ impl<'a> KeyView<'a> {
 }
 
 /// A usage record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordView<'a> {
     pub request_id: &'a str,
     pub time: String,
@@ -179,15 +179,17 @@ impl<'a> RecordView<'a> {
 }
 
 /// `GET /admin/budgets`: a page of budget instances.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetPage {
     pub budgets: Vec<BudgetView>,
     pub next_cursor: Option<String>,
 }
 
 /// `GET /admin/budgets/{id}`: the definition and its instances.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetDetail {
+    /// The budget's definition, as `POST /admin/budgets` takes it.
+    #[schema(value_type = Object)]
     pub budget: tollgate_core::budget::BudgetInput,
     pub instances: Vec<BudgetView>,
     pub breakdown: BudgetBreakdown,
@@ -195,7 +197,7 @@ pub struct BudgetDetail {
 
 /// What charged a budget in its current period (or window), over all its
 /// subjects: by model, and by user for budgets that users share.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BudgetBreakdown {
     /// The period's start; `None` for a lifetime budget.
     pub since: Option<String>,
@@ -205,7 +207,7 @@ pub struct BudgetBreakdown {
 }
 
 /// What a `DELETE` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Deleted<'a> {
     pub id: &'a str,
     pub deleted: bool,
@@ -215,27 +217,27 @@ pub struct Deleted<'a> {
 }
 
 /// What revoking a key did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked<'a> {
     pub id: &'a str,
     pub revoked: bool,
 }
 
 /// `GET /admin/keys`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList<'a> {
     pub keys: Vec<KeyView<'a>>,
 }
 
 /// `GET /admin/records`: a page of records, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordPage<'a> {
     pub records: Vec<RecordView<'a>>,
     pub next_cursor: Option<String>,
 }
 
 /// The totals of a report row (and of the whole report).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Requests served (refusals not included).
     pub requests: u64,
@@ -324,6 +326,64 @@ impl Serialize for ReportRowView<'_> {
     }
 }
 
+/// A report row's schema: the totals, and each grouping dimension's value
+/// under its name (`"user"`, `"model"`, `"day"`, ...; `null` for records
+/// without that dimension).
+fn report_row_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr, Schema};
+    let dims = ObjectBuilder::new()
+        .description(Some(
+            "One key per grouping dimension (user, tenant, session, key, model, provider, \
+             budget, day, hour): its value, null for records without it",
+        ))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(
+            utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]),
+        )));
+    RefOr::T(Schema::AllOf(
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name("Totals"))
+            .item(dims)
+            .build(),
+    ))
+}
+
+impl utoipa::PartialSchema for ReportRowView<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        report_row_schema()
+    }
+}
+
+impl utoipa::ToSchema for ReportRowView<'_> {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push(("Totals".into(), <Totals as utoipa::PartialSchema>::schema()));
+    }
+}
+
+impl utoipa::PartialSchema for ReportRows {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(report_row_schema())
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ReportRows {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <ReportRowView<'_> as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// Report rows that own their data, serialized as [`ReportRowView`]s.
 #[derive(Debug, Clone)]
 pub struct ReportRows {
@@ -342,7 +402,7 @@ impl Serialize for ReportRows {
 }
 
 /// `GET /admin/reports`: `{"rows": [...], "total": {...}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportView<'a> {
     pub rows: Vec<ReportRowView<'a>>,
     pub total: Totals,
@@ -350,7 +410,7 @@ pub struct ReportView<'a> {
 
 /// `GET /usage`: the caller as Tollgate sees it, and every budget that
 /// applies to it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView<'a> {
     pub key_id: Option<&'a str>,
     pub user: Option<&'a str>,
@@ -360,7 +420,7 @@ pub struct UsageView<'a> {
 }
 
 /// The journal writer's counters.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JournalCounters {
     pub entries_written: u64,
     pub batches: u64,
@@ -371,7 +431,7 @@ pub struct JournalCounters {
 }
 
 /// `GET /admin/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     /// UTC calendar day and month.
     pub today: Totals,
@@ -408,15 +468,21 @@ pub enum FallbackView<'a> {
 }
 
 /// `GET /admin/pricing`: the effective date, the fallback, every model's prices.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CatalogView<'a> {
     pub effective_date: &'static str,
+    /// `"strict"` (unpriced models are refused), or the price used for
+    /// unpriced models.
+    #[schema(value_type = Object)]
     pub fallback: FallbackView<'a>,
+    /// Each model: its provider, prices per Mtok (decimal strings), context
+    /// window and where the price comes from.
+    #[schema(value_type = Vec<Object>)]
     pub models: Vec<&'a tollgate_core::pricing::catalog::CatalogEntry>,
 }
 
 /// Who an explained request is for.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CallerView {
     pub key_id: Option<String>,
     pub user: Option<String>,
@@ -440,7 +506,7 @@ impl From<&tollgate_core::Caller> for CallerView {
 }
 
 /// What the proxy would do with an explained request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum DecisionView {
     Allow {
@@ -463,7 +529,7 @@ pub enum DecisionView {
 }
 
 /// `POST /admin/explain` (and `tollgate explain`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExplainView {
     /// The budget (`downgrade`, or a low one's fallbacks) that makes
     /// `model_served` another model than the one asked for.
@@ -485,7 +551,7 @@ pub struct ExplainView {
 }
 
 /// A record the store refused, kept aside (`tollgate quarantine list`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantinedView<'a> {
     pub request_id: &'a str,
     pub quarantined_at: String,
@@ -494,7 +560,7 @@ pub struct QuarantinedView<'a> {
 }
 
 /// A rate limit, and where it is managed (`config` or `admin`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RateLimitView {
     pub id: String,
     pub scope: &'static str,
@@ -521,13 +587,13 @@ impl RateLimitView {
 }
 
 /// `GET /admin/rate-limits`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RateLimitList {
     pub rate_limits: Vec<RateLimitView>,
 }
 
 /// `GET /admin/users`: a page of users.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsersPage {
     pub users: Vec<UserView>,
     pub next_cursor: Option<String>,
@@ -536,7 +602,7 @@ pub struct UsersPage {
 /// A user and every budget that applies to it, with the tightest daily
 /// and monthly budget flattened into `daily_*` / `monthly_*` (`null`
 /// where no such budget applies).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub user_id: String,
     pub tenant: Option<String>,
@@ -558,7 +624,7 @@ pub struct UserView {
 }
 
 /// Spend in a UTC calendar period, in total and by model.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PeriodUsage {
     pub since: String,
     pub total: Totals,
@@ -566,7 +632,7 @@ pub struct PeriodUsage {
 }
 
 /// `GET /admin/usage/{user}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserUsage {
     pub user_id: String,
     pub tenant: Option<String>,
@@ -576,7 +642,7 @@ pub struct UserUsage {
 }
 
 /// A tenant admin key as listed (never its secret; `key` only at creation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminKeyView<'a> {
     pub id: &'a str,
     pub prefix: &'a str,
@@ -603,13 +669,13 @@ impl<'a> AdminKeyView<'a> {
 }
 
 /// `GET /admin/admin-keys`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminKeyList<'a> {
     pub admin_keys: Vec<AdminKeyView<'a>>,
 }
 
 /// A public badge token as listed (the token itself only at creation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BadgeTokenView<'a> {
     pub id: &'a str,
     pub budget_id: &'a str,
@@ -638,7 +704,22 @@ impl<'a> BadgeTokenView<'a> {
 }
 
 /// `GET /admin/budgets/{id}/badge-tokens`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BadgeTokenList<'a> {
     pub badge_tokens: Vec<BadgeTokenView<'a>>,
+}
+
+/// Every admin error: `{"error": {"message", "type"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`,
+    /// `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod jwt;
+pub mod openapi;
 pub mod proxy;
 pub mod retention;
 pub mod routing;
@@ -468,6 +469,8 @@ async fn health() -> axum::Json<serde_json::Value> {
 
 /// The whole app.
 pub fn router(state: AppState) -> Router {
+    let (admin, doc) = openapi::split(state.clone());
+    let doc: Arc<str> = doc.to_json().unwrap_or_default().into();
     Router::new()
         .route(
             "/v1/chat/completions",
@@ -499,7 +502,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/usage", get(admin::own_usage))
         .route("/badge/{file}", get(admin::public_badge))
-        .nest("/admin", admin::router(state.clone()))
+        .merge(admin)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
         // An empty 404 that `json_errors` words in the caller's format.
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn(error::json_errors))

@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateAdminKey {
     tenant: String,
@@ -11,6 +11,7 @@ pub(super) struct CreateAdminKey {
 }
 
 /// `POST /admin/admin-keys {"tenant","name"}` → the key, shown only here.
+#[utoipa::path(post, path = "/admin-keys", tag = "admin keys", request_body = CreateAdminKey, responses((status = 201, description = "The tenant admin key; `key` appears only here", body = crate::api::AdminKeyView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -30,6 +31,7 @@ pub(super) async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/admin-keys", tag = "admin keys", responses((status = 200, description = "OK", body = crate::api::AdminKeyList)))]
 pub(super) async fn list(State(s): State<AppState>) -> Result<Response, AdminError> {
     let keys = s.store.admin_keys().await?;
     Ok(axum::Json(crate::api::AdminKeyList {
@@ -42,6 +44,7 @@ pub(super) async fn list(State(s): State<AppState>) -> Result<Response, AdminErr
 }
 
 /// Revoking takes effect at once: every admin request reads its key.
+#[utoipa::path(delete, path = "/admin-keys/{id}", tag = "admin keys", params(("id" = String, Path, description = "Admin key id")), responses((status = 200, description = "OK", body = crate::api::Revoked), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn revoke(
     State(s): State<AppState>,
     Path(id): Path<String>,

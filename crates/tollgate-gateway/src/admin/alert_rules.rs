@@ -17,6 +17,7 @@ fn find(s: &AppState, id: &str) -> Option<(Rule, RuleSource)> {
 }
 
 /// `GET /admin/alert-rules`.
+#[utoipa::path(get, path = "/alert-rules", tag = "alerts", responses((status = 200, description = "OK", body = Object)))]
 pub(super) async fn list(State(s): State<AppState>) -> axum::Json<Value> {
     let rules = s.alerts.rules();
     axum::Json(json!({
@@ -25,6 +26,7 @@ pub(super) async fn list(State(s): State<AppState>) -> axum::Json<Value> {
 }
 
 /// `GET /admin/alert-rules/{id}`.
+#[utoipa::path(get, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path, description = "Rule id")), responses((status = 200, description = "OK", body = Object), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -93,6 +95,7 @@ fn parse(body: &[u8]) -> Result<RuleInput, AdminError> {
 }
 
 /// `POST /admin/alert-rules`.
+#[utoipa::path(post, path = "/alert-rules", tag = "alerts", request_body = Object, responses((status = 201, description = "Created", body = Object), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -103,6 +106,7 @@ pub(super) async fn create(
 }
 
 /// `PUT /admin/alert-rules/{id}`: creates or replaces.
+#[utoipa::path(put, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path, description = "Rule id")), request_body = Object, responses((status = 200, description = "OK", body = Object), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn put(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -114,6 +118,7 @@ pub(super) async fn put(
 }
 
 /// `DELETE /admin/alert-rules/{id}`.
+#[utoipa::path(delete, path = "/alert-rules/{id}", tag = "alerts", params(("id" = String, Path, description = "Rule id")), responses((status = 200, description = "OK", body = crate::api::Deleted), (status = 404, description = "No such object", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn delete_one(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -5,7 +5,8 @@ use tollgate_store::alerts::{AlertQuery, AlertRow, Attempt, Delivery};
 
 use super::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AlertsParams {
     #[serde(rename = "type")]
@@ -96,6 +97,7 @@ fn parse_cursor(c: &str) -> Result<(Timestamp, String), AdminError> {
     Ok((t, id.to_string()))
 }
 
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertsParams), responses((status = 200, description = "Alerts, newest first, and next_cursor", body = Object), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn list(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -148,6 +150,7 @@ pub(super) async fn list(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "Alert id")), responses((status = 200, description = "The alert, its deliveries and attempt log", body = Object), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn get_one(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -182,6 +185,7 @@ fn not_found(id: &str) -> AdminError {
     AdminError(StatusCode::NOT_FOUND, format!("no alert with id {id:?}"))
 }
 
+#[utoipa::path(post, path = "/alerts/{id}/redeliver", tag = "alerts", params(("id" = String, Path, description = "Alert id")), responses((status = 200, description = "OK", body = Object), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn redeliver(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -206,6 +210,7 @@ pub(super) async fn redeliver(
     }
 }
 
+#[utoipa::path(post, path = "/budgets/{id}/test-webhook", tag = "alerts", params(("id" = String, Path, description = "Budget id")), responses((status = 200, description = "Each target's outcome", body = Object), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn test_webhook(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -136,13 +136,15 @@ async fn check_owned(
     Ok(())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SubjectParam {
     subject: Option<String>,
 }
 
 /// `GET /admin/budgets/{id}/badge[?subject=]`.
+#[utoipa::path(get, path = "/budgets/{id}/badge", tag = "badges", params(("id" = String, Path, description = "Budget id"), SubjectParam), responses((status = 200, description = "The badge", content_type = "image/svg+xml", body = String), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn badge(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -156,6 +158,7 @@ pub(super) async fn badge(
 
 /// `POST /admin/budgets/{id}/badge-tokens {"subject"?}` → the token (shown
 /// only here) and its public URL.
+#[utoipa::path(post, path = "/budgets/{id}/badge-tokens", tag = "badges", params(("id" = String, Path, description = "Budget id")), request_body = SubjectParam, responses((status = 201, description = "The token (only here) and its public URL", body = crate::api::BadgeTokenView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn create_token(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -189,6 +192,7 @@ pub(super) async fn create_token(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/budgets/{id}/badge-tokens", tag = "badges", params(("id" = String, Path, description = "Budget id")), responses((status = 200, description = "OK", body = crate::api::BadgeTokenList), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn list_tokens(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -221,6 +225,7 @@ pub(super) async fn list_tokens(
     .into_response())
 }
 
+#[utoipa::path(delete, path = "/budgets/{id}/badge-tokens/{token_id}", tag = "badges", params(("id" = String, Path, description = "Budget id"), ("token_id" = String, Path, description = "Badge token id")), responses((status = 200, description = "OK", body = crate::api::Revoked), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn revoke_token(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -72,7 +72,8 @@ async fn check_writable(
     Ok(())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BudgetListQuery {
     limit: Option<usize>,
@@ -85,6 +86,7 @@ pub(super) struct BudgetListQuery {
 /// `GET /admin/budgets?limit=&cursor=&scope=&subject=&status=`: budget
 /// instances in (id, subject) order, a page at a time (100 by default,
 /// at most 1,000), with `next_cursor` while there are more.
+#[utoipa::path(get, path = "/budgets", tag = "budgets", params(BudgetListQuery), responses((status = 200, description = "OK", body = crate::api::BudgetPage), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn list_budgets(
     State(s): State<AppState>,
     Extension(admin): Extension<AdminScope>,
@@ -151,6 +153,7 @@ pub(super) fn decode_budget_cursor(c: &str) -> Result<(String, String), AdminErr
         .ok_or_else(|| AdminError::bad_request(format!("invalid cursor {c:?}")))
 }
 
+#[utoipa::path(get, path = "/budgets/{id}", tag = "budgets", params(("id" = String, Path, description = "Budget id")), responses((status = 200, description = "OK", body = crate::api::BudgetDetail), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn get_budget(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -288,6 +291,7 @@ pub(super) async fn store_budget(
     Ok(axum::Json(view).into_response())
 }
 
+#[utoipa::path(post, path = "/budgets", tag = "budgets", request_body = Object, responses((status = 201, description = "The budget as applied now", body = crate::api::BudgetView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn create_budget(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -312,6 +316,7 @@ pub(super) async fn create_budget(
     Ok((StatusCode::CREATED, v).into_response())
 }
 
+#[utoipa::path(patch, path = "/budgets/{id}", tag = "budgets", params(("id" = String, Path, description = "Budget id")), request_body = Object, responses((status = 200, description = "OK", body = crate::api::BudgetView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 404, description = "No such object", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn patch_budget(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -357,7 +362,8 @@ pub(super) async fn patch_budget(
     store_budget(&s, id, input, stored.created_at).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeleteParams {
     #[serde(default)]
@@ -371,6 +377,7 @@ const PURGE_BATCH: usize = 5_000;
 /// `DELETE /admin/budgets/{id}[?purge_usage=true]`: deletes the budget;
 /// with `purge_usage` also the records that charged it (out of reports
 /// and rollups too). Its counters go with the budget either way.
+#[utoipa::path(delete, path = "/budgets/{id}", tag = "budgets", params(("id" = String, Path, description = "Budget id"), DeleteParams), responses((status = 200, description = "OK", body = crate::api::Deleted), (status = 404, description = "No such object", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn delete_budget(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -5,7 +5,7 @@ use super::*;
 
 /// `POST /admin/explain`: who the caller would be, every budget that would
 /// apply, its state, and the decision — without reserving anything.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
     /// A virtual key (`tg-...`) or its id (`key_...`), to explain as that key.
@@ -30,7 +30,7 @@ pub struct ExplainRequest {
     pub request: Option<ExplainedRequest>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainedRequest {
     pub path: String,
@@ -226,6 +226,7 @@ pub async fn explain_json(
     })
 }
 
+#[utoipa::path(post, path = "/explain", tag = "budgets", request_body = ExplainRequest, responses((status = 200, description = "OK", body = crate::api::ExplainView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn explain(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateKey {
     #[serde(default)]
@@ -26,6 +26,7 @@ pub fn key_json(k: &tollgate_core::KeyRecord) -> crate::api::KeyView<'_> {
     crate::api::KeyView::new(k)
 }
 
+#[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKey, responses((status = 201, description = "The key; `key` appears only here", body = crate::api::KeyView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn create_key(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -60,6 +61,7 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, body).into_response())
 }
 
+#[utoipa::path(get, path = "/keys", tag = "keys", responses((status = 200, description = "OK", body = crate::api::KeyList)))]
 pub(super) async fn list_keys(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -74,6 +76,7 @@ pub(super) async fn list_keys(
     .into_response())
 }
 
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")), responses((status = 200, description = "OK", body = crate::api::Revoked), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn revoke_key(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

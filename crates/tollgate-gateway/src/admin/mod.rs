@@ -5,18 +5,17 @@
 //! The record and report renderers are public so the CLI prints exactly
 //! what the API returns.
 
-use axum::Router;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tollgate_core::pricing::{CATALOG_EFFECTIVE_DATE, Fallback, PriceSource};
 use tollgate_core::{ModelPrice, Usage, UsageRecord};
 use tollgate_store::{GroupBy, RecordQuery, ReportQuery, ReportRow, StoreError};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::identity::{self, NewKey};
@@ -156,67 +155,45 @@ pub(crate) async fn require_admin(
     next.run(req).await
 }
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/keys", get(keys::list_keys).post(keys::create_key))
-        .route("/keys/{id}", delete(keys::revoke_key))
-        .route(
-            "/admin-keys",
-            get(admin_keys::list).post(admin_keys::create),
-        )
-        .route("/admin-keys/{id}", delete(admin_keys::revoke))
-        .route("/records", get(records::records))
-        .route("/reports", get(reports::reports))
-        .route("/pricing", get(pricing::pricing))
-        .route(
-            "/pricing/{model}",
-            get(pricing::get_price).put(pricing::set_price),
-        )
-        .route(
-            "/budgets",
-            get(budgets::list_budgets).post(budgets::create_budget),
-        )
-        .route(
-            "/budgets/{id}",
-            get(budgets::get_budget)
-                .patch(budgets::patch_budget)
-                .delete(budgets::delete_budget),
-        )
-        .route("/rate-limits", get(rates::list).post(rates::create))
-        .route(
-            "/rate-limits/{id}",
-            get(rates::get_one)
-                .put(rates::put)
-                .delete(rates::delete_one),
-        )
-        .route("/budgets/{id}/usage", get(records::budget_usage))
-        .route("/budgets/{id}/badge", get(badges::badge))
-        .route(
-            "/budgets/{id}/badge-tokens",
-            get(badges::list_tokens).post(badges::create_token),
-        )
-        .route(
-            "/budgets/{id}/badge-tokens/{token_id}",
-            delete(badges::revoke_token),
-        )
-        .route("/budgets/{id}/test-webhook", post(alerts::test_webhook))
-        .route(
-            "/alert-rules",
-            get(alert_rules::list).post(alert_rules::create),
-        )
-        .route(
-            "/alert-rules/{id}",
-            get(alert_rules::get_one)
-                .put(alert_rules::put)
-                .delete(alert_rules::delete_one),
-        )
-        .route("/alerts", get(alerts::list))
-        .route("/alerts/{id}", get(alerts::get_one))
-        .route("/alerts/{id}/redeliver", post(alerts::redeliver))
-        .route("/explain", post(explain::explain))
-        .route("/stats", get(stats::stats))
-        .route("/users", get(users::list_users))
-        .route("/usage/{user}", get(users::user_usage))
+/// The admin API: every route is registered with its OpenAPI operation
+/// (`routes!` takes handlers annotated with `#[utoipa::path]`), so the
+/// document at `/openapi.json` cannot miss one.
+pub fn api(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(admin_keys::list, admin_keys::create))
+        .routes(routes!(admin_keys::revoke))
+        .routes(routes!(records::records))
+        .routes(routes!(reports::reports))
+        .routes(routes!(pricing::pricing))
+        .routes(routes!(pricing::get_price, pricing::set_price))
+        .routes(routes!(budgets::list_budgets, budgets::create_budget))
+        .routes(routes!(
+            budgets::get_budget,
+            budgets::patch_budget,
+            budgets::delete_budget
+        ))
+        .routes(routes!(records::budget_usage))
+        .routes(routes!(badges::badge))
+        .routes(routes!(badges::list_tokens, badges::create_token))
+        .routes(routes!(badges::revoke_token))
+        .routes(routes!(rates::list, rates::create))
+        .routes(routes!(rates::get_one, rates::put, rates::delete_one))
+        .routes(routes!(alerts::test_webhook))
+        .routes(routes!(alert_rules::list, alert_rules::create))
+        .routes(routes!(
+            alert_rules::get_one,
+            alert_rules::put,
+            alert_rules::delete_one
+        ))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get_one))
+        .routes(routes!(alerts::redeliver))
+        .routes(routes!(explain::explain))
+        .routes(routes!(stats::stats))
+        .routes(routes!(users::list_users))
+        .routes(routes!(users::user_usage))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -14,11 +14,13 @@ pub fn catalog_json(c: &tollgate_core::Catalog) -> crate::api::CatalogView<'_> {
     }
 }
 
+#[utoipa::path(get, path = "/pricing", tag = "pricing", responses((status = 200, description = "OK", body = crate::api::CatalogView)))]
 pub(super) async fn pricing(State(s): State<AppState>) -> Response {
     axum::Json(catalog_json(&s.catalog())).into_response()
 }
 
 /// `GET /admin/pricing/{model}`: one catalog entry (the price in force).
+#[utoipa::path(get, path = "/pricing/{model}", tag = "pricing", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "OK", body = Object), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn get_price(
     State(s): State<AppState>,
     Path(model): Path<String>,
@@ -64,6 +66,7 @@ pub fn merge_price(
 }
 
 /// `PUT /admin/pricing/{model}`: changes the fields sent (see [`merge_price`]).
+#[utoipa::path(put, path = "/pricing/{model}", tag = "pricing", params(("model" = String, Path, description = "Model name")), request_body = Object, responses((status = 200, description = "OK", body = Object), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn set_price(
     State(s): State<AppState>,
     Path(model): Path<String>,

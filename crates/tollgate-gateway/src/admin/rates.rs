@@ -42,6 +42,7 @@ fn view(s: &AppState, l: &RateLimit) -> crate::api::RateLimitView {
 }
 
 /// `GET /admin/rate-limits`.
+#[utoipa::path(get, path = "/rate-limits", tag = "rate limits", responses((status = 200, description = "OK", body = crate::api::RateLimitList)))]
 pub(super) async fn list(State(s): State<AppState>) -> axum::Json<crate::api::RateLimitList> {
     let limits = s.rates.limits();
     axum::Json(crate::api::RateLimitList {
@@ -50,6 +51,7 @@ pub(super) async fn list(State(s): State<AppState>) -> axum::Json<crate::api::Ra
 }
 
 /// `GET /admin/rate-limits/{id}`.
+#[utoipa::path(get, path = "/rate-limits/{id}", tag = "rate limits", params(("id" = String, Path, description = "Rate limit id")), responses((status = 200, description = "OK", body = crate::api::RateLimitView), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -108,6 +110,7 @@ fn parse(body: &[u8]) -> Result<RateLimitInput, AdminError> {
 }
 
 /// `POST /admin/rate-limits`.
+#[utoipa::path(post, path = "/rate-limits", tag = "rate limits", request_body = Object, responses((status = 201, description = "Created", body = crate::api::RateLimitView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -118,6 +121,7 @@ pub(super) async fn create(
 }
 
 /// `PUT /admin/rate-limits/{id}`: creates or replaces.
+#[utoipa::path(put, path = "/rate-limits/{id}", tag = "rate limits", params(("id" = String, Path, description = "Rate limit id")), request_body = Object, responses((status = 200, description = "OK", body = crate::api::RateLimitView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn put(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -129,6 +133,7 @@ pub(super) async fn put(
 }
 
 /// `DELETE /admin/rate-limits/{id}`.
+#[utoipa::path(delete, path = "/rate-limits/{id}", tag = "rate limits", params(("id" = String, Path, description = "Rate limit id")), responses((status = 200, description = "OK", body = crate::api::Deleted), (status = 404, description = "No such object", body = crate::api::ErrorBody), (status = 409, description = "Conflict (exists, or declared in the config file)", body = crate::api::ErrorBody)))]
 pub(super) async fn delete_one(
     State(s): State<AppState>,
     Path(id): Path<String>,

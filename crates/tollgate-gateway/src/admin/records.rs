@@ -7,7 +7,8 @@ pub fn record_json(r: &UsageRecord) -> crate::api::RecordView<'_> {
     crate::api::RecordView::new(r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RecordsParams {
     limit: Option<usize>,
@@ -51,6 +52,7 @@ async fn page(s: &AppState, q: RecordQuery) -> Result<Response, AdminError> {
 }
 
 /// `GET /admin/records`: records newest first, filtered, a page at a time.
+#[utoipa::path(get, path = "/records", tag = "usage", params(RecordsParams), responses((status = 200, description = "OK", body = crate::api::RecordPage), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn records(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -61,6 +63,7 @@ pub(super) async fn records(
 
 /// `GET /admin/budgets/{id}/usage?limit=&offset=&cursor=`: the records
 /// that charged budget `id`, newest first (50 a page by default).
+#[utoipa::path(get, path = "/budgets/{id}/usage", tag = "budgets", params(("id" = String, Path, description = "Budget id"), RecordsParams), responses((status = 200, description = "OK", body = crate::api::RecordPage), (status = 400, description = "Invalid request", body = crate::api::ErrorBody), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn budget_usage(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -168,7 +168,8 @@ pub fn report_table(r: &Report) -> String {
 
 /// The query string of `GET /admin/reports`: the groupings, the time
 /// bounds, and every dimension as a filter.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReportParams {
     group_by: Option<String>,
@@ -267,6 +268,7 @@ impl ReportParams {
 /// holds a snapshot of the database open).
 const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
+#[utoipa::path(get, path = "/reports", tag = "usage", params(ReportParams), responses((status = 200, description = "JSON (`format=json`) or CSV (`format=csv`, streamed)", body = crate::api::ReportView), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn reports(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,

@@ -43,6 +43,7 @@ async fn top(s: &AppState, g: GroupBy, since: Timestamp) -> Result<ReportRows, A
 /// since start, and the journal writer's counters (back pressure is
 /// visible here: `waited_for_space` counts records that had to wait for
 /// room in the queue; nothing is ever dropped).
+#[utoipa::path(get, path = "/stats", tag = "usage", responses((status = 200, description = "OK", body = crate::api::StatsView)))]
 pub(super) async fn stats(
     State(s): State<AppState>,
 ) -> Result<axum::Json<crate::api::StatsView>, AdminError> {

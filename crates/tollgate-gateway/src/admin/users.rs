@@ -91,7 +91,8 @@ async fn user_view(s: &AppState, user: String, tenant: Option<String>) -> UserVi
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsersParams {
     limit: Option<usize>,
@@ -117,6 +118,7 @@ fn decode_cursor(c: &str) -> Result<(String, Option<String>), AdminError> {
 
 /// `GET /admin/users?tenant=&status=&limit=&cursor=`: users by id, then
 /// tenant, 100 a page by default (at most 1,000).
+#[utoipa::path(get, path = "/users", tag = "usage", params(UsersParams), responses((status = 200, description = "OK", body = crate::api::UsersPage), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn list_users(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
@@ -186,7 +188,8 @@ pub async fn users_page(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserUsageParams {
     tenant: Option<String>,
@@ -222,6 +225,7 @@ async fn period_usage(
 /// today and this month (UTC) by model. `user` as records name it
 /// (a tenant's users are `tenant/user`), or bare with `tenant`; without
 /// `tenant`, the user's own when its records name exactly one.
+#[utoipa::path(get, path = "/usage/{user}", tag = "usage", params(("user" = String, Path, description = "The user as records name it (`acme/alice`)"), UserUsageParams), responses((status = 200, description = "OK", body = crate::api::UserUsage), (status = 400, description = "Invalid request", body = crate::api::ErrorBody)))]
 pub(super) async fn user_usage(
     State(s): State<AppState>,
     Extension(scope): Extension<AdminScope>,
