@@ -271,9 +271,7 @@ fn finish(doc: &mut OpenApi) {
     // Every admin operation: the admin key, and what it answers without
     // one or with a tenant admin key off its routes.
     for item in doc.paths.paths.values_mut() {
-        for op in operations(item) {
-            // Handler names repeat across modules (`list`, `get_one`).
-            op.operation_id = None;
+        for (_, op) in operations(item) {
             op.security = Some(vec![SecurityRequirement::new(
                 "admin_key",
                 Vec::<String>::new(),
@@ -344,16 +342,8 @@ fn finish(doc: &mut OpenApi) {
             .filter(|p| !p.is_empty())
             .collect::<Vec<_>>()
             .join("_");
-        for (m, op) in [
-            ("get", item.get.as_mut()),
-            ("post", item.post.as_mut()),
-            ("put", item.put.as_mut()),
-            ("patch", item.patch.as_mut()),
-            ("delete", item.delete.as_mut()),
-        ] {
-            if let Some(op) = op {
-                op.operation_id = Some(format!("{m}_{slug}"));
-            }
+        for (m, op) in operations(item) {
+            op.operation_id = Some(format!("{m}_{slug}"));
         }
     }
     let components = doc.components.get_or_insert_with(Default::default);
@@ -365,16 +355,19 @@ fn finish(doc: &mut OpenApi) {
     }
 }
 
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+/// A path's operations with their methods.
+fn operations(
+    item: &mut PathItem,
+) -> impl Iterator<Item = (&'static str, &mut utoipa::openapi::path::Operation)> {
     [
-        item.get.as_mut(),
-        item.post.as_mut(),
-        item.put.as_mut(),
-        item.patch.as_mut(),
-        item.delete.as_mut(),
+        ("get", item.get.as_mut()),
+        ("post", item.post.as_mut()),
+        ("put", item.put.as_mut()),
+        ("patch", item.patch.as_mut()),
+        ("delete", item.delete.as_mut()),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
 }
 
 #[cfg(test)]

@@ -414,25 +414,33 @@ fn deleting_a_budget_keeps_its_records_unless_asked() {
     assert_eq!(status, 404);
 }
 
-/// Parses `svg` with Python's XML parser; returns its text.
-fn svg_text(svg: &str) -> String {
-    let out = std::process::Command::new(crate::sdk::python())
-        .args([
-            "-c",
-            "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); \
-             assert r.tag == '{http://www.w3.org/2000/svg}svg', r.tag; \
-             print('|'.join(t.text or '' for t in r.iter('{http://www.w3.org/2000/svg}text')))",
-        ])
+/// Runs `script` with the test venv's Python, `input` on its stdin.
+fn python_with_stdin(script: &str, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::sdk::python())
+        .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(svg.as_bytes())?;
-            c.wait_with_output()
-        })
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Parses `svg` with Python's XML parser; returns its text.
+fn svg_text(svg: &str) -> String {
+    let out = python_with_stdin(
+        "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); \
+         assert r.tag == '{http://www.w3.org/2000/svg}svg', r.tag; \
+         print('|'.join(t.text or '' for t in r.iter('{http://www.w3.org/2000/svg}text')))",
+        svg,
+    );
     assert!(
         out.status.success(),
         "invalid SVG: {}\n{svg}",
@@ -550,23 +558,12 @@ fn the_openapi_document_validates_and_lists_every_route() {
         "{}",
         doc["openapi"]
     );
-    let out = std::process::Command::new(crate::sdk::python())
-        .args([
-            "-c",
-            "import sys, json; from openapi_spec_validator import validate; \
-             from openapi_spec_validator.validation import OpenAPIV31SpecValidator; \
-             validate(json.load(sys.stdin), cls=OpenAPIV31SpecValidator); print('valid')",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = python_with_stdin(
+        "import sys, json; from openapi_spec_validator import validate; \
+         from openapi_spec_validator.validation import OpenAPIV31SpecValidator; \
+         validate(json.load(sys.stdin), cls=OpenAPIV31SpecValidator); print('valid')",
+        &text,
+    );
     assert!(
         out.status.success(),
         "not valid OpenAPI 3.1: {}",
