@@ -11,7 +11,7 @@ use crate::budgets::{Applied, Source, State};
 
 /// A budget instance: its limits, used (committed), reserved (in flight),
 /// remaining, status and period.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct BudgetView {
     pub id: String,
     pub name: Option<String>,
@@ -237,7 +237,7 @@ pub struct RecordPage<'a> {
 }
 
 /// The totals of a report row (and of the whole report).
-#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct Totals {
     /// Requests served (refusals not included).
     pub requests: u64,
@@ -593,7 +593,7 @@ pub struct RateLimitList {
 }
 
 /// `GET /admin/users`: a page of users.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct UsersPage {
     pub users: Vec<UserView>,
     pub next_cursor: Option<String>,
@@ -602,7 +602,7 @@ pub struct UsersPage {
 /// A user and every budget that applies to it, with the tightest daily
 /// and monthly budget flattened into `daily_*` / `monthly_*` (`null`
 /// where no such budget applies).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct UserView {
     pub user_id: String,
     pub tenant: Option<String>,

@@ -15,6 +15,7 @@ pub mod budgets;
 pub use tollgate_budgets::{journal, ledger};
 pub mod config;
 pub mod error;
+pub mod graphql;
 pub mod identity;
 pub mod jwt;
 pub mod openapi;
@@ -380,6 +381,9 @@ impl Gateway {
                     .unwrap_or(Ok(()))
             }
         };
+        // Whatever still runs outside the server's connections (GraphQL
+        // subscriptions) ends now, letting go of the state.
+        let _ = self.state.streams_end.send(true);
         for task in &self.refresh {
             task.abort();
         }
@@ -502,6 +506,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/usage", get(admin::own_usage))
         .route("/badge/{file}", get(admin::public_badge))
+        .route(
+            "/graphql",
+            get(graphql::get)
+                .post(graphql::post)
+                .layer(axum::Extension(graphql::service(state.clone()))),
+        )
         .merge(admin)
         .route(
             "/openapi.json",

@@ -78,6 +78,18 @@ pub const PUBLIC_ROUTES: &[(&str, &str, &str, Option<&str>)] = &[
         None,
     ),
     ("GET", "/openapi.json", "This document", None),
+    (
+        "GET",
+        "/graphql",
+        "GraphiQL in a browser; with a WebSocket upgrade (graphql-transport-ws), subscriptions: `usage`, `budgetLevels` (admin key on the upgrade or in connection_init)",
+        None,
+    ),
+    (
+        "POST",
+        "/graphql",
+        "GraphQL queries: report, records, budgets, users, alerts (the REST filters and authorization)",
+        Some("admin_key"),
+    ),
 ];
 
 /// The admin router and the whole document.

@@ -290,7 +290,12 @@ impl Connection {
             .header_read_timeout(Duration::from_millis(self.limits.header_read_timeout_ms))
             .max_buf_size(MAX_BUF)
             .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+        // Upgrades: GraphQL subscriptions are WebSockets. An upgraded
+        // connection leaves this loop (and its slot): the subscription
+        // handler bounds how many live at once.
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .with_upgrades();
         tokio::pin!(conn);
         let mut closing = false;
         loop {

@@ -69,7 +69,7 @@ fn attempt_view(a: &Attempt) -> Value {
 
 /// Whether an alert is this admin's to see: to a tenant admin, an alert
 /// about a budget instance of its tenant (rule alerts span tenants).
-async fn sees(s: &AppState, scope: &AdminScope, a: &AlertRow) -> bool {
+pub(crate) async fn sees(s: &AppState, scope: &AdminScope, a: &AlertRow) -> bool {
     if scope.tenant().is_none() {
         return true;
     }

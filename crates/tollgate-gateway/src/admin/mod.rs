@@ -22,7 +22,7 @@ use crate::identity::{self, NewKey};
 
 mod admin_keys;
 mod alert_rules;
-mod alerts;
+pub(crate) mod alerts;
 mod badges;
 mod budgets;
 mod explain;
@@ -30,7 +30,7 @@ mod keys;
 mod pricing;
 mod rates;
 mod records;
-mod reports;
+pub(crate) mod reports;
 mod scope;
 mod stats;
 mod usage;
@@ -100,17 +100,14 @@ impl IntoResponse for AdminError {
 /// config says).
 pub const TENANT_ADMIN_KEY_PREFIX: &str = "tga-";
 
-/// Resolves the admin key to its scope, refuses a tenant admin the routes
-/// not meant for it (deny by default: see [`scope`]), and hands the scope
-/// to the handler.
-pub(crate) async fn require_admin(
-    State(s): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let presented =
-        identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
-    let scope = match presented {
+/// Who a presented admin key speaks for: a full admin (the config's keys,
+/// compared in constant time) or a tenant's (a stored `tga-` key, not
+/// revoked).
+pub(crate) async fn resolve_admin(
+    s: &AppState,
+    presented: Option<&str>,
+) -> Result<AdminScope, AdminError> {
+    match presented {
         None if s.admin.is_empty() => Err(AdminError(
             StatusCode::UNAUTHORIZED,
             "no admin keys are configured (set admin_keys: in the config)".into(),
@@ -138,8 +135,20 @@ pub(crate) async fn require_admin(
             StatusCode::UNAUTHORIZED,
             "invalid admin key".into(),
         )),
-    };
-    let scope = match scope {
+    }
+}
+
+/// Resolves the admin key to its scope, refuses a tenant admin the routes
+/// not meant for it (deny by default: see [`scope`]), and hands the scope
+/// to the handler.
+pub(crate) async fn require_admin(
+    State(s): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let presented =
+        identity::presented_key(tollgate_providers::WireFormat::OpenAi, req.headers(), None);
+    let scope = match resolve_admin(&s, presented).await {
         Ok(scope) => scope,
         Err(e) => return e.into_response(),
     };

@@ -15,6 +15,7 @@ mod cli;
 mod connections;
 mod errors;
 mod escapes;
+mod graphql;
 mod metering;
 mod prometheus;
 mod reports;
