@@ -172,6 +172,8 @@ pub struct Budget {
     pub alert_thresholds: Vec<u8>,
     /// The budget's own alert target.
     pub webhook_url: Option<String>,
+    /// Exported as `tollgate_budget_used_ratio{budget}` on `/metrics`.
+    pub metrics: bool,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -293,6 +295,10 @@ pub struct BudgetInput {
     /// This budget's own alert target, besides `alerts.webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// Export the budget's used ratio on `/metrics` (one subject only: a
+    /// default or role budget would need a label per subject).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metrics: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
     /// Unused allowance carried into the next calendar period, up to a cap.
@@ -497,6 +503,12 @@ impl Budget {
                 "a budget needs limit_usd and/or limit_tokens",
             ));
         }
+        if input.metrics && !matches!(tier, Tier::Override) {
+            return Err(BudgetError::field(
+                "metrics",
+                "only a budget with one subject (or the global one) is exported: a default or role budget would need a label per subject",
+            ));
+        }
         if input.limit_usd.is_some_and(Money::is_negative) {
             return Err(BudgetError::field("limit_usd", "must not be negative"));
         }
@@ -699,6 +711,7 @@ impl Budget {
                 .map_err(|e| BudgetError::field("footer", e.to_string()))?,
             alert_thresholds,
             webhook_url: input.webhook_url.clone(),
+            metrics: input.metrics,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -764,6 +777,7 @@ impl Budget {
             footer: self.footer.as_ref().map(|t| t.source().to_string()),
             alert_thresholds: Some(self.alert_thresholds.clone()),
             webhook_url: self.webhook_url.clone(),
+            metrics: self.metrics,
             models: self.models.clone(),
             rollover: self.rollover.as_ref().map(|r| RolloverInput {
                 cap_usd: r.cap_money,
@@ -779,6 +793,18 @@ mod tests {
 
     fn input(json: &str) -> BudgetInput {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn metrics_are_for_budgets_of_one_subject() {
+        let one = input(r#"{"scope":"user","subject":"a","limit_usd":"1","metrics":true}"#);
+        let b = Budget::from_input("b".into(), &one, Tier::Override, None).unwrap();
+        assert!(b.metrics);
+        assert!(b.to_input().metrics);
+        let template = input(r#"{"limit_usd":"1","metrics":true}"#);
+        let e = Budget::from_input("d".into(), &template, Tier::Default, Some(Scope::User))
+            .unwrap_err();
+        assert!(e.to_string().contains("metrics"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ const SUMMARY: &str = r#"
 import json, sys
 from decimal import Decimal
 from prometheus_client.parser import text_string_to_metric_families
-out = {"requests": 0, "cost": Decimal(0), "input": 0, "output": 0, "refusals": {}, "durations": 0, "names": []}
+out = {"requests": 0, "cost": Decimal(0), "input": 0, "output": 0, "refusals": {}, "durations": 0, "names": [], "ratios": {}}
 for fam in text_string_to_metric_families(sys.stdin.read()):
     out["names"].append(fam.name)
     for s in fam.samples:
@@ -23,6 +23,8 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             out[s.labels["kind"]] += int(s.value)
         elif s.name == "tollgate_refusals_total":
             out["refusals"][s.labels["reason"]] = int(s.value)
+        elif s.name == "tollgate_budget_used_ratio":
+            out["ratios"][s.labels["budget"]] = s.value
         elif s.name == "tollgate_request_duration_seconds_count":
             out["durations"] = int(s.value)
 out["cost"] = str(out["cost"])
@@ -37,7 +39,7 @@ fn metrics_parse_and_equal_the_records() {
     post_json(
         &format!("{}/admin/budgets", g.url),
         Some(ADMIN_KEY),
-        &json!({"scope": "user", "subject": "prom", "limit_tokens": 200, "period": "daily"}),
+        &json!({"id": "prom-budget", "scope": "user", "subject": "prom", "limit_tokens": 200, "period": "daily", "metrics": true}),
     );
     let c = client();
     let mut refused = 0;
@@ -109,6 +111,22 @@ fn metrics_parse_and_equal_the_records() {
     assert_eq!(
         got["durations"].as_u64().unwrap(),
         records.len() as u64 - blocked
+    );
+    // The budget marked `metrics: true` is a gauge of spent over limit.
+    let b = get_json(
+        &format!("{}/admin/budgets/prom-budget", g.url),
+        Some(ADMIN_KEY),
+    );
+    let used = b["instances"][0]["used_tokens"].as_u64().unwrap() as f64;
+    let ratio = got["ratios"]["prom-budget"].as_f64().unwrap();
+    assert!(
+        (ratio - used / 200.0).abs() < 1e-9,
+        "{ratio} vs {used}/200: {got}"
+    );
+    assert_eq!(
+        got["ratios"].as_object().unwrap().len(),
+        1,
+        "only marked budgets: {got}"
     );
     for name in [
         "tollgate_requests",
