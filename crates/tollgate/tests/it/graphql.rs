@@ -18,6 +18,20 @@ fn query(g: &Gateway, key: Option<&str>, q: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().unwrap())
 }
 
+/// Starts the WebSocket client (`tests/graphql/subscribe.py`) on one
+/// subscription, to print one event.
+fn subscribe(ws: &str, key: &str, subscription: &str) -> std::process::Child {
+    std::process::Command::new(crate::sdk::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/graphql/subscribe.py"
+        ))
+        .args([ws, key, "1", subscription])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn chat(g: &Gateway, key: &str) {
     let r = client()
         .post(format!("{}/v1/chat/completions", g.url))
@@ -93,20 +107,11 @@ fn graphql_queries_and_subscriptions_see_what_the_caller_may() {
     // Subscriptions: acme's admin subscribes to usage; globex's request
     // comes first and must not reach it, acme's must.
     let ws = g.url.replace("http://", "ws://") + "/graphql";
-    let mut sub = std::process::Command::new(crate::sdk::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/graphql/subscribe.py"
-        ))
-        .args([
-            ws.as_str(),
-            acme_admin.as_str(),
-            "1",
-            "subscription { usage { requestId tenant user costUsd } }",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = subscribe(
+        &ws,
+        acme_admin.as_str(),
+        "subscription { usage { requestId tenant user costUsd } }",
+    );
     let mut out = BufReader::new(sub.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -129,20 +134,11 @@ fn graphql_queries_and_subscriptions_see_what_the_caller_may() {
         Some(ADMIN_KEY),
         &json!({"id": "tiny", "scope": "tenant", "subject": "globex", "limit_usd": "0.0002", "period": "daily"}),
     );
-    let mut sub = std::process::Command::new(crate::sdk::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/graphql/subscribe.py"
-        ))
-        .args([
-            ws.as_str(),
-            ADMIN_KEY,
-            "1",
-            "subscription { budgetLevels { budgetId subject from to } }",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = subscribe(
+        &ws,
+        ADMIN_KEY,
+        "subscription { budgetLevels { budgetId subject from to } }",
+    );
     let mut out = BufReader::new(sub.stdout.take().unwrap());
     line.clear();
     out.read_line(&mut line).unwrap();
