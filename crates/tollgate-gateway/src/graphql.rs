@@ -292,14 +292,9 @@ impl Query {
             ..Default::default()
         };
         let (page, _) = s.budgets.instances_page(None, 1000, &filter).await;
-        let mut budgets = Vec::new();
-        for (a, st) in &page {
-            if scope.owns_instance(s, a).await {
-                let source = s.budgets.entries().get(&a.budget.id).map(|e| e.source);
-                budgets.push(crate::admin::budget_json(a, st, source));
-            }
-        }
-        Ok(BudgetPage { budgets })
+        Ok(BudgetPage {
+            budgets: crate::admin::budgets::shown(s, scope, &page).await,
+        })
     }
 
     /// Users and their budgets, as `GET /admin/users`.

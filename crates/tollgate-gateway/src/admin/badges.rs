@@ -192,6 +192,16 @@ pub(super) async fn create_token(
         .into_response())
 }
 
+/// Whether a token of a visible budget is this admin's: a template
+/// budget's token is for one subject, which must be the admin's too.
+async fn token_owned(s: &AppState, scope: &AdminScope, t: &tollgate_store::BadgeToken) -> bool {
+    match (&t.subject, s.budgets.entries().get(&t.budget_id)) {
+        (Some(sub), Some(e)) => scope.owns(s, e.budget.scope, sub).await,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 #[utoipa::path(get, path = "/budgets/{id}/badge-tokens", tag = "badges", params(("id" = String, Path, description = "Budget id")), responses((status = 200, description = "OK", body = crate::api::BadgeTokenList), (status = 404, description = "No such object", body = crate::api::ErrorBody)))]
 pub(super) async fn list_tokens(
     State(s): State<AppState>,
@@ -199,22 +209,11 @@ pub(super) async fn list_tokens(
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
     super::budgets::visible(&s, &scope, &id).await?;
-    let mut tokens = s.store.badge_tokens(&id).await?;
-    if scope.tenant().is_some() {
-        let mut own = Vec::new();
-        for t in tokens {
-            let owned = match &t.subject {
-                Some(sub) => match s.budgets.entries().get(&id) {
-                    Some(e) => scope.owns(&s, e.budget.scope, sub).await,
-                    None => false,
-                },
-                None => true,
-            };
-            if owned {
-                own.push(t);
-            }
+    let mut tokens = Vec::new();
+    for t in s.store.badge_tokens(&id).await? {
+        if token_owned(&s, &scope, &t).await {
+            tokens.push(t);
         }
-        tokens = own;
     }
     Ok(axum::Json(BadgeTokenList {
         badge_tokens: tokens
@@ -232,17 +231,14 @@ pub(super) async fn revoke_token(
     Path((id, token_id)): Path<(String, String)>,
 ) -> Result<Response, AdminError> {
     super::budgets::visible(&s, &scope, &id).await?;
-    let owned = match s
+    let token = s
         .store
         .badge_tokens(&id)
         .await?
         .into_iter()
-        .find(|t| t.id == token_id)
-    {
-        Some(t) => match (&t.subject, s.budgets.entries().get(&id).cloned()) {
-            (Some(sub), Some(e)) => scope.owns(&s, e.budget.scope, sub).await,
-            _ => true,
-        },
+        .find(|t| t.id == token_id);
+    let owned = match &token {
+        Some(t) => token_owned(&s, &scope, t).await,
         None => false,
     };
     if !owned

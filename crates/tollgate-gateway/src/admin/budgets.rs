@@ -125,16 +125,25 @@ pub(super) async fn list_budgets(
         .await;
     // A tenant admin's page holds its tenant's instances (it may be short;
     // `next_cursor` goes on).
-    let mut budgets = Vec::with_capacity(page.len());
-    for (a, st) in &page {
-        if admin.owns_instance(&s, a).await {
-            budgets.push(budget_json(a, st, source_of(&s, &a.budget.id)));
-        }
-    }
     Ok(axum::Json(crate::api::BudgetPage {
-        budgets,
+        budgets: shown(&s, &admin, &page).await,
         next_cursor: next.map(|(id, subject)| encode_budget_cursor(&id, &subject)),
     }))
+}
+
+/// The instances of `page` this admin may see, as the API shows them.
+pub(crate) async fn shown(
+    s: &AppState,
+    admin: &AdminScope,
+    page: &[(crate::budgets::Applied, crate::budgets::State)],
+) -> Vec<crate::api::BudgetView> {
+    let mut out = Vec::with_capacity(page.len());
+    for (a, st) in page {
+        if admin.owns_instance(s, a).await {
+            out.push(budget_json(a, st, source_of(s, &a.budget.id)));
+        }
+    }
+    out
 }
 
 /// A budget page cursor: the last (id, subject) shown, URL-safe base64.
@@ -165,12 +174,7 @@ pub(super) async fn get_budget(
         ..Default::default()
     };
     let (page, _) = s.budgets.instances_page(None, usize::MAX, &filter).await;
-    let mut instances = Vec::new();
-    for (a, st) in &page {
-        if scope.owns_instance(&s, a).await {
-            instances.push(budget_json(a, st, source_of(&s, &id)));
-        }
-    }
+    let instances = shown(&s, &scope, &page).await;
     Ok(axum::Json(crate::api::BudgetDetail {
         budget: e.budget.to_input(),
         instances,

@@ -24,7 +24,7 @@ mod admin_keys;
 mod alert_rules;
 pub(crate) mod alerts;
 mod badges;
-mod budgets;
+pub(crate) mod budgets;
 mod explain;
 mod keys;
 mod pricing;
