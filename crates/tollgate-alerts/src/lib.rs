@@ -67,6 +67,17 @@ pub(crate) struct Shared {
     /// Rules from the config and stock (the API's are added to these).
     pub fixed_rules: Vec<(rules::Rule, rules::RuleSource)>,
     pub rules_changed: tokio::sync::Notify,
+    /// Delivery attempts since start, by outcome.
+    pub attempts: DeliveryCounts,
+}
+
+/// Webhook delivery attempts since start: delivered, failed and to be
+/// retried, failed for good.
+#[derive(Default)]
+pub struct DeliveryCounts {
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub retrying: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -126,6 +137,7 @@ impl Alerts {
             secrets,
             client,
             wake: tokio::sync::Notify::new(),
+            attempts: DeliveryCounts::default(),
         });
         let events = engine.events.subscribe_lossless_to(false);
         let tasks = vec![
@@ -188,6 +200,18 @@ impl Alerts {
     /// Checks a budget's own `webhook_url` against the allow-list.
     pub fn check_webhook_url(&self, url: &str) -> Result<(), String> {
         self.shared.allow.check_url(url).map(|_| ())
+    }
+
+    /// Delivery attempts since start by outcome (`delivered`, `retry`,
+    /// `failed`), for `/metrics`.
+    pub fn delivery_attempts(&self) -> [(&'static str, u64); 3] {
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = &self.shared.attempts;
+        [
+            ("delivered", a.delivered.load(Relaxed)),
+            ("retry", a.retrying.load(Relaxed)),
+            ("failed", a.failed.load(Relaxed)),
+        ]
     }
 
     /// Makes the outbox look for due deliveries now (after a redelivery).

@@ -192,6 +192,12 @@ async fn attempt(shared: &Shared, d: DueDelivery) -> Outcome {
             }
         }
     }
+    let counter = match &next {
+        Next::Delivered => &shared.attempts.delivered,
+        Next::RetryAt(_) => &shared.attempts.retrying,
+        Next::Failed => &shared.attempts.failed,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match &next {
         Next::Delivered => {
             tracing::info!(delivery = %d.delivery.id, target = %d.delivery.target.name, attempt = n, "alert delivered")

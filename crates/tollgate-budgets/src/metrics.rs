@@ -13,9 +13,28 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tollgate_core::{Money, UsageRecord};
 
-/// Upper bounds of the request duration histogram, in milliseconds.
-const DURATION_MS: [u64; 14] = [
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
+/// Upper bounds of the request duration histogram, in microseconds.
+const DURATION_US: [u64; 14] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+];
+
+/// Upper bounds of the overhead histogram (Tollgate's own time on a
+/// forwarded request), in microseconds: from 50 µs to a second.
+const OVERHEAD_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000,
 ];
 
 /// Token kinds, as the `kind` label says them, in `Usage` order.
@@ -35,34 +54,58 @@ struct Row {
     cost: Mutex<Money>,
 }
 
-#[derive(Default)]
-struct Histogram {
-    counts: [AtomicU64; DURATION_MS.len() + 1],
-    sum_ms: AtomicU64,
+/// A histogram of durations in microseconds over fixed bounds (`N`
+/// bounds, `N + 1` counts: the last is beyond every bound).
+struct Histogram<const N: usize> {
+    bounds: &'static [u64; N],
+    counts: [AtomicU64; N],
+    beyond: AtomicU64,
+    sum_us: AtomicU64,
 }
 
-impl Histogram {
-    fn observe(&self, ms: u64) {
-        let i = DURATION_MS
-            .iter()
-            .position(|&b| ms <= b)
-            .unwrap_or(DURATION_MS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: &'static [u64; N]) -> Self {
+        Histogram {
+            bounds,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            beyond: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, us: u64) {
+        match self.bounds.iter().position(|&b| us <= b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.beyond.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str) {
         let mut cum = 0u64;
-        for (i, b) in DURATION_MS.iter().enumerate() {
-            cum += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cum}", *b as f64 / 1000.0);
+        for (c, b) in self.counts.iter().zip(self.bounds) {
+            cum += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cum}", seconds(*b));
         }
-        cum += self.counts[DURATION_MS.len()].load(Ordering::Relaxed);
+        cum += self.beyond.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-        let sum = self.sum_ms.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_sum {}.{:03}", sum / 1000, sum % 1000);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            seconds(self.sum_us.load(Ordering::Relaxed))
+        );
         let _ = writeln!(out, "{name}_count {cum}");
     }
+}
+
+/// Microseconds as decimal seconds, exactly (`1500` → `0.0015`).
+fn seconds(us: u64) -> String {
+    let frac = us % 1_000_000;
+    if frac == 0 {
+        return (us / 1_000_000).to_string();
+    }
+    let digits = format!("{frac:06}");
+    format!("{}.{}", us / 1_000_000, digits.trim_end_matches('0'))
 }
 
 type RowKey = (Arc<str>, Arc<str>, u16);
@@ -70,11 +113,22 @@ type RowKey = (Arc<str>, Arc<str>, u16);
 /// (provider, model), tokens by kind, cost.
 type ModelTotals = ((Arc<str>, Arc<str>), [u64; 6], Money);
 
-#[derive(Default)]
 pub struct RecordMetrics {
     rows: RwLock<HashMap<RowKey, Arc<Row>>>,
     refusals: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
-    duration: Histogram,
+    duration: Histogram<{ DURATION_US.len() }>,
+    overhead: Histogram<{ OVERHEAD_US.len() }>,
+}
+
+impl Default for RecordMetrics {
+    fn default() -> Self {
+        RecordMetrics {
+            rows: RwLock::default(),
+            refusals: RwLock::default(),
+            duration: Histogram::new(&DURATION_US),
+            overhead: Histogram::new(&OVERHEAD_US),
+        }
+    }
 }
 
 /// A label value in the text format: `\`, `"` and newlines escaped.
@@ -130,8 +184,15 @@ impl RecordMetrics {
         if r.flags.blocked {
             self.refused("budget_exceeded");
         } else {
-            self.duration.observe(r.latency_ms);
+            self.duration.observe(r.latency_ms.saturating_mul(1000));
         }
+    }
+
+    /// Counts Tollgate's own time on a forwarded request: its whole time
+    /// less the time spent waiting on the upstream.
+    pub fn overhead(&self, d: std::time::Duration) {
+        self.overhead
+            .observe(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Refusals since start by reason, in reason order.
@@ -248,6 +309,9 @@ impl RecordMetrics {
         out.push_str("# TYPE tollgate_request_duration_seconds histogram\n");
         self.duration
             .render(out, "tollgate_request_duration_seconds");
+        out.push_str("# HELP tollgate_overhead_seconds Time Tollgate adds to a forwarded request: its whole time less the upstream's.\n");
+        out.push_str("# TYPE tollgate_overhead_seconds histogram\n");
+        self.overhead.render(out, "tollgate_overhead_seconds");
     }
 }
 
@@ -257,9 +321,9 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
+        let h = Histogram::new(&DURATION_US);
         for ms in [1, 7, 7, 400, 999_999] {
-            h.observe(ms);
+            h.observe(ms * 1000);
         }
         let mut out = String::new();
         h.render(&mut out, "d");
@@ -271,6 +335,15 @@ mod tests {
             out.contains("d_count 5\n") && out.contains("d_sum 1000.414\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(seconds(0), "0");
+        assert_eq!(seconds(50), "0.00005");
+        assert_eq!(seconds(1_500), "0.0015");
+        assert_eq!(seconds(2_000_000), "2");
+        assert_eq!(seconds(1_000_414_000), "1000.414");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Config {
     /// How long raw usage records are kept (rollups are kept).
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
+    /// Where `/metrics` is served besides the main listener.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 fn default_min_output() -> u64 {
@@ -552,6 +555,9 @@ impl Config {
                 }
             }
         }
+        if let Err((field, m)) = self.metrics.validate() {
+            errs.push(ConfigError::field(field, m));
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             errs.push(ConfigError::field(
                 "listen",
@@ -771,6 +777,7 @@ impl Default for Config {
             trust_all_identity_headers: false,
             alerts: Default::default(),
             retention: Default::default(),
+            metrics: Default::default(),
         }
     }
 }

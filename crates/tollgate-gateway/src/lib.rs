@@ -361,6 +361,20 @@ impl Gateway {
         let grace = Duration::from_secs(self.state.config.shutdown_grace_seconds);
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let limits = self.state.config.connections.clone();
+        if let Ok(Some(addr)) = self.state.config.metrics.validate() {
+            let metrics = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(%addr, admin_key = self.state.config.metrics.require_admin_key, "serving /metrics on its own listener");
+            let mut end = self.state.streams_end.subscribe();
+            let app = metrics::router(self.state.clone());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = end.wait_for(|e| *e).await;
+                };
+                if let Err(e) = axum::serve(metrics, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         let server = server::serve(listener, app, limits, async move {
             shutdown.await;
             let _ = signalled.send(());

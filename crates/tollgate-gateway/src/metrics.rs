@@ -9,6 +9,71 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
+/// `metrics:` — where `/metrics` is served besides the main listener.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A listener of its own serving only `/metrics` (say
+    /// `127.0.0.1:9464`, reachable by the scraper alone).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// `false`: that listener serves `/metrics` without an admin key (the
+    /// main listener always asks for one). Only with `listen`.
+    #[serde(default = "yes")]
+    pub require_admin_key: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            require_admin_key: true,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The metrics listener's address, if any; or the field at fault and
+    /// why.
+    pub fn validate(&self) -> Result<Option<std::net::SocketAddr>, (&'static str, String)> {
+        match &self.listen {
+            None if !self.require_admin_key => Err((
+                "metrics.require_admin_key",
+                "false needs metrics.listen (the main listener always asks for an admin key)"
+                    .into(),
+            )),
+            None => Ok(None),
+            Some(l) => l.parse().map(Some).map_err(|_| {
+                (
+                    "metrics.listen",
+                    format!("expected HOST:PORT with an IP address, got {l:?}"),
+                )
+            }),
+        }
+    }
+}
+
+/// The router of the metrics listener: `/metrics` alone.
+pub(crate) fn router(state: AppState) -> axum::Router {
+    let route = axum::routing::get(metrics);
+    let route = if state.config.metrics.require_admin_key {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admin::require_admin,
+        ))
+    } else {
+        route
+    };
+    axum::Router::new()
+        .route("/metrics", route)
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
+        .with_state(state)
+}
+
 pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     s.budgets.metrics.render(&mut out);
@@ -53,6 +118,14 @@ pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    out.push_str("# HELP tollgate_webhook_deliveries_total Webhook delivery attempts, by outcome (delivered, retry: failed and to be retried, failed: for good).\n");
+    out.push_str("# TYPE tollgate_webhook_deliveries_total counter\n");
+    for (outcome, n) in s.alerts.delivery_attempts() {
+        let _ = writeln!(
+            out,
+            "tollgate_webhook_deliveries_total{{outcome=\"{outcome}\"}} {n}"
         );
     }
     budget_ratios(&s, &mut out).await;
@@ -105,6 +178,33 @@ async fn budget_ratios(s: &AppState, out: &mut String) {
         let _ = writeln!(
             out,
             "tollgate_budget_used_ratio{{budget=\"{label}\"}} {ratio}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MetricsConfig;
+
+    #[test]
+    fn an_open_metrics_listener_needs_an_address_of_its_own() {
+        let c = |yaml: &str| {
+            serde_json::from_str::<MetricsConfig>(yaml)
+                .unwrap()
+                .validate()
+        };
+        assert_eq!(c("{}"), Ok(None));
+        assert_eq!(
+            c(r#"{"listen": "127.0.0.1:9464", "require_admin_key": false}"#),
+            Ok(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(
+            c(r#"{"require_admin_key": false}"#).unwrap_err().0,
+            "metrics.require_admin_key"
+        );
+        assert_eq!(
+            c(r#"{"listen": "localhost"}"#).unwrap_err().0,
+            "metrics.listen"
         );
     }
 }

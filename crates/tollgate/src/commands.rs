@@ -826,6 +826,14 @@ async fn check_config(arg: &ConfigArg) -> Result<()> {
         0 => println!("  retention: usage records kept forever"),
         d => println!("  retention: usage records kept {d} days (hourly rollups kept)"),
     }
+    if let Some(l) = &config.metrics.listen {
+        let key = if config.metrics.require_admin_key {
+            "admin key required"
+        } else {
+            "no key"
+        };
+        println!("  metrics: /metrics also on {l} ({key})");
+    }
     for p in &config.providers {
         let key = match &p.api_key_env {
             Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("key from {var} (set)"),

@@ -267,10 +267,11 @@ async fn pipeline(
         body: up.body,
         request_id,
     })?;
-    draft.forwarded = true;
+    draft.sending();
     let resp = match upstream::send(&route.provider, upstream_req).await {
         Ok(r) => r,
         Err(e) => {
+            draft.upstream_ended();
             // Nothing reached the model: recorded, at zero cost.
             let status = e.to_native().status;
             draft.finish(Usage::default(), status, None, Flags::default());
@@ -355,6 +356,7 @@ async fn pipeline(
         Limited::new(body, limit).collect(),
     )
     .await;
+    draft.upstream_ended();
     let raw = match read {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) => Err(format!("reading response body: {e}")),

@@ -42,6 +42,10 @@ pub struct Draft {
     pub reserved: Option<Reserved>,
     /// The request went to the provider (from here on, it may be billed).
     pub forwarded: bool,
+    /// When the request was sent upstream, and how long the upstream took
+    /// to answer in full (for `tollgate_overhead_seconds`).
+    upstream_sent: Option<Instant>,
+    upstream_took: Option<Duration>,
     /// The input tokens reserved for (a bound when no budget applied).
     pub input_estimate: Option<u64>,
     /// The output limit per choice the upstream was sent (Tollgate's, or
@@ -85,12 +89,36 @@ impl Draft {
             applied: Vec::new(),
             reserved: None,
             forwarded: false,
+            upstream_sent: None,
+            upstream_took: None,
             input_estimate: None,
             output_limit: None,
             rate: Vec::new(),
             topup: None,
             done: false,
         }
+    }
+
+    /// The request goes to the provider now.
+    pub fn sending(&mut self) {
+        self.forwarded = true;
+        self.upstream_sent = Some(Instant::now());
+    }
+
+    /// The upstream's answer is complete (its body read, its stream
+    /// ended or broken): the upstream's part of the request's time ends.
+    pub fn upstream_ended(&mut self) {
+        if self.upstream_took.is_none() {
+            self.upstream_took = self.upstream_sent.map(|t| t.elapsed());
+        }
+    }
+
+    /// Tollgate's own time on the request: all of it less the upstream's
+    /// (still running, when the client left first).
+    fn overhead(&self) -> Option<Duration> {
+        let sent = self.upstream_sent?;
+        let upstream = self.upstream_took.unwrap_or_else(|| sent.elapsed());
+        Some(self.started.elapsed().saturating_sub(upstream))
     }
 
     /// The record for `usage`, not yet written.
@@ -157,6 +185,9 @@ impl Draft {
         }
         if !self.done {
             self.done = true;
+            if let Some(d) = self.overhead() {
+                self.budgets.metrics.overhead(d);
+            }
             let actual = Amount::new(rec.cost, usage.total_tokens());
             self.budgets
                 .settle(self.reserved.as_ref(), &self.applied, actual, rec.clone());
@@ -460,6 +491,7 @@ impl Metering {
         let Some(mut draft) = self.draft.take() else {
             return;
         };
+        draft.upstream_ended();
         let final_usage = self.filter.usage().filter(|_| self.filter.usage_is_final());
         let mut suspicious = false;
         let (usage, estimated) = match final_usage {

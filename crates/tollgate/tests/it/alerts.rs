@@ -309,6 +309,21 @@ fn a_receiver_failing_twice_gets_three_attempts_and_one_delivery() {
         .collect();
     assert_eq!(log, [500, 500, 200], "{one}");
     assert_eq!(one["deliveries"][0]["status"], "delivered");
+    // `/metrics` counts the attempts by outcome.
+    let metrics = client()
+        .get(format!("{}/metrics", g.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "tollgate_webhook_deliveries_total{outcome=\"delivered\"} 1",
+        "tollgate_webhook_deliveries_total{outcome=\"retry\"} 2",
+        "tollgate_webhook_deliveries_total{outcome=\"failed\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
     // Redelivery sends it again.
     let r = post_json(
         &format!(

@@ -11,7 +11,7 @@ const SUMMARY: &str = r#"
 import json, sys
 from decimal import Decimal
 from prometheus_client.parser import text_string_to_metric_families
-out = {"requests": 0, "cost": Decimal(0), "input": 0, "output": 0, "refusals": {}, "durations": 0, "names": [], "ratios": {}}
+out = {"requests": 0, "cost": Decimal(0), "input": 0, "output": 0, "refusals": {}, "durations": 0, "overheads": 0, "names": [], "ratios": {}}
 for fam in text_string_to_metric_families(sys.stdin.read()):
     out["names"].append(fam.name)
     for s in fam.samples:
@@ -27,6 +27,8 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             out["ratios"][s.labels["budget"]] = s.value
         elif s.name == "tollgate_request_duration_seconds_count":
             out["durations"] = int(s.value)
+        elif s.name == "tollgate_overhead_seconds_count":
+            out["overheads"] = int(s.value)
 out["cost"] = str(out["cost"])
 print(json.dumps(out))
 "#;
@@ -34,7 +36,16 @@ print(json.dumps(out))
 #[test]
 fn metrics_parse_and_equal_the_records() {
     let m = Mock::start(&[]);
-    let g = Gateway::start(&m);
+    // `/metrics` also on a listener of its own, open to the scraper.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let g = Gateway::start_with(
+        &m,
+        &format!("metrics: {{ listen: \"127.0.0.1:{port}\", require_admin_key: false }}\n"),
+    );
     let (_, key) = g.create_key(json!({"name": "p", "user": "prom"}));
     post_json(
         &format!("{}/admin/budgets", g.url),
@@ -83,6 +94,28 @@ fn metrics_parse_and_equal_the_records() {
         .unwrap()
         .text()
         .unwrap();
+    let own = c
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap();
+    assert_eq!(own.status(), 200, "the metrics listener needs no key");
+    let own = own.text().unwrap();
+    let counters = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("tollgate_requests_total"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(counters(&own), counters(&text), "the same counters on both");
+    let only = c
+        .get(format!("http://127.0.0.1:{port}/admin/keys"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        only.status(),
+        404,
+        "the metrics listener serves /metrics only"
+    );
     let mut py = std::process::Command::new(crate::sdk::python())
         .arg("-c")
         .arg(SUMMARY)
@@ -112,6 +145,11 @@ fn metrics_parse_and_equal_the_records() {
         got["durations"].as_u64().unwrap(),
         records.len() as u64 - blocked
     );
+    // Every forwarded request has its overhead observed; refusals none.
+    assert_eq!(
+        got["overheads"].as_u64().unwrap(),
+        records.len() as u64 - blocked
+    );
     // The budget marked `metrics: true` is a gauge of spent over limit.
     let b = get_json(
         &format!("{}/admin/budgets/prom-budget", g.url),
@@ -133,6 +171,8 @@ fn metrics_parse_and_equal_the_records() {
         "tollgate_tokens",
         "tollgate_cost_usd",
         "tollgate_journal_entries_written",
+        "tollgate_overhead_seconds",
+        "tollgate_webhook_deliveries",
     ] {
         assert!(
             got["names"].as_array().unwrap().iter().any(|n| n == name),
