@@ -12,6 +12,7 @@
 
 mod load;
 mod report;
+mod reports;
 mod setup;
 mod upstream;
 
@@ -60,12 +61,39 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Report times over many records: from the rollups vs the raw records.
+    Reports {
+        /// How many records to generate.
+        #[arg(long, default_value_t = 5_000_000)]
+        records: usize,
+        /// Where the database is written (deleted afterwards).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// A fresh directory under `parent` for a benchmark's database.
+fn tempfile_in(parent: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = parent.join(format!("tollgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Upstream { listen }) = args.cmd {
-        return upstream::serve(listen);
+    match args.cmd {
+        Some(Cmd::Upstream { listen }) => return upstream::serve(listen),
+        Some(Cmd::Reports { records, dir }) => {
+            let dir = tempfile_in(&dir)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let md = rt.block_on(reports::run(&dir, records));
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", md?);
+            return Ok(());
+        }
+        None => {}
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = setup::Pinning::plan(cores);

@@ -215,6 +215,7 @@ impl Query {
                 provider: f.provider,
                 budget: f.budget,
             },
+            raw_only: false,
         };
         let r = crate::admin::run_report(&*s.store, &q)
             .await

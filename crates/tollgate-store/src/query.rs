@@ -126,6 +126,9 @@ pub struct ReportQuery {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub filter: ReportFilter,
+    /// Read the raw records alone, never the rollups: the same answer,
+    /// slower (benchmarks and tests compare the two).
+    pub raw_only: bool,
 }
 
 impl ReportQuery {
@@ -136,6 +139,7 @@ impl ReportQuery {
             from: None,
             to: None,
             filter: ReportFilter::default(),
+            raw_only: false,
         }
     }
 }

@@ -499,6 +499,7 @@ async fn usage(action: UsageCmd) -> Result<()> {
             provider: only.provider,
             budget: only.budget,
         },
+        raw_only: false,
     };
     let store = open_store(&load_config(&cfg)?).await?;
     let report = admin::run_report(&*store, &q).await?;

@@ -260,6 +260,7 @@ impl ReportParams {
             from,
             to,
             filter,
+            raw_only: false,
         })
     }
 }

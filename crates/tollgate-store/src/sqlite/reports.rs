@@ -69,7 +69,7 @@ impl Source {
 /// Budgets are not in the rollups: a report that groups or filters by
 /// one reads raw records.
 fn needs_raw(q: &ReportQuery) -> bool {
-    q.filter.budget.is_some() || q.group_by.contains(&GroupBy::Budget)
+    q.raw_only || q.filter.budget.is_some() || q.group_by.contains(&GroupBy::Budget)
 }
 
 /// The whole hours within `[from, to)`.

@@ -668,9 +668,12 @@ mod rollups {
                         // Each filter set over a third of the groupings; the
                         // first set sometimes filters nothing.
                         filter: if i % 5 == 0 { ReportFilter::default() } else { filters[i % 3].clone() },
+                        raw_only: false,
                     };
                     let got = s.report(&q).await.unwrap();
                     assert_eq!(got, expected(&q, &records), "{q:?}");
+                    let raw = s.report(&ReportQuery { raw_only: true, ..q.clone() }).await.unwrap();
+                    assert_eq!(raw, got, "raw records alone: {q:?}");
                 }
                 // Purging a budget's records takes them out of the rollups
                 // too: every report still equals the records left.

@@ -310,13 +310,7 @@ fn a_receiver_failing_twice_gets_three_attempts_and_one_delivery() {
     assert_eq!(log, [500, 500, 200], "{one}");
     assert_eq!(one["deliveries"][0]["status"], "delivered");
     // `/metrics` counts the attempts by outcome.
-    let metrics = client()
-        .get(format!("{}/metrics", g.url))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = g.metrics();
     for line in [
         "tollgate_webhook_deliveries_total{outcome=\"delivered\"} 1",
         "tollgate_webhook_deliveries_total{outcome=\"retry\"} 2",

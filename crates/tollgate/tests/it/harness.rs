@@ -281,6 +281,17 @@ pricing:
         page["records"].as_array().unwrap().clone()
     }
 
+    /// `/metrics` as the admin reads it.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .args(args)
