@@ -508,6 +508,11 @@ impl BudgetEngine {
             Scope::Session => caller.session.clone(),
             Scope::Key => caller.key_id.clone(),
             Scope::Budget => caller.budget_id.clone(),
+            s => caller
+                .paths
+                .iter()
+                .find(|(p, _)| *p == s)
+                .map(|(_, path)| path.clone()),
         }
     }
 
@@ -723,18 +728,35 @@ impl BudgetEngine {
         sizing: Sizing,
         template: UsageRecord,
     ) -> Result<Reserved, ReserveError> {
+        let expires_at = self
+            .now()
+            .checked_add(PROXY_RESERVATION_TTL)
+            .unwrap_or(Timestamp::MAX);
+        // Should this process die before settling, the template is charged
+        // at the reserved amount (see `reconcile`).
+        self.reserve_until(id, applied, sizing, expires_at, Payload::record(template))
+            .await
+    }
+
+    /// As [`Self::reserve`], held until `expires_at` (then released
+    /// unless settled), with `payload` as what a crash leaves: a record
+    /// to charge, or nothing (a Cycles reservation owes nothing unless
+    /// its holder commits it).
+    pub async fn reserve_until(
+        &self,
+        id: &str,
+        applied: &[Applied],
+        sizing: Sizing,
+        expires_at: Timestamp,
+        payload: Payload,
+    ) -> Result<Reserved, ReserveError> {
         let r = Reservation {
             id: id.to_string(),
             lines: applied.iter().map(|a| a.line.clone()).collect(),
             sizing,
-            expires_at: self
-                .now()
-                .checked_add(PROXY_RESERVATION_TTL)
-                .unwrap_or(Timestamp::MAX),
+            expires_at,
         };
-        // Should this process die before settling, the template is charged
-        // at the reserved amount (see `reconcile`).
-        let granted = match self.ledger.reserve(&r, Payload::record(template)).await {
+        let granted = match self.ledger.reserve(&r, payload).await {
             Ok(n) => n,
             Err(LedgerError::Denied(d)) => {
                 let r = self.refusal(applied, d, &sizing).await;
@@ -907,12 +929,16 @@ impl BudgetEngine {
         let now = self.now();
         use tollgate_store::SubjectOf;
         let (field, only) = match (b.scope, &b.subject) {
+            // Records do not say which named budget or Cycles scope a
+            // request was for.
             (Scope::Budget, _) => return Ok(()),
+            (s, _) if s.is_cycles_path() => return Ok(()),
             (Scope::Global, _) => (SubjectOf::Fixed("*".into()), None),
             (Scope::User, s) => (SubjectOf::User, s.clone()),
             (Scope::Tenant, s) => (SubjectOf::Tenant, s.clone()),
             (Scope::Session, s) => (SubjectOf::Session, s.clone()),
             (Scope::Key, s) => (SubjectOf::Key, s.clone()),
+            (_, _) => return Ok(()),
         };
         self.ledger.flush().await;
         let globs: Vec<wildmatch::WildMatch> = b
@@ -942,13 +968,14 @@ impl BudgetEngine {
     pub fn subject_of(b: &Budget) -> Option<tollgate_store::SubjectOf> {
         use tollgate_store::SubjectOf;
         Some(match (&b.subject, b.scope) {
+            (_, s) if s.is_cycles_path() => return None,
             (Some(s), _) => SubjectOf::Fixed(s.clone()),
             (None, Scope::Global) => SubjectOf::Fixed("*".into()),
             (None, Scope::User) => SubjectOf::User,
             (None, Scope::Tenant) => SubjectOf::Tenant,
             (None, Scope::Session) => SubjectOf::Session,
             (None, Scope::Key) => SubjectOf::Key,
-            (None, Scope::Budget) => return None,
+            (None, _) => return None,
         })
     }
 
@@ -984,6 +1011,22 @@ impl BudgetEngine {
             }
             Err(_) => false,
         }
+    }
+
+    /// Grows a reservation by `more` on every line it holds, or on none
+    /// (a commit above its estimate).
+    pub async fn grow(&self, reserved: &mut Reserved, more: Amount) -> Result<(), LedgerError> {
+        let total = self
+            .ledger
+            .extend(&reserved.id, more, Payload::Empty)
+            .await?;
+        reserved.amount = total;
+        Ok(())
+    }
+
+    /// Moves a reservation's deadline to `until`.
+    pub async fn prolong(&self, id: &str, until: Timestamp) -> Result<(), LedgerError> {
+        self.ledger.prolong(id, until, Payload::Empty).await
     }
 
     /// Gives a reservation back (the request never reached a provider).

@@ -68,6 +68,13 @@ pub trait Ledger: Send + Sync + 'static {
     /// holds now.
     async fn extend(&self, id: &str, more: Amount, payload: Payload)
     -> Result<Amount, LedgerError>;
+    /// Moves an open reservation's deadline to `until`, durably.
+    async fn prolong(
+        &self,
+        id: &str,
+        until: Timestamp,
+        payload: Payload,
+    ) -> Result<(), LedgerError>;
     /// What `reserve` would grant now, reserving nothing.
     async fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
     /// Charges `actual` to `charges` (normally the reservation's own lines;
@@ -214,6 +221,25 @@ impl Ledger for MemoryLedger {
             )));
         }
         Ok(grown.amount)
+    }
+
+    async fn prolong(
+        &self,
+        id: &str,
+        until: Timestamp,
+        payload: Payload,
+    ) -> Result<(), LedgerError> {
+        let Some(held) = self.state.prolong(id, until) else {
+            return Err(LedgerError::NotOpen);
+        };
+        // Logged again whole, with its new deadline. Should that fail, the
+        // deadline in memory stays moved: the hold ends later than a
+        // restart would end it, never earlier than its holder expects.
+        let charges = held.charges.iter().map(ToString::to_string).collect();
+        self.log(id, charges, (held.amount, until), payload)
+            .map_err(|e| {
+                LedgerError::Unavailable(format!("cannot make the new deadline durable: {e}"))
+            })
     }
 
     async fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {

@@ -85,7 +85,7 @@ fn subject_of(caller: &Caller, scope: Scope) -> Option<String> {
         Scope::Tenant => caller.tenant.clone(),
         Scope::User => caller.user.clone(),
         Scope::Key => caller.key_id.clone(),
-        Scope::Session | Scope::Budget => None,
+        _ => None,
     }
 }
 

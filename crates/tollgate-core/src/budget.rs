@@ -27,17 +27,38 @@ pub enum Scope {
     Key,
     /// A named budget, picked per request with `X-Budget-Id`.
     Budget,
+    /// The Cycles protocol's scopes below a tenant; a subject is a
+    /// canonical path (`tenant:acme/workspace:prod/agent:bot`).
+    Workspace,
+    App,
+    Workflow,
+    Agent,
+    Toolset,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 11] = [
         Scope::Global,
         Scope::Tenant,
         Scope::User,
         Scope::Session,
         Scope::Key,
         Scope::Budget,
+        Scope::Workspace,
+        Scope::App,
+        Scope::Workflow,
+        Scope::Agent,
+        Scope::Toolset,
     ];
+
+    /// Whether the scope is one of the Cycles protocol's levels below a
+    /// tenant (its subjects are canonical paths).
+    pub fn is_cycles_path(self) -> bool {
+        matches!(
+            self,
+            Scope::Workspace | Scope::App | Scope::Workflow | Scope::Agent | Scope::Toolset
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +68,11 @@ impl Scope {
             Scope::Session => "session",
             Scope::Key => "key",
             Scope::Budget => "budget",
+            Scope::Workspace => "workspace",
+            Scope::App => "app",
+            Scope::Workflow => "workflow",
+            Scope::Agent => "agent",
+            Scope::Toolset => "toolset",
         }
     }
 }
@@ -61,11 +87,16 @@ impl FromStr for Scope {
             "session" => Scope::Session,
             "key" => Scope::Key,
             "budget" | "named" => Scope::Budget,
+            "workspace" => Scope::Workspace,
+            "app" => Scope::App,
+            "workflow" => Scope::Workflow,
+            "agent" => Scope::Agent,
+            "toolset" => Scope::Toolset,
             _ => {
                 return Err(BudgetError::field(
                     "scope",
                     format!(
-                        "unknown scope {s:?} (expected global, tenant, user, session, key or budget)"
+                        "unknown scope {s:?} (expected global, tenant, user, session, key, budget, workspace, app, workflow, agent or toolset)"
                     ),
                 ));
             }
@@ -436,6 +467,32 @@ fn period_err(e: PeriodError) -> BudgetError {
     BudgetError::field(field, e.to_string())
 }
 
+/// Whether `path` is a canonical Cycles scope path
+/// (`tenant:T/level:value/...`, levels in canonical order, values of the
+/// protocol's charset) whose last level is `scope`.
+pub fn is_cycles_path_of(path: &str, scope: Scope) -> bool {
+    const ORDER: [&str; 6] = ["tenant", "workspace", "app", "workflow", "agent", "toolset"];
+    let mut last = None;
+    for (i, seg) in path.split('/').enumerate() {
+        let Some((level, value)) = seg.split_once(':') else {
+            return false;
+        };
+        let Some(pos) = ORDER.iter().position(|l| *l == level) else {
+            return false;
+        };
+        let ok_value = !value.is_empty()
+            && value.len() <= 128
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok_value || (i == 0) != (pos == 0) || last.is_some_and(|l| pos <= l) {
+            return false;
+        }
+        last = Some(pos);
+    }
+    last.is_some_and(|l| ORDER[l] == scope.as_str())
+}
+
 /// An id usable in counter keys, where `|` separates it from a subject.
 pub(crate) fn check_id(id: &str, what: &str) -> Result<(), BudgetError> {
     if id.is_empty() || id.contains('|') || id.chars().any(char::is_control) {
@@ -473,9 +530,20 @@ impl Budget {
         let scope = scope_of(
             scope,
             input.scope.as_deref(),
-            "global, tenant, user, session, key or budget",
+            "global, tenant, user, session, key, budget, workspace, app, workflow, agent or toolset",
         )?;
         let subject = input.subject.clone().filter(|s| !s.is_empty());
+        if let Some(s) = &subject
+            && scope.is_cycles_path()
+            && !is_cycles_path_of(s, scope)
+        {
+            return Err(BudgetError::field(
+                "subject",
+                format!(
+                    "a {scope} budget's subject is a Cycles scope path ending in its {scope}, like tenant:acme/{scope}:name (got {s:?})"
+                ),
+            ));
+        }
         match (&tier, scope, &subject) {
             (Tier::Override, Scope::Global, Some(_)) => {
                 return Err(BudgetError::field(
@@ -793,6 +861,26 @@ mod tests {
 
     fn input(json: &str) -> BudgetInput {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn cycles_scope_budgets_name_a_canonical_path_ending_in_their_scope() {
+        for (path, scope, ok) in [
+            ("tenant:acme/agent:bot", Scope::Agent, true),
+            ("tenant:acme/workspace:prod/agent:bot", Scope::Agent, true),
+            ("tenant:acme/workspace:prod", Scope::Workspace, true),
+            ("tenant:acme/workspace:prod", Scope::Agent, false),
+            ("agent:bot", Scope::Agent, false),
+            ("tenant:acme/agent:bot/workspace:x", Scope::Workspace, false),
+            ("tenant:acme/agent:b t", Scope::Agent, false),
+            ("tenant:acme/agent:", Scope::Agent, false),
+            ("bot", Scope::Agent, false),
+        ] {
+            assert_eq!(is_cycles_path_of(path, scope), ok, "{path} as {scope}");
+        }
+        let bad = input(r#"{"scope":"agent","subject":"bot","limit_usd":"1"}"#);
+        let e = Budget::from_input("b".into(), &bad, Tier::Override, None).unwrap_err();
+        assert!(e.to_string().contains("tenant:acme/agent:name"), "{e}");
     }
 
     #[test]

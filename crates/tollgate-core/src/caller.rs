@@ -15,6 +15,9 @@ pub struct Caller {
     pub trusted: bool,
     /// Model globs the key may use; empty means all.
     pub models: Vec<String>,
+    /// Subjects in the Cycles scopes below the tenant (workspace, app,
+    /// workflow, agent, toolset): canonical paths, set for Cycles calls.
+    pub paths: Vec<(crate::budget::Scope, String)>,
 }
 
 /// A name within `tenant`: `tenant/name`, so that two tenants' "alice"

@@ -649,6 +649,18 @@ impl LedgerState {
         })
     }
 
+    /// Moves an open reservation's deadline to `until`; `false` when it is
+    /// no longer open.
+    pub fn prolong(&mut self, id: &str, until: Timestamp) -> bool {
+        match self.open.get_mut(id) {
+            Some(e) if !e.expired => {
+                e.expires_at = until;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Charges `actual` to the reservation's lines and releases it.
     pub fn commit(&mut self, id: &str, actual: Amount, now: Timestamp) -> Settled {
         let Some(e) = self.open.get(id) else {

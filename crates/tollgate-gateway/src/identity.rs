@@ -158,6 +158,7 @@ impl CachedKey {
             budget_id: None,
             trusted: self.trusted,
             models: self.models.iter().map(|m| m.to_string()).collect(),
+            paths: Vec::new(),
         }
         .qualified()
     }
@@ -287,6 +288,7 @@ pub fn caller_from_key(key: &KeyRecord) -> Caller {
         budget_id: None,
         trusted: key.trusted,
         models: key.models.clone(),
+        paths: Vec::new(),
     }
     .qualified()
 }
@@ -419,6 +421,7 @@ mod tests {
     fn model_allow_list_uses_globs() {
         let c = Caller {
             models: vec!["gpt-4o*".into()],
+            paths: Vec::new(),
             ..Caller::default()
         };
         assert!(c.may_use("gpt-4o-mini"));

@@ -247,6 +247,7 @@ impl JwtVerifier {
                         budget_id: None,
                         trusted: self.config.trusted,
                         models: Vec::new(),
+                        paths: Vec::new(),
                     }
                     .qualified());
                 }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod budgets;
 pub use tollgate_budgets::{journal, ledger};
 pub mod config;
+pub mod cycles;
 pub mod error;
 pub mod graphql;
 pub mod identity;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Set when the shutdown grace is over: open streams end themselves.
     pub streams_end: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The Cycles runtime API, on the same budget engine.
+    pub cycles: Arc<tollgate_cycles::service::Cycles>,
 }
 
 impl AppState {
@@ -102,6 +105,8 @@ pub enum StartError {
     Journal(std::io::Error),
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
+    #[error("cannot load the Cycles reservations: {0}")]
+    Cycles(String),
 }
 
 /// Builds the catalog: built-in prices, then config overrides, then prices
@@ -162,6 +167,9 @@ async fn assemble(
         tollgate_alerts::Alerts::start(config.alerts.clone(), store.clone(), budgets.clone(), env)
             .map_err(|e| StartError::Config(vec![ConfigError::field("alerts", e.to_string())]))?;
     alerts.reload_rules().await?;
+    let cycles = tollgate_cycles::service::Cycles::start(budgets.clone(), store.clone())
+        .await
+        .map_err(|e| StartError::Cycles(e.message))?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
         router: Arc::new(router),
@@ -176,6 +184,7 @@ async fn assemble(
         rates: Arc::new(rates),
         alerts: Arc::new(alerts),
         streams_end: Arc::new(tokio::sync::watch::Sender::new(false)),
+        cycles,
     };
     Ok((state, writer))
 }
@@ -319,7 +328,11 @@ impl Gateway {
             budgets_version,
             rates_version,
         );
-        let mut refresh = vec![key_refresh, price_refresh];
+        let mut refresh = vec![
+            key_refresh,
+            price_refresh,
+            cycles::spawn_sweeper(state.clone()),
+        ];
         refresh.extend(retention::spawn(state.clone()));
         Ok(Gateway {
             state,
@@ -519,6 +532,23 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/usage", get(admin::own_usage))
+        .route("/v1/reservations", post(cycles::create).get(cycles::list))
+        .route("/v1/reservations/{reservation_id}", get(cycles::get))
+        .route(
+            "/v1/reservations/{reservation_id}/commit",
+            post(cycles::commit),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/release",
+            post(cycles::release),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/extend",
+            post(cycles::extend),
+        )
+        .route("/v1/decide", post(cycles::decide))
+        .route("/v1/balances", get(cycles::balances))
+        .route("/v1/events", post(cycles::event))
         .route("/badge/{file}", get(admin::public_badge))
         .route(
             "/graphql",

@@ -52,6 +52,57 @@ pub const PROXY_ROUTES: &[(&str, &str, &str)] = &[
 
 /// Routes outside the admin API and the proxy (method, path, what it is,
 /// the security scheme or `None`).
+/// The Cycles runtime API (method, path, summary): its bodies are the
+/// Cycles protocol's own (its OpenAPI document, v0.1.25); here each route
+/// is listed with its key and a pointer to that document.
+pub const CYCLES_ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "POST",
+        "/v1/reservations",
+        "Cycles: reserve an estimate on every budget the subject reaches (`dry_run` evaluates only)",
+    ),
+    (
+        "GET",
+        "/v1/reservations",
+        "Cycles: the tenant's reservations, newest first",
+    ),
+    (
+        "GET",
+        "/v1/reservations/{reservation_id}",
+        "Cycles: one reservation",
+    ),
+    (
+        "POST",
+        "/v1/reservations/{reservation_id}/commit",
+        "Cycles: charge what the action cost; the rest is released",
+    ),
+    (
+        "POST",
+        "/v1/reservations/{reservation_id}/release",
+        "Cycles: give the reservation back",
+    ),
+    (
+        "POST",
+        "/v1/reservations/{reservation_id}/extend",
+        "Cycles: move the reservation's deadline",
+    ),
+    (
+        "POST",
+        "/v1/decide",
+        "Cycles: what a reservation would be answered now, holding nothing",
+    ),
+    (
+        "GET",
+        "/v1/balances",
+        "Cycles: balances of the scopes a subject derives",
+    ),
+    (
+        "POST",
+        "/v1/events",
+        "Cycles: record spend after the fact, on every budget at once",
+    ),
+];
+
 pub const PUBLIC_ROUTES: &[(&str, &str, &str, Option<&str>)] = &[
     (
         "GET",
@@ -270,6 +321,13 @@ fn finish(doc: &mut OpenApi) {
         ),
     );
     components.add_security_scheme(
+        "cycles_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-cycles-api-key",
+            "A virtual key (`tg-...`) of the tenant, or a JWT",
+        ))),
+    );
+    components.add_security_scheme(
         "anthropic_key",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
     );
@@ -300,6 +358,34 @@ fn finish(doc: &mut OpenApi) {
     for (m, path, summary) in PROXY_ROUTES {
         doc.paths
             .add_path_operation(*path, vec![method(m)], proxy_operation(path, summary, m));
+    }
+    for (m, path, summary) in CYCLES_ROUTES {
+        let mut op = OperationBuilder::new()
+            .summary(Some(*summary))
+            .description(Some(
+                "Bodies and error codes as the Cycles protocol's OpenAPI document (v0.1.25) says; \
+                 errors are its `ErrorResponse` (`error`, `message`, `request_id`, `trace_id`).",
+            ))
+            .tag("cycles")
+            .security(SecurityRequirement::new("cycles_key", Vec::<String>::new()));
+        if path.contains("{reservation_id}") {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("reservation_id")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(String::schema())),
+            );
+        }
+        let status = if *path == "/v1/events" { "201" } else { "200" };
+        let responses = ResponsesBuilder::new()
+            .response(status, ResponseBuilder::new().description("OK"))
+            .response(
+                "401",
+                ResponseBuilder::new().description("Missing or invalid key"),
+            );
+        doc.paths
+            .add_path_operation(*path, vec![method(m)], op.responses(responses).build());
     }
     for (m, path, summary, security) in PUBLIC_ROUTES {
         let mut op = OperationBuilder::new()
@@ -409,6 +495,7 @@ mod tests {
             .iter()
             .map(|(_, p, _)| p.to_string())
             .chain(PUBLIC_ROUTES.iter().map(|(_, p, _, _)| p.to_string()))
+            .chain(CYCLES_ROUTES.iter().map(|(_, p, _)| p.to_string()))
             .collect();
         assert_eq!(served, documented);
         // The admin API registers nothing outside `routes!`.

@@ -6,6 +6,7 @@
 //! cluster mode. Callers hold an `Arc<dyn Store>` and never see SQL.
 
 pub mod alerts;
+pub mod cycles;
 pub mod journal;
 pub mod query;
 pub mod sqlite;
@@ -302,6 +303,7 @@ pub trait AlertStore: Send + Sync {
 pub trait Store:
     KeyStore
     + LedgerStore
+    + cycles::CyclesStore
     + BudgetStore
     + RateLimitStore
     + UsageStore
@@ -314,6 +316,7 @@ pub trait Store:
 impl<T> Store for T where
     T: KeyStore
         + LedgerStore
+        + cycles::CyclesStore
         + BudgetStore
         + RateLimitStore
         + UsageStore

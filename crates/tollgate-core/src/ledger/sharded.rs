@@ -274,6 +274,19 @@ impl ShardedLedger {
         })
     }
 
+    /// Moves an open reservation's deadline to `until`; `false` when it is
+    /// no longer open (settled, or already expired).
+    pub fn prolong(&self, id: &str, until: Timestamp) -> Option<Grown> {
+        let mut ids = self.id_shard(id);
+        let e = ids.open.get_mut(id).filter(|e| !e.expired)?;
+        e.expires_at = until;
+        Some(Grown {
+            amount: e.amount,
+            charges: e.lines.iter().map(|l| l.charge.clone()).collect(),
+            expires_at: until,
+        })
+    }
+
     /// Takes `less` back from an open reservation (an extension that could
     /// not be made durable); nothing if it is no longer open.
     pub fn shrink(&self, id: &str, less: Amount) {

@@ -525,6 +525,31 @@ fn subjects_page_in_order_and_follow_pruning() {
     );
 }
 
+/// A reservation whose deadline moved is held until the new one, in the
+/// model and the sharded ledger alike; a settled one cannot be moved.
+#[test]
+fn prolong_moves_the_deadline_of_open_reservations_only() {
+    let lines = vec![line("user", Some(100), None)];
+    let mut l = LedgerState::default();
+    let s = ShardedLedger::default();
+    l.reserve("r", lines.clone(), Amount::new(m(40), 0), t(10))
+        .unwrap();
+    s.reserve_capped("r", &lines, &Sizing::fixed(Amount::new(m(40), 0)), t(10))
+        .unwrap();
+    assert!(l.prolong("r", t(30)));
+    assert_eq!(s.prolong("r", t(30)).map(|g| g.expires_at), Some(t(30)));
+    let g = jiff::SignedDuration::ZERO;
+    assert!(l.expire(t(20), g).is_empty(), "held past the old deadline");
+    assert!(s.expire(t(20), g).is_empty());
+    assert_eq!(l.counter(&key("user")).reserved.money, m(40));
+    assert_eq!(l.expire(t(30), g), vec!["r".to_string()]);
+    assert_eq!(s.expire(t(30), g), vec!["r".to_string()]);
+    assert_eq!(l.counter(&key("user")).reserved.money, m(0));
+    assert!(!l.prolong("r", t(60)), "expired: no longer open");
+    assert!(s.prolong("r", t(60)).is_none());
+    assert!(!l.prolong("nope", t(60)));
+}
+
 #[test]
 fn extend_grows_every_line_or_none() {
     let mut l = LedgerState::default();

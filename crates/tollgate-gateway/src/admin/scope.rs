@@ -108,6 +108,10 @@ impl AdminScope {
                 s.store.key_by_id(subject).await,
                 Ok(Some(k)) if k.tenant.as_deref() == Some(t)
             ),
+            // Cycles paths begin with their tenant (`tenant:acme/...`).
+            Scope::Workspace | Scope::App | Scope::Workflow | Scope::Agent | Scope::Toolset => {
+                tollgate_cycles::scopes::tenant_of(subject) == Some(t.as_str())
+            }
         }
     }
 

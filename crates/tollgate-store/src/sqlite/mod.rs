@@ -13,6 +13,7 @@
 
 mod alerts;
 mod budgets;
+mod cycles;
 mod keys;
 mod ledger;
 mod prices;

@@ -229,6 +229,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     CREATE INDEX badge_tokens_budget ON badge_tokens(budget_id);",
+    // 15: Cycles reservations (the protocol's view in `doc`, the columns
+    // lists filter on) and the answers their idempotency keys replay.
+    "CREATE TABLE cycles_reservations (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        scope_path TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        finalized_at INTEGER,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX cycles_reservations_tenant ON cycles_reservations(tenant, created_at, id);
+    CREATE INDEX cycles_reservations_active ON cycles_reservations(status) WHERE status = 'ACTIVE';
+    CREATE TABLE cycles_replies (
+        tenant TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, endpoint, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX cycles_replies_age ON cycles_replies(created_at);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

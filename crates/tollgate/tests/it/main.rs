@@ -13,6 +13,7 @@ mod alerts;
 mod budgets;
 mod cli;
 mod connections;
+mod cycles;
 mod errors;
 mod escapes;
 mod graphql;

@@ -26,7 +26,7 @@ pub(crate) fn python() -> PathBuf {
 
 /// Runs the pytest files in `dir` (under the repository) against `g`,
 /// with `env`; returns pytest's output, failing the test if any failed.
-fn pytest(dir: &str, g: &Gateway, env: &[(&str, &str)]) -> String {
+pub(crate) fn pytest(dir: &str, g: &Gateway, env: &[(&str, &str)]) -> String {
     let tests = format!("{}/../../{dir}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new(python());
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &tests])

@@ -1,0 +1,1425 @@
+//! The runtime API's operations on the budget engine: a reservation holds
+//! its estimate on every budget its subject reaches, through the same
+//! engine (and ledger) the proxy reserves on, and settles by commit,
+//! release or expiry. Every answer that succeeded is kept for its
+//! idempotency key and replayed to the same request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Digest;
+use tollgate_budgets::engine::{Applied, BudgetEngine, Reserved};
+use tollgate_core::budget::Scope;
+use tollgate_core::ledger::{Amount as Held, Sizing};
+use tollgate_core::{Caller, Flags, Money, Usage, UsageRecord};
+use tollgate_store::Store;
+use tollgate_store::cycles::{ReservationQuery, StoredReply, StoredReservation};
+
+use crate::CyclesError;
+use crate::protocol::*;
+use crate::scopes::{self, Derived};
+use crate::units;
+
+/// How many times one reservation may be extended.
+pub const MAX_EXTENSIONS: u32 = 10;
+/// How long after a reservation's grace the ledger still holds it, should
+/// the sweeper (which releases it at the end of its grace) not run: a
+/// backstop, so that a hold never outlives its reservation for long.
+const LEDGER_MARGIN_MS: i64 = 10_000;
+/// How long a successful answer is replayed for its idempotency key.
+pub const REPLAY_HOURS: i64 = 24;
+
+/// Who calls: the Tollgate key's identity (tenant, user, trust).
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub caller: Caller,
+}
+
+/// A reservation's state beyond its columns, kept as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Doc {
+    subject: Subject,
+    action: Action,
+    reserved: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed: Option<Amount>,
+    grace_ms: i64,
+    overage: OveragePolicy,
+    extensions: u32,
+    affected: Vec<String>,
+    /// The budgets held: (budget id, subject).
+    holds: Vec<(String, String)>,
+    /// The caller the reservation charges (its record's identity).
+    key_id: Option<String>,
+    user: Option<String>,
+    session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed_metadata: Option<Map<String, Value>>,
+}
+
+/// An open reservation in memory: its row, and what the engine holds.
+struct Open {
+    row: StoredReservation,
+    doc: Doc,
+    reserved: Reserved,
+    applied: Vec<Applied>,
+}
+
+/// An idempotency key's place: (tenant, operation, key).
+type KeySlot = (String, &'static str, String);
+
+/// A successful answer: status and body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+pub struct Cycles {
+    engine: Arc<BudgetEngine>,
+    store: Arc<dyn Store>,
+    /// Open reservations, each behind its own lock (operations on one
+    /// reservation run one at a time; on different ones, in parallel).
+    open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Open>>>>>,
+    /// Idempotency keys being answered now: a second request with the
+    /// same key waits for the first and replays its answer.
+    keys: Mutex<HashMap<KeySlot, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn now_ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::MAX)
+}
+
+/// The hash an idempotency key is bound to: the operation's target and
+/// the request as canonical JSON (object keys sorted).
+fn request_hash(target: &str, body: &impl Serialize) -> [u8; 32] {
+    let v = serde_json::to_value(body).unwrap_or(Value::Null);
+    let mut h = sha2::Sha256::new();
+    h.update(target.as_bytes());
+    h.update([0]);
+    h.update(v.to_string().as_bytes());
+    h.finalize().into()
+}
+
+fn check_key(key: &str, header: Option<&str>) -> Result<(), CyclesError> {
+    if key.is_empty() || key.len() > 256 {
+        return Err(CyclesError::invalid("idempotency_key: 1 to 256 characters"));
+    }
+    if let Some(h) = header
+        && h != key
+    {
+        return Err(CyclesError::invalid(
+            "X-Idempotency-Key and the body's idempotency_key differ",
+        ));
+    }
+    Ok(())
+}
+
+fn check_action(a: &Action) -> Result<(), CyclesError> {
+    if a.kind.is_empty() || a.kind.len() > 64 {
+        return Err(CyclesError::invalid("action.kind: 1 to 64 characters"));
+    }
+    if a.name.is_empty() || a.name.len() > 256 {
+        return Err(CyclesError::invalid("action.name: 1 to 256 characters"));
+    }
+    if let Some(t) = &a.tags
+        && (t.len() > 10 || t.iter().any(|t| t.len() > 64))
+    {
+        return Err(CyclesError::invalid(
+            "action.tags: at most 10, each at most 64 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> CyclesError {
+    CyclesError::new(ErrorCode::InternalError, e.to_string())
+}
+
+/// The budgets of `applied` that hold `unit` (a money budget for
+/// microcents, a token budget for tokens).
+fn in_unit(applied: Vec<Applied>, unit: Unit) -> (Vec<Applied>, Vec<Applied>) {
+    applied.into_iter().partition(|a| match unit {
+        Unit::UsdMicrocents => a.line.limit.money.is_some(),
+        Unit::Tokens => a.line.limit.tokens.is_some(),
+        Unit::Credits | Unit::RiskPoints => false,
+    })
+}
+
+/// What an operation on a subject has checked and derived before it runs.
+struct Checked {
+    held: Held,
+    derived: Derived,
+    caller: Caller,
+    tenant: String,
+    hash: [u8; 32],
+    key: String,
+}
+
+/// Recomputes `remaining_ttl_ms` of a replayed answer from its
+/// `expires_at_ms` (volatile: never replayed as stored).
+fn refresh_ttl(engine: Arc<BudgetEngine>) -> impl Fn(&mut Value) {
+    move |body: &mut Value| {
+        if let Some(exp) = body.get("expires_at_ms").and_then(Value::as_i64)
+            && body.get("remaining_ttl_ms").is_some()
+        {
+            body["remaining_ttl_ms"] = (exp - now_ms(engine.now())).max(0).into();
+        }
+    }
+}
+
+/// A request about a subject's action and an amount.
+trait SubjectOp: Serialize {
+    fn parts(&self) -> (&str, &Subject, &Action, Amount);
+}
+
+impl SubjectOp for CreateRequest {
+    fn parts(&self) -> (&str, &Subject, &Action, Amount) {
+        (
+            &self.idempotency_key,
+            &self.subject,
+            &self.action,
+            self.estimate,
+        )
+    }
+}
+
+impl SubjectOp for DecisionRequest {
+    fn parts(&self) -> (&str, &Subject, &Action, Amount) {
+        (
+            &self.idempotency_key,
+            &self.subject,
+            &self.action,
+            self.estimate,
+        )
+    }
+}
+
+impl SubjectOp for EventRequest {
+    fn parts(&self) -> (&str, &Subject, &Action, Amount) {
+        (
+            &self.idempotency_key,
+            &self.subject,
+            &self.action,
+            self.actual,
+        )
+    }
+}
+
+impl Cycles {
+    /// The checks every operation on a subject starts with: the key, the
+    /// action, the amount's unit, the subject's scopes under the caller's
+    /// tenant, and the request's hash for its idempotency key.
+    fn check(
+        &self,
+        p: &Principal,
+        endpoint: &str,
+        header: Option<&str>,
+        req: &impl SubjectOp,
+    ) -> Result<Checked, CyclesError> {
+        let (key, subject, action, amount) = req.parts();
+        check_key(key, header)?;
+        check_action(action)?;
+        let held = units::held(amount)?;
+        let (derived, caller) = self.caller_for(p, subject)?;
+        Ok(Checked {
+            held,
+            tenant: derived.tenant.clone(),
+            derived,
+            caller,
+            hash: request_hash(endpoint, req),
+            key: key.to_string(),
+        })
+    }
+
+    /// The service on `engine`, with the reservations a previous process
+    /// left open held again (their lines are in the ledger already).
+    pub async fn start(
+        engine: Arc<BudgetEngine>,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Cycles>, CyclesError> {
+        let c = Arc::new(Cycles {
+            engine,
+            store,
+            open: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+        });
+        let rows = c.store.active_reservations().await.map_err(internal)?;
+        let now = c.engine.now();
+        for row in rows {
+            let Ok(doc) = serde_json::from_str::<Doc>(&row.doc) else {
+                tracing::error!(reservation = %row.id, "stored reservation unreadable; left as it is");
+                continue;
+            };
+            let mut applied = Vec::new();
+            for (id, subject) in &doc.holds {
+                if let Some(e) = c.engine.entries().get(id) {
+                    applied.push(
+                        c.engine
+                            .applied(e.budget.clone(), subject.clone(), now)
+                            .await,
+                    );
+                }
+            }
+            let amount = units::held(doc.reserved).unwrap_or_default();
+            let reserved = Reserved {
+                id: row.id.clone(),
+                granted: 0,
+                amount,
+                per_unit: Held::default(),
+                charges: applied.iter().map(|a| a.line.charge.clone()).collect(),
+                warned: false,
+                would_block: false,
+            };
+            let id = row.id.clone();
+            c.lock_of(&id).lock().await.replace(Open {
+                row,
+                doc,
+                reserved,
+                applied,
+            });
+        }
+        Ok(c)
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Open>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget(&self, id: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Runs `op` once per (tenant, endpoint, key): a request repeating a
+    /// successful one gets its answer again (its volatile fields
+    /// refreshed by `refresh`); a different request with the key is a
+    /// mismatch. Failures are not kept: a retry runs again.
+    async fn idempotent<F, Fut>(
+        &self,
+        tenant: &str,
+        endpoint: &'static str,
+        key: &str,
+        hash: [u8; 32],
+        refresh: impl Fn(&mut Value),
+        op: F,
+    ) -> Result<Reply, CyclesError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Reply, Option<StoredReservation>), CyclesError>>,
+    {
+        let slot = (tenant.to_string(), endpoint, key.to_string());
+        let lock = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(slot.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _held = lock.lock().await;
+            match self
+                .store
+                .reply(tenant, endpoint, key)
+                .await
+                .map_err(internal)?
+            {
+                Some(r) if r.hash != hash => Err(CyclesError::new(
+                    ErrorCode::IdempotencyMismatch,
+                    format!("idempotency key {key:?} was used for a different {endpoint} request"),
+                )),
+                Some(r) => {
+                    let mut body: Value = serde_json::from_str(&r.body).map_err(internal)?;
+                    refresh(&mut body);
+                    Ok(Reply {
+                        status: r.status,
+                        body,
+                    })
+                }
+                None => {
+                    let (reply, row) = op().await?;
+                    let stored = StoredReply {
+                        tenant: tenant.to_string(),
+                        endpoint: endpoint.to_string(),
+                        key: key.to_string(),
+                        hash,
+                        status: reply.status,
+                        body: reply.body.to_string(),
+                        created_at: self.engine.now(),
+                    };
+                    let written = match &row {
+                        Some(row) => self.store.put_reservation(row, Some(&stored)).await,
+                        None => self.store.put_reply(&stored).await,
+                    };
+                    written.map_err(internal)?;
+                    Ok(reply)
+                }
+            }
+        };
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            // The last one out removes the slot.
+            if Arc::strong_count(&lock) <= 2 {
+                keys.remove(&slot);
+            }
+        }
+        result
+    }
+
+    /// The caller a subject charges: the key's identity, with the user
+    /// and session its `dimensions` name (a user only by a trusted key).
+    fn caller_for(
+        &self,
+        p: &Principal,
+        subject: &Subject,
+    ) -> Result<(Derived, Caller), CyclesError> {
+        let home = p.caller.tenant.clone();
+        let tenant = match (&home, &subject.tenant) {
+            (Some(t), _) => t.clone(),
+            // A platform key (trusted, of no tenant) acts for the tenant named.
+            (None, Some(t)) if p.caller.trusted => t.clone(),
+            (None, _) if p.caller.trusted => {
+                return Err(CyclesError::invalid(
+                    "subject.tenant: required with a key of no tenant",
+                ));
+            }
+            (None, _) => {
+                return Err(CyclesError::forbidden(
+                    "this key belongs to no tenant; Cycles calls need a key of a tenant (or a trusted platform key)",
+                ));
+            }
+        };
+        let derived = scopes::derive(subject, &tenant)?;
+        let mut caller = p.caller.clone();
+        caller.tenant = Some(tenant.clone());
+        let dims = subject.dimensions.as_ref();
+        if let Some(u) = dims.and_then(|d| d.get("user")) {
+            let u = tollgate_core::in_tenant(Some(&tenant), u.clone());
+            if !p.caller.trusted && caller.user.as_deref() != Some(u.as_str()) {
+                return Err(CyclesError::forbidden(
+                    "subject.dimensions.user: only a trusted key may name a user",
+                ));
+            }
+            caller.user = Some(u);
+        }
+        if let Some(s) = dims.and_then(|d| d.get("session")) {
+            // As on the proxy: an untrusted caller's sessions are its own.
+            caller.session = Some(if p.caller.trusted {
+                match &home {
+                    Some(h) => format!("{h}/{s}"),
+                    None => s.clone(),
+                }
+            } else {
+                match (&caller.key_id, &caller.user) {
+                    (Some(k), _) => format!("{k}/{s}"),
+                    (None, Some(u)) => format!("{u}/{s}"),
+                    (None, None) => s.clone(),
+                }
+            });
+        }
+        caller.paths = derived
+            .scopes
+            .iter()
+            .filter(|(s, _)| *s != Scope::Tenant)
+            .cloned()
+            .collect();
+        Ok((derived, caller))
+    }
+
+    /// The budgets a request for `unit` holds on, or why there are none.
+    async fn budgets(
+        &self,
+        caller: &Caller,
+        action: &Action,
+        derived: &Derived,
+        unit: Unit,
+    ) -> Result<Vec<Applied>, CyclesError> {
+        // A model call is held on the budgets of its model too.
+        let model = if action.kind.starts_with("llm.") {
+            action.name.rsplit(':').next().unwrap_or(&action.name)
+        } else {
+            ""
+        };
+        let all = self.engine.applicable(caller, model).await;
+        let (held, other) = in_unit(all, unit);
+        if !held.is_empty() {
+            return Ok(held);
+        }
+        if other.is_empty() {
+            return Err(CyclesError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "Budget not found for provided scope: {}",
+                    derived.scope_path()
+                ),
+            ));
+        }
+        let mut expected: Vec<&str> = Vec::new();
+        if other.iter().any(|a| a.line.limit.money.is_some()) {
+            expected.push("USD_MICROCENTS");
+        }
+        if other.iter().any(|a| a.line.limit.tokens.is_some()) {
+            expected.push("TOKENS");
+        }
+        let mut d = Map::new();
+        d.insert("scope".into(), derived.scope_path().into());
+        d.insert("requested_unit".into(), unit.as_str().into());
+        d.insert("expected_units".into(), expected.clone().into());
+        Err(CyclesError::new(
+            ErrorCode::UnitMismatch,
+            format!(
+                "no budget in {} for {}; budgets there are in {}",
+                unit.as_str(),
+                derived.scope_path(),
+                expected.join(", ")
+            ),
+        )
+        .with_details(d))
+    }
+
+    /// Balances of the subject's own scopes that hold `unit`, in
+    /// canonical order (the tightest budget of a scope with several).
+    async fn balances(&self, derived: &Derived, applied: &[Applied], unit: Unit) -> Vec<Balance> {
+        let states = self.engine.states(applied).await;
+        let mut out = Vec::new();
+        for (scope, path) in &derived.scopes {
+            let subject = if *scope == Scope::Tenant {
+                derived.tenant.as_str()
+            } else {
+                path.as_str()
+            };
+            let mut best: Option<Balance> = None;
+            for (a, st) in applied.iter().zip(&states) {
+                if a.budget.scope != *scope || a.subject != subject {
+                    continue;
+                }
+                let b = balance(path, unit, st);
+                if best
+                    .as_ref()
+                    .is_none_or(|x| b.remaining.amount < x.remaining.amount)
+                {
+                    best = Some(b);
+                }
+            }
+            out.extend(best);
+        }
+        out
+    }
+
+    /// `POST /v1/reservations`.
+    pub async fn create(
+        &self,
+        p: &Principal,
+        req: CreateRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        let c = self.check(p, "reserve", header_key, &req)?;
+        let (amount, derived, caller) = (c.held, c.derived, c.caller);
+        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
+        let ttl = req.ttl_ms.unwrap_or(60_000);
+        if !(1_000..=86_400_000).contains(&ttl) {
+            return Err(CyclesError::invalid("ttl_ms: 1000 to 86400000"));
+        }
+        let grace = req.grace_period_ms.unwrap_or(5_000);
+        if !(0..=60_000).contains(&grace) {
+            return Err(CyclesError::invalid("grace_period_ms: 0 to 60000"));
+        }
+        let refresh = refresh_ttl(self.engine.clone());
+        self.idempotent(&tenant, "reserve", &key, hash, refresh, || async {
+            let applied = self
+                .budgets(&caller, &req.action, &derived, req.estimate.unit)
+                .await?;
+            let dry = req.dry_run.unwrap_or(false);
+            let sizing = Sizing::fixed(amount);
+            if let Some(code) = self.blocked(&applied).await {
+                if dry {
+                    return Ok((
+                        deny(
+                            &derived,
+                            code,
+                            self.balances(&derived, &applied, req.estimate.unit).await,
+                        ),
+                        None,
+                    ));
+                }
+                return Err(CyclesError::new(code, blocked_message(code, &derived)));
+            }
+            if dry {
+                let body = match self.engine.plan(&applied, &sizing).await {
+                    Ok(_) => CreateResponse {
+                        decision: Decision::Allow,
+                        reservation_id: None,
+                        reserved: Some(req.estimate),
+                        expires_at_ms: None,
+                        remaining_ttl_ms: None,
+                        scope_path: Some(derived.scope_path().to_string()),
+                        affected_scopes: derived.affected(),
+                        caps: None,
+                        balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
+                        reason_code: None,
+                        retry_after_ms: None,
+                    },
+                    Err(_) => {
+                        return Ok((
+                            deny(
+                                &derived,
+                                ErrorCode::BudgetExceeded,
+                                self.balances(&derived, &applied, req.estimate.unit).await,
+                            ),
+                            None,
+                        ));
+                    }
+                };
+                return Ok((ok(200, &body), None));
+            }
+            let now = self.engine.now();
+            let created = now_ms(now);
+            let expires = created + ttl;
+            let id = format!("rsv_{}", random_id());
+            let reserved = self
+                .engine
+                .reserve_until(
+                    &id,
+                    &applied,
+                    sizing,
+                    at(expires + grace + LEDGER_MARGIN_MS),
+                    tollgate_store::Payload::Empty,
+                )
+                .await
+                .map_err(|e| match e {
+                    tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
+                        ErrorCode::BudgetExceeded,
+                        format!(
+                            "Insufficient remaining budget for scope {} (budget {})",
+                            scope_name(&r.applied, &derived),
+                            r.applied.budget.id
+                        ),
+                    ),
+                    tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
+                })?;
+            let doc = Doc {
+                subject: req.subject.clone(),
+                action: req.action.clone(),
+                reserved: req.estimate,
+                committed: None,
+                grace_ms: grace,
+                overage: req.overage_policy.unwrap_or_default(),
+                extensions: 0,
+                affected: derived.affected(),
+                holds: applied
+                    .iter()
+                    .map(|a| (a.budget.id.clone(), a.subject.clone()))
+                    .collect(),
+                key_id: caller.key_id.clone(),
+                user: caller.user.clone(),
+                session: caller.session.clone(),
+                metadata: req.metadata.clone(),
+                committed_metadata: None,
+            };
+            let row = StoredReservation {
+                id: id.clone(),
+                tenant: tenant.clone(),
+                status: Status::Active.as_str().into(),
+                idempotency_key: req.idempotency_key.clone(),
+                scope_path: derived.scope_path().to_string(),
+                created_at: now,
+                expires_at: at(expires),
+                finalized_at: None,
+                doc: serde_json::to_string(&doc).map_err(internal)?,
+            };
+            let body = CreateResponse {
+                decision: Decision::Allow,
+                reservation_id: Some(id.clone()),
+                reserved: Some(req.estimate),
+                expires_at_ms: Some(expires),
+                remaining_ttl_ms: Some(ttl),
+                scope_path: Some(derived.scope_path().to_string()),
+                affected_scopes: derived.affected(),
+                caps: None,
+                balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
+                reason_code: None,
+                retry_after_ms: None,
+            };
+            self.lock_of(&id).lock().await.replace(Open {
+                row: row.clone(),
+                doc,
+                reserved,
+                applied,
+            });
+            Ok((ok(200, &body), Some(row)))
+        })
+        .await
+    }
+
+    /// Scopes that refuse any new reservation: over their limit (debt).
+    async fn blocked(&self, applied: &[Applied]) -> Option<ErrorCode> {
+        let states = self.engine.states(applied).await;
+        let in_debt = applied.iter().zip(&states).any(|(a, st)| {
+            a.line.enforce
+                && (st.limit.money.is_some_and(|l| st.spent.money > l)
+                    || st.limit.tokens.is_some_and(|l| st.spent.tokens > l))
+        });
+        // No overdraft limit is kept: any debt is past it.
+        in_debt.then_some(ErrorCode::OverdraftLimitExceeded)
+    }
+
+    /// The open reservation `id` for `p`, locked; or why not.
+    async fn open_for(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<Open>>, CyclesError> {
+        let lock = self.lock_of(id);
+        let guard = lock.lock_owned().await;
+        if let Some(o) = guard.as_ref() {
+            self.owned(p, &o.row)?;
+            return Ok(guard);
+        }
+        drop(guard);
+        self.forget(id);
+        match self.store.reservation(id).await.map_err(internal)? {
+            None => Err(CyclesError::new(
+                ErrorCode::NotFound,
+                format!("reservation {id} not found"),
+            )),
+            Some(row) => {
+                self.owned(p, &row)?;
+                Err(match Status::parse(&row.status) {
+                    Some(Status::Expired) | Some(Status::Active) => expired(id),
+                    _ => CyclesError::new(
+                        ErrorCode::ReservationFinalized,
+                        format!("reservation {id} is {}", row.status),
+                    ),
+                })
+            }
+        }
+    }
+
+    fn owned(&self, p: &Principal, row: &StoredReservation) -> Result<(), CyclesError> {
+        match &p.caller.tenant {
+            Some(t) if *t != row.tenant => Err(CyclesError::forbidden(format!(
+                "reservation {} belongs to another tenant",
+                row.id
+            ))),
+            None if !p.caller.trusted => {
+                Err(CyclesError::forbidden("this key belongs to no tenant"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /v1/reservations/{id}/commit`.
+    pub async fn commit(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: CommitRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        check_key(&req.idempotency_key, header_key)?;
+        let actual = units::held(req.actual)?;
+        let tenant = self.tenant_of_reservation(p, id).await?;
+        let hash = request_hash(id, &req);
+        self.idempotent(&tenant, "commit", &req.idempotency_key, hash, |_| {}, || async {
+            let mut guard = self.open_for(p, id).await?;
+            let now = self.engine.now();
+            let o = guard.as_mut().expect("open_for answers an open reservation");
+            let unit = o.doc.reserved.unit;
+            if req.actual.unit != unit {
+                return Err(CyclesError::new(
+                    ErrorCode::UnitMismatch,
+                    format!("actual is in {}; the reservation is in {}", req.actual.unit.as_str(), unit.as_str()),
+                ));
+            }
+            if now_ms(now) > now_ms(o.row.expires_at) + o.doc.grace_ms {
+                return Err(expired(id));
+            }
+            let reserved = units::held(o.doc.reserved)?;
+            let over = Held::new(
+                (actual.money - reserved.money).max(Money::ZERO),
+                actual.tokens.saturating_sub(reserved.tokens),
+            );
+            let mut charged = actual;
+            if !over.is_zero() {
+                match o.doc.overage {
+                    OveragePolicy::Reject => {
+                        return Err(CyclesError::new(
+                            ErrorCode::BudgetExceeded,
+                            "actual exceeds the reservation (overage_policy REJECT)",
+                        ));
+                    }
+                    OveragePolicy::AllowWithOverdraft => {
+                        if self.engine.grow(&mut o.reserved, over).await.is_err() {
+                            return Err(CyclesError::new(
+                                ErrorCode::OverdraftLimitExceeded,
+                                "the overage exceeds what the budgets have left and no overdraft is allowed",
+                            ));
+                        }
+                    }
+                    OveragePolicy::AllowIfAvailable => {
+                        // Charge what the budgets have left of the overage.
+                        let covered = self.cover(&mut o.reserved, &o.applied, over).await;
+                        charged = reserved.plus(covered);
+                    }
+                }
+            }
+            let record = self.record(o, charged, &req.metrics, now);
+            self.engine.settle(Some(&o.reserved), &o.applied, charged, record);
+            let charged_amount = units::amount_of(unit, charged);
+            let released = (o.doc.reserved.amount - charged_amount.amount).max(0);
+            o.doc.committed = Some(charged_amount);
+            o.doc.committed_metadata = req.metadata.clone();
+            o.row.status = Status::Committed.as_str().into();
+            o.row.finalized_at = Some(now);
+            o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+            let body = CommitResponse {
+                status: Status::Committed,
+                charged: charged_amount,
+                released: (released > 0).then(|| Amount::new(unit, released)),
+                balances: None,
+            };
+            let row = o.row.clone();
+            *guard = None;
+            self.forget(id);
+            Ok((ok(200, &body), Some(row)))
+        })
+        .await
+    }
+
+    /// Grows the hold by as much of `over` as every enforced budget still
+    /// has room for; answers what it grew by.
+    async fn cover(&self, reserved: &mut Reserved, applied: &[Applied], over: Held) -> Held {
+        for _ in 0..4 {
+            if self.engine.grow(reserved, over).await.is_ok() {
+                return over;
+            }
+            let states = self.engine.states(applied).await;
+            let mut room = over;
+            for (a, st) in applied.iter().zip(&states) {
+                if !a.line.enforce {
+                    continue;
+                }
+                if let Some(m) = st.headroom.money {
+                    room.money = room.money.min(m.max(Money::ZERO));
+                }
+                if let Some(t) = st.headroom.tokens {
+                    room.tokens = room.tokens.min(t);
+                }
+            }
+            if room.is_zero() || self.engine.grow(reserved, room).await.is_ok() {
+                return room;
+            }
+        }
+        Held::default()
+    }
+
+    /// The usage record a commit writes: the reservation's caller, the
+    /// action as the model, what it charged.
+    fn record(
+        &self,
+        o: &Open,
+        charged: Held,
+        metrics: &Option<Metrics>,
+        now: Timestamp,
+    ) -> UsageRecord {
+        let m = metrics.clone().unwrap_or_default();
+        let tokens_unit = o.doc.reserved.unit == Unit::Tokens;
+        UsageRecord {
+            request_id: o.row.id.clone(),
+            time: now,
+            key_id: o.doc.key_id.clone(),
+            user: o.doc.user.clone(),
+            tenant: Some(o.row.tenant.clone()),
+            session: o.doc.session.clone(),
+            budgets: o.applied.iter().map(|a| a.budget.id.clone()).collect(),
+            provider: "cycles".into(),
+            model_requested: o.doc.action.name.clone(),
+            model_served: o.doc.action.name.clone(),
+            usage: Usage {
+                input_tokens: m.tokens_input.unwrap_or(0),
+                output_tokens: m.tokens_output.unwrap_or(if tokens_unit {
+                    charged.tokens
+                } else {
+                    0
+                }),
+                ..Usage::default()
+            },
+            cost: charged.money,
+            latency_ms: m.latency_ms.unwrap_or(0),
+            ttft_ms: None,
+            status: 200,
+            flags: Flags::default(),
+        }
+    }
+
+    /// The tenant a reservation belongs to, checked against the caller
+    /// (before its idempotency key is looked up under that tenant).
+    async fn tenant_of_reservation(&self, p: &Principal, id: &str) -> Result<String, CyclesError> {
+        if let Some(t) = &p.caller.tenant {
+            return Ok(t.clone());
+        }
+        // A platform key acts under the reservation's own tenant.
+        match self.store.reservation(id).await.map_err(internal)? {
+            Some(r) => {
+                self.owned(p, &r)?;
+                Ok(r.tenant)
+            }
+            None => Err(CyclesError::new(
+                ErrorCode::NotFound,
+                format!("reservation {id} not found"),
+            )),
+        }
+    }
+
+    /// `POST /v1/reservations/{id}/release`.
+    pub async fn release(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: ReleaseRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        check_key(&req.idempotency_key, header_key)?;
+        let tenant = self.tenant_of_reservation(p, id).await?;
+        let hash = request_hash(id, &req);
+        self.idempotent(
+            &tenant,
+            "release",
+            &req.idempotency_key,
+            hash,
+            |_| {},
+            || async {
+                let mut guard = self.open_for(p, id).await?;
+                let now = self.engine.now();
+                let o = guard
+                    .as_mut()
+                    .expect("open_for answers an open reservation");
+                if now_ms(now) > now_ms(o.row.expires_at) + o.doc.grace_ms {
+                    return Err(expired(id));
+                }
+                self.engine.release(&o.reserved);
+                o.row.status = Status::Released.as_str().into();
+                o.row.finalized_at = Some(now);
+                o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+                let body = ReleaseResponse {
+                    status: Status::Released,
+                    released: o.doc.reserved,
+                    balances: None,
+                };
+                let row = o.row.clone();
+                *guard = None;
+                self.forget(id);
+                Ok((ok(200, &body), Some(row)))
+            },
+        )
+        .await
+    }
+
+    /// `POST /v1/reservations/{id}/extend`.
+    pub async fn extend(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: ExtendRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        check_key(&req.idempotency_key, header_key)?;
+        if !(1..=86_400_000).contains(&req.extend_by_ms) {
+            return Err(CyclesError::invalid("extend_by_ms: 1 to 86400000"));
+        }
+        let tenant = self.tenant_of_reservation(p, id).await?;
+        let hash = request_hash(id, &req);
+        let refresh = refresh_ttl(self.engine.clone());
+        self.idempotent(
+            &tenant,
+            "extend",
+            &req.idempotency_key,
+            hash,
+            refresh,
+            || async {
+                let mut guard = self.open_for(p, id).await?;
+                let now = self.engine.now();
+                let o = guard
+                    .as_mut()
+                    .expect("open_for answers an open reservation");
+                if now_ms(now) > now_ms(o.row.expires_at) {
+                    return Err(expired(id));
+                }
+                if o.doc.extensions >= MAX_EXTENSIONS {
+                    return Err(CyclesError::new(
+                        ErrorCode::MaxExtensionsExceeded,
+                        format!("reservation {id} was extended {MAX_EXTENSIONS} times already"),
+                    ));
+                }
+                let expires = now_ms(o.row.expires_at).saturating_add(req.extend_by_ms);
+                self.engine
+                    .prolong(id, at(expires + o.doc.grace_ms + LEDGER_MARGIN_MS))
+                    .await
+                    .map_err(|_| expired(id))?;
+                o.doc.extensions += 1;
+                o.row.expires_at = at(expires);
+                o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+                let body = ExtendResponse {
+                    status: Status::Active,
+                    expires_at_ms: expires,
+                    remaining_ttl_ms: Some((expires - now_ms(now)).max(0)),
+                    balances: None,
+                };
+                Ok((ok(200, &body), Some(o.row.clone())))
+            },
+        )
+        .await
+    }
+
+    /// `GET /v1/reservations/{id}`.
+    pub async fn get(&self, p: &Principal, id: &str) -> Result<Reply, CyclesError> {
+        let row = match self.store.reservation(id).await.map_err(internal)? {
+            Some(r) => r,
+            None => {
+                return Err(CyclesError::new(
+                    ErrorCode::NotFound,
+                    format!("reservation {id} not found"),
+                ));
+            }
+        };
+        self.owned(p, &row)?;
+        let view = self.view(&row, true)?;
+        if view.status == Status::Expired {
+            return Err(expired(id));
+        }
+        Ok(ok(200, &view))
+    }
+
+    /// A row as the protocol shows it; an `ACTIVE` row past its grace is
+    /// `EXPIRED` (the sweeper may not have come by yet).
+    fn view(&self, row: &StoredReservation, full: bool) -> Result<ReservationView, CyclesError> {
+        let doc: Doc = serde_json::from_str(&row.doc).map_err(internal)?;
+        let mut status = Status::parse(&row.status).unwrap_or(Status::Expired);
+        if status == Status::Active
+            && now_ms(self.engine.now()) > now_ms(row.expires_at) + doc.grace_ms
+        {
+            status = Status::Expired;
+        }
+        Ok(ReservationView {
+            reservation_id: row.id.clone(),
+            status,
+            idempotency_key: Some(row.idempotency_key.clone()),
+            subject: doc.subject,
+            action: doc.action,
+            reserved: doc.reserved,
+            committed: doc.committed,
+            created_at_ms: now_ms(row.created_at),
+            expires_at_ms: now_ms(row.expires_at),
+            finalized_at_ms: row.finalized_at.map(now_ms),
+            scope_path: row.scope_path.clone(),
+            affected_scopes: doc.affected,
+            metadata: if full { doc.metadata } else { None },
+            committed_metadata: if full { doc.committed_metadata } else { None },
+        })
+    }
+
+    /// `POST /v1/decide`: what a reservation would be answered now,
+    /// reserving nothing. Budget conditions answer `DENY` with a reason,
+    /// never an error.
+    pub async fn decide(
+        &self,
+        p: &Principal,
+        req: DecisionRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        let c = self.check(p, "decide", header_key, &req)?;
+        let (amount, derived, caller) = (c.held, c.derived, c.caller);
+        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
+        self.idempotent(
+            &tenant,
+            "decide",
+            &key,
+            hash,
+            |_| {},
+            || async {
+                let decision = |decision, reason: Option<&str>| DecisionResponse {
+                    decision,
+                    caps: None,
+                    reason_code: reason.map(String::from),
+                    retry_after_ms: None,
+                    affected_scopes: Some(derived.affected()),
+                };
+                let applied = match self
+                    .budgets(&caller, &req.action, &derived, req.estimate.unit)
+                    .await
+                {
+                    Ok(a) => a,
+                    Err(e) if e.code == ErrorCode::NotFound => {
+                        return Ok((
+                            ok(200, &decision(Decision::Deny, Some("BUDGET_NOT_FOUND"))),
+                            None,
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let body = if let Some(code) = self.blocked(&applied).await {
+                    decision(Decision::Deny, Some(code.as_str()))
+                } else {
+                    match self.engine.plan(&applied, &Sizing::fixed(amount)).await {
+                        Ok(_) => decision(Decision::Allow, None),
+                        Err(_) => decision(Decision::Deny, Some("BUDGET_EXCEEDED")),
+                    }
+                };
+                Ok((ok(200, &body), None))
+            },
+        )
+        .await
+    }
+
+    /// `GET /v1/balances`: the balances of the scopes a subject filter
+    /// derives, in canonical order.
+    pub async fn balances_of(&self, p: &Principal, subject: Subject) -> Result<Reply, CyclesError> {
+        let (derived, caller) = self.caller_for(p, &subject)?;
+        let mut applied = self.engine.applicable(&caller, "").await;
+        // The subject's own scopes only: not the key's or the user's.
+        applied.retain(|a| a.budget.scope == Scope::Tenant || a.budget.scope.is_cycles_path());
+        let mut balances = Vec::new();
+        for unit in [Unit::UsdMicrocents, Unit::Tokens] {
+            let (held, _) = in_unit(applied.clone(), unit);
+            balances.extend(self.balances(&derived, &held, unit).await);
+        }
+        Ok(ok(
+            200,
+            &BalanceResponse {
+                balances,
+                next_cursor: None,
+                has_more: Some(false),
+            },
+        ))
+    }
+
+    /// `GET /v1/reservations`: the tenant's reservations, newest first.
+    pub async fn list(
+        &self,
+        p: &Principal,
+        mut q: ReservationQuery,
+        subject: Subject,
+        with_metadata: bool,
+    ) -> Result<Reply, CyclesError> {
+        let tenant = match (&p.caller.tenant, &subject.tenant) {
+            (Some(t), Some(s)) if t != s => {
+                return Err(CyclesError::forbidden(format!(
+                    "tenant {s:?} is not this key's tenant"
+                )));
+            }
+            (Some(t), _) => t.clone(),
+            (None, Some(s)) if p.caller.trusted => s.clone(),
+            (None, _) if p.caller.trusted => {
+                return Err(CyclesError::invalid(
+                    "tenant: required with a key of no tenant",
+                ));
+            }
+            (None, _) => return Err(CyclesError::forbidden("this key belongs to no tenant")),
+        };
+        q.tenant = tenant;
+        for ((level, _), v) in scopes::LEVELS.iter().zip(subject.levels()).skip(1) {
+            if let Some(v) = v {
+                q.segments.push(format!("{level}:{v}"));
+            }
+        }
+        let limit = q.limit;
+        q.limit = limit + 1;
+        // `EXPIRED` includes rows the sweeper has not come to yet.
+        let want = q.status.clone();
+        if want.as_deref() == Some("EXPIRED") || want.as_deref() == Some("ACTIVE") {
+            q.status = None;
+        }
+        let mut rows = self.store.reservations_page(&q).await.map_err(internal)?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more
+            .then(|| {
+                rows.last()
+                    .map(|r| format!("{}_{}", now_ms(r.created_at), r.id))
+            })
+            .flatten();
+        let mut views = Vec::new();
+        for r in &rows {
+            let v = self.view(r, with_metadata)?;
+            if want.as_deref().is_none_or(|w| v.status.as_str() == w) {
+                views.push(v);
+            }
+        }
+        Ok(ok(
+            200,
+            &ReservationList {
+                reservations: views,
+                has_more: Some(next.is_some()),
+                next_cursor: next,
+            },
+        ))
+    }
+
+    /// `POST /v1/events`: spend recorded after the fact, without a
+    /// reservation, on every budget its subject reaches at once.
+    pub async fn event(
+        &self,
+        p: &Principal,
+        req: EventRequest,
+        header_key: Option<&str>,
+    ) -> Result<Reply, CyclesError> {
+        let c = self.check(p, "event", header_key, &req)?;
+        let (actual, derived, caller) = (c.held, c.derived, c.caller);
+        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
+        self.idempotent(
+            &tenant,
+            "event",
+            &key,
+            hash,
+            |_| {},
+            || async {
+                let applied = self
+                    .budgets(&caller, &req.action, &derived, req.actual.unit)
+                    .await?;
+                let id = format!("evt_{}", random_id());
+                let policy = req.overage_policy.unwrap_or_default();
+                // Held first, so that what it charges never passes a limit
+                // unless the policy says so; then committed at once.
+                let want = match policy {
+                    OveragePolicy::AllowIfAvailable => Held::default(),
+                    _ => actual,
+                };
+                let until = self
+                    .engine
+                    .now()
+                    .checked_add(jiff::SignedDuration::from_secs(60))
+                    .unwrap_or(Timestamp::MAX);
+                let mut reserved = self
+                    .engine
+                    .reserve_until(
+                        &id,
+                        &applied,
+                        Sizing::fixed(want),
+                        until,
+                        tollgate_store::Payload::Empty,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
+                            match policy {
+                                OveragePolicy::AllowWithOverdraft => {
+                                    ErrorCode::OverdraftLimitExceeded
+                                }
+                                _ => ErrorCode::BudgetExceeded,
+                            },
+                            format!(
+                                "Insufficient remaining budget for scope {} (budget {})",
+                                scope_name(&r.applied, &derived),
+                                r.applied.budget.id
+                            ),
+                        ),
+                        tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
+                    })?;
+                let charged = match policy {
+                    OveragePolicy::AllowIfAvailable => {
+                        self.cover(&mut reserved, &applied, actual).await
+                    }
+                    _ => actual,
+                };
+                let now = self.engine.now();
+                let open = Open {
+                    row: StoredReservation {
+                        id: id.clone(),
+                        tenant: tenant.clone(),
+                        status: Status::Committed.as_str().into(),
+                        idempotency_key: key.clone(),
+                        scope_path: derived.scope_path().to_string(),
+                        created_at: now,
+                        expires_at: now,
+                        finalized_at: Some(now),
+                        doc: String::new(),
+                    },
+                    doc: Doc {
+                        subject: req.subject.clone(),
+                        action: req.action.clone(),
+                        reserved: req.actual,
+                        committed: None,
+                        grace_ms: 0,
+                        overage: policy,
+                        extensions: 0,
+                        affected: derived.affected(),
+                        holds: Vec::new(),
+                        key_id: caller.key_id.clone(),
+                        user: caller.user.clone(),
+                        session: caller.session.clone(),
+                        metadata: None,
+                        committed_metadata: None,
+                    },
+                    reserved,
+                    applied,
+                };
+                let record = self.record(&open, charged, &req.metrics, now);
+                self.engine
+                    .settle(Some(&open.reserved), &open.applied, charged, record);
+                let charged_amount = units::amount_of(req.actual.unit, charged);
+                let body = EventResponse {
+                    status: "APPLIED".into(),
+                    event_id: id,
+                    charged: (charged_amount != req.actual).then_some(charged_amount),
+                    balances: Some(
+                        self.balances(&derived, &open.applied, req.actual.unit)
+                            .await,
+                    ),
+                };
+                Ok((ok(201, &body), None))
+            },
+        )
+        .await
+    }
+
+    /// Marks reservations past their grace `EXPIRED` (their holds left the
+    /// ledger at the same time); answers how many.
+    pub async fn sweep(&self) -> usize {
+        let now = now_ms(self.engine.now());
+        let ids: Vec<String> = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for id in ids {
+            let lock = self.lock_of(&id);
+            let mut guard = lock.lock().await;
+            let Some(o) = guard.as_mut() else {
+                drop(guard);
+                self.forget(&id);
+                continue;
+            };
+            if now <= now_ms(o.row.expires_at) + o.doc.grace_ms {
+                continue;
+            }
+            self.engine.release(&o.reserved);
+            o.row.status = Status::Expired.as_str().into();
+            if let Err(e) = self.store.put_reservation(&o.row, None).await {
+                tracing::warn!(reservation = %id, error = %e, "cannot mark a reservation expired; will retry");
+                continue;
+            }
+            *guard = None;
+            drop(guard);
+            self.forget(&id);
+            n += 1;
+        }
+        n
+    }
+}
+
+fn expired(id: &str) -> CyclesError {
+    CyclesError::new(
+        ErrorCode::ReservationExpired,
+        format!("reservation {id} has expired"),
+    )
+}
+
+fn blocked_message(code: ErrorCode, derived: &Derived) -> String {
+    match code {
+        ErrorCode::OverdraftLimitExceeded => format!(
+            "a budget of {} is past its limit (in debt); no new reservations until it is funded or its period resets",
+            derived.scope_path()
+        ),
+        _ => format!("{} refuses new reservations", derived.scope_path()),
+    }
+}
+
+/// The scope a refusing budget is on, as the protocol names it.
+fn scope_name(a: &Applied, derived: &Derived) -> String {
+    derived
+        .scopes
+        .iter()
+        .find(|(s, p)| {
+            *s == a.budget.scope
+                && (a.subject == *p || (*s == Scope::Tenant && a.subject == derived.tenant))
+        })
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| format!("{}:{}", a.budget.scope, a.subject))
+}
+
+fn deny(derived: &Derived, code: ErrorCode, balances: Vec<Balance>) -> Reply {
+    let body = CreateResponse {
+        decision: Decision::Deny,
+        reservation_id: None,
+        reserved: None,
+        expires_at_ms: None,
+        remaining_ttl_ms: None,
+        scope_path: Some(derived.scope_path().to_string()),
+        affected_scopes: derived.affected(),
+        caps: None,
+        balances: Some(balances),
+        reason_code: Some(code.as_str().into()),
+        retry_after_ms: None,
+    };
+    ok(200, &body)
+}
+
+fn ok(status: u16, body: &impl Serialize) -> Reply {
+    Reply {
+        status,
+        body: serde_json::to_value(body).unwrap_or(Value::Null),
+    }
+}
+
+/// A budget's state as a Cycles balance: `remaining = allocated − spent −
+/// reserved − debt`, each rounded against the caller.
+fn balance(path: &str, unit: Unit, st: &tollgate_budgets::engine::State) -> Balance {
+    let (allocated, spent, reserved) = match unit {
+        Unit::Tokens => {
+            let l = st.limit.tokens.unwrap_or(0);
+            (
+                i64::try_from(l).unwrap_or(i64::MAX),
+                i64::try_from(st.spent.tokens).unwrap_or(i64::MAX),
+                i64::try_from(st.reserved.tokens).unwrap_or(i64::MAX),
+            )
+        }
+        _ => (
+            units::microcents_down(st.limit.money.unwrap_or(Money::ZERO)),
+            units::microcents_up(st.spent.money),
+            units::microcents_up(st.reserved.money),
+        ),
+    };
+    // Spend past the limit is debt; spent shows at most the limit.
+    let debt = (spent - allocated).max(0);
+    let spent = spent.min(allocated.max(0));
+    let a = |n: i64| Amount::new(unit, n.max(0));
+    Balance {
+        scope: path.to_string(),
+        scope_path: path.to_string(),
+        remaining: SignedAmount {
+            unit,
+            amount: allocated - spent - reserved - debt,
+        },
+        reserved: Some(a(reserved)),
+        spent: Some(a(spent)),
+        debt: Some(a(debt)),
+        allocated: Some(a(allocated)),
+        overdraft_limit: None,
+        is_over_limit: Some(debt > 0),
+    }
+}
+
+/// 16 random bytes as hex (ids need uniqueness; the tenant check
+/// guards access).
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -1,0 +1,234 @@
+"""The Cycles runtime API through the official `runcycles` client."""
+import time
+import uuid
+
+import pytest
+import runcycles
+from conftest import admin, check
+
+USD = "USD_MICROCENTS"
+CENT = 1_000_000  # microcents in a cent
+
+
+def key():
+    return f"k-{uuid.uuid4()}"
+
+
+def budget(scope, subject, **limits):
+    body = {"scope": scope, "subject": subject, "period": "lifetime", **limits}
+    return admin("POST", "/admin/budgets", body)["id"]
+
+
+def reserve(c, agent, amount, unit=USD, **extra):
+    body = {
+        "idempotency_key": key(),
+        "subject": {"tenant": "acme", "agent": agent},
+        "action": {"kind": "tool.search", "name": "web.search"},
+        "estimate": {"unit": unit, "amount": amount},
+        **extra,
+    }
+    return c.create_reservation(body), body
+
+
+def balance_of(c, scope, agent):
+    r = c.get_balances(tenant="acme", agent=agent)
+    assert r.status == 200, r.body
+    check("BalanceResponse", r.body)
+    return next(b for b in r.body["balances"] if b["scope"] == scope)
+
+
+def test_reserve_then_commit_charges_every_scope_and_releases_the_rest(cycles):
+    budget("agent", "tenant:acme/agent:bot1", limit_usd="0.10")
+    before = balance_of(cycles, "tenant:acme", "bot1")
+    r, _ = reserve(cycles, "bot1", 3 * CENT, ttl_ms=30_000)
+    assert r.status == 200, r.body
+    check("ReservationCreateResponse", r.body)
+    assert r.body["decision"] == "ALLOW"
+    assert r.body["affected_scopes"] == ["tenant:acme", "tenant:acme/agent:bot1"]
+    assert r.body["scope_path"] == "tenant:acme/agent:bot1"
+    assert 0 < r.body["remaining_ttl_ms"] <= 30_000
+    held = balance_of(cycles, "tenant:acme/agent:bot1", "bot1")
+    assert held["reserved"]["amount"] == 3 * CENT
+    assert held["remaining"]["amount"] == 7 * CENT
+    rid = r.body["reservation_id"]
+    c = cycles.commit_reservation(rid, {"idempotency_key": key(), "actual": {"unit": USD, "amount": 2 * CENT},
+                                        "metrics": {"tokens_input": 10, "latency_ms": 5}})
+    assert c.status == 200, c.body
+    check("CommitResponse", c.body)
+    assert c.body["charged"] == {"unit": USD, "amount": 2 * CENT}
+    assert c.body["released"] == {"unit": USD, "amount": 1 * CENT}
+    after = balance_of(cycles, "tenant:acme/agent:bot1", "bot1")
+    assert after["spent"]["amount"] == 2 * CENT and after["reserved"]["amount"] == 0
+    assert after["remaining"]["amount"] == after["allocated"]["amount"] - 2 * CENT
+    tenant = balance_of(cycles, "tenant:acme", "bot1")
+    assert tenant["spent"]["amount"] == before["spent"]["amount"] + 2 * CENT
+    got = cycles.get_reservation(rid)
+    assert got.status == 200, got.body
+    check("ReservationDetail", got.body)
+    assert got.body["status"] == "COMMITTED" and got.body["committed"]["amount"] == 2 * CENT
+    again = cycles.commit_reservation(rid, {"idempotency_key": key(), "actual": {"unit": USD, "amount": 1}})
+    assert again.status == 409 and again.body["error"] == "RESERVATION_FINALIZED", again.body
+    check("ErrorResponse", again.body)
+
+
+def test_release_gives_the_hold_back(cycles):
+    budget("agent", "tenant:acme/agent:bot2", limit_usd="0.05")
+    r, _ = reserve(cycles, "bot2", 5 * CENT)
+    assert r.status == 200, r.body
+    full, _ = reserve(cycles, "bot2", 1)
+    assert full.status == 409 and full.body["error"] == "BUDGET_EXCEEDED", full.body
+    check("ErrorResponse", full.body)
+    rel = cycles.release_reservation(r.body["reservation_id"], {"idempotency_key": key(), "reason": "not needed"})
+    assert rel.status == 200, rel.body
+    check("ReleaseResponse", rel.body)
+    assert rel.body["released"]["amount"] == 5 * CENT
+    again, _ = reserve(cycles, "bot2", 5 * CENT)
+    assert again.status == 200, again.body
+
+
+def test_extend_moves_the_deadline_until_the_limit(cycles):
+    budget("agent", "tenant:acme/agent:bot3", limit_usd="0.05")
+    r, _ = reserve(cycles, "bot3", CENT, ttl_ms=5_000)
+    rid, exp = r.body["reservation_id"], r.body["expires_at_ms"]
+    for i in range(10):
+        e = cycles.extend_reservation(rid, {"idempotency_key": key(), "extend_by_ms": 1_000})
+        assert e.status == 200, e.body
+        check("ReservationExtendResponse", e.body)
+        assert e.body["expires_at_ms"] == exp + 1_000 * (i + 1)
+    e = cycles.extend_reservation(rid, {"idempotency_key": key(), "extend_by_ms": 1_000})
+    assert e.status == 409 and e.body["error"] == "MAX_EXTENSIONS_EXCEEDED", e.body
+    assert cycles.get_reservation(rid).body["expires_at_ms"] == exp + 10_000
+
+
+def test_idempotent_replay_returns_the_same_answer_and_a_different_request_is_refused(cycles):
+    budget("agent", "tenant:acme/agent:bot4", limit_usd="0.05")
+    r, body = reserve(cycles, "bot4", CENT)
+    replay = cycles.create_reservation(body)
+    assert replay.status == 200
+    assert replay.body["reservation_id"] == r.body["reservation_id"]
+    assert replay.body["expires_at_ms"] == r.body["expires_at_ms"]
+    assert replay.body["remaining_ttl_ms"] <= r.body["remaining_ttl_ms"]
+    held = balance_of(cycles, "tenant:acme/agent:bot4", "bot4")
+    assert held["reserved"]["amount"] == CENT, "held once"
+    changed = dict(body, estimate={"unit": USD, "amount": 2 * CENT})
+    mismatch = cycles.create_reservation(changed)
+    assert mismatch.status == 409 and mismatch.body["error"] == "IDEMPOTENCY_MISMATCH", mismatch.body
+    rid = r.body["reservation_id"]
+    commit = {"idempotency_key": key(), "actual": {"unit": USD, "amount": CENT}}
+    first = cycles.commit_reservation(rid, commit)
+    second = cycles.commit_reservation(rid, commit)
+    assert first.status == second.status == 200
+    assert first.body == second.body
+    spent = balance_of(cycles, "tenant:acme/agent:bot4", "bot4")["spent"]["amount"]
+    assert spent == CENT, "charged once"
+
+
+def test_dry_run_and_decide_evaluate_without_holding(cycles):
+    budget("agent", "tenant:acme/agent:bot5", limit_usd="0.02")
+    dry, _ = reserve(cycles, "bot5", CENT, dry_run=True)
+    assert dry.status == 200, dry.body
+    check("ReservationCreateResponse", dry.body)
+    assert dry.body["decision"] == "ALLOW" and "reservation_id" not in dry.body and "expires_at_ms" not in dry.body
+    deny, _ = reserve(cycles, "bot5", 3 * CENT, dry_run=True)
+    assert deny.body["decision"] == "DENY" and deny.body["reason_code"] == "BUDGET_EXCEEDED", deny.body
+    check("ReservationCreateResponse", deny.body)
+    assert balance_of(cycles, "tenant:acme/agent:bot5", "bot5")["reserved"]["amount"] == 0
+    for amount, decision in [(CENT, "ALLOW"), (3 * CENT, "DENY")]:
+        d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot5"},
+                           "action": {"kind": "tool.search", "name": "web"},
+                           "estimate": {"unit": USD, "amount": amount}})
+        assert d.status == 200, d.body
+        check("DecisionResponse", d.body)
+        assert d.body["decision"] == decision
+
+
+def test_expired_reservations_are_410_after_their_grace(cycles):
+    budget("agent", "tenant:acme/agent:bot6", limit_usd="0.02")
+    r, _ = reserve(cycles, "bot6", 2 * CENT, ttl_ms=1_000, grace_period_ms=0)
+    rid = r.body["reservation_id"]
+    time.sleep(1.6)
+    c = cycles.commit_reservation(rid, {"idempotency_key": key(), "actual": {"unit": USD, "amount": 1}})
+    assert c.status == 410 and c.body["error"] == "RESERVATION_EXPIRED", c.body
+    check("ErrorResponse", c.body)
+    g = cycles.get_reservation(rid)
+    assert g.status == 410, g.body
+    listed = cycles.list_reservations(agent="bot6", status="EXPIRED")
+    assert listed.status == 200, listed.body
+    check("ReservationListResponse", listed.body)
+    assert [x["reservation_id"] for x in listed.body["reservations"]] == [rid]
+    # Its hold is gone: the whole budget can be reserved again.
+    again, _ = reserve(cycles, "bot6", 2 * CENT)
+    assert again.status == 200, again.body
+
+
+def test_another_tenant_can_neither_act_for_acme_nor_touch_its_reservations(cycles, other):
+    budget("agent", "tenant:acme/agent:bot7", limit_usd="0.02")
+    r, body = reserve(cycles, "bot7", CENT)
+    rid = r.body["reservation_id"]
+    for resp in [
+        other.commit_reservation(rid, {"idempotency_key": key(), "actual": {"unit": USD, "amount": 1}}),
+        other.release_reservation(rid, {"idempotency_key": key()}),
+        other.get_reservation(rid),
+        other.create_reservation(dict(body, idempotency_key=key())),
+        other.get_balances(tenant="acme"),
+    ]:
+        assert resp.status == 403 and resp.body["error"] == "FORBIDDEN", resp.body
+        check("ErrorResponse", resp.body)
+    assert cycles.get_reservation(rid).body["status"] == "ACTIVE"
+
+
+def test_units_and_missing_budgets_are_answered_per_the_protocol(cycles, other):
+    budget("agent", "tenant:acme/agent:bot8", limit_usd="0.02")
+    tokens, _ = reserve(cycles, "bot8", 10, unit="TOKENS")
+    assert tokens.status == 400 and tokens.body["error"] == "UNIT_MISMATCH", tokens.body
+    assert tokens.body["details"]["requested_unit"] == "TOKENS"
+    assert "USD_MICROCENTS" in tokens.body["details"]["expected_units"]
+    credits, _ = reserve(cycles, "bot8", 10, unit="CREDITS")
+    assert credits.status == 400 and credits.body["error"] == "UNIT_MISMATCH", credits.body
+    none = other.create_reservation({"idempotency_key": key(), "subject": {"tenant": "globex", "agent": "x"},
+                                     "action": {"kind": "tool.search", "name": "web"},
+                                     "estimate": {"unit": USD, "amount": 1}})
+    assert none.status == 404 and none.body["error"] == "NOT_FOUND", none.body
+    check("ErrorResponse", none.body)
+    bad = cycles.create_reservation({"idempotency_key": key(), "subject": {"tenant": "acme"},
+                                     "action": {"kind": "tool.search", "name": "web"},
+                                     "estimate": {"unit": USD, "amount": 1}, "surprise": True})
+    assert bad.status == 400 and bad.body["error"] == "INVALID_REQUEST", bad.body
+    check("ErrorResponse", bad.body)
+
+
+def test_events_charge_every_scope_at_once(cycles):
+    budget("agent", "tenant:acme/agent:bot9", limit_usd="0.02")
+    e = cycles.create_event({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot9"},
+                             "action": {"kind": "tool.code", "name": "sandbox"},
+                             "actual": {"unit": USD, "amount": CENT}})
+    assert e.status == 201, e.body
+    check("EventCreateResponse", e.body)
+    assert balance_of(cycles, "tenant:acme/agent:bot9", "bot9")["spent"]["amount"] == CENT
+    # Beyond what is left, the default policy charges what is available.
+    e = cycles.create_event({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot9"},
+                             "action": {"kind": "tool.code", "name": "sandbox"},
+                             "actual": {"unit": USD, "amount": 5 * CENT}})
+    assert e.status == 201, e.body
+    assert e.body["charged"] == {"unit": USD, "amount": CENT}
+    rejected = cycles.create_event({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot9"},
+                                    "action": {"kind": "tool.code", "name": "sandbox"},
+                                    "actual": {"unit": USD, "amount": 1}, "overage_policy": "REJECT"})
+    assert rejected.status == 409 and rejected.body["error"] == "BUDGET_EXCEEDED", rejected.body
+
+
+def test_the_decorator_guards_a_tool_call(cycles):
+    budget("agent", "tenant:acme/agent:bot10", limit_usd="0.03")
+    runcycles.set_default_client(cycles)
+
+    @runcycles.cycles(estimate=2 * CENT, actual=CENT, action_kind="tool.search", action_name="web.search",
+                      agent="bot10")
+    def search(q):
+        return f"results for {q}"
+
+    assert search("tollgate") == "results for tollgate"
+    b = balance_of(cycles, "tenant:acme/agent:bot10", "bot10")
+    assert b["spent"]["amount"] == CENT and b["reserved"]["amount"] == 0
+    search("again")
+    with pytest.raises(runcycles.BudgetExceededError):
+        search("one too many")
