@@ -232,3 +232,44 @@ def test_the_decorator_guards_a_tool_call(cycles):
     search("again")
     with pytest.raises(runcycles.BudgetExceededError):
         search("one too many")
+
+
+def test_overdraft_lets_a_commit_run_into_debt_and_debt_blocks_new_reservations(cycles):
+    bid = budget("agent", "tenant:acme/agent:bot11", limit_usd="0.01", overdraft_usd="0.02")
+    r, _ = reserve(cycles, "bot11", CENT, overage_policy="ALLOW_WITH_OVERDRAFT")
+    assert r.status == 200, r.body
+    c = cycles.commit_reservation(r.body["reservation_id"],
+                                  {"idempotency_key": key(), "actual": {"unit": USD, "amount": 25 * CENT // 10}})
+    assert c.status == 200, c.body
+    assert c.body["charged"]["amount"] == 25 * CENT // 10
+    b = balance_of(cycles, "tenant:acme/agent:bot11", "bot11")
+    assert b["debt"]["amount"] == 15 * CENT // 10 and b["overdraft_limit"]["amount"] == 2 * CENT, b
+    assert b["is_over_limit"] is False
+    assert b["remaining"]["amount"] == (b["allocated"]["amount"] - b["spent"]["amount"]
+                                        - b["reserved"]["amount"] - b["debt"]["amount"]) < 0
+    full, _ = reserve(cycles, "bot11", 1)
+    assert full.status == 409 and full.body["error"] == "BUDGET_EXCEEDED", full.body
+
+    def event(amount):
+        return cycles.create_event({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot11"},
+                                    "action": {"kind": "tool.code", "name": "sandbox"},
+                                    "actual": {"unit": USD, "amount": amount},
+                                    "overage_policy": "ALLOW_WITH_OVERDRAFT"})
+
+    past = event(CENT)
+    assert past.status == 409 and past.body["error"] == "OVERDRAFT_LIMIT_EXCEEDED", past.body
+    within = event(4 * CENT // 10)
+    assert within.status == 201, within.body
+    # The overdraft lowered below the debt: the scope is over its limit.
+    admin("PATCH", f"/admin/budgets/{bid}", {"overdraft_usd": "0.01"})
+    b = balance_of(cycles, "tenant:acme/agent:bot11", "bot11")
+    assert b["is_over_limit"] is True and b["debt"]["amount"] == 19 * CENT // 10, b
+    over, _ = reserve(cycles, "bot11", 1)
+    assert over.status == 409 and over.body["error"] == "OVERDRAFT_LIMIT_EXCEEDED", over.body
+    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot11"},
+                       "action": {"kind": "tool.search", "name": "web"}, "estimate": {"unit": USD, "amount": 1}})
+    assert d.body["decision"] == "DENY" and d.body["reason_code"] == "OVERDRAFT_LIMIT_EXCEEDED", d.body
+    # No overdraft at all: debt outstanding.
+    admin("PATCH", f"/admin/budgets/{bid}", {"overdraft_usd": None})
+    debt, _ = reserve(cycles, "bot11", 1)
+    assert debt.status == 409 and debt.body["error"] == "DEBT_OUTSTANDING", debt.body

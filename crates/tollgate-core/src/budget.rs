@@ -205,6 +205,10 @@ pub struct Budget {
     pub webhook_url: Option<String>,
     /// Exported as `tollgate_budget_used_ratio{budget}` on `/metrics`.
     pub metrics: bool,
+    /// Debt a Cycles commit with `ALLOW_WITH_OVERDRAFT` may run up past
+    /// the limit (`None`: none).
+    pub overdraft_money: Option<Money>,
+    pub overdraft_tokens: Option<u64>,
     /// Model globs this budget covers; empty means every model.
     pub models: Vec<String>,
     pub rollover: Option<Rollover>,
@@ -330,6 +334,12 @@ pub struct BudgetInput {
     /// default or role budget would need a label per subject).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metrics: bool,
+    /// Debt Cycles commits with `ALLOW_WITH_OVERDRAFT` may run up past the
+    /// limit, in money and tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_usd: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
     /// Unused allowance carried into the next calendar period, up to a cap.
@@ -580,6 +590,21 @@ impl Budget {
         if input.limit_usd.is_some_and(Money::is_negative) {
             return Err(BudgetError::field("limit_usd", "must not be negative"));
         }
+        if input.overdraft_usd.is_some_and(Money::is_negative) {
+            return Err(BudgetError::field("overdraft_usd", "must not be negative"));
+        }
+        if input.overdraft_usd.is_some() && input.limit_usd.is_none() {
+            return Err(BudgetError::field(
+                "overdraft_usd",
+                "an overdraft is debt past limit_usd: the budget needs limit_usd",
+            ));
+        }
+        if input.overdraft_tokens.is_some() && input.limit_tokens.is_none() {
+            return Err(BudgetError::field(
+                "overdraft_tokens",
+                "an overdraft is debt past limit_tokens: the budget needs limit_tokens",
+            ));
+        }
         let period: PeriodKind = input.period.parse().map_err(period_err)?;
         let calendar = Calendar::new(
             input.timezone.as_deref(),
@@ -780,6 +805,8 @@ impl Budget {
             alert_thresholds,
             webhook_url: input.webhook_url.clone(),
             metrics: input.metrics,
+            overdraft_money: input.overdraft_usd,
+            overdraft_tokens: input.overdraft_tokens,
             models: input.models.clone(),
             rollover,
             existed_since: None,
@@ -846,6 +873,8 @@ impl Budget {
             alert_thresholds: Some(self.alert_thresholds.clone()),
             webhook_url: self.webhook_url.clone(),
             metrics: self.metrics,
+            overdraft_usd: self.overdraft_money,
+            overdraft_tokens: self.overdraft_tokens,
             models: self.models.clone(),
             rollover: self.rollover.as_ref().map(|r| RolloverInput {
                 cap_usd: r.cap_money,

@@ -89,6 +89,9 @@ pub struct Cycles {
     /// Idempotency keys being answered now: a second request with the
     /// same key waits for the first and replays its answer.
     keys: Mutex<HashMap<KeySlot, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each open reservation's grace ends (ms, id), soonest first; an
+    /// extension adds a later entry and the earlier one is skipped.
+    deadlines: Mutex<std::collections::BTreeSet<(i64, String)>>,
 }
 
 fn now_ms(t: Timestamp) -> i64 {
@@ -252,6 +255,7 @@ impl Cycles {
             store,
             open: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(std::collections::BTreeSet::new()),
         });
         let rows = c.store.active_reservations().await.map_err(internal)?;
         let now = c.engine.now();
@@ -281,6 +285,7 @@ impl Cycles {
                 would_block: false,
             };
             let id = row.id.clone();
+            c.due_at(&id, now_ms(row.expires_at) + doc.grace_ms);
             c.lock_of(&id).lock().await.replace(Open {
                 row,
                 doc,
@@ -298,6 +303,14 @@ impl Cycles {
             .entry(id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Notes when reservation `id`'s grace ends, for the sweeper.
+    fn due_at(&self, id: &str, ms: i64) {
+        self.deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ms, id.to_string()));
     }
 
     fn forget(&self, id: &str) {
@@ -509,7 +522,7 @@ impl Cycles {
                 if a.budget.scope != *scope || a.subject != subject {
                     continue;
                 }
-                let b = balance(path, unit, st);
+                let b = balance(path, unit, a, st);
                 if best
                     .as_ref()
                     .is_none_or(|x| b.remaining.amount < x.remaining.amount)
@@ -547,7 +560,7 @@ impl Cycles {
                 .await?;
             let dry = req.dry_run.unwrap_or(false);
             let sizing = Sizing::fixed(amount);
-            if let Some(code) = self.blocked(&applied).await {
+            if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
                 if dry {
                     return Ok((
                         deny(
@@ -656,6 +669,7 @@ impl Cycles {
                 reason_code: None,
                 retry_after_ms: None,
             };
+            self.due_at(&id, expires + grace);
             self.lock_of(&id).lock().await.replace(Open {
                 row: row.clone(),
                 doc,
@@ -668,15 +682,53 @@ impl Cycles {
     }
 
     /// Scopes that refuse any new reservation: over their limit (debt).
-    async fn blocked(&self, applied: &[Applied]) -> Option<ErrorCode> {
+    /// Why no new reservation may be made on `applied` (in `unit`): a
+    /// budget past its overdraft limit, or in debt without one.
+    async fn blocked(&self, applied: &[Applied], unit: Unit) -> Option<ErrorCode> {
         let states = self.engine.states(applied).await;
-        let in_debt = applied.iter().zip(&states).any(|(a, st)| {
-            a.line.enforce
-                && (st.limit.money.is_some_and(|l| st.spent.money > l)
-                    || st.limit.tokens.is_some_and(|l| st.spent.tokens > l))
-        });
-        // No overdraft limit is kept: any debt is past it.
-        in_debt.then_some(ErrorCode::OverdraftLimitExceeded)
+        let mut out = None;
+        for (a, st) in applied.iter().zip(&states) {
+            if !a.line.enforce {
+                continue;
+            }
+            let d = debt(a, st, unit);
+            if d.debt <= 0 {
+                continue;
+            }
+            match d.overdraft {
+                Some(limit) if d.debt > limit => return Some(ErrorCode::OverdraftLimitExceeded),
+                Some(_) => {}
+                None => out = Some(ErrorCode::DebtOutstanding),
+            }
+        }
+        out
+    }
+
+    /// Whether every enforced budget can take `over` more than `held`
+    /// as debt within its overdraft limit (checked per commit, not
+    /// across concurrent commits, as the protocol allows).
+    async fn overdraft_allows(
+        &self,
+        applied: &[Applied],
+        held: Held,
+        over: Held,
+        unit: Unit,
+    ) -> bool {
+        let states = self.engine.states(applied).await;
+        applied.iter().zip(&states).all(|(a, st)| {
+            if !a.line.enforce {
+                return true;
+            }
+            let d = debt(a, st, unit);
+            // Debt once this commit is charged (its own hold is in `spent +
+            // reserved` no longer; the other holds are not debt).
+            let extra = match unit {
+                Unit::Tokens => i128::from(held.tokens.saturating_add(over.tokens)),
+                _ => held.money.units() + over.money.units(),
+            };
+            let after = d.spent + extra - d.limit;
+            after <= 0 || d.overdraft.is_some_and(|o| after <= o)
+        })
     }
 
     /// The open reservation `id` for `p`, locked; or why not.
@@ -686,9 +738,16 @@ impl Cycles {
         id: &str,
     ) -> Result<tokio::sync::OwnedMutexGuard<Option<Open>>, CyclesError> {
         let lock = self.lock_of(id);
-        let guard = lock.lock_owned().await;
+        let mut guard = lock.lock_owned().await;
         if let Some(o) = guard.as_ref() {
             self.owned(p, &o.row)?;
+            // Past its grace (the sweeper has not come by): expired now.
+            let now = now_ms(self.engine.now());
+            if self.expire_if_due(id, &mut guard, now).await == Ok(true) {
+                drop(guard);
+                self.forget(id);
+                return Err(expired(id));
+            }
             return Ok(guard);
         }
         drop(guard);
@@ -765,10 +824,14 @@ impl Cycles {
                         ));
                     }
                     OveragePolicy::AllowWithOverdraft => {
-                        if self.engine.grow(&mut o.reserved, over).await.is_err() {
+                        if self.engine.grow(&mut o.reserved, over).await.is_err()
+                            && !self
+                                .overdraft_allows(&o.applied, o.reserved.amount, over, unit)
+                                .await
+                        {
                             return Err(CyclesError::new(
                                 ErrorCode::OverdraftLimitExceeded,
-                                "the overage exceeds what the budgets have left and no overdraft is allowed",
+                                "the overage exceeds what the budgets have left and their overdraft limits",
                             ));
                         }
                     }
@@ -1073,7 +1136,7 @@ impl Cycles {
                     }
                     Err(e) => return Err(e),
                 };
-                let body = if let Some(code) = self.blocked(&applied).await {
+                let body = if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
                     decision(Decision::Deny, Some(code.as_str()))
                 } else {
                     match self.engine.plan(&applied, &Sizing::fixed(amount)).await {
@@ -1196,46 +1259,94 @@ impl Cycles {
                 let policy = req.overage_policy.unwrap_or_default();
                 // Held first, so that what it charges never passes a limit
                 // unless the policy says so; then committed at once.
-                let want = match policy {
-                    OveragePolicy::AllowIfAvailable => Held::default(),
-                    _ => actual,
-                };
                 let until = self
                     .engine
                     .now()
                     .checked_add(jiff::SignedDuration::from_secs(60))
                     .unwrap_or(Timestamp::MAX);
-                let mut reserved = self
-                    .engine
-                    .reserve_until(
-                        &id,
-                        &applied,
-                        Sizing::fixed(want),
-                        until,
-                        tollgate_store::Payload::Empty,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
-                            match policy {
-                                OveragePolicy::AllowWithOverdraft => {
-                                    ErrorCode::OverdraftLimitExceeded
-                                }
-                                _ => ErrorCode::BudgetExceeded,
-                            },
-                            format!(
-                                "Insufficient remaining budget for scope {} (budget {})",
-                                scope_name(&r.applied, &derived),
-                                r.applied.budget.id
-                            ),
-                        ),
-                        tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
-                    })?;
-                let charged = match policy {
-                    OveragePolicy::AllowIfAvailable => {
-                        self.cover(&mut reserved, &applied, actual).await
+                let hold = |applied: Vec<Applied>, amount: Held| {
+                    let id = id.clone();
+                    async move {
+                        let r = self
+                            .engine
+                            .reserve_until(
+                                &id,
+                                &applied,
+                                Sizing::fixed(amount),
+                                until,
+                                tollgate_store::Payload::Empty,
+                            )
+                            .await;
+                        (r, applied)
                     }
-                    _ => actual,
+                };
+                // The same budgets, admitting whatever the policy decided.
+                let loose = applied
+                    .iter()
+                    .cloned()
+                    .map(|mut a| {
+                        a.line.enforce = false;
+                        a
+                    })
+                    .collect::<Vec<_>>();
+                let refused = |r: &tollgate_budgets::engine::Refusal, code| {
+                    CyclesError::new(
+                        code,
+                        format!(
+                            "Insufficient remaining budget for scope {} (budget {})",
+                            scope_name(&r.applied, &derived),
+                            r.applied.budget.id
+                        ),
+                    )
+                };
+                use tollgate_budgets::engine::ReserveError as E;
+                // (hold, its budgets, what it charges; `None`: what the
+                // budgets have left of `actual`).
+                let (mut reserved, applied, charged) = match (
+                    policy,
+                    hold(
+                        applied.clone(),
+                        if policy == OveragePolicy::AllowIfAvailable {
+                            Held::default()
+                        } else {
+                            actual
+                        },
+                    )
+                    .await,
+                ) {
+                    (_, (Err(E::Unavailable(m)), _)) => return Err(internal(m)),
+                    (OveragePolicy::Reject, (Err(E::Refused(r)), _)) => {
+                        return Err(refused(&r, ErrorCode::BudgetExceeded));
+                    }
+                    (OveragePolicy::AllowWithOverdraft, (Err(E::Refused(r)), _)) => {
+                        if !self
+                            .overdraft_allows(&applied, Held::default(), actual, req.actual.unit)
+                            .await
+                        {
+                            return Err(refused(&r, ErrorCode::OverdraftLimitExceeded));
+                        }
+                        let (res, applied) = hold(loose, actual).await;
+                        (
+                            res.map_err(|_| internal("cannot hold an event"))?,
+                            applied,
+                            Some(actual),
+                        )
+                    }
+                    (OveragePolicy::AllowIfAvailable, (Err(E::Refused(_)), _)) => {
+                        // Nothing left: charged nothing, recorded all the same.
+                        let (res, applied) = hold(loose, Held::default()).await;
+                        (
+                            res.map_err(|_| internal("cannot hold an event"))?,
+                            applied,
+                            Some(Held::default()),
+                        )
+                    }
+                    (OveragePolicy::AllowIfAvailable, (Ok(r), applied)) => (r, applied, None),
+                    (_, (Ok(r), applied)) => (r, applied, Some(actual)),
+                };
+                let charged = match charged {
+                    Some(c) => c,
+                    None => self.cover(&mut reserved, &applied, actual).await,
                 };
                 let now = self.engine.now();
                 let open = Open {
@@ -1292,37 +1403,56 @@ impl Cycles {
     /// ledger at the same time); answers how many.
     pub async fn sweep(&self) -> usize {
         let now = now_ms(self.engine.now());
-        let ids: Vec<String> = self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let due: Vec<String> = {
+            let mut d = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            while let Some(first) = d.first() {
+                if first.0 >= now {
+                    break;
+                }
+                if let Some((_, id)) = d.pop_first() {
+                    out.push(id);
+                }
+            }
+            out
+        };
         let mut n = 0;
-        for id in ids {
+        for id in due {
             let lock = self.lock_of(&id);
             let mut guard = lock.lock().await;
-            let Some(o) = guard.as_mut() else {
-                drop(guard);
-                self.forget(&id);
-                continue;
-            };
-            if now <= now_ms(o.row.expires_at) + o.doc.grace_ms {
-                continue;
+            match self.expire_if_due(&id, &mut guard, now).await {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(()) => self.due_at(&id, now + 1_000),
             }
-            self.engine.release(&o.reserved);
-            o.row.status = Status::Expired.as_str().into();
-            if let Err(e) = self.store.put_reservation(&o.row, None).await {
-                tracing::warn!(reservation = %id, error = %e, "cannot mark a reservation expired; will retry");
-                continue;
-            }
-            *guard = None;
+            let gone = guard.is_none();
             drop(guard);
-            self.forget(&id);
-            n += 1;
+            if gone {
+                self.forget(&id);
+            }
         }
         n
+    }
+
+    /// Expires the open reservation in `slot` if its grace has ended:
+    /// its hold released, its row `EXPIRED`. `Ok(true)` when it did;
+    /// `Err` when the row could not be written (retried later).
+    async fn expire_if_due(&self, id: &str, slot: &mut Option<Open>, now: i64) -> Result<bool, ()> {
+        let Some(o) = slot.as_mut() else {
+            return Ok(false);
+        };
+        if now <= now_ms(o.row.expires_at) + o.doc.grace_ms {
+            return Ok(false);
+        }
+        let mut row = o.row.clone();
+        row.status = Status::Expired.as_str().into();
+        if let Err(e) = self.store.put_reservation(&row, None).await {
+            tracing::warn!(reservation = %id, error = %e, "cannot mark a reservation expired; will retry");
+            return Err(());
+        }
+        self.engine.release(&o.reserved);
+        *slot = None;
+        Ok(true)
     }
 }
 
@@ -1336,7 +1466,11 @@ fn expired(id: &str) -> CyclesError {
 fn blocked_message(code: ErrorCode, derived: &Derived) -> String {
     match code {
         ErrorCode::OverdraftLimitExceeded => format!(
-            "a budget of {} is past its limit (in debt); no new reservations until it is funded or its period resets",
+            "a budget of {} is in debt past its overdraft limit; no new reservations until it is funded or its period resets",
+            derived.scope_path()
+        ),
+        ErrorCode::DebtOutstanding => format!(
+            "a budget of {} is in debt (spent past its limit); no new reservations until it is funded or its period resets",
             derived.scope_path()
         ),
         _ => format!("{} refuses new reservations", derived.scope_path()),
@@ -1380,28 +1514,60 @@ fn ok(status: u16, body: &impl Serialize) -> Reply {
     }
 }
 
+/// A budget's debt in one unit, in that unit's smallest amount (money
+/// units or tokens).
+struct Debt {
+    spent: i128,
+    limit: i128,
+    debt: i128,
+    overdraft: Option<i128>,
+}
+
+fn debt(a: &Applied, st: &tollgate_budgets::engine::State, unit: Unit) -> Debt {
+    let (spent, limit, overdraft) = match unit {
+        Unit::Tokens => (
+            i128::from(st.spent.tokens),
+            st.limit.tokens.map_or(i128::MAX, i128::from),
+            a.budget.overdraft_tokens.map(i128::from),
+        ),
+        _ => (
+            st.spent.money.units(),
+            st.limit.money.map_or(i128::MAX, |m| m.units()),
+            a.budget.overdraft_money.map(|m| m.units()),
+        ),
+    };
+    Debt {
+        spent,
+        limit,
+        debt: (spent - limit).max(0),
+        overdraft: overdraft.filter(|o| *o > 0),
+    }
+}
+
 /// A budget's state as a Cycles balance: `remaining = allocated − spent −
-/// reserved − debt`, each rounded against the caller.
-fn balance(path: &str, unit: Unit, st: &tollgate_budgets::engine::State) -> Balance {
-    let (allocated, spent, reserved) = match unit {
-        Unit::Tokens => {
-            let l = st.limit.tokens.unwrap_or(0);
-            (
-                i64::try_from(l).unwrap_or(i64::MAX),
-                i64::try_from(st.spent.tokens).unwrap_or(i64::MAX),
-                i64::try_from(st.reserved.tokens).unwrap_or(i64::MAX),
-            )
-        }
+/// reserved − debt`, each rounded against the caller; spend past the limit
+/// is debt.
+fn balance(path: &str, unit: Unit, a: &Applied, st: &tollgate_budgets::engine::State) -> Balance {
+    let (allocated, spent, reserved, overdraft) = match unit {
+        Unit::Tokens => (
+            i64::try_from(st.limit.tokens.unwrap_or(0)).unwrap_or(i64::MAX),
+            i64::try_from(st.spent.tokens).unwrap_or(i64::MAX),
+            i64::try_from(st.reserved.tokens).unwrap_or(i64::MAX),
+            a.budget
+                .overdraft_tokens
+                .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        ),
         _ => (
             units::microcents_down(st.limit.money.unwrap_or(Money::ZERO)),
             units::microcents_up(st.spent.money),
             units::microcents_up(st.reserved.money),
+            a.budget.overdraft_money.map(units::microcents_down),
         ),
     };
-    // Spend past the limit is debt; spent shows at most the limit.
     let debt = (spent - allocated).max(0);
     let spent = spent.min(allocated.max(0));
-    let a = |n: i64| Amount::new(unit, n.max(0));
+    let amount = |n: i64| Amount::new(unit, n.max(0));
+    let over_limit = overdraft.is_some_and(|o| o > 0 && debt > o);
     Balance {
         scope: path.to_string(),
         scope_path: path.to_string(),
@@ -1409,12 +1575,12 @@ fn balance(path: &str, unit: Unit, st: &tollgate_budgets::engine::State) -> Bala
             unit,
             amount: allocated - spent - reserved - debt,
         },
-        reserved: Some(a(reserved)),
-        spent: Some(a(spent)),
-        debt: Some(a(debt)),
-        allocated: Some(a(allocated)),
-        overdraft_limit: None,
-        is_over_limit: Some(debt > 0),
+        reserved: Some(amount(reserved)),
+        spent: Some(amount(spent)),
+        debt: Some(amount(debt)),
+        allocated: Some(amount(allocated)),
+        overdraft_limit: overdraft.map(amount),
+        is_over_limit: Some(over_limit),
     }
 }
 

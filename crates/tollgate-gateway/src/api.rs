@@ -28,6 +28,12 @@ pub struct BudgetView {
     pub models: Vec<String>,
     pub limit_usd: Option<String>,
     pub limit_tokens: Option<u64>,
+    /// Debt Cycles commits with `ALLOW_WITH_OVERDRAFT` may run up past the
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdraft_usd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdraft_tokens: Option<u64>,
     pub used_usd: String,
     pub used_tokens: u64,
     pub reserved_usd: String,
@@ -64,6 +70,8 @@ impl BudgetView {
             models: b.models.clone(),
             limit_usd: st.limit.money.map(|m| m.to_string()),
             limit_tokens: st.limit.tokens,
+            overdraft_usd: a.budget.overdraft_money.map(|m| m.to_usd_string()),
+            overdraft_tokens: a.budget.overdraft_tokens,
             used_usd: st.spent.money.to_string(),
             used_tokens: st.spent.tokens,
             reserved_usd: st.reserved.money.to_string(),

@@ -351,17 +351,18 @@ pub(crate) async fn list(
     call.answer(result)
 }
 
-/// Marks Cycles reservations past their grace expired, every second;
-/// forgets idempotent replies past their replay window, hourly.
+/// Expires Cycles reservations at the end of their grace (looked at ten
+/// times a second; only the due ones are visited); forgets idempotent
+/// replies past their replay window, hourly.
 pub(crate) fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
             state.cycles.sweep().await;
             n += 1;
-            if n % 3_600 == 1 {
+            if n % 36_000 == 1 {
                 let before = state.budgets.now()
                     - jiff::SignedDuration::from_hours(tollgate_cycles::service::REPLAY_HOURS);
                 if let Err(e) = state.store.delete_replies_before(before).await {

@@ -1,10 +1,12 @@
-//! Reports: totals grouped by any dimensions, read from the hourly
-//! rollups where whole hours allow and from the raw records elsewhere,
-//! summed by SQLite in one statement (so rows stream out in key order).
+//! Reports: totals grouped by any dimensions, read from the daily rollups
+//! where whole days allow (and the report needs no key, session or hour),
+//! from the hourly rollups where whole hours allow, and from the raw
+//! records elsewhere, summed by SQLite in one statement (so rows stream
+//! out in key order).
 
 use rusqlite::types::Value as V;
 
-use super::usage::HOUR_MS;
+use super::usage::{DAY_MS, HOUR_MS};
 use super::*;
 
 /// Where one part of a report reads.
@@ -12,6 +14,8 @@ use super::*;
 enum Source {
     Raw,
     Rollups,
+    /// Per day, tenant, user, model and provider: no key or session.
+    Daily,
 }
 
 impl Source {
@@ -19,6 +23,7 @@ impl Source {
         match self {
             Source::Raw => "time",
             Source::Rollups => "hour",
+            Source::Daily => "day",
         }
     }
 
@@ -57,13 +62,31 @@ impl Source {
                  cache_write_5m_tokens AS c5, cache_write_1h_tokens AS c1, reasoning_tokens AS rt, \
                  cost / 1000000 AS hi, cost % 1000000 AS lo"
             }
-            Source::Rollups => {
+            Source::Rollups | Source::Daily => {
                 "records AS n, refused, input_tokens AS it, output_tokens AS ot, \
                  cached_input_tokens AS ci, cache_write_5m_tokens AS c5, \
                  cache_write_1h_tokens AS c1, reasoning_tokens AS rt, cost_hi AS hi, cost_lo AS lo"
             }
         }
     }
+
+    fn table(self) -> &'static str {
+        match self {
+            Source::Raw => "usage_records",
+            Source::Rollups => "usage_hourly",
+            Source::Daily => "usage_daily",
+        }
+    }
+}
+
+/// The daily rollups hold no key, session or hour: a report that groups or
+/// filters by one reads hours instead.
+fn daily_serves(q: &ReportQuery) -> bool {
+    !q.group_by
+        .iter()
+        .any(|g| matches!(g, GroupBy::Key | GroupBy::Session | GroupBy::Hour))
+        && q.filter.key_id.is_none()
+        && q.filter.session.is_none()
 }
 
 /// Budgets are not in the rollups: a report that groups or filters by
@@ -72,53 +95,67 @@ fn needs_raw(q: &ReportQuery) -> bool {
     q.raw_only || q.filter.budget.is_some() || q.group_by.contains(&GroupBy::Budget)
 }
 
-/// The whole hours within `[from, to)`.
-fn whole_hours(from: Option<Timestamp>, to: Option<Timestamp>) -> (Option<i64>, Option<i64>) {
-    let up = from.map(|f| {
-        let m = ms(f);
-        m.div_euclid(HOUR_MS) * HOUR_MS
-            + if m.rem_euclid(HOUR_MS) == 0 {
-                0
-            } else {
-                HOUR_MS
-            }
-    });
-    let down = to.map(|t| ms(t).div_euclid(HOUR_MS) * HOUR_MS);
+/// The whole `unit`s (hours, days) within `[from, to)`, in ms.
+fn whole(from: Option<i64>, to: Option<i64>, unit: i64) -> (Option<i64>, Option<i64>) {
+    let up =
+        from.map(|m| m.div_euclid(unit) * unit + if m.rem_euclid(unit) == 0 { 0 } else { unit });
+    let down = to.map(|t| t.div_euclid(unit) * unit);
     (up, down)
 }
 
-/// The parts a report reads, `[from, to)` in ms each: whole hours from the
-/// rollups, the partial hours at either edge from the raw records.
-fn plan(q: &ReportQuery) -> Vec<(Source, Option<i64>, Option<i64>)> {
-    let (from, to) = (q.from.map(ms), q.to.map(ms));
-    if needs_raw(q) {
-        return vec![(Source::Raw, from, to)];
-    }
-    match whole_hours(q.from, q.to) {
-        (Some(up), Some(down)) if up >= down => vec![(Source::Raw, from, to)],
+/// A part of a report: where it reads, over `[from, to)` in ms.
+type Part = (Source, Option<i64>, Option<i64>);
+
+/// `[from, to)` split into whole `unit`s read from `source` and the
+/// edges before and after, planned by `edges`.
+fn split(
+    from: Option<i64>,
+    to: Option<i64>,
+    unit: i64,
+    source: Source,
+    edges: &dyn Fn(Option<i64>, Option<i64>) -> Vec<Part>,
+) -> Vec<Part> {
+    match whole(from, to, unit) {
+        (Some(up), Some(down)) if up >= down => edges(from, to),
         (up, down) => {
-            let mut parts = vec![(Source::Rollups, up, down)];
+            let mut parts = vec![(source, up, down)];
             if let (Some(f), Some(u)) = (from, up)
                 && f < u
             {
-                parts.push((Source::Raw, Some(f), Some(u)));
+                parts.extend(edges(Some(f), Some(u)));
             }
             if let (Some(t), Some(d)) = (to, down)
                 && d < t
             {
-                parts.push((Source::Raw, Some(d), Some(t)));
+                parts.extend(edges(Some(d), Some(t)));
             }
             parts
         }
     }
 }
 
+/// The parts a report reads, `[from, to)` in ms each: whole days from the
+/// daily rollups (when they serve the report), whole hours from the
+/// hourly ones, the partial hours at either edge from the raw records.
+fn plan(q: &ReportQuery) -> Vec<Part> {
+    let (from, to) = (q.from.map(ms), q.to.map(ms));
+    if needs_raw(q) {
+        return vec![(Source::Raw, from, to)];
+    }
+    let hours = |f, t| {
+        split(f, t, HOUR_MS, Source::Rollups, &|f, t| {
+            vec![(Source::Raw, f, t)]
+        })
+    };
+    if daily_serves(q) {
+        split(from, to, DAY_MS, Source::Daily, &hours)
+    } else {
+        hours(from, to)
+    }
+}
+
 /// One part's SELECT: the dimensions as `d0, d1, ...`, then the sums.
-fn part(
-    q: &ReportQuery,
-    (source, from, to): (Source, Option<i64>, Option<i64>),
-    args: &mut Vec<V>,
-) -> Result<String> {
+fn part(q: &ReportQuery, (source, from, to): Part, args: &mut Vec<V>) -> Result<String> {
     let mut cols: Vec<String> = q
         .group_by
         .iter()
@@ -132,8 +169,11 @@ fn part(
             "SELECT {} FROM usage_records LEFT JOIN json_each(usage_records.budgets) AS b WHERE 1=1",
             cols.join(", ")
         ),
-        Source::Raw => format!("SELECT {} FROM usage_records WHERE 1=1", cols.join(", ")),
-        Source::Rollups => format!("SELECT {} FROM usage_hourly WHERE 1=1", cols.join(", ")),
+        _ => format!(
+            "SELECT {} FROM {} WHERE 1=1",
+            cols.join(", "),
+            source.table()
+        ),
     };
     let time = source.time();
     for (op, bound) in [(">=", from), ("<", to)] {

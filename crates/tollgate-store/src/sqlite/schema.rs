@@ -255,6 +255,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, endpoint, key)
     ) WITHOUT ROWID;
     CREATE INDEX cycles_replies_age ON cycles_replies(created_at);",
+    // 16: daily rollups without key and session (the dimensions that
+    // multiply rows): reports over months read a row per day, tenant,
+    // user, model and provider. Filled from the hourly rollups, which
+    // outlive the records.
+    "CREATE TABLE usage_daily (
+        day INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        user TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        refused INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        cache_write_5m_tokens INTEGER NOT NULL,
+        cache_write_1h_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_hi INTEGER NOT NULL,
+        cost_lo INTEGER NOT NULL,
+        PRIMARY KEY (day, tenant, user, model, provider)
+    ) WITHOUT ROWID;
+    INSERT INTO usage_daily
+    SELECT (hour / 86400000) * 86400000, tenant, user, model, provider, SUM(records), SUM(refused),
+           SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_write_5m_tokens),
+           SUM(cache_write_1h_tokens), SUM(reasoning_tokens), SUM(cost_hi), SUM(cost_lo)
+    FROM usage_hourly GROUP BY 1, 2, 3, 4, 5;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

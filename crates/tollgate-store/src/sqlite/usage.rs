@@ -97,30 +97,22 @@ pub(super) fn insert_record(tx: &rusqlite::Transaction<'_>, r: &UsageRecord) -> 
     Ok(())
 }
 
-/// Adds a record just written to its hour's rollup (a record written
-/// twice is ignored above, so it is rolled up once).
-fn roll_up(tx: &rusqlite::Transaction<'_>, r: &UsageRecord, cost: i64) -> Result<()> {
-    let mut st = tx.prepare_cached(
-        "INSERT INTO usage_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-         ON CONFLICT DO UPDATE SET records = records + 1, refused = refused + excluded.refused,
+/// The sums an upsert adds to an existing rollup row.
+const ADD_SUMS: &str = "records = records + 1, refused = refused + excluded.refused,
            input_tokens = input_tokens + excluded.input_tokens,
            output_tokens = output_tokens + excluded.output_tokens,
            cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
            cache_write_5m_tokens = cache_write_5m_tokens + excluded.cache_write_5m_tokens,
            cache_write_1h_tokens = cache_write_1h_tokens + excluded.cache_write_1h_tokens,
            reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-           cost_hi = cost_hi + excluded.cost_hi, cost_lo = cost_lo + excluded.cost_lo",
-    )?;
+           cost_hi = cost_hi + excluded.cost_hi, cost_lo = cost_lo + excluded.cost_lo";
+
+/// Adds a record just written to its hour's and its day's rollups (a
+/// record written twice is ignored above, so it is rolled up once).
+fn roll_up(tx: &rusqlite::Transaction<'_>, r: &UsageRecord, cost: i64) -> Result<()> {
     let u = &r.usage;
     let none = String::new();
-    st.execute(params![
-        ms(r.time).div_euclid(HOUR_MS) * HOUR_MS,
-        r.tenant.as_ref().unwrap_or(&none),
-        r.user.as_ref().unwrap_or(&none),
-        r.key_id.as_ref().unwrap_or(&none),
-        r.model_served,
-        r.provider,
-        r.session.as_ref().unwrap_or(&none),
+    let sums = params![
         i64::from(r.flags.blocked),
         tok(u.input_tokens),
         tok(u.output_tokens),
@@ -130,13 +122,88 @@ fn roll_up(tx: &rusqlite::Transaction<'_>, r: &UsageRecord, cost: i64) -> Result
         tok(u.reasoning_tokens),
         cost / 1_000_000,
         cost % 1_000_000,
-    ])?;
+    ];
+    let (tenant, user) = (
+        r.tenant.as_ref().unwrap_or(&none),
+        r.user.as_ref().unwrap_or(&none),
+    );
+    let t = ms(r.time);
+    let mut hourly = tx.prepare_cached(&format!(
+        "INSERT INTO usage_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT DO UPDATE SET {ADD_SUMS}"
+    ))?;
+    let keys = params![
+        t.div_euclid(HOUR_MS) * HOUR_MS,
+        tenant,
+        user,
+        r.key_id.as_ref().unwrap_or(&none),
+        r.model_served,
+        r.provider,
+        r.session.as_ref().unwrap_or(&none),
+    ];
+    hourly.execute(rusqlite::params_from_iter(keys.iter().chain(sums.iter())))?;
+    let mut daily = tx.prepare_cached(&format!(
+        "INSERT INTO usage_daily VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT DO UPDATE SET {ADD_SUMS}"
+    ))?;
+    let keys = params![
+        t.div_euclid(DAY_MS) * DAY_MS,
+        tenant,
+        user,
+        r.model_served,
+        r.provider,
+    ];
+    daily.execute(rusqlite::params_from_iter(keys.iter().chain(sums.iter())))?;
     Ok(())
 }
 
 pub(super) const HOUR_MS: i64 = 3_600_000;
+pub(super) const DAY_MS: i64 = 86_400_000;
 
-/// The records in the temp table `purging`, summed per rollup row.
+/// SQL taking the records in `purging` (summed by `sums` per row of
+/// `table`, keyed by `keys`, the first the period start of `width` ms) out
+/// of a rollup table, and dropping the rows left empty.
+fn subtract_purging(table: &str, sums: &str, keys: &[&str], width: i64) -> String {
+    let set = [
+        ("records", "n"),
+        ("refused", "refused"),
+        ("input_tokens", "it"),
+        ("output_tokens", "ot"),
+        ("cached_input_tokens", "ci"),
+        ("cache_write_5m_tokens", "c5"),
+        ("cache_write_1h_tokens", "c1"),
+        ("reasoning_tokens", "rt"),
+        ("cost_hi", "hi"),
+        ("cost_lo", "lo"),
+    ]
+    .iter()
+    .map(|(c, d)| format!("{c} = {table}.{c} - d.{d}"))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let on = keys
+        .iter()
+        .map(|k| format!("{table}.{k} = d.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "UPDATE {table} SET {set} FROM ({sums}) AS d WHERE {on};
+         DELETE FROM {table} WHERE records <= 0 AND {first} IN
+           (SELECT DISTINCT (time / {width}) * {width} FROM usage_records
+            WHERE seq IN (SELECT seq FROM purging));\n",
+        first = keys[0]
+    )
+}
+
+/// The records in the temp table `purging`, summed per daily rollup row.
+const DAILY_OF_PURGING: &str = "SELECT (time / 86400000) * 86400000 AS day, COALESCE(tenant, '') AS tenant,
+       COALESCE(user, '') AS user, model_served AS model, provider, COUNT(*) AS n,
+       SUM(CASE WHEN (',' || flags || ',') LIKE '%,blocked,%' THEN 1 ELSE 0 END) AS refused,
+       SUM(input_tokens) AS it, SUM(output_tokens) AS ot, SUM(cached_input_tokens) AS ci,
+       SUM(cache_write_5m_tokens) AS c5, SUM(cache_write_1h_tokens) AS c1, SUM(reasoning_tokens) AS rt,
+       SUM(cost / 1000000) AS hi, SUM(cost % 1000000) AS lo
+     FROM usage_records WHERE seq IN (SELECT seq FROM purging) GROUP BY 1, 2, 3, 4, 5";
+
+/// The records in the temp table `purging`, summed per hourly rollup row.
 const ROLLUP_OF_PURGING: &str = "SELECT (time / 3600000) * 3600000 AS hour, COALESCE(tenant, '') AS tenant,
        COALESCE(user, '') AS user, COALESCE(key_id, '') AS key_id, model_served AS model, provider,
        COALESCE(session, '') AS session, COUNT(*) AS n,
@@ -439,22 +506,19 @@ impl UsageStore for SqliteStore {
             if n > 0 {
                 // Out of the rollups first, exactly as `roll_up` put them in.
                 tx.execute_batch(&format!(
-                    "UPDATE usage_hourly SET records = usage_hourly.records - d.n, refused = usage_hourly.refused - d.refused,
-                       input_tokens = usage_hourly.input_tokens - d.it, output_tokens = usage_hourly.output_tokens - d.ot,
-                       cached_input_tokens = usage_hourly.cached_input_tokens - d.ci,
-                       cache_write_5m_tokens = usage_hourly.cache_write_5m_tokens - d.c5,
-                       cache_write_1h_tokens = usage_hourly.cache_write_1h_tokens - d.c1,
-                       reasoning_tokens = usage_hourly.reasoning_tokens - d.rt,
-                       cost_hi = usage_hourly.cost_hi - d.hi, cost_lo = usage_hourly.cost_lo - d.lo
-                     FROM ({ROLLUP_OF_PURGING}) AS d
-                     WHERE usage_hourly.hour = d.hour AND usage_hourly.tenant = d.tenant
-                       AND usage_hourly.user = d.user AND usage_hourly.key_id = d.key_id
-                       AND usage_hourly.model = d.model AND usage_hourly.provider = d.provider
-                       AND usage_hourly.session = d.session;
-                     DELETE FROM usage_hourly WHERE records <= 0 AND hour IN
-                       (SELECT DISTINCT (time / {HOUR_MS}) * {HOUR_MS} FROM usage_records
-                        WHERE seq IN (SELECT seq FROM purging));
-                     DELETE FROM usage_records WHERE seq IN (SELECT seq FROM purging);"
+                    "{}{}DELETE FROM usage_records WHERE seq IN (SELECT seq FROM purging);",
+                    subtract_purging(
+                        "usage_hourly",
+                        ROLLUP_OF_PURGING,
+                        &["hour", "tenant", "user", "key_id", "model", "provider", "session"],
+                        HOUR_MS
+                    ),
+                    subtract_purging(
+                        "usage_daily",
+                        DAILY_OF_PURGING,
+                        &["day", "tenant", "user", "model", "provider"],
+                        DAY_MS
+                    ),
                 ))?;
             }
             tx.commit()?;
