@@ -70,9 +70,9 @@ impl Default for Outcome {
     }
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
+pub(crate) type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(t: &Target) -> anyhow::Result<Sender> {
+pub(crate) async fn connect(t: &Target) -> anyhow::Result<Sender> {
     let stream = tokio::net::TcpStream::connect(&t.host).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;

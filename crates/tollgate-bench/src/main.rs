@@ -10,6 +10,7 @@
 //! the other cores. Targets are measured in turn, A B A B, so drift hits all
 //! alike. Results are ratios to the baselines measured in the same run.
 
+mod cycles;
 mod load;
 mod report;
 mod reports;
@@ -61,6 +62,15 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// The Cycles API under load: reserve latency, reserve + commit per second.
+    Cycles {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The tollgate binary (default: next to this one).
+        #[arg(long)]
+        tollgate: Option<PathBuf>,
+    },
     /// Report times over many records: from the rollups vs the raw records.
     Reports {
         /// How many records to generate.
@@ -89,6 +99,24 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let md = rt.block_on(reports::run(&dir, records));
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", md?);
+            return Ok(());
+        }
+        Some(Cmd::Cycles { seconds, tollgate }) => {
+            let tollgate = match tollgate {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("tollgate"),
+            };
+            let dir = tempfile_in(&std::env::temp_dir())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let md = rt.block_on(cycles::run(
+                &tollgate,
+                &dir,
+                Duration::from_secs_f64(seconds),
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             println!("{}", md?);
             return Ok(());

@@ -104,7 +104,7 @@ pub struct Options {
 }
 
 /// A child process killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
 }
 
@@ -135,7 +135,7 @@ fn rss_of(pid: u32) -> u64 {
 
 /// Spawns `cmd` and waits for a stdout line containing `marker`; returns
 /// what follows it.
-fn spawn_until(mut cmd: Command, marker: &str) -> anyhow::Result<(Proc, String)> {
+pub(crate) fn spawn_until(mut cmd: Command, marker: &str) -> anyhow::Result<(Proc, String)> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let out = child.stdout.take().context("no stdout")?;
@@ -163,7 +163,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string()

@@ -110,6 +110,12 @@ fn seconds(us: u64) -> String {
 
 type RowKey = (Arc<str>, Arc<str>, u16);
 
+/// Most (provider, model, status) series kept apart: model names reach
+/// here from callers (a glob route admits any matching name, a Cycles
+/// action names itself), so past this many, new ones are counted under
+/// the model `other` — `/metrics` and this map stay bounded.
+const MAX_ROWS: usize = 2_000;
+
 /// (provider, model), tokens by kind, cost.
 type ModelTotals = ((Arc<str>, Arc<str>), [u64; 6], Money);
 
@@ -153,13 +159,14 @@ impl RecordMetrics {
         // of the borrowed keys avoids allocating a key per request.
         let row = row.unwrap_or_else(|| {
             let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
-            rows.entry((
-                r.provider.as_str().into(),
-                r.model_served.as_str().into(),
-                r.status,
-            ))
-            .or_default()
-            .clone()
+            let model = if rows.len() >= MAX_ROWS {
+                "other"
+            } else {
+                r.model_served.as_str()
+            };
+            rows.entry((r.provider.as_str().into(), model.into(), r.status))
+                .or_default()
+                .clone()
         });
         row.requests.fetch_add(1, Ordering::Relaxed);
         let u = &r.usage;
@@ -344,6 +351,40 @@ mod tests {
         assert_eq!(seconds(1_500), "0.0015");
         assert_eq!(seconds(2_000_000), "2");
         assert_eq!(seconds(1_000_414_000), "1000.414");
+    }
+
+    #[test]
+    fn series_stay_bounded_whatever_models_callers_name() {
+        let m = RecordMetrics::default();
+        let mut r = UsageRecord {
+            request_id: "r".into(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            key_id: None,
+            user: None,
+            tenant: None,
+            session: None,
+            budgets: Vec::new(),
+            provider: "cycles".into(),
+            model_requested: String::new(),
+            model_served: String::new(),
+            usage: Default::default(),
+            cost: Money::ZERO,
+            latency_ms: 1,
+            ttft_ms: None,
+            status: 200,
+            flags: Default::default(),
+        };
+        for i in 0..MAX_ROWS + 500 {
+            r.model_served = format!("tool-{i}");
+            m.observe(&r);
+        }
+        let rows = m.rows.read().unwrap();
+        assert_eq!(rows.len(), MAX_ROWS + 1);
+        let other = rows
+            .iter()
+            .find(|((_, model, _), _)| &**model == "other")
+            .map(|(_, row)| row.requests.load(Ordering::Relaxed));
+        assert_eq!(other, Some(500));
     }
 
     #[test]
