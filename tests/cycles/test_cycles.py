@@ -273,3 +273,68 @@ def test_overdraft_lets_a_commit_run_into_debt_and_debt_blocks_new_reservations(
     admin("PATCH", f"/admin/budgets/{bid}", {"overdraft_usd": None})
     debt, _ = reserve(cycles, "bot11", 1)
     assert debt.status == 409 and debt.body["error"] == "DEBT_OUTSTANDING", debt.body
+
+
+def test_a_tools_configured_cost_is_its_estimate_when_the_client_asks_for_zero(cycles):
+    budget("agent", "tenant:acme/agent:bot12", limit_usd="0.01")
+    r, _ = reserve(cycles, "bot12", 0)
+    assert r.status == 200, r.body
+    assert r.body["reserved"] == {"unit": USD, "amount": 300_000}, "cycles.tool_costs web.search = $0.003"
+    held = balance_of(cycles, "tenant:acme/agent:bot12", "bot12")
+    assert held["reserved"]["amount"] == 300_000
+    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot12"},
+                       "action": {"kind": "tool.search", "name": "web.search"},
+                       "estimate": {"unit": USD, "amount": 0}})
+    assert d.body["decision"] == "ALLOW", d.body
+    # Three held: a fourth does not fit the cent.
+    reserve(cycles, "bot12", 0)
+    reserve(cycles, "bot12", 0)
+    fourth, _ = reserve(cycles, "bot12", 0)
+    assert fourth.status == 409 and fourth.body["error"] == "BUDGET_EXCEEDED", fourth.body
+    # Other tools, and explicit estimates, are as asked.
+    other = cycles.create_reservation({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot12"},
+                                       "action": {"kind": "tool.search", "name": "other"},
+                                       "estimate": {"unit": USD, "amount": 0}})
+    assert other.status == 200 and other.body["reserved"]["amount"] == 0, other.body
+
+
+def test_a_session_summary_covers_model_calls_and_tool_reservations(cycles, other):
+    import json
+    import urllib.request
+    from conftest import KEY, URL
+    budget("agent", "tenant:acme/agent:bot13", limit_usd="0.10")
+    sid = f"run-{uuid.uuid4().hex[:8]}"
+    # A tool call of the session, committed; another still held.
+    r, _ = reserve(cycles, "bot13", 2 * CENT)
+    body = {"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot13", "dimensions": {"session": sid}},
+            "action": {"kind": "tool.search", "name": "web.search"}, "estimate": {"unit": USD, "amount": 2 * CENT}}
+    held = cycles.create_reservation(body)
+    assert held.status == 200, held.body
+    body2 = dict(body, idempotency_key=key())
+    done = cycles.create_reservation(body2)
+    c = cycles.commit_reservation(done.body["reservation_id"], {"idempotency_key": key(),
+                                                                "actual": {"unit": USD, "amount": CENT}})
+    assert c.status == 200, c.body
+    # A model call of the same session, through the proxy.
+    req = urllib.request.Request(f"{URL}/v1/chat/completions", method="POST", data=json.dumps(
+        {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}).encode())
+    req.add_header("Authorization", f"Bearer {KEY}")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("X-Session-Id", sid)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    deadline = time.time() + 10
+    while True:
+        s = cycles._get(f"/v1/sessions/{sid}")
+        if s.status == 200 and s.body["model_calls"] == 1 and s.body["tool_reservations"]["committed"] == 1:
+            break
+        assert time.time() < deadline, s.body
+        time.sleep(0.05)
+    assert s.body["tool_reservations"]["active"] == 1, s.body
+    models = {m["provider"]: m for m in s.body["models"]}
+    assert models["cycles"]["model"] == "web.search" and models["cycles"]["cost_usd"] == "0.010000"
+    assert "openai" in models, s.body
+    assert s.body["spent"]["microcents"] >= CENT
+    # Another tenant's key, asking for the same id, reaches its own session.
+    theirs = other._get(f"/v1/sessions/{sid}")
+    assert theirs.status == 200 and theirs.body["model_calls"] == 0 and theirs.body["models"] == [], theirs.body

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
 
 use crate::load::{Target, connect};
 
@@ -24,12 +23,7 @@ async fn post(
     path: &str,
     body: String,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let mut b = Request::post(path)
-        .header("host", &t.host)
-        .header("content-type", "application/json");
-    for (k, v) in &t.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
+    let b = crate::load::post_to(t, path);
     sender.ready().await?;
     let resp = sender
         .send_request(b.body(Full::new(Bytes::from(body)))?)

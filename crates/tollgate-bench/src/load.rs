@@ -80,6 +80,17 @@ pub(crate) async fn connect(t: &Target) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
+/// A JSON POST to `path` on `t`, with its headers.
+pub(crate) fn post_to(t: &Target, path: &str) -> hyper::http::request::Builder {
+    let mut b = Request::post(path)
+        .header("host", &t.host)
+        .header("content-type", "application/json");
+    for (k, v) in &t.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b
+}
+
 /// One request; returns (ttfb, total) or an error.
 async fn one(
     sender: &mut Sender,
@@ -87,12 +98,7 @@ async fn one(
     job: &Job,
 ) -> anyhow::Result<(Duration, Duration, u16)> {
     let start = Instant::now();
-    let mut b = Request::post(job.path)
-        .header("host", &t.host)
-        .header("content-type", "application/json");
-    for (k, v) in &t.headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
+    let b = post_to(t, job.path);
     sender.ready().await?;
     let resp = sender
         .send_request(b.body(Full::new(job.body.clone()))?)

@@ -15,8 +15,51 @@ pub mod scopes;
 pub mod service;
 pub mod units;
 
+use std::collections::BTreeMap;
+
 use protocol::ErrorCode;
 use serde_json::{Map, Value};
+use tollgate_core::Money;
+
+/// `cycles:` in the config.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CyclesConfig {
+    /// What a tool call costs, by tool name (the action's `name`, for
+    /// `tool.*` kinds): the estimate of a reservation or decision that
+    /// asks for 0 `USD_MICROCENTS` (clients that do not know their tools'
+    /// prices).
+    #[serde(default)]
+    pub tool_costs: BTreeMap<String, Money>,
+}
+
+impl CyclesConfig {
+    /// Every cost a whole, non-negative number of microcents.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, cost) in &self.tool_costs {
+            if cost.is_negative() || cost.units() % units::UNITS_PER_MICROCENT != 0 {
+                return Err((
+                    format!("cycles.tool_costs.{name}"),
+                    format!(
+                        "{} is not a whole number of microcents (10^-8 USD) at or above zero",
+                        cost.to_usd_string()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured estimate of `action`, in microcents.
+    pub fn tool_cost(&self, action: &protocol::Action) -> Option<i64> {
+        if !action.kind.starts_with("tool.") {
+            return None;
+        }
+        self.tool_costs
+            .get(&action.name)
+            .map(|c| units::microcents_down(*c))
+    }
+}
 
 /// A refusal in the protocol's terms: its code (which fixes the HTTP
 /// status), a message, and details where the protocol asks for them.
@@ -48,5 +91,32 @@ impl CyclesError {
     pub fn with_details(mut self, details: Map<String, Value>) -> CyclesError {
         self.details = Some(details);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_costs_are_whole_microcents_for_tool_actions() {
+        let c: CyclesConfig =
+            serde_json::from_str(r#"{"tool_costs": {"web.search": "0.003"}}"#).unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        let tool = |kind: &str, name: &str| protocol::Action {
+            kind: kind.into(),
+            name: name.into(),
+            tags: None,
+        };
+        assert_eq!(
+            c.tool_cost(&tool("tool.search", "web.search")),
+            Some(300_000)
+        );
+        assert_eq!(c.tool_cost(&tool("llm.completion", "web.search")), None);
+        assert_eq!(c.tool_cost(&tool("tool.search", "other")), None);
+        let fine: CyclesConfig =
+            serde_json::from_str(r#"{"tool_costs": {"x": "0.000000001"}}"#).unwrap();
+        assert_eq!(fine.validate().unwrap_err().0, "cycles.tool_costs.x");
+        assert!(serde_json::from_str::<CyclesConfig>(r#"{"fail": "open"}"#).is_err());
     }
 }

@@ -82,6 +82,7 @@ pub struct Reply {
 
 pub struct Cycles {
     engine: Arc<BudgetEngine>,
+    config: crate::CyclesConfig,
     store: Arc<dyn Store>,
     /// Open reservations, each behind its own lock (operations on one
     /// reservation run one at a time; on different ones, in parallel).
@@ -160,6 +161,8 @@ fn in_unit(applied: Vec<Applied>, unit: Unit) -> (Vec<Applied>, Vec<Applied>) {
 
 /// What an operation on a subject has checked and derived before it runs.
 struct Checked {
+    /// The amount asked for (a tool's configured cost for an estimate of 0).
+    amount: Amount,
     held: Held,
     derived: Derived,
     caller: Caller,
@@ -232,9 +235,20 @@ impl Cycles {
         let (key, subject, action, amount) = req.parts();
         check_key(key, header)?;
         check_action(action)?;
+        let amount = match self.config.tool_cost(action) {
+            Some(cost)
+                if endpoint != "event"
+                    && amount.amount == 0
+                    && amount.unit == Unit::UsdMicrocents =>
+            {
+                Amount::new(amount.unit, cost)
+            }
+            _ => amount,
+        };
         let held = units::held(amount)?;
         let (derived, caller) = self.caller_for(p, subject)?;
         Ok(Checked {
+            amount,
             held,
             tenant: derived.tenant.clone(),
             derived,
@@ -249,9 +263,11 @@ impl Cycles {
     pub async fn start(
         engine: Arc<BudgetEngine>,
         store: Arc<dyn Store>,
+        config: crate::CyclesConfig,
     ) -> Result<Arc<Cycles>, CyclesError> {
         let c = Arc::new(Cycles {
             engine,
+            config,
             store,
             open: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
@@ -543,6 +559,7 @@ impl Cycles {
         header_key: Option<&str>,
     ) -> Result<Reply, CyclesError> {
         let c = self.check(p, "reserve", header_key, &req)?;
+        let estimate = c.amount;
         let (amount, derived, caller) = (c.held, c.derived, c.caller);
         let (tenant, hash, key) = (c.tenant, c.hash, c.key);
         let ttl = req.ttl_ms.unwrap_or(60_000);
@@ -578,7 +595,7 @@ impl Cycles {
                     Ok(_) => CreateResponse {
                         decision: Decision::Allow,
                         reservation_id: None,
-                        reserved: Some(req.estimate),
+                        reserved: Some(estimate),
                         expires_at_ms: None,
                         remaining_ttl_ms: None,
                         scope_path: Some(derived.scope_path().to_string()),
@@ -629,7 +646,7 @@ impl Cycles {
             let doc = Doc {
                 subject: req.subject.clone(),
                 action: req.action.clone(),
-                reserved: req.estimate,
+                reserved: estimate,
                 committed: None,
                 grace_ms: grace,
                 overage: req.overage_policy.unwrap_or_default(),
@@ -659,7 +676,7 @@ impl Cycles {
             let body = CreateResponse {
                 decision: Decision::Allow,
                 reservation_id: Some(id.clone()),
-                reserved: Some(req.estimate),
+                reserved: Some(estimate),
                 expires_at_ms: Some(expires),
                 remaining_ttl_ms: Some(ttl),
                 scope_path: Some(derived.scope_path().to_string()),
@@ -1397,6 +1414,109 @@ impl Cycles {
             },
         )
         .await
+    }
+
+    /// `GET /v1/sessions/{id}`: a session's spend across proxied calls and
+    /// tool reservations, its budgets' room, and the models and tools it
+    /// used. The id is the caller's own session (as its `dimensions.session`
+    /// and `X-Session-Id` name it); another caller's is not reachable.
+    pub async fn session(&self, p: &Principal, id: &str) -> Result<Reply, CyclesError> {
+        if id.is_empty() || id.len() > 256 {
+            return Err(CyclesError::invalid("session id: 1 to 256 characters"));
+        }
+        let mut dims = std::collections::BTreeMap::new();
+        dims.insert("session".to_string(), id.to_string());
+        let subject = Subject {
+            tenant: p.caller.tenant.clone(),
+            dimensions: Some(dims),
+            ..Subject::default()
+        };
+        if subject.tenant.is_none() {
+            return Err(CyclesError::forbidden(
+                "session summaries are for keys of a tenant",
+            ));
+        }
+        let (_, caller) = self.caller_for(p, &subject)?;
+        let session = caller.session.clone().unwrap_or_default();
+        let mut q = tollgate_store::query::ReportQuery::new(vec![
+            tollgate_store::query::GroupBy::Provider,
+            tollgate_store::query::GroupBy::Model,
+        ]);
+        q.filter.session = Some(session.clone());
+        q.filter.tenant = caller.tenant.clone();
+        let rows = self.store.report(&q).await.map_err(internal)?;
+        let (mut spent, mut tokens, mut calls, mut tools) = (Money::ZERO, 0u64, 0u64, 0u64);
+        let mut models = Vec::new();
+        for r in &rows {
+            let provider = r.keys[0].clone().unwrap_or_default();
+            spent += r.cost;
+            tokens += r.usage.total_tokens();
+            if provider == "cycles" {
+                tools += r.requests;
+            } else {
+                calls += r.requests;
+            }
+            models.push(serde_json::json!({
+                "provider": provider,
+                "model": r.keys[1].clone().unwrap_or_default(),
+                "requests": r.requests,
+                "refused": r.refused,
+                "input_tokens": r.usage.input_tokens,
+                "output_tokens": r.usage.output_tokens,
+                "cost_usd": r.cost.to_usd_string(),
+            }));
+        }
+        let active = {
+            let open: Vec<_> = self
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            open.iter()
+                .filter(|slot| {
+                    slot.try_lock().is_ok_and(|o| {
+                        o.as_ref()
+                            .is_some_and(|o| o.doc.session.as_deref() == Some(&session))
+                    })
+                })
+                .count()
+        };
+        let mut budgets = Vec::new();
+        let applied: Vec<Applied> = self
+            .engine
+            .applicable(&caller, "")
+            .await
+            .into_iter()
+            .filter(|a| a.budget.scope == Scope::Session)
+            .collect();
+        for (a, st) in applied.iter().zip(self.engine.states(&applied).await) {
+            budgets.push(serde_json::json!({
+                "id": a.budget.id,
+                "limit_usd": st.limit.money.map(|m| m.to_usd_string()),
+                "limit_tokens": st.limit.tokens,
+                "remaining_usd": st.headroom.money.map(|m| m.max(Money::ZERO).to_usd_string()),
+                "remaining_tokens": st.headroom.tokens,
+                "status": st.status,
+            }));
+        }
+        Ok(ok(
+            200,
+            &serde_json::json!({
+                "session_id": id,
+                "session": session,
+                "spent": {
+                    "usd": spent.to_usd_string(),
+                    "microcents": units::microcents_up(spent),
+                    "tokens": tokens,
+                },
+                "model_calls": calls,
+                "tool_reservations": {"committed": tools, "active": active},
+                "budgets": budgets,
+                "models": models,
+            }),
+        ))
     }
 
     /// Marks reservations past their grace `EXPIRED` (their holds left the

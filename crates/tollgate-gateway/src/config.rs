@@ -88,6 +88,9 @@ pub struct Config {
     /// Where `/metrics` is served besides the main listener.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// The Cycles API: tool costs.
+    #[serde(default)]
+    pub cycles: tollgate_cycles::CyclesConfig,
 }
 
 fn default_min_output() -> u64 {
@@ -558,6 +561,9 @@ impl Config {
         if let Err((field, m)) = self.metrics.validate() {
             errs.push(ConfigError::field(field, m));
         }
+        if let Err((field, m)) = self.cycles.validate() {
+            errs.push(ConfigError::field(field, m));
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             errs.push(ConfigError::field(
                 "listen",
@@ -778,6 +784,7 @@ impl Default for Config {
             alerts: Default::default(),
             retention: Default::default(),
             metrics: Default::default(),
+            cycles: Default::default(),
         }
     }
 }

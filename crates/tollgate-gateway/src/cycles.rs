@@ -203,18 +203,42 @@ post_op!(
     |s, p, r, k, id| s.cycles.extend(&p, &id, r, k.as_deref())
 );
 
+/// `GET /v1/reservations/{id}`.
 pub(crate) async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let call = Call::new(&headers);
+    read_by_id(&s, &id, &headers, Read::Reservation).await
+}
+
+enum Read {
+    Reservation,
+    Session,
+}
+
+/// A GET of one thing by id: authenticate, look up, answer.
+async fn read_by_id(s: &AppState, id: &str, headers: &HeaderMap, what: Read) -> Response {
+    let call = Call::new(headers);
     let result = async {
-        let p = principal(&s, &headers).await?;
-        s.cycles.get(&p, &id).await
+        let p = principal(s, headers).await?;
+        match what {
+            Read::Reservation => s.cycles.get(&p, id).await,
+            Read::Session => s.cycles.session(&p, id).await,
+        }
     }
     .await;
     call.answer(result)
+}
+
+/// `GET /v1/sessions/{id}`: a session's summary across model calls and
+/// tool reservations.
+pub(crate) async fn session(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    read_by_id(&s, &id, &headers, Read::Session).await
 }
 
 post_op!(

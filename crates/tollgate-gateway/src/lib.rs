@@ -167,9 +167,13 @@ async fn assemble(
         tollgate_alerts::Alerts::start(config.alerts.clone(), store.clone(), budgets.clone(), env)
             .map_err(|e| StartError::Config(vec![ConfigError::field("alerts", e.to_string())]))?;
     alerts.reload_rules().await?;
-    let cycles = tollgate_cycles::service::Cycles::start(budgets.clone(), store.clone())
-        .await
-        .map_err(|e| StartError::Cycles(e.message))?;
+    let cycles = tollgate_cycles::service::Cycles::start(
+        budgets.clone(),
+        store.clone(),
+        config.cycles.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Cycles(e.message))?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
         router: Arc::new(router),
@@ -549,6 +553,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/decide", post(cycles::decide))
         .route("/v1/balances", get(cycles::balances))
         .route("/v1/events", post(cycles::event))
+        .route("/v1/sessions/{session_id}", get(cycles::session))
         .route("/badge/{file}", get(admin::public_badge))
         .route(
             "/graphql",

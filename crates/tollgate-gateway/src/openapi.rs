@@ -101,6 +101,11 @@ pub const CYCLES_ROUTES: &[(&str, &str, &str)] = &[
         "/v1/events",
         "Cycles: record spend after the fact, on every budget at once",
     ),
+    (
+        "GET",
+        "/v1/sessions/{session_id}",
+        "A session's spend across model calls and tool reservations, its budgets' room, the models and tools it used (Tollgate's own, beside the protocol)",
+    ),
 ];
 
 pub const PUBLIC_ROUTES: &[(&str, &str, &str, Option<&str>)] = &[
@@ -368,10 +373,13 @@ fn finish(doc: &mut OpenApi) {
             ))
             .tag("cycles")
             .security(SecurityRequirement::new("cycles_key", Vec::<String>::new()));
-        if path.contains("{reservation_id}") {
+        for name in ["reservation_id", "session_id"] {
+            if !path.contains(&format!("{{{name}}}")) {
+                continue;
+            }
             op = op.parameter(
                 ParameterBuilder::new()
-                    .name("reservation_id")
+                    .name(name)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
                     .schema(Some(String::schema())),

@@ -9,7 +9,7 @@ use crate::harness::*;
 #[test]
 fn official_runcycles_client() {
     let m = Mock::start(&[]);
-    let g = Gateway::start(&m);
+    let g = Gateway::start_with(&m, "cycles:\n  tool_costs: { \"web.search\": \"0.003\" }\n");
     let (_, key) = g.create_key(json!({"name": "agents", "user": "runner", "tenant": "acme"}));
     let (_, other) = g.create_key(json!({"name": "globex", "user": "g", "tenant": "globex"}));
     post_json(
