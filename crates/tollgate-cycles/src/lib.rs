@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use tollgate_core::Money;
 
 /// `cycles:` in the config.
-#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CyclesConfig {
     /// What a tool call costs, by tool name (the action's `name`, for
@@ -31,11 +31,34 @@ pub struct CyclesConfig {
     /// prices).
     #[serde(default)]
     pub tool_costs: BTreeMap<String, Money>,
+    /// Most reservations one tenant may hold open at once (each is memory
+    /// and a row until it settles or expires); beyond, 429 `LIMIT_EXCEEDED`.
+    #[serde(default = "default_max_open")]
+    pub max_open_reservations: usize,
+}
+
+fn default_max_open() -> usize {
+    100_000
+}
+
+impl Default for CyclesConfig {
+    fn default() -> Self {
+        CyclesConfig {
+            tool_costs: BTreeMap::new(),
+            max_open_reservations: default_max_open(),
+        }
+    }
 }
 
 impl CyclesConfig {
     /// Every cost a whole, non-negative number of microcents.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_open_reservations == 0 {
+            return Err((
+                "cycles.max_open_reservations".into(),
+                "must be at least 1".into(),
+            ));
+        }
         for (name, cost) in &self.tool_costs {
             if cost.is_negative() || cost.units() % units::UNITS_PER_MICROCENT != 0 {
                 return Err((

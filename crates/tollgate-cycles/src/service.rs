@@ -93,6 +93,8 @@ pub struct Cycles {
     /// When each open reservation's grace ends (ms, id), soonest first; an
     /// extension adds a later entry and the earlier one is skipped.
     deadlines: Mutex<std::collections::BTreeSet<(i64, String)>>,
+    /// Open reservations per tenant (bounded by `max_open_reservations`).
+    per_tenant: Mutex<HashMap<String, usize>>,
 }
 
 fn now_ms(t: Timestamp) -> i64 {
@@ -272,6 +274,7 @@ impl Cycles {
             open: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(std::collections::BTreeSet::new()),
+            per_tenant: Mutex::new(HashMap::new()),
         });
         let rows = c.store.active_reservations().await.map_err(internal)?;
         let now = c.engine.now();
@@ -302,6 +305,7 @@ impl Cycles {
             };
             let id = row.id.clone();
             c.due_at(&id, now_ms(row.expires_at) + doc.grace_ms);
+            c.count(&row.tenant, true);
             c.lock_of(&id).lock().await.replace(Open {
                 row,
                 doc,
@@ -319,6 +323,40 @@ impl Cycles {
             .entry(id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Counts a tenant's reservation opened (`true`) or closed.
+    fn count(&self, tenant: &str, opened: bool) {
+        let mut m = self.per_tenant.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(tenant.to_string()).or_default();
+        if opened {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(tenant);
+            }
+        }
+    }
+
+    /// Refuses a tenant at its limit of open reservations.
+    fn room_for(&self, tenant: &str) -> Result<(), CyclesError> {
+        let n = self
+            .per_tenant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+            .unwrap_or(0);
+        if n >= self.config.max_open_reservations {
+            return Err(CyclesError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "tenant {tenant:?} holds {n} open reservations, its limit (cycles.max_open_reservations); commit or release some"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Notes when reservation `id`'s grace ends, for the sweeper.
@@ -618,6 +656,7 @@ impl Cycles {
                 };
                 return Ok((ok(200, &body), None));
             }
+            self.room_for(&tenant)?;
             let now = self.engine.now();
             let created = now_ms(now);
             let expires = created + ttl;
@@ -687,6 +726,7 @@ impl Cycles {
                 retry_after_ms: None,
             };
             self.due_at(&id, expires + grace);
+            self.count(&tenant, true);
             self.lock_of(&id).lock().await.replace(Open {
                 row: row.clone(),
                 doc,
@@ -877,6 +917,7 @@ impl Cycles {
             let row = o.row.clone();
             *guard = None;
             self.forget(id);
+            self.count(&row.tenant, false);
             Ok((ok(200, &body), Some(row)))
         })
         .await
@@ -1005,6 +1046,7 @@ impl Cycles {
                 let row = o.row.clone();
                 *guard = None;
                 self.forget(id);
+                self.count(&row.tenant, false);
                 Ok((ok(200, &body), Some(row)))
             },
         )
@@ -1571,6 +1613,7 @@ impl Cycles {
             return Err(());
         }
         self.engine.release(&o.reserved);
+        self.count(&row.tenant, false);
         *slot = None;
         Ok(true)
     }

@@ -91,6 +91,7 @@ impl Call {
             )
                 .into_response(),
             Err(e) => {
+                let limited = e.code == ErrorCode::LimitExceeded;
                 if e.code == ErrorCode::InternalError {
                     tracing::error!(request_id = %self.request_id, error = %e.message, "cycles request failed");
                 }
@@ -101,11 +102,21 @@ impl Call {
                     trace_id: Some(self.trace_id.clone()),
                     details: e.details,
                 };
-                (
+                let mut resp = (
                     StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST),
                     axum::Json(body),
                 )
-                    .into_response()
+                    .into_response();
+                if limited {
+                    // Room comes back as reservations settle: try again in a second.
+                    let reset = jiff::Timestamp::now().as_second() + 1;
+                    let h = resp.headers_mut();
+                    h.insert("retry-after", HeaderValue::from_static("1"));
+                    if let Ok(v) = HeaderValue::from_str(&reset.to_string()) {
+                        h.insert("x-ratelimit-reset", v);
+                    }
+                }
+                resp
             }
         };
         self.headers(&mut resp);

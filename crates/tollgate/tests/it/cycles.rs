@@ -136,3 +136,52 @@ fn tool_reservations_and_proxied_calls_share_one_budget_under_concurrency() {
     let tool_records = records.iter().filter(|r| r["provider"] == "cycles").count() as u64;
     assert_eq!(tool_records, tools);
 }
+
+/// A tenant holds at most `cycles.max_open_reservations` open at once:
+/// beyond, 429 `LIMIT_EXCEEDED` with `Retry-After`; a release makes room.
+#[test]
+fn open_reservations_per_tenant_are_bounded() {
+    let m = Mock::start(&[]);
+    let g = Gateway::start_with(&m, "cycles:\n  max_open_reservations: 3\n");
+    let (_, key) = g.create_key(json!({"name": "cap", "user": "u", "tenant": "capped"}));
+    post_json(
+        &format!("{}/admin/budgets", g.url),
+        Some(ADMIN_KEY),
+        &json!({"scope": "tenant", "subject": "capped", "limit_usd": "1", "period": "lifetime"}),
+    );
+    let c = client();
+    let reserve = |i: u32| {
+        c.post(format!("{}/v1/reservations", g.url))
+            .header("x-cycles-api-key", &key)
+            .json(
+                &json!({"idempotency_key": format!("cap-{i}"), "subject": {"agent": "a"},
+                          "action": {"kind": "tool.x", "name": "x"},
+                          "estimate": {"unit": "USD_MICROCENTS", "amount": 0}}),
+            )
+            .send()
+            .unwrap()
+    };
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let r = reserve(i);
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().unwrap()["reservation_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let over = reserve(3);
+    assert_eq!(over.status(), 429);
+    assert_eq!(over.headers()["retry-after"], "1");
+    let body: serde_json::Value = over.json().unwrap();
+    assert_eq!(body["error"], "LIMIT_EXCEEDED", "{body}");
+    let r = c
+        .post(format!("{}/v1/reservations/{}/release", g.url, ids[0]))
+        .header("x-cycles-api-key", &key)
+        .json(&json!({"idempotency_key": "rel-0"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(reserve(4).status(), 200, "a release makes room");
+}
