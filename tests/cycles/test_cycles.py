@@ -338,3 +338,42 @@ def test_a_session_summary_covers_model_calls_and_tool_reservations(cycles, othe
     # Another tenant's key, asking for the same id, reaches its own session.
     theirs = other._get(f"/v1/sessions/{sid}")
     assert theirs.status == 200 and theirs.body["model_calls"] == 0 and theirs.body["models"] == [], theirs.body
+
+
+def test_an_operator_lists_reads_and_releases_with_an_admin_key(cycles):
+    import json
+    import urllib.error
+    import urllib.request
+    from conftest import ADMIN, URL
+    budget("agent", "tenant:acme/agent:bot14", limit_usd="0.01")
+    r, _ = reserve(cycles, "bot14", CENT)
+    rid = r.body["reservation_id"]
+
+    def call(method, path, body=None):
+        req = urllib.request.Request(f"{URL}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("X-Admin-API-Key", ADMIN)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = call("GET", "/v1/reservations")
+    assert status == 400 and body["message"] == "tenant query parameter is required when using admin key authentication"
+    check("ErrorResponse", body)
+    status, body = call("GET", "/v1/reservations?tenant=acme&agent=bot14")
+    assert status == 200 and [x["reservation_id"] for x in body["reservations"]] == [rid], body
+    check("ReservationListResponse", body)
+    status, body = call("GET", f"/v1/reservations/{rid}")
+    assert status == 200 and body["status"] == "ACTIVE", body
+    status, body = call("POST", f"/v1/reservations/{rid}/release",
+                        {"idempotency_key": key(), "reason": "[INCIDENT_FORCE_RELEASE]"})
+    assert status == 200 and body["status"] == "RELEASED", body
+    check("ReleaseResponse", body)
+    # An admin key does not reserve: that is the tenant's own key's to do.
+    status, body = call("POST", "/v1/reservations", {"idempotency_key": key(), "subject": {"tenant": "acme"},
+                                                     "action": {"kind": "tool.x", "name": "x"},
+                                                     "estimate": {"unit": USD, "amount": 1}})
+    assert status == 401 and body["error"] == "UNAUTHORIZED", body

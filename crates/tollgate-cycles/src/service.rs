@@ -36,6 +36,9 @@ pub const REPLAY_HOURS: i64 = 24;
 #[derive(Clone, Debug)]
 pub struct Principal {
     pub caller: Caller,
+    /// Authenticated by an admin key (`X-Admin-API-Key`): a full admin
+    /// (of no tenant) or a tenant's admin.
+    pub admin: bool,
 }
 
 /// A reservation's state beyond its columns, kept as JSON.
@@ -1247,6 +1250,11 @@ impl Cycles {
             }
             (Some(t), _) => t.clone(),
             (None, Some(s)) if p.caller.trusted => s.clone(),
+            (None, _) if p.admin => {
+                return Err(CyclesError::invalid(
+                    "tenant query parameter is required when using admin key authentication",
+                ));
+            }
             (None, _) if p.caller.trusted => {
                 return Err(CyclesError::invalid(
                     "tenant: required with a key of no tenant",

@@ -145,8 +145,34 @@ async fn principal(s: &AppState, headers: &HeaderMap) -> Result<Principal, Cycle
         s.keys.resolve(k).await
     };
     caller
-        .map(|caller| Principal { caller })
+        .map(|caller| Principal {
+            caller,
+            admin: false,
+        })
         .map_err(|e| CyclesError::new(ErrorCode::Unauthorized, e.to_string()))
+}
+
+/// The caller of a route an operator may also reach with an admin key
+/// (`X-Admin-API-Key`: listing, reading and releasing reservations): a
+/// full admin acts for any tenant (a list names it), a tenant admin for
+/// its own.
+async fn principal_or_admin(s: &AppState, headers: &HeaderMap) -> Result<Principal, CyclesError> {
+    let Some(k) = headers.get("x-admin-api-key").and_then(|v| v.to_str().ok()) else {
+        return principal(s, headers).await;
+    };
+    let tenant = match crate::admin::resolve_admin(s, Some(k)).await {
+        Ok(crate::admin::AdminScope::Full) => None,
+        Ok(crate::admin::AdminScope::Tenant(t)) => Some(t),
+        Err(e) => return Err(CyclesError::new(ErrorCode::Unauthorized, e.message())),
+    };
+    Ok(Principal {
+        caller: tollgate_core::Caller {
+            tenant,
+            trusted: true,
+            ..Default::default()
+        },
+        admin: true,
+    })
 }
 
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, CyclesError> {
@@ -170,7 +196,7 @@ fn idem_header(headers: &HeaderMap) -> Option<String> {
 
 /// One POST operation: authenticate, parse, run, answer.
 macro_rules! post_op {
-    ($name:ident, $req:ty, |$s:ident, $p:ident, $r:ident, $k:ident $(, $id:ident)?| $run:expr) => {
+    ($name:ident, $auth:ident, $req:ty, |$s:ident, $p:ident, $r:ident, $k:ident $(, $id:ident)?| $run:expr) => {
         pub(crate) async fn $name(
             State($s): State<AppState>,
             $(Path($id): Path<String>,)?
@@ -180,7 +206,7 @@ macro_rules! post_op {
             let mut call = Call::new(&headers);
             let mut tenant = None;
             let result = async {
-                let $p = principal(&$s, &headers).await?;
+                let $p = $auth(&$s, &headers).await?;
                 tenant = $p.caller.tenant.clone();
                 let $r: $req = body(&bytes)?;
                 let $k = idem_header(&headers);
@@ -195,21 +221,25 @@ macro_rules! post_op {
 
 post_op!(
     create,
+    principal,
     tollgate_cycles::protocol::CreateRequest,
     |s, p, r, k| s.cycles.create(&p, r, k.as_deref())
 );
 post_op!(
     commit,
+    principal,
     tollgate_cycles::protocol::CommitRequest,
     |s, p, r, k, id| s.cycles.commit(&p, &id, r, k.as_deref())
 );
 post_op!(
     release,
+    principal_or_admin,
     tollgate_cycles::protocol::ReleaseRequest,
     |s, p, r, k, id| s.cycles.release(&p, &id, r, k.as_deref())
 );
 post_op!(
     extend,
+    principal,
     tollgate_cycles::protocol::ExtendRequest,
     |s, p, r, k, id| s.cycles.extend(&p, &id, r, k.as_deref())
 );
@@ -232,7 +262,10 @@ enum Read {
 async fn read_by_id(s: &AppState, id: &str, headers: &HeaderMap, what: Read) -> Response {
     let call = Call::new(headers);
     let result = async {
-        let p = principal(s, headers).await?;
+        let p = match what {
+            Read::Reservation => principal_or_admin(s, headers).await?,
+            Read::Session => principal(s, headers).await?,
+        };
         match what {
             Read::Reservation => s.cycles.get(&p, id).await,
             Read::Session => s.cycles.session(&p, id).await,
@@ -254,11 +287,13 @@ pub(crate) async fn session(
 
 post_op!(
     decide,
+    principal,
     tollgate_cycles::protocol::DecisionRequest,
     |s, p, r, k| s.cycles.decide(&p, r, k.as_deref())
 );
 post_op!(
     event,
+    principal,
     tollgate_cycles::protocol::EventRequest,
     |s, p, r, k| s.cycles.event(&p, r, k.as_deref())
 );
@@ -321,7 +356,7 @@ pub(crate) async fn list(
 ) -> Response {
     let call = Call::new(&headers);
     let result = async {
-        let p = principal(&s, &headers).await?;
+        let p = principal_or_admin(&s, &headers).await?;
         let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
             None => 50,
             Some(Ok(n)) if (1..=200).contains(&n) => n,
