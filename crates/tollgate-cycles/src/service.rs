@@ -73,6 +73,49 @@ struct Open {
     applied: Vec<Applied>,
 }
 
+/// Where an operation's answer is kept for its idempotency key. An
+/// operation keeps its answer (with its reservation row, in one
+/// transaction) *before* it changes the ledger: a failure to write leaves
+/// nothing changed, so a retry runs again; never a charge whose answer is
+/// lost (and charged twice on the retry).
+struct ReplyTo {
+    store: Arc<dyn Store>,
+    tenant: String,
+    endpoint: &'static str,
+    key: String,
+    hash: [u8; 32],
+    at: Timestamp,
+}
+
+impl ReplyTo {
+    async fn keep(
+        &self,
+        reply: &Reply,
+        row: Option<&StoredReservation>,
+    ) -> Result<(), CyclesError> {
+        let stored = StoredReply {
+            tenant: self.tenant.clone(),
+            endpoint: self.endpoint.to_string(),
+            key: self.key.clone(),
+            hash: self.hash,
+            status: reply.status,
+            body: reply.body.to_string(),
+            created_at: self.at,
+        };
+        match row {
+            Some(row) => self.store.put_reservation(row, Some(&stored)).await,
+            None => self.store.put_reply(&stored).await,
+        }
+        .map_err(internal)
+    }
+
+    /// Keeps an answer that changes nothing and gives it.
+    async fn answer(&self, reply: Reply) -> Result<Reply, CyclesError> {
+        self.keep(&reply, None).await?;
+        Ok(reply)
+    }
+}
+
 /// An idempotency key's place: (tenant, operation, key).
 type KeySlot = (String, &'static str, String);
 
@@ -391,8 +434,8 @@ impl Cycles {
         op: F,
     ) -> Result<Reply, CyclesError>
     where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(Reply, Option<StoredReservation>), CyclesError>>,
+        F: FnOnce(ReplyTo) -> Fut,
+        Fut: std::future::Future<Output = Result<Reply, CyclesError>>,
     {
         let slot = (tenant.to_string(), endpoint, key.to_string());
         let lock = self
@@ -423,22 +466,15 @@ impl Cycles {
                     })
                 }
                 None => {
-                    let (reply, row) = op().await?;
-                    let stored = StoredReply {
+                    op(ReplyTo {
+                        store: self.store.clone(),
                         tenant: tenant.to_string(),
-                        endpoint: endpoint.to_string(),
+                        endpoint,
                         key: key.to_string(),
                         hash,
-                        status: reply.status,
-                        body: reply.body.to_string(),
-                        created_at: self.engine.now(),
-                    };
-                    let written = match &row {
-                        Some(row) => self.store.put_reservation(row, Some(&stored)).await,
-                        None => self.store.put_reply(&stored).await,
-                    };
-                    written.map_err(internal)?;
-                    Ok(reply)
+                        at: self.engine.now(),
+                    })
+                    .await
                 }
             }
         };
@@ -612,132 +648,138 @@ impl Cycles {
             return Err(CyclesError::invalid("grace_period_ms: 0 to 60000"));
         }
         let refresh = refresh_ttl(self.engine.clone());
-        self.idempotent(&tenant, "reserve", &key, hash, refresh, || async {
-            let applied = self
-                .budgets(&caller, &req.action, &derived, req.estimate.unit)
-                .await?;
-            let dry = req.dry_run.unwrap_or(false);
-            let sizing = Sizing::fixed(amount);
-            if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
-                if dry {
-                    return Ok((
-                        deny(
-                            &derived,
-                            code,
-                            self.balances(&derived, &applied, req.estimate.unit).await,
-                        ),
-                        None,
-                    ));
+        self.idempotent(
+            &tenant.clone(),
+            "reserve",
+            &key.clone(),
+            hash,
+            refresh,
+            |to| async move {
+                let applied = self
+                    .budgets(&caller, &req.action, &derived, req.estimate.unit)
+                    .await?;
+                let dry = req.dry_run.unwrap_or(false);
+                let sizing = Sizing::fixed(amount);
+                if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
+                    if dry {
+                        let balances = self.balances(&derived, &applied, req.estimate.unit).await;
+                        return to.answer(deny(&derived, code, balances)).await;
+                    }
+                    return Err(CyclesError::new(code, blocked_message(code, &derived)));
                 }
-                return Err(CyclesError::new(code, blocked_message(code, &derived)));
-            }
-            if dry {
-                let body = match self.engine.plan(&applied, &sizing).await {
-                    Ok(_) => CreateResponse {
-                        decision: Decision::Allow,
-                        reservation_id: None,
-                        reserved: Some(estimate),
-                        expires_at_ms: None,
-                        remaining_ttl_ms: None,
-                        scope_path: Some(derived.scope_path().to_string()),
-                        affected_scopes: derived.affected(),
-                        caps: None,
-                        balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
-                        reason_code: None,
-                        retry_after_ms: None,
-                    },
-                    Err(_) => {
-                        return Ok((
-                            deny(
-                                &derived,
-                                ErrorCode::BudgetExceeded,
+                if dry {
+                    let body = match self.engine.plan(&applied, &sizing).await {
+                        Ok(_) => CreateResponse {
+                            decision: Decision::Allow,
+                            reservation_id: None,
+                            reserved: Some(estimate),
+                            expires_at_ms: None,
+                            remaining_ttl_ms: None,
+                            scope_path: Some(derived.scope_path().to_string()),
+                            affected_scopes: derived.affected(),
+                            caps: None,
+                            balances: Some(
                                 self.balances(&derived, &applied, req.estimate.unit).await,
                             ),
-                            None,
-                        ));
-                    }
-                };
-                return Ok((ok(200, &body), None));
-            }
-            self.room_for(&tenant)?;
-            let now = self.engine.now();
-            let created = now_ms(now);
-            let expires = created + ttl;
-            let id = format!("rsv_{}", random_id());
-            let reserved = self
-                .engine
-                .reserve_until(
-                    &id,
-                    &applied,
-                    sizing,
-                    at(expires + grace + LEDGER_MARGIN_MS),
-                    tollgate_store::Payload::Empty,
-                )
-                .await
-                .map_err(|e| match e {
-                    tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
-                        ErrorCode::BudgetExceeded,
-                        format!(
-                            "Insufficient remaining budget for scope {} (budget {})",
-                            scope_name(&r.applied, &derived),
-                            r.applied.budget.id
+                            reason_code: None,
+                            retry_after_ms: None,
+                        },
+                        Err(_) => {
+                            let balances =
+                                self.balances(&derived, &applied, req.estimate.unit).await;
+                            return to
+                                .answer(deny(&derived, ErrorCode::BudgetExceeded, balances))
+                                .await;
+                        }
+                    };
+                    return to.answer(ok(200, &body)).await;
+                }
+                self.room_for(&tenant)?;
+                let now = self.engine.now();
+                let created = now_ms(now);
+                let expires = created + ttl;
+                let id = format!("rsv_{}", random_id());
+                let reserved = self
+                    .engine
+                    .reserve_until(
+                        &id,
+                        &applied,
+                        sizing,
+                        at(expires + grace + LEDGER_MARGIN_MS),
+                        tollgate_store::Payload::Empty,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
+                            ErrorCode::BudgetExceeded,
+                            format!(
+                                "Insufficient remaining budget for scope {} (budget {})",
+                                scope_name(&r.applied, &derived),
+                                r.applied.budget.id
+                            ),
                         ),
-                    ),
-                    tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
-                })?;
-            let doc = Doc {
-                subject: req.subject.clone(),
-                action: req.action.clone(),
-                reserved: estimate,
-                committed: None,
-                grace_ms: grace,
-                overage: req.overage_policy.unwrap_or_default(),
-                extensions: 0,
-                affected: derived.affected(),
-                holds: applied
-                    .iter()
-                    .map(|a| (a.budget.id.clone(), a.subject.clone()))
-                    .collect(),
-                key_id: caller.key_id.clone(),
-                user: caller.user.clone(),
-                session: caller.session.clone(),
-                metadata: req.metadata.clone(),
-                committed_metadata: None,
-            };
-            let row = StoredReservation {
-                id: id.clone(),
-                tenant: tenant.clone(),
-                status: Status::Active.as_str().into(),
-                idempotency_key: req.idempotency_key.clone(),
-                scope_path: derived.scope_path().to_string(),
-                created_at: now,
-                expires_at: at(expires),
-                finalized_at: None,
-                doc: serde_json::to_string(&doc).map_err(internal)?,
-            };
-            let body = CreateResponse {
-                decision: Decision::Allow,
-                reservation_id: Some(id.clone()),
-                reserved: Some(estimate),
-                expires_at_ms: Some(expires),
-                remaining_ttl_ms: Some(ttl),
-                scope_path: Some(derived.scope_path().to_string()),
-                affected_scopes: derived.affected(),
-                caps: None,
-                balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
-                reason_code: None,
-                retry_after_ms: None,
-            };
-            self.due_at(&id, expires + grace);
-            self.count(&tenant, true);
-            self.lock_of(&id).lock().await.replace(Open {
-                row: row.clone(),
-                doc,
-                reserved,
-                applied,
-            });
-            Ok((ok(200, &body), Some(row)))
-        })
+                        tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
+                    })?;
+                let doc = Doc {
+                    subject: req.subject.clone(),
+                    action: req.action.clone(),
+                    reserved: estimate,
+                    committed: None,
+                    grace_ms: grace,
+                    overage: req.overage_policy.unwrap_or_default(),
+                    extensions: 0,
+                    affected: derived.affected(),
+                    holds: applied
+                        .iter()
+                        .map(|a| (a.budget.id.clone(), a.subject.clone()))
+                        .collect(),
+                    key_id: caller.key_id.clone(),
+                    user: caller.user.clone(),
+                    session: caller.session.clone(),
+                    metadata: req.metadata.clone(),
+                    committed_metadata: None,
+                };
+                let row = StoredReservation {
+                    id: id.clone(),
+                    tenant: tenant.clone(),
+                    status: Status::Active.as_str().into(),
+                    idempotency_key: req.idempotency_key.clone(),
+                    scope_path: derived.scope_path().to_string(),
+                    created_at: now,
+                    expires_at: at(expires),
+                    finalized_at: None,
+                    doc: serde_json::to_string(&doc).map_err(internal)?,
+                };
+                let body = CreateResponse {
+                    decision: Decision::Allow,
+                    reservation_id: Some(id.clone()),
+                    reserved: Some(estimate),
+                    expires_at_ms: Some(expires),
+                    remaining_ttl_ms: Some(ttl),
+                    scope_path: Some(derived.scope_path().to_string()),
+                    affected_scopes: derived.affected(),
+                    caps: None,
+                    balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
+                    reason_code: None,
+                    retry_after_ms: None,
+                };
+                let reply = ok(200, &body);
+                if let Err(e) = to.keep(&reply, Some(&row)).await {
+                    // Not answered: the hold goes back, a retry reserves anew.
+                    self.engine.release(&reserved);
+                    return Err(e);
+                }
+                self.due_at(&id, expires + grace);
+                self.count(&tenant, true);
+                self.lock_of(&id).lock().await.replace(Open {
+                    row,
+                    doc,
+                    reserved,
+                    applied,
+                });
+                Ok(reply)
+            },
+        )
         .await
     }
 
@@ -855,7 +897,7 @@ impl Cycles {
         let actual = units::held(req.actual)?;
         let tenant = self.tenant_of_reservation(p, id).await?;
         let hash = request_hash(id, &req);
-        self.idempotent(&tenant, "commit", &req.idempotency_key, hash, |_| {}, || async {
+        self.idempotent(&tenant, "commit", &req.idempotency_key.clone(), hash, |_| {}, |to| async move {
             let mut guard = self.open_for(p, id).await?;
             let now = self.engine.now();
             let o = guard.as_mut().expect("open_for answers an open reservation");
@@ -902,26 +944,29 @@ impl Cycles {
                     }
                 }
             }
-            let record = self.record(o, charged, &req.metrics, now);
-            self.engine.settle(Some(&o.reserved), &o.applied, charged, record);
             let charged_amount = units::amount_of(unit, charged);
             let released = (o.doc.reserved.amount - charged_amount.amount).max(0);
-            o.doc.committed = Some(charged_amount);
-            o.doc.committed_metadata = req.metadata.clone();
-            o.row.status = Status::Committed.as_str().into();
-            o.row.finalized_at = Some(now);
-            o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+            let mut doc = o.doc.clone();
+            doc.committed = Some(charged_amount);
+            doc.committed_metadata = req.metadata.clone();
+            let mut row = o.row.clone();
+            row.status = Status::Committed.as_str().into();
+            row.finalized_at = Some(now);
+            row.doc = serde_json::to_string(&doc).map_err(internal)?;
             let body = CommitResponse {
                 status: Status::Committed,
                 charged: charged_amount,
                 released: (released > 0).then(|| Amount::new(unit, released)),
                 balances: None,
             };
-            let row = o.row.clone();
+            let reply = ok(200, &body);
+            to.keep(&reply, Some(&row)).await?;
+            let record = self.record(o, charged, &req.metrics, now);
+            self.engine.settle(Some(&o.reserved), &o.applied, charged, record);
             *guard = None;
             self.forget(id);
             self.count(&row.tenant, false);
-            Ok((ok(200, &body), Some(row)))
+            Ok(reply)
         })
         .await
     }
@@ -1025,10 +1070,10 @@ impl Cycles {
         self.idempotent(
             &tenant,
             "release",
-            &req.idempotency_key,
+            &req.idempotency_key.clone(),
             hash,
             |_| {},
-            || async {
+            |to| async move {
                 let mut guard = self.open_for(p, id).await?;
                 let now = self.engine.now();
                 let o = guard
@@ -1037,20 +1082,21 @@ impl Cycles {
                 if now_ms(now) > now_ms(o.row.expires_at) + o.doc.grace_ms {
                     return Err(expired(id));
                 }
-                self.engine.release(&o.reserved);
-                o.row.status = Status::Released.as_str().into();
-                o.row.finalized_at = Some(now);
-                o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+                let mut row = o.row.clone();
+                row.status = Status::Released.as_str().into();
+                row.finalized_at = Some(now);
                 let body = ReleaseResponse {
                     status: Status::Released,
                     released: o.doc.reserved,
                     balances: None,
                 };
-                let row = o.row.clone();
+                let reply = ok(200, &body);
+                to.keep(&reply, Some(&row)).await?;
+                self.engine.release(&o.reserved);
                 *guard = None;
                 self.forget(id);
                 self.count(&row.tenant, false);
-                Ok((ok(200, &body), Some(row)))
+                Ok(reply)
             },
         )
         .await
@@ -1074,10 +1120,10 @@ impl Cycles {
         self.idempotent(
             &tenant,
             "extend",
-            &req.idempotency_key,
+            &req.idempotency_key.clone(),
             hash,
             refresh,
-            || async {
+            |to| async move {
                 let mut guard = self.open_for(p, id).await?;
                 let now = self.engine.now();
                 let o = guard
@@ -1093,20 +1139,27 @@ impl Cycles {
                     ));
                 }
                 let expires = now_ms(o.row.expires_at).saturating_add(req.extend_by_ms);
-                self.engine
-                    .prolong(id, at(expires + o.doc.grace_ms + LEDGER_MARGIN_MS))
-                    .await
-                    .map_err(|_| expired(id))?;
-                o.doc.extensions += 1;
-                o.row.expires_at = at(expires);
-                o.row.doc = serde_json::to_string(&o.doc).map_err(internal)?;
+                let mut doc = o.doc.clone();
+                doc.extensions += 1;
+                let mut row = o.row.clone();
+                row.expires_at = at(expires);
+                row.doc = serde_json::to_string(&doc).map_err(internal)?;
                 let body = ExtendResponse {
                     status: Status::Active,
                     expires_at_ms: expires,
                     remaining_ttl_ms: Some((expires - now_ms(now)).max(0)),
                     balances: None,
                 };
-                Ok((ok(200, &body), Some(o.row.clone())))
+                let reply = ok(200, &body);
+                to.keep(&reply, Some(&row)).await?;
+                self.engine
+                    .prolong(id, at(expires + doc.grace_ms + LEDGER_MARGIN_MS))
+                    .await
+                    .map_err(|_| expired(id))?;
+                self.due_at(id, expires + doc.grace_ms);
+                o.doc = doc;
+                o.row = row;
+                Ok(reply)
             },
         )
         .await
@@ -1172,12 +1225,12 @@ impl Cycles {
         let (amount, derived, caller) = (c.held, c.derived, c.caller);
         let (tenant, hash, key) = (c.tenant, c.hash, c.key);
         self.idempotent(
-            &tenant,
+            &tenant.clone(),
             "decide",
-            &key,
+            &key.clone(),
             hash,
             |_| {},
-            || async {
+            |to| async move {
                 let decision = |decision, reason: Option<&str>| DecisionResponse {
                     decision,
                     caps: None,
@@ -1191,10 +1244,9 @@ impl Cycles {
                 {
                     Ok(a) => a,
                     Err(e) if e.code == ErrorCode::NotFound => {
-                        return Ok((
-                            ok(200, &decision(Decision::Deny, Some("BUDGET_NOT_FOUND"))),
-                            None,
-                        ));
+                        return to
+                            .answer(ok(200, &decision(Decision::Deny, Some("BUDGET_NOT_FOUND"))))
+                            .await;
                     }
                     Err(e) => return Err(e),
                 };
@@ -1206,7 +1258,7 @@ impl Cycles {
                         Err(_) => decision(Decision::Deny, Some("BUDGET_EXCEEDED")),
                     }
                 };
-                Ok((ok(200, &body), None))
+                to.answer(ok(200, &body)).await
             },
         )
         .await
@@ -1313,12 +1365,12 @@ impl Cycles {
         let (actual, derived, caller) = (c.held, c.derived, c.caller);
         let (tenant, hash, key) = (c.tenant, c.hash, c.key);
         self.idempotent(
-            &tenant,
+            &tenant.clone(),
             "event",
-            &key,
+            &key.clone(),
             hash,
             |_| {},
-            || async {
+            |to| async move {
                 let applied = self
                     .budgets(&caller, &req.action, &derived, req.actual.unit)
                     .await?;
@@ -1447,20 +1499,24 @@ impl Cycles {
                     reserved,
                     applied,
                 };
-                let record = self.record(&open, charged, &req.metrics, now);
-                self.engine
-                    .settle(Some(&open.reserved), &open.applied, charged, record);
                 let charged_amount = units::amount_of(req.actual.unit, charged);
                 let body = EventResponse {
                     status: "APPLIED".into(),
                     event_id: id,
                     charged: (charged_amount != req.actual).then_some(charged_amount),
-                    balances: Some(
-                        self.balances(&derived, &open.applied, req.actual.unit)
-                            .await,
-                    ),
+                    // Balances are read with `GET /v1/balances`: the answer
+                    // is kept before the charge is made.
+                    balances: None,
                 };
-                Ok((ok(201, &body), None))
+                let reply = ok(201, &body);
+                if let Err(e) = to.keep(&reply, None).await {
+                    self.engine.release(&open.reserved);
+                    return Err(e);
+                }
+                let record = self.record(&open, charged, &req.metrics, now);
+                self.engine
+                    .settle(Some(&open.reserved), &open.applied, charged, record);
+                Ok(reply)
             },
         )
         .await
