@@ -377,3 +377,36 @@ def test_an_operator_lists_reads_and_releases_with_an_admin_key(cycles):
                                                      "action": {"kind": "tool.x", "name": "x"},
                                                      "estimate": {"unit": USD, "amount": 1}})
     assert status == 401 and body["error"] == "UNAUTHORIZED", body
+
+
+def test_funding_operations_move_the_allocation_and_repay_debt(cycles):
+    bid = budget("agent", "tenant:acme/agent:bot15", limit_usd="0.01", overdraft_usd="0.05")
+
+    def fund(operation, amount, **extra):
+        return admin("POST", f"/admin/budgets/{bid}/fund",
+                     {"operation": operation, "amount": {"unit": USD, "amount": amount}, **extra})
+
+    def bal():
+        return balance_of(cycles, "tenant:acme/agent:bot15", "bot15")
+
+    f = fund("CREDIT", 2 * CENT)
+    assert f["previous_allocated"]["amount"] == CENT and f["new_allocated"]["amount"] == 3 * CENT, f
+    assert bal()["allocated"]["amount"] == 3 * CENT
+    f = fund("DEBIT", CENT)
+    assert f["new_allocated"]["amount"] == 2 * CENT and f["new_remaining"]["amount"] == 2 * CENT, f
+    # Run into debt: 2c allocated, 3c charged.
+    r, _ = reserve(cycles, "bot15", CENT, overage_policy="ALLOW_WITH_OVERDRAFT")
+    c = cycles.commit_reservation(r.body["reservation_id"],
+                                  {"idempotency_key": key(), "actual": {"unit": USD, "amount": 3 * CENT}})
+    assert c.status == 200, c.body
+    assert bal()["debt"]["amount"] == CENT
+    f = fund("REPAY_DEBT", 5 * CENT)
+    assert f["previous_debt"]["amount"] == CENT and f["new_debt"]["amount"] == 0, f
+    assert f["new_remaining"]["amount"] == 0, "repaid only what was owed"
+    assert bal()["debt"]["amount"] == 0
+    f = fund("RESET", 10 * CENT)
+    assert f["new_allocated"]["amount"] == 10 * CENT and f["new_spent"]["amount"] == 3 * CENT, f
+    f = fund("RESET_SPENT", 4 * CENT)
+    assert f["new_spent"]["amount"] == 0 and f["new_remaining"]["amount"] == 4 * CENT, f
+    b = bal()
+    assert b["spent"]["amount"] == 0 and b["remaining"]["amount"] == 4 * CENT, b

@@ -1024,6 +1024,12 @@ impl BudgetEngine {
         Ok(())
     }
 
+    /// Sets what a budget instance has spent in its current period (an
+    /// operator starting a new period).
+    pub async fn set_spent(&self, a: &Applied, spent: Amount) {
+        self.ledger.set_spent(&a.line.charge, spent).await;
+    }
+
     /// Moves a reservation's deadline to `until`.
     pub async fn prolong(&self, id: &str, until: Timestamp) -> Result<(), LedgerError> {
         self.ledger.prolong(id, until, Payload::Empty).await

@@ -327,21 +327,7 @@ pub(super) async fn patch_budget(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    if scope.tenant().is_some() {
-        writable_existing(&s, &scope, &id).await?;
-    }
-    if s.budgets.is_config_budget(&id) {
-        return Err(AdminError(
-            StatusCode::CONFLICT,
-            format!("budget {id:?} is declared in the config file; change it there"),
-        ));
-    }
-    let Some(stored) = s.store.budget(&id).await? else {
-        return Err(AdminError(
-            StatusCode::NOT_FOUND,
-            format!("no budget with id {id:?}"),
-        ));
-    };
+    let stored = editable(&s, &scope, &id).await?;
     let patch: Value = serde_json::from_slice(&body)
         .map_err(|e| AdminError::bad_request(format!("invalid patch: {e}")))?;
     let Value::Object(patch) = patch else {
@@ -364,6 +350,28 @@ pub(super) async fn patch_budget(
     // What the patch makes of it must be the tenant's too.
     check_writable(&s, &scope, &mut input).await?;
     store_budget(&s, id, input, stored.created_at).await
+}
+
+/// A budget created through the API that this admin may change, as
+/// stored; config budgets change in the config file.
+pub(super) async fn editable(
+    s: &AppState,
+    scope: &AdminScope,
+    id: &str,
+) -> Result<tollgate_store::StoredBudget, AdminError> {
+    if scope.tenant().is_some() {
+        writable_existing(s, scope, id).await?;
+    }
+    if s.budgets.is_config_budget(id) {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("budget {id:?} is declared in the config file; change it there"),
+        ));
+    }
+    s.store
+        .budget(id)
+        .await?
+        .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no budget with id {id:?}")))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

@@ -26,6 +26,7 @@ pub(crate) mod alerts;
 mod badges;
 pub(crate) mod budgets;
 mod explain;
+mod fund;
 mod keys;
 mod pricing;
 mod rates;
@@ -184,6 +185,7 @@ pub fn api(state: AppState) -> OpenApiRouter<AppState> {
             budgets::delete_budget
         ))
         .routes(routes!(records::budget_usage))
+        .routes(routes!(fund::fund_budget))
         .routes(routes!(badges::badge))
         .routes(routes!(badges::list_tokens, badges::create_token))
         .routes(routes!(badges::revoke_token))

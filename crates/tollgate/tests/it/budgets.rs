@@ -637,7 +637,17 @@ fn kill_9_under_load_loses_no_spend() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Killed once the provider has started billing (on a busy machine the
+    // first requests take a while to get there), with streams in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while billed_gpt4o(&m) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing reached the provider"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let mut child = g.child.take().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
