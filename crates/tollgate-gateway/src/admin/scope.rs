@@ -38,6 +38,7 @@ pub const TENANT_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/admin/budgets/{id}"),
     ("GET", "/admin/budgets/{id}/usage"),
     ("POST", "/admin/budgets/{id}/test-webhook"),
+    ("POST", "/admin/budgets/{id}/fund"),
     ("GET", "/admin/budgets/{id}/badge"),
     ("GET", "/admin/budgets/{id}/badge-tokens"),
     ("POST", "/admin/budgets/{id}/badge-tokens"),

@@ -261,6 +261,18 @@ fn a_tenant_admin_sees_and_changes_only_its_tenant_on_every_admin_route() {
         ),
         ("GET", "/admin/budgets/acme-cap/badge".into(), None, &[200]),
         (
+            "POST",
+            "/admin/budgets/globex-cap/fund".into(),
+            Some(json!({"operation": "CREDIT", "amount": {"unit": "USD_MICROCENTS", "amount": 1}})),
+            &[404],
+        ),
+        (
+            "POST",
+            "/admin/budgets/acme-cap/fund".into(),
+            Some(json!({"operation": "CREDIT", "amount": {"unit": "USD_MICROCENTS", "amount": 1}})),
+            &[200],
+        ),
+        (
             "GET",
             "/admin/budgets/globex-cap/badge".into(),
             None,
