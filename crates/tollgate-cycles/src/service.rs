@@ -80,11 +80,18 @@ struct Open {
 /// lost (and charged twice on the retry).
 struct ReplyTo {
     store: Arc<dyn Store>,
+    slot: Slot,
+    at: Timestamp,
+}
+
+/// An idempotency key's place — the tenant, the operation, the key — and
+/// the hash of the request it was first used for.
+#[derive(Clone)]
+struct Slot {
     tenant: String,
     endpoint: &'static str,
     key: String,
     hash: [u8; 32],
-    at: Timestamp,
 }
 
 impl ReplyTo {
@@ -94,10 +101,10 @@ impl ReplyTo {
         row: Option<&StoredReservation>,
     ) -> Result<(), CyclesError> {
         let stored = StoredReply {
-            tenant: self.tenant.clone(),
-            endpoint: self.endpoint.to_string(),
-            key: self.key.clone(),
-            hash: self.hash,
+            tenant: self.slot.tenant.clone(),
+            endpoint: self.slot.endpoint.to_string(),
+            key: self.slot.key.clone(),
+            hash: self.slot.hash,
             status: reply.status,
             body: reply.body.to_string(),
             created_at: self.at,
@@ -214,9 +221,7 @@ struct Checked {
     held: Held,
     derived: Derived,
     caller: Caller,
-    tenant: String,
-    hash: [u8; 32],
-    key: String,
+    slot: Slot,
 }
 
 /// Recomputes `remaining_ttl_ms` of a replayed answer from its
@@ -276,7 +281,7 @@ impl Cycles {
     fn check(
         &self,
         p: &Principal,
-        endpoint: &str,
+        endpoint: &'static str,
         header: Option<&str>,
         req: &impl SubjectOp,
     ) -> Result<Checked, CyclesError> {
@@ -298,11 +303,14 @@ impl Cycles {
         Ok(Checked {
             amount,
             held,
-            tenant: derived.tenant.clone(),
+            slot: Slot {
+                tenant: derived.tenant.clone(),
+                endpoint,
+                key: key.to_string(),
+                hash: request_hash(endpoint, req),
+            },
             derived,
             caller,
-            hash: request_hash(endpoint, req),
-            key: key.to_string(),
         })
     }
 
@@ -426,10 +434,7 @@ impl Cycles {
     /// mismatch. Failures are not kept: a retry runs again.
     async fn idempotent<F, Fut>(
         &self,
-        tenant: &str,
-        endpoint: &'static str,
-        key: &str,
-        hash: [u8; 32],
+        at: Slot,
         refresh: impl Fn(&mut Value),
         op: F,
     ) -> Result<Reply, CyclesError>
@@ -437,6 +442,8 @@ impl Cycles {
         F: FnOnce(ReplyTo) -> Fut,
         Fut: std::future::Future<Output = Result<Reply, CyclesError>>,
     {
+        let (tenant, endpoint, key, hash) =
+            (at.tenant.as_str(), at.endpoint, at.key.as_str(), at.hash);
         let slot = (tenant.to_string(), endpoint, key.to_string());
         let lock = self
             .keys
@@ -468,10 +475,7 @@ impl Cycles {
                 None => {
                     op(ReplyTo {
                         store: self.store.clone(),
-                        tenant: tenant.to_string(),
-                        endpoint,
-                        key: key.to_string(),
-                        hash,
+                        slot: at.clone(),
                         at: self.engine.now(),
                     })
                     .await
@@ -638,7 +642,7 @@ impl Cycles {
         let c = self.check(p, "reserve", header_key, &req)?;
         let estimate = c.amount;
         let (amount, derived, caller) = (c.held, c.derived, c.caller);
-        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
+        let tenant = c.slot.tenant.clone();
         let ttl = req.ttl_ms.unwrap_or(60_000);
         if !(1_000..=86_400_000).contains(&ttl) {
             return Err(CyclesError::invalid("ttl_ms: 1000 to 86400000"));
@@ -648,138 +652,128 @@ impl Cycles {
             return Err(CyclesError::invalid("grace_period_ms: 0 to 60000"));
         }
         let refresh = refresh_ttl(self.engine.clone());
-        self.idempotent(
-            &tenant.clone(),
-            "reserve",
-            &key.clone(),
-            hash,
-            refresh,
-            |to| async move {
-                let applied = self
-                    .budgets(&caller, &req.action, &derived, req.estimate.unit)
-                    .await?;
-                let dry = req.dry_run.unwrap_or(false);
-                let sizing = Sizing::fixed(amount);
-                if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
-                    if dry {
-                        let balances = self.balances(&derived, &applied, req.estimate.unit).await;
-                        return to.answer(deny(&derived, code, balances)).await;
-                    }
-                    return Err(CyclesError::new(code, blocked_message(code, &derived)));
-                }
+        self.idempotent(c.slot, refresh, |to| async move {
+            let applied = self
+                .budgets(&caller, &req.action, &derived, req.estimate.unit)
+                .await?;
+            let dry = req.dry_run.unwrap_or(false);
+            let sizing = Sizing::fixed(amount);
+            if let Some(code) = self.blocked(&applied, req.estimate.unit).await {
                 if dry {
-                    let body = match self.engine.plan(&applied, &sizing).await {
-                        Ok(_) => CreateResponse {
-                            decision: Decision::Allow,
-                            reservation_id: None,
-                            reserved: Some(estimate),
-                            expires_at_ms: None,
-                            remaining_ttl_ms: None,
-                            scope_path: Some(derived.scope_path().to_string()),
-                            affected_scopes: derived.affected(),
-                            caps: None,
-                            balances: Some(
-                                self.balances(&derived, &applied, req.estimate.unit).await,
-                            ),
-                            reason_code: None,
-                            retry_after_ms: None,
-                        },
-                        Err(_) => {
-                            let balances =
-                                self.balances(&derived, &applied, req.estimate.unit).await;
-                            return to
-                                .answer(deny(&derived, ErrorCode::BudgetExceeded, balances))
-                                .await;
-                        }
-                    };
-                    return to.answer(ok(200, &body)).await;
+                    let balances = self.balances(&derived, &applied, req.estimate.unit).await;
+                    return to.answer(deny(&derived, code, balances)).await;
                 }
-                self.room_for(&tenant)?;
-                let now = self.engine.now();
-                let created = now_ms(now);
-                let expires = created + ttl;
-                let id = format!("rsv_{}", random_id());
-                let reserved = self
-                    .engine
-                    .reserve_until(
-                        &id,
-                        &applied,
-                        sizing,
-                        at(expires + grace + LEDGER_MARGIN_MS),
-                        tollgate_store::Payload::Empty,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
-                            ErrorCode::BudgetExceeded,
-                            format!(
-                                "Insufficient remaining budget for scope {} (budget {})",
-                                scope_name(&r.applied, &derived),
-                                r.applied.budget.id
-                            ),
+                return Err(CyclesError::new(code, blocked_message(code, &derived)));
+            }
+            if dry {
+                let body = match self.engine.plan(&applied, &sizing).await {
+                    Ok(_) => CreateResponse {
+                        decision: Decision::Allow,
+                        reservation_id: None,
+                        reserved: Some(estimate),
+                        expires_at_ms: None,
+                        remaining_ttl_ms: None,
+                        scope_path: Some(derived.scope_path().to_string()),
+                        affected_scopes: derived.affected(),
+                        caps: None,
+                        balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
+                        reason_code: None,
+                        retry_after_ms: None,
+                    },
+                    Err(_) => {
+                        let balances = self.balances(&derived, &applied, req.estimate.unit).await;
+                        return to
+                            .answer(deny(&derived, ErrorCode::BudgetExceeded, balances))
+                            .await;
+                    }
+                };
+                return to.answer(ok(200, &body)).await;
+            }
+            self.room_for(&tenant)?;
+            let now = self.engine.now();
+            let created = now_ms(now);
+            let expires = created + ttl;
+            let id = format!("rsv_{}", random_id());
+            let reserved = self
+                .engine
+                .reserve_until(
+                    &id,
+                    &applied,
+                    sizing,
+                    at(expires + grace + LEDGER_MARGIN_MS),
+                    tollgate_store::Payload::Empty,
+                )
+                .await
+                .map_err(|e| match e {
+                    tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
+                        ErrorCode::BudgetExceeded,
+                        format!(
+                            "Insufficient remaining budget for scope {} (budget {})",
+                            scope_name(&r.applied, &derived),
+                            r.applied.budget.id
                         ),
-                        tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
-                    })?;
-                let doc = Doc {
-                    subject: req.subject.clone(),
-                    action: req.action.clone(),
-                    reserved: estimate,
-                    committed: None,
-                    grace_ms: grace,
-                    overage: req.overage_policy.unwrap_or_default(),
-                    extensions: 0,
-                    affected: derived.affected(),
-                    holds: applied
-                        .iter()
-                        .map(|a| (a.budget.id.clone(), a.subject.clone()))
-                        .collect(),
-                    key_id: caller.key_id.clone(),
-                    user: caller.user.clone(),
-                    session: caller.session.clone(),
-                    metadata: req.metadata.clone(),
-                    committed_metadata: None,
-                };
-                let row = StoredReservation {
-                    id: id.clone(),
-                    tenant: tenant.clone(),
-                    status: Status::Active.as_str().into(),
-                    idempotency_key: req.idempotency_key.clone(),
-                    scope_path: derived.scope_path().to_string(),
-                    created_at: now,
-                    expires_at: at(expires),
-                    finalized_at: None,
-                    doc: serde_json::to_string(&doc).map_err(internal)?,
-                };
-                let body = CreateResponse {
-                    decision: Decision::Allow,
-                    reservation_id: Some(id.clone()),
-                    reserved: Some(estimate),
-                    expires_at_ms: Some(expires),
-                    remaining_ttl_ms: Some(ttl),
-                    scope_path: Some(derived.scope_path().to_string()),
-                    affected_scopes: derived.affected(),
-                    caps: None,
-                    balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
-                    reason_code: None,
-                    retry_after_ms: None,
-                };
-                let reply = ok(200, &body);
-                if let Err(e) = to.keep(&reply, Some(&row)).await {
-                    // Not answered: the hold goes back, a retry reserves anew.
-                    self.engine.release(&reserved);
-                    return Err(e);
-                }
-                self.due_at(&id, expires + grace);
-                self.count(&tenant, true);
-                self.lock_of(&id).lock().await.replace(Open {
-                    row,
-                    doc,
-                    reserved,
-                    applied,
-                });
-                Ok(reply)
-            },
-        )
+                    ),
+                    tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
+                })?;
+            let doc = Doc {
+                subject: req.subject.clone(),
+                action: req.action.clone(),
+                reserved: estimate,
+                committed: None,
+                grace_ms: grace,
+                overage: req.overage_policy.unwrap_or_default(),
+                extensions: 0,
+                affected: derived.affected(),
+                holds: applied
+                    .iter()
+                    .map(|a| (a.budget.id.clone(), a.subject.clone()))
+                    .collect(),
+                key_id: caller.key_id.clone(),
+                user: caller.user.clone(),
+                session: caller.session.clone(),
+                metadata: req.metadata.clone(),
+                committed_metadata: None,
+            };
+            let row = StoredReservation {
+                id: id.clone(),
+                tenant: tenant.clone(),
+                status: Status::Active.as_str().into(),
+                idempotency_key: req.idempotency_key.clone(),
+                scope_path: derived.scope_path().to_string(),
+                created_at: now,
+                expires_at: at(expires),
+                finalized_at: None,
+                doc: serde_json::to_string(&doc).map_err(internal)?,
+            };
+            let body = CreateResponse {
+                decision: Decision::Allow,
+                reservation_id: Some(id.clone()),
+                reserved: Some(estimate),
+                expires_at_ms: Some(expires),
+                remaining_ttl_ms: Some(ttl),
+                scope_path: Some(derived.scope_path().to_string()),
+                affected_scopes: derived.affected(),
+                caps: None,
+                balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
+                reason_code: None,
+                retry_after_ms: None,
+            };
+            let reply = ok(200, &body);
+            if let Err(e) = to.keep(&reply, Some(&row)).await {
+                // Not answered: the hold goes back, a retry reserves anew.
+                self.engine.release(&reserved);
+                return Err(e);
+            }
+            self.due_at(&id, expires + grace);
+            self.count(&tenant, true);
+            self.lock_of(&id).lock().await.replace(Open {
+                row,
+                doc,
+                reserved,
+                applied,
+            });
+            Ok(reply)
+        })
         .await
     }
 
@@ -895,9 +889,10 @@ impl Cycles {
     ) -> Result<Reply, CyclesError> {
         check_key(&req.idempotency_key, header_key)?;
         let actual = units::held(req.actual)?;
-        let tenant = self.tenant_of_reservation(p, id).await?;
-        let hash = request_hash(id, &req);
-        self.idempotent(&tenant, "commit", &req.idempotency_key.clone(), hash, |_| {}, |to| async move {
+        let slot = self
+            .reservation_slot(p, id, "commit", &req.idempotency_key, &req)
+            .await?;
+        self.idempotent(slot, |_| {}, |to| async move {
             let mut guard = self.open_for(p, id).await?;
             let now = self.engine.now();
             let o = guard.as_mut().expect("open_for answers an open reservation");
@@ -1037,6 +1032,24 @@ impl Cycles {
         }
     }
 
+    /// The idempotency slot of an operation on reservation `id`: under the
+    /// reservation's tenant, the request hashed with the id.
+    async fn reservation_slot(
+        &self,
+        p: &Principal,
+        id: &str,
+        endpoint: &'static str,
+        key: &str,
+        req: &impl Serialize,
+    ) -> Result<Slot, CyclesError> {
+        Ok(Slot {
+            tenant: self.tenant_of_reservation(p, id).await?,
+            endpoint,
+            key: key.to_string(),
+            hash: request_hash(id, req),
+        })
+    }
+
     /// The tenant a reservation belongs to, checked against the caller
     /// (before its idempotency key is looked up under that tenant).
     async fn tenant_of_reservation(&self, p: &Principal, id: &str) -> Result<String, CyclesError> {
@@ -1065,13 +1078,11 @@ impl Cycles {
         header_key: Option<&str>,
     ) -> Result<Reply, CyclesError> {
         check_key(&req.idempotency_key, header_key)?;
-        let tenant = self.tenant_of_reservation(p, id).await?;
-        let hash = request_hash(id, &req);
+        let slot = self
+            .reservation_slot(p, id, "release", &req.idempotency_key, &req)
+            .await?;
         self.idempotent(
-            &tenant,
-            "release",
-            &req.idempotency_key.clone(),
-            hash,
+            slot,
             |_| {},
             |to| async move {
                 let mut guard = self.open_for(p, id).await?;
@@ -1114,54 +1125,48 @@ impl Cycles {
         if !(1..=86_400_000).contains(&req.extend_by_ms) {
             return Err(CyclesError::invalid("extend_by_ms: 1 to 86400000"));
         }
-        let tenant = self.tenant_of_reservation(p, id).await?;
-        let hash = request_hash(id, &req);
+        let slot = self
+            .reservation_slot(p, id, "extend", &req.idempotency_key, &req)
+            .await?;
         let refresh = refresh_ttl(self.engine.clone());
-        self.idempotent(
-            &tenant,
-            "extend",
-            &req.idempotency_key.clone(),
-            hash,
-            refresh,
-            |to| async move {
-                let mut guard = self.open_for(p, id).await?;
-                let now = self.engine.now();
-                let o = guard
-                    .as_mut()
-                    .expect("open_for answers an open reservation");
-                if now_ms(now) > now_ms(o.row.expires_at) {
-                    return Err(expired(id));
-                }
-                if o.doc.extensions >= MAX_EXTENSIONS {
-                    return Err(CyclesError::new(
-                        ErrorCode::MaxExtensionsExceeded,
-                        format!("reservation {id} was extended {MAX_EXTENSIONS} times already"),
-                    ));
-                }
-                let expires = now_ms(o.row.expires_at).saturating_add(req.extend_by_ms);
-                let mut doc = o.doc.clone();
-                doc.extensions += 1;
-                let mut row = o.row.clone();
-                row.expires_at = at(expires);
-                row.doc = serde_json::to_string(&doc).map_err(internal)?;
-                let body = ExtendResponse {
-                    status: Status::Active,
-                    expires_at_ms: expires,
-                    remaining_ttl_ms: Some((expires - now_ms(now)).max(0)),
-                    balances: None,
-                };
-                let reply = ok(200, &body);
-                to.keep(&reply, Some(&row)).await?;
-                self.engine
-                    .prolong(id, at(expires + doc.grace_ms + LEDGER_MARGIN_MS))
-                    .await
-                    .map_err(|_| expired(id))?;
-                self.due_at(id, expires + doc.grace_ms);
-                o.doc = doc;
-                o.row = row;
-                Ok(reply)
-            },
-        )
+        self.idempotent(slot, refresh, |to| async move {
+            let mut guard = self.open_for(p, id).await?;
+            let now = self.engine.now();
+            let o = guard
+                .as_mut()
+                .expect("open_for answers an open reservation");
+            if now_ms(now) > now_ms(o.row.expires_at) {
+                return Err(expired(id));
+            }
+            if o.doc.extensions >= MAX_EXTENSIONS {
+                return Err(CyclesError::new(
+                    ErrorCode::MaxExtensionsExceeded,
+                    format!("reservation {id} was extended {MAX_EXTENSIONS} times already"),
+                ));
+            }
+            let expires = now_ms(o.row.expires_at).saturating_add(req.extend_by_ms);
+            let mut doc = o.doc.clone();
+            doc.extensions += 1;
+            let mut row = o.row.clone();
+            row.expires_at = at(expires);
+            row.doc = serde_json::to_string(&doc).map_err(internal)?;
+            let body = ExtendResponse {
+                status: Status::Active,
+                expires_at_ms: expires,
+                remaining_ttl_ms: Some((expires - now_ms(now)).max(0)),
+                balances: None,
+            };
+            let reply = ok(200, &body);
+            to.keep(&reply, Some(&row)).await?;
+            self.engine
+                .prolong(id, at(expires + doc.grace_ms + LEDGER_MARGIN_MS))
+                .await
+                .map_err(|_| expired(id))?;
+            self.due_at(id, expires + doc.grace_ms);
+            o.doc = doc;
+            o.row = row;
+            Ok(reply)
+        })
         .await
     }
 
@@ -1223,12 +1228,8 @@ impl Cycles {
     ) -> Result<Reply, CyclesError> {
         let c = self.check(p, "decide", header_key, &req)?;
         let (amount, derived, caller) = (c.held, c.derived, c.caller);
-        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
         self.idempotent(
-            &tenant.clone(),
-            "decide",
-            &key.clone(),
-            hash,
+            c.slot,
             |_| {},
             |to| async move {
                 let decision = |decision, reason: Option<&str>| DecisionResponse {
@@ -1363,12 +1364,9 @@ impl Cycles {
     ) -> Result<Reply, CyclesError> {
         let c = self.check(p, "event", header_key, &req)?;
         let (actual, derived, caller) = (c.held, c.derived, c.caller);
-        let (tenant, hash, key) = (c.tenant, c.hash, c.key);
+        let (tenant, key) = (c.slot.tenant.clone(), c.slot.key.clone());
         self.idempotent(
-            &tenant.clone(),
-            "event",
-            &key.clone(),
-            hash,
+            c.slot,
             |_| {},
             |to| async move {
                 let applied = self
