@@ -47,7 +47,71 @@ fn plan(endpoint: Endpoint, sse: bool) -> Plan {
         embedding_base64: false,
         id: "t1".into(),
         created: 0,
+        tool_call: None,
     }
+}
+
+/// The model calls a function: its arguments are the whole output.
+fn tool_plan(endpoint: Endpoint) -> Plan {
+    let mut p = plan(endpoint, true);
+    fix_anthropic(&mut p);
+    let arguments = r#"{"query":"the quick brown fox"}"#.to_string();
+    let tokens = count_tokens(&arguments);
+    p.usage.output_tokens = p.usage.reasoning_tokens + tokens;
+    p.output_words = 0;
+    p.tool_call = Some(render::ToolCall {
+        name: "search".into(),
+        arguments,
+        tokens,
+    });
+    p
+}
+
+/// A tool call is metered like text: exact usage from the body and from
+/// the stream however split, and a stream cut short counts the arguments
+/// it carried (a client that hangs up on a tool call still pays for it).
+fn tool_call_is_metered(endpoint: Endpoint) {
+    let p = tool_plan(endpoint);
+    let body = render::body(&p).to_string();
+    assert!(body.contains("search"), "{body}");
+    assert_eq!(
+        usage_from_body(endpoint, body.as_bytes()).usage,
+        Some(p.usage)
+    );
+    let bytes = whole(&p);
+    for step in [1usize, 5, 4096] {
+        let pieces: Vec<Bytes> = bytes.chunks(step).map(Bytes::copy_from_slice).collect();
+        let (f, _) = run(&p, false, &pieces);
+        assert_eq!(f.usage(), Some(p.usage), "step {step}");
+    }
+    cut_everywhere(&p, |_, _| {});
+}
+
+/// Runs the stream cut after every piece: the text read always counts the
+/// tokens sent; `also` sees each cut's reader and piece count.
+fn cut_everywhere(p: &Plan, also: impl Fn(&StreamFilter, usize)) {
+    let pieces = render::stream(p);
+    for cut in 0..pieces.len() {
+        let sent: u64 = pieces[..cut].iter().map(|x| x.tokens).sum();
+        let bytes: Vec<Bytes> = pieces[..cut].iter().map(|x| x.bytes.clone()).collect();
+        let (f, _) = run(p, false, &bytes);
+        assert_eq!(
+            count_tokens(f.output_text()),
+            sent,
+            "cut after {cut} pieces"
+        );
+        also(&f, cut);
+    }
+}
+
+#[test]
+fn openai_chat_tool_call_is_metered() {
+    tool_call_is_metered(Endpoint::ChatCompletions)
+}
+
+#[test]
+fn anthropic_tool_use_is_metered() {
+    tool_call_is_metered(Endpoint::Messages)
 }
 
 fn fix_anthropic(p: &mut Plan) {
@@ -129,21 +193,13 @@ pub(crate) fn hostile_stream_still_metered(endpoint: Endpoint, sse: bool) {
 pub(crate) fn truncated_stream_counts_what_was_sent(endpoint: Endpoint, sse: bool) {
     let mut p = plan(endpoint, sse);
     fix_anthropic(&mut p);
-    let pieces = render::stream(&p);
-    for cut in 0..pieces.len() {
-        let sent: u64 = pieces[..cut].iter().map(|x| x.tokens).sum();
-        let bytes: Vec<Bytes> = pieces[..cut].iter().map(|x| x.bytes.clone()).collect();
-        let (f, _) = run(&p, false, &bytes);
-        assert_eq!(
-            count_tokens(f.output_text()),
-            sent,
-            "cut after {cut} pieces"
-        );
-        if cut + 1 < pieces.len() && f.usage_is_final() {
+    let total = render::stream(&p).len();
+    cut_everywhere(&p, |f, cut| {
+        if cut + 1 < total && f.usage_is_final() {
             // Only OpenAI's trailing chunks come after the final usage.
             assert!(endpoint.format() == tollgate_providers::WireFormat::OpenAi);
         }
-    }
+    });
 }
 
 macro_rules! conformance {

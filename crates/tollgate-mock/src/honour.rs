@@ -72,6 +72,70 @@ pub fn output(endpoint: Endpoint, body: &Value) -> Honoured {
     }
 }
 
+/// The function tool the model calls, if it calls one: the one `tool_choice`
+/// forces (`"required"` / Anthropic `any` take the first offered), else the
+/// one the `x-mock-tool-call` knob names — only a function the request
+/// offers, never under `tool_choice: "none"`, and not when the last turn is
+/// already a tool result (the model then answers, so an agent loop ends).
+/// Chat Completions and Messages only.
+pub fn tool_call(endpoint: Endpoint, body: &Value, knob: Option<&str>) -> Option<String> {
+    let tools = body.get("tools")?.as_array()?;
+    let offered: Vec<&str> = match endpoint {
+        Endpoint::ChatCompletions => tools
+            .iter()
+            .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+            .filter_map(|t| t.pointer("/function/name")?.as_str())
+            .collect(),
+        // Server tools (web search and the like) carry a `type`; the caller's
+        // own tools do not, or say `custom`.
+        Endpoint::Messages => tools
+            .iter()
+            .filter(|t| {
+                t.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|k| k == "custom")
+            })
+            .filter_map(|t| t.get("name")?.as_str())
+            .collect(),
+        _ => return None,
+    };
+    let last = body.get("messages")?.as_array()?.last()?;
+    let answered = match endpoint {
+        Endpoint::ChatCompletions => last.get("role").and_then(Value::as_str) == Some("tool"),
+        _ => last
+            .get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|parts| {
+                parts
+                    .iter()
+                    .any(|p| p.get("type").and_then(Value::as_str) == Some("tool_result"))
+            }),
+    };
+    if answered || offered.is_empty() {
+        return None;
+    }
+    let choice = body.get("tool_choice");
+    let forced = match (endpoint, choice) {
+        (_, None) => None,
+        (Endpoint::ChatCompletions, Some(Value::String(s))) => match s.as_str() {
+            "none" => return None,
+            "required" => Some(offered[0]),
+            _ => None,
+        },
+        (Endpoint::ChatCompletions, Some(c)) => c.pointer("/function/name").and_then(Value::as_str),
+        (_, Some(c)) => match c.get("type").and_then(Value::as_str) {
+            Some("none") => return None,
+            Some("any") => Some(offered[0]),
+            Some("tool") => c.get("name").and_then(Value::as_str),
+            _ => None,
+        },
+    };
+    forced
+        .or(knob)
+        .filter(|name| offered.contains(name))
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +173,61 @@ mod tests {
                 choices: 4
             }
         );
+    }
+
+    #[test]
+    fn a_tool_is_called_when_forced_or_asked_for_and_never_twice_in_a_row() {
+        let chat = |choice: Value, last_role: &str| {
+            let mut b = json!({
+                "tools": [{"type": "function", "function": {"name": "search"}},
+                          {"type": "function", "function": {"name": "fetch"}}],
+                "messages": [{"role": last_role, "content": "x"}],
+            });
+            if !choice.is_null() {
+                b["tool_choice"] = choice;
+            }
+            b
+        };
+        let ep = Endpoint::ChatCompletions;
+        assert_eq!(tool_call(ep, &chat(Value::Null, "user"), None), None);
+        assert_eq!(
+            tool_call(ep, &chat(json!("required"), "user"), None).as_deref(),
+            Some("search")
+        );
+        let named = json!({"type": "function", "function": {"name": "fetch"}});
+        assert_eq!(
+            tool_call(ep, &chat(named, "user"), Some("search")).as_deref(),
+            Some("fetch")
+        );
+        assert_eq!(
+            tool_call(ep, &chat(Value::Null, "user"), Some("fetch")).as_deref(),
+            Some("fetch")
+        );
+        assert_eq!(
+            tool_call(ep, &chat(Value::Null, "user"), Some("other")),
+            None
+        );
+        assert_eq!(
+            tool_call(ep, &chat(json!("none"), "user"), Some("fetch")),
+            None
+        );
+        assert_eq!(
+            tool_call(ep, &chat(json!("required"), "tool"), Some("fetch")),
+            None
+        );
+        let msgs = |last: Value| {
+            json!({
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}, {"name": "lookup", "input_schema": {}}],
+                "tool_choice": {"type": "any"},
+                "messages": [last],
+            })
+        };
+        let ep = Endpoint::Messages;
+        assert_eq!(
+            tool_call(ep, &msgs(json!({"role": "user", "content": "hi"})), None).as_deref(),
+            Some("lookup")
+        );
+        let result = json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]});
+        assert_eq!(tool_call(ep, &msgs(result), None), None);
     }
 }

@@ -17,6 +17,10 @@
 //! - `x-mock-ignore-limit: 1`: a broken upstream that ignores output limits
 //! - `x-mock-report-output-tokens: N`: report N output tokens in the usage
 //!   fields (a lying upstream); the bill keeps the true count
+//! - `x-mock-tool-call: NAME` (with `x-mock-tool-arguments: JSON`, default
+//!   `{}`): the model calls that offered function tool instead of answering,
+//!   as `tool_choice` forcing one also makes it; after the tool's result it
+//!   answers in text (Chat Completions and Messages)
 //!
 //! Output bounds are honoured the way the providers document them, reading
 //! the raw body itself (not Tollgate's parser), as the most generous
@@ -343,8 +347,31 @@ async fn handle(
     let reasoning = knob(&h, "x-mock-reasoning-tokens").unwrap_or(0).min(limit);
     let wanted = knob(&h, "x-mock-output-tokens").unwrap_or(s.config.output_tokens);
     let billable = endpoint.is_billable() && endpoint != Endpoint::Embeddings;
+    let tool_call = billable
+        .then(|| {
+            let name = h.get("x-mock-tool-call").and_then(|v| v.to_str().ok());
+            honour::tool_call(endpoint, &raw, name)
+        })
+        .flatten()
+        .map(|name| {
+            let arguments = h
+                .get("x-mock-tool-arguments")
+                .and_then(|v| v.to_str().ok())
+                .filter(|a| {
+                    serde_json::from_str::<serde_json::Value>(a).is_ok_and(|v| v.is_object())
+                })
+                .unwrap_or("{}")
+                .to_string();
+            let tokens = count_tokens(&arguments).max(1).min(limit - reasoning);
+            render::ToolCall {
+                name,
+                arguments,
+                tokens,
+            }
+        });
+    let call_tokens = tool_call.as_ref().map_or(0, |t| t.tokens);
     // Per choice: visible words after the reasoning, within the limit.
-    let words = if billable {
+    let words = if billable && tool_call.is_none() {
         wanted.min(limit - reasoning)
     } else {
         0
@@ -352,7 +379,7 @@ async fn handle(
     let reasoning = if billable { reasoning } else { 0 };
     let usage = Usage {
         input_tokens: input + cached + w5 + w1,
-        output_tokens: (words + reasoning).saturating_mul(choices),
+        output_tokens: (words + call_tokens + reasoning).saturating_mul(choices),
         cached_input_tokens: cached,
         cache_write_5m_tokens: w5,
         cache_write_1h_tokens: w1,
@@ -378,7 +405,7 @@ async fn handle(
         usage: reported,
         output_words: words,
         choices,
-        hit_limit: words < wanted,
+        hit_limit: tool_call.is_none() && words < wanted,
         include_usage: req.client_wants_usage_chunk,
         omit_usage: flag(&h, "x-mock-omit-usage"),
         garbage: flag(&h, "x-mock-garbage"),
@@ -387,6 +414,7 @@ async fn handle(
             == Some("base64"),
         id: format!("mock-{seq}"),
         created: 1_767_225_600,
+        tool_call,
     };
     let request_id = h
         .get("x-tollgate-request-id")
@@ -403,7 +431,7 @@ async fn handle(
             Usage::default()
         },
         completed: true,
-        output_tokens_sent: words * choices,
+        output_tokens_sent: (words + call_tokens) * choices,
         headers: {
             let mut names: Vec<String> = h.keys().map(|k| k.as_str().to_string()).collect();
             names.sort();

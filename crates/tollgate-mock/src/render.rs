@@ -41,6 +41,20 @@ pub struct Plan {
     pub embedding_base64: bool,
     pub id: String,
     pub created: i64,
+    /// The model calls this function instead of answering in text (Chat
+    /// Completions and Messages): no visible words, its arguments are the
+    /// output.
+    pub tool_call: Option<ToolCall>,
+}
+
+/// A function call the model makes.
+#[derive(Clone, Debug)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments, JSON text.
+    pub arguments: String,
+    /// Output tokens the arguments take.
+    pub tokens: u64,
 }
 
 impl Plan {
@@ -95,12 +109,23 @@ fn full_body(p: &Plan) -> Value {
     match p.endpoint {
         Endpoint::ChatCompletions => json!({
             "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
-            "choices": (0..p.choices.max(1)).map(|i| json!({
-                "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": null},
-                "logprobs": null,
-                "finish_reason": if p.hit_limit { "length" } else { "stop" },
-            })).collect::<Vec<_>>(),
+            "choices": (0..p.choices.max(1)).map(|i| match &p.tool_call {
+                Some(t) => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [{
+                        "id": format!("call_{}_{i}", p.id), "type": "function",
+                        "function": {"name": t.name, "arguments": t.arguments},
+                    }]},
+                    "logprobs": null,
+                    "finish_reason": "tool_calls",
+                }),
+                None => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": text, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": if p.hit_limit { "length" } else { "stop" },
+                }),
+            }).collect::<Vec<_>>(),
             "usage": openai::WireUsage::from_usage(&p.usage),
             "system_fingerprint": "fp_mock",
         }),
@@ -133,8 +158,12 @@ fn full_body(p: &Plan) -> Value {
         Endpoint::Responses => responses_object(p, "completed", &text, true),
         Endpoint::Messages => json!({
             "id": p.id, "type": "message", "role": "assistant", "model": p.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": if p.hit_limit { "max_tokens" } else { "end_turn" },
+            "content": match &p.tool_call {
+                Some(t) => json!([{"type": "tool_use", "id": format!("toolu_{}", p.id), "name": t.name,
+                                   "input": serde_json::from_str::<Value>(&t.arguments).unwrap_or_else(|_| json!({}))}]),
+                None => json!([{"type": "text", "text": text}]),
+            },
+            "stop_reason": if p.tool_call.is_some() { "tool_use" } else if p.hit_limit { "max_tokens" } else { "end_turn" },
             "stop_sequence": null,
             "usage": anthropic::WireUsage::from_usage(&p.usage),
         }),
@@ -213,7 +242,27 @@ fn openai_stream(p: &Plan) -> Vec<Piece> {
     };
     let mut out = Vec::new();
     let n = p.choices.max(1);
-    if chat {
+    if let (true, Some(t)) = (chat, &p.tool_call) {
+        // The call's name and id first, then its arguments.
+        for c in 0..n {
+            let call = json!({"index": 0, "id": format!("call_{}_{c}", p.id), "type": "function",
+                              "function": {"name": t.name, "arguments": ""}});
+            out.push(piece(
+                chunk(json!([{"index": c, "delta": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": null}]), None),
+                0,
+            ));
+        }
+        for c in 0..n {
+            let args = json!({"index": 0, "function": {"arguments": t.arguments}});
+            out.push(piece(
+                chunk(
+                    json!([{"index": c, "delta": {"tool_calls": [args]}, "finish_reason": null}]),
+                    None,
+                ),
+                t.tokens,
+            ));
+        }
+    } else if chat {
         for c in 0..n {
             out.push(piece(
                 chunk(json!([{"index": c, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None),
@@ -232,7 +281,13 @@ fn openai_stream(p: &Plan) -> Vec<Piece> {
             out.push(piece(chunk(choice, None), 1));
         }
     }
-    let finish = if p.hit_limit { "length" } else { "stop" };
+    let finish = if chat && p.tool_call.is_some() {
+        "tool_calls"
+    } else if p.hit_limit {
+        "length"
+    } else {
+        "stop"
+    };
     for c in 0..n {
         let last = if chat {
             json!([{"index": c, "delta": {}, "finish_reason": finish}])
@@ -336,12 +391,21 @@ fn anthropic_stream(p: &Plan) -> Vec<Piece> {
         piece(
             sse(
                 Some("content_block_start"),
-                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                &json!({"type": "content_block_start", "index": 0, "content_block": match &p.tool_call {
+                    Some(t) => json!({"type": "tool_use", "id": format!("toolu_{}", p.id), "name": t.name, "input": {}}),
+                    None => json!({"type": "text", "text": ""}),
+                }}),
             ),
             0,
         ),
         piece(sse(Some("ping"), &json!({"type": "ping"})), 0),
     ];
+    if let Some(t) = &p.tool_call {
+        out.push(piece(
+            sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": t.arguments}})),
+            t.tokens,
+        ));
+    }
     for i in 0..p.output_words {
         out.push(piece(
             sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word(i)}})),
@@ -357,7 +421,7 @@ fn anthropic_stream(p: &Plan) -> Vec<Piece> {
     ));
     let mut delta = json!({
         "type": "message_delta",
-        "delta": {"stop_reason": if p.hit_limit { "max_tokens" } else { "end_turn" }, "stop_sequence": null},
+        "delta": {"stop_reason": if p.tool_call.is_some() { "tool_use" } else if p.hit_limit { "max_tokens" } else { "end_turn" }, "stop_sequence": null},
         "usage": {"output_tokens": p.usage.output_tokens},
     });
     if p.omit_usage {
