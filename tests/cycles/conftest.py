@@ -19,7 +19,11 @@ ADMIN = os.environ.get("TOLLGATE_ADMIN_KEY", "")
 KEY = os.environ.get("CYCLES_KEY", "")
 OTHER_KEY = os.environ.get("CYCLES_OTHER_KEY", "")
 
-SPEC = yaml.safe_load((pathlib.Path(__file__).parent / "cycles-protocol-v0.yaml").read_text())
+HERE = pathlib.Path(__file__).parent
+SPEC = yaml.safe_load((HERE / "cycles-protocol-v0.yaml").read_text())
+# The governance document's introspection schema, beside the runtime's.
+SPEC["components"]["schemas"].update(
+    yaml.safe_load((HERE / "cycles-governance-introspect.yaml").read_text())["components"]["schemas"])
 
 
 def check(schema, body):

@@ -410,3 +410,45 @@ def test_funding_operations_move_the_allocation_and_repay_debt(cycles):
     assert f["new_spent"]["amount"] == 0 and f["new_remaining"]["amount"] == 4 * CENT, f
     b = bal()
     assert b["spent"]["amount"] == 0 and b["remaining"]["amount"] == 4 * CENT, b
+
+
+def test_introspection_tells_each_credential_what_it_may_do():
+    import json
+    import urllib.error
+    import urllib.request
+    from conftest import ADMIN, KEY, URL
+
+    def introspect(header, value):
+        req = urllib.request.Request(f"{URL}/v1/auth/introspect")
+        if header:
+            req.add_header(header, value)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = introspect("X-Admin-API-Key", ADMIN)
+    assert status == 200, body
+    check("AuthIntrospectResponse", body)
+    assert body["auth_type"] == "admin" and body["permissions"] == ["*"] and "tenant_id" not in body
+    assert all(body["capabilities"].values()), body
+    status, body = introspect("X-Cycles-API-Key", KEY)
+    assert status == 200, body
+    check("AuthIntrospectResponse", body)
+    assert body["auth_type"] == "tenant" and body["tenant_id"] == "acme", body
+    caps = body["capabilities"]
+    assert caps["view_reservations"] and caps["manage_reservations"], caps
+    assert not caps["view_tenants"] and not caps["view_api_keys"] and not caps["manage_budgets"], caps
+    ops = admin("POST", "/admin/admin-keys", {"tenant": "acme", "name": f"ops-{uuid.uuid4().hex[:6]}"})
+    status, body = introspect("X-Admin-API-Key", ops["key"])
+    assert status == 200, body
+    check("AuthIntrospectResponse", body)
+    assert body["auth_type"] == "tenant" and body["tenant_id"] == "acme", body
+    caps = body["capabilities"]
+    assert caps["view_budgets"] and caps["manage_budgets"] and caps["view_reservations"], caps
+    assert not caps["view_overview"] and not caps["manage_tenants"], caps
+    for header, value in [(None, None), ("X-Cycles-API-Key", "tg-not-a-key"), ("X-Admin-API-Key", "wrong")]:
+        status, body = introspect(header, value)
+        assert status == 401 and body["error"] == "UNAUTHORIZED", body
+        check("ErrorResponse", body)

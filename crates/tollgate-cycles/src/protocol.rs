@@ -495,6 +495,90 @@ pub struct ErrorBody {
     pub details: Option<Map<String, Value>>,
 }
 
+/// `GET /v1/auth/introspect` (from the protocol's governance document):
+/// who the credential is and what its dashboard may show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    pub authenticated: bool,
+    /// `admin` or `tenant`.
+    pub auth_type: String,
+    pub permissions: Vec<String>,
+    pub capabilities: Capabilities,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+/// The dashboard capabilities, derived from permissions by the
+/// protocol's normative table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    pub view_overview: bool,
+    pub view_budgets: bool,
+    pub view_events: bool,
+    pub view_webhooks: bool,
+    pub view_audit: bool,
+    pub view_tenants: bool,
+    pub view_api_keys: bool,
+    pub view_policies: bool,
+    pub view_reservations: bool,
+    pub manage_budgets: bool,
+    pub manage_policies: bool,
+    pub manage_webhooks: bool,
+    pub manage_tenants: bool,
+    pub manage_api_keys: bool,
+    pub manage_reservations: bool,
+}
+
+impl Capabilities {
+    /// An admin credential: everything.
+    pub fn all() -> Capabilities {
+        Capabilities {
+            view_overview: true,
+            view_budgets: true,
+            view_events: true,
+            view_webhooks: true,
+            view_audit: true,
+            view_tenants: true,
+            view_api_keys: true,
+            view_policies: true,
+            view_reservations: true,
+            manage_budgets: true,
+            manage_policies: true,
+            manage_webhooks: true,
+            manage_tenants: true,
+            manage_api_keys: true,
+            manage_reservations: true,
+        }
+    }
+
+    /// A tenant credential's, from its permissions. The admin-plane flags
+    /// (overview, audit, tenants, API keys) stay false whatever `admin:*`
+    /// permissions it holds, as the protocol requires.
+    pub fn of_tenant(permissions: &[&str]) -> Capabilities {
+        let any = |names: &[&str]| names.iter().any(|n| permissions.contains(n));
+        let lifecycle = [
+            "reservations:create",
+            "reservations:commit",
+            "reservations:release",
+            "reservations:extend",
+        ];
+        Capabilities {
+            view_budgets: any(&["budgets:read", "admin:read", "admin:budgets:read"]),
+            view_policies: any(&["policies:read", "admin:read", "admin:policies:read"]),
+            view_webhooks: any(&["webhooks:read", "admin:read", "admin:webhooks:read"]),
+            view_events: any(&["events:read", "admin:read", "admin:events:read"]),
+            view_reservations: any(&lifecycle) || any(&["reservations:list", "admin:read"]),
+            manage_budgets: any(&["budgets:write", "admin:write", "admin:budgets:write"]),
+            manage_policies: any(&["policies:write", "admin:write", "admin:policies:write"]),
+            manage_webhooks: any(&["webhooks:write", "admin:write", "admin:webhooks:write"]),
+            manage_reservations: any(&lifecycle) || any(&["admin:write"]),
+            ..Capabilities::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,5 +612,21 @@ mod tests {
         assert!(serde_json::from_str::<CreateRequest>(&extra).is_err());
         let bad_subject = ok.replace(r#"{"tenant":"a"}"#, r#"{"tenant":"a","team":"x"}"#);
         assert!(serde_json::from_str::<CreateRequest>(&bad_subject).is_err());
+    }
+
+    #[test]
+    fn tenant_capabilities_follow_the_derivation_table() {
+        let c = Capabilities::of_tenant(&["reservations:list"]);
+        assert!(c.view_reservations && !c.manage_reservations && !c.view_budgets);
+        let c = Capabilities::of_tenant(&["budgets:read", "reservations:commit"]);
+        assert!(
+            c.view_budgets && !c.manage_budgets && c.view_reservations && c.manage_reservations
+        );
+        // Legacy admin permissions on a tenant key never open the admin plane.
+        let c = Capabilities::of_tenant(&["admin:read", "admin:write"]);
+        assert!(c.view_budgets && c.manage_webhooks && c.view_events);
+        assert!(!c.view_overview && !c.view_audit && !c.view_tenants && !c.view_api_keys);
+        assert!(!c.manage_tenants && !c.manage_api_keys);
+        assert_eq!(Capabilities::of_tenant(&[]), Capabilities::default());
     }
 }

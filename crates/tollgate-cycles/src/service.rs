@@ -1265,6 +1265,55 @@ impl Cycles {
         .await
     }
 
+    /// `GET /v1/auth/introspect`: what the credential may do here. A full
+    /// admin key is `admin` (everything, no tenant); a tenant admin key
+    /// lists and releases its tenant's reservations and reads and funds its
+    /// budgets; a virtual key (or JWT) of a tenant runs reservations and
+    /// reads balances. A key of no tenant has no dashboard surface (401, as
+    /// the protocol has servers answer such keys).
+    pub fn introspect(&self, p: &Principal) -> Result<Reply, CyclesError> {
+        const TENANT_ADMIN: &[&str] = &[
+            "reservations:list",
+            "reservations:release",
+            "budgets:read",
+            "budgets:write",
+        ];
+        const KEY: &[&str] = &[
+            "reservations:create",
+            "reservations:commit",
+            "reservations:release",
+            "reservations:extend",
+            "reservations:list",
+            "balances:read",
+        ];
+        let body = match (&p.caller.tenant, p.admin) {
+            (None, true) => Introspection {
+                authenticated: true,
+                auth_type: "admin".into(),
+                permissions: vec!["*".into()],
+                capabilities: Capabilities::all(),
+                tenant_id: None,
+            },
+            (None, false) => {
+                return Err(CyclesError::new(
+                    ErrorCode::Unauthorized,
+                    "this key belongs to no tenant: it has no dashboard surface",
+                ));
+            }
+            (Some(t), admin) => {
+                let permissions = if admin { TENANT_ADMIN } else { KEY };
+                Introspection {
+                    authenticated: true,
+                    auth_type: "tenant".into(),
+                    permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                    capabilities: Capabilities::of_tenant(permissions),
+                    tenant_id: Some(t.clone()),
+                }
+            }
+        };
+        Ok(ok(200, &body))
+    }
+
     /// `GET /v1/balances`: the balances of the scopes a subject filter
     /// derives, in canonical order.
     pub async fn balances_of(&self, p: &Principal, subject: Subject) -> Result<Reply, CyclesError> {

@@ -275,6 +275,15 @@ async fn read_by_id(s: &AppState, id: &str, headers: &HeaderMap, what: Read) -> 
     call.answer(result)
 }
 
+/// `GET /v1/auth/introspect`: the credential (`X-Admin-API-Key` or
+/// `X-Cycles-API-Key`) and what a dashboard may show it.
+pub(crate) async fn introspect(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let mut call = Call::new(&headers);
+    let p = principal_or_admin(&s, &headers).await;
+    call.tenant = p.as_ref().ok().and_then(|p| p.caller.tenant.clone());
+    call.answer(p.and_then(|p| s.cycles.introspect(&p)))
+}
+
 /// `GET /v1/sessions/{id}`: a session's summary across model calls and
 /// tool reservations.
 pub(crate) async fn session(

@@ -554,6 +554,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/balances", get(cycles::balances))
         .route("/v1/events", post(cycles::event))
         .route("/v1/sessions/{session_id}", get(cycles::session))
+        .route("/v1/auth/introspect", get(cycles::introspect))
         .route("/badge/{file}", get(admin::public_badge))
         .route(
             "/graphql",

@@ -106,6 +106,11 @@ pub const CYCLES_ROUTES: &[(&str, &str, &str)] = &[
         "/v1/sessions/{session_id}",
         "A session's spend across model calls and tool reservations, its budgets' room, the models and tools it used (Tollgate's own, beside the protocol)",
     ),
+    (
+        "GET",
+        "/v1/auth/introspect",
+        "Cycles: the credential (admin key or Tollgate key) and the dashboard capabilities it has",
+    ),
 ];
 
 pub const PUBLIC_ROUTES: &[(&str, &str, &str, Option<&str>)] = &[
