@@ -24,7 +24,7 @@ use tollgate_core::{Money, UsageRecord};
 use tollgate_store::{Store, StoreError, StoredBudget};
 
 pub use crate::ledger::Sizing;
-use crate::ledger::{Ledger, LedgerError, Payload, Reservation};
+use crate::ledger::{FailPolicy, Ledger, LedgerError, Payload, Reservation};
 use crate::levels::Levels;
 use tollgate_core::Caller;
 
@@ -338,6 +338,8 @@ pub struct BudgetEngine {
     pub default_max_output_tokens: u64,
     /// `budgets.unknown_input_tokens`; `None`: the model's context window.
     pub unknown_input_tokens: Option<u64>,
+    /// `budgets.fail`: proxied requests' holds the ledger cannot make durable.
+    pub fail: FailPolicy,
     /// Settlements whose usage exceeded their reservation.
     pub overspent: std::sync::atomic::AtomicU64,
     /// Settlements whose reported usage was clamped or implausible.
@@ -363,6 +365,9 @@ pub struct SizingConfig {
     /// Input reserved for what only the provider can size; `None`: the
     /// model's context window.
     pub unknown_input_tokens: Option<u64>,
+    /// A proxied request whose hold cannot be made durable: refused
+    /// (`closed`) or forwarded with the hold in memory (`open`).
+    pub fail: FailPolicy,
 }
 
 /// Input reserved for what only the provider can size, for a model whose
@@ -406,6 +411,7 @@ impl BudgetEngine {
             min_output_tokens: sizing.min_output_tokens,
             default_max_output_tokens: sizing.default_max_output_tokens,
             unknown_input_tokens: sizing.unknown_input_tokens,
+            fail: sizing.fail,
             overspent: Default::default(),
             suspicious: Default::default(),
             known_version: Mutex::new(None),
@@ -734,8 +740,15 @@ impl BudgetEngine {
             .unwrap_or(Timestamp::MAX);
         // Should this process die before settling, the template is charged
         // at the reserved amount (see `reconcile`).
-        self.reserve_until(id, applied, sizing, expires_at, Payload::record(template))
-            .await
+        self.reserve_until(
+            id,
+            applied,
+            sizing,
+            expires_at,
+            Payload::record(template),
+            self.fail,
+        )
+        .await
     }
 
     /// As [`Self::reserve`], held until `expires_at` (then released
@@ -749,12 +762,14 @@ impl BudgetEngine {
         sizing: Sizing,
         expires_at: Timestamp,
         payload: Payload,
+        fail: FailPolicy,
     ) -> Result<Reserved, ReserveError> {
         let r = Reservation {
             id: id.to_string(),
             lines: applied.iter().map(|a| a.line.clone()).collect(),
             sizing,
             expires_at,
+            fail,
         };
         let granted = match self.ledger.reserve(&r, payload).await {
             Ok(n) => n,
@@ -1001,7 +1016,7 @@ impl BudgetEngine {
         let more = tollgate_core::ledger::sized(Amount::default(), reserved.per_unit, tokens);
         match self
             .ledger
-            .extend(&reserved.id, more, Payload::record(template))
+            .extend(&reserved.id, more, Payload::record(template), self.fail)
             .await
         {
             Ok(total) => {
@@ -1015,10 +1030,15 @@ impl BudgetEngine {
 
     /// Grows a reservation by `more` on every line it holds, or on none
     /// (a commit above its estimate).
-    pub async fn grow(&self, reserved: &mut Reserved, more: Amount) -> Result<(), LedgerError> {
+    pub async fn grow(
+        &self,
+        reserved: &mut Reserved,
+        more: Amount,
+        fail: FailPolicy,
+    ) -> Result<(), LedgerError> {
         let total = self
             .ledger
-            .extend(&reserved.id, more, Payload::Empty)
+            .extend(&reserved.id, more, Payload::Empty, fail)
             .await?;
         reserved.amount = total;
         Ok(())
@@ -1031,8 +1051,13 @@ impl BudgetEngine {
     }
 
     /// Moves a reservation's deadline to `until`.
-    pub async fn prolong(&self, id: &str, until: Timestamp) -> Result<(), LedgerError> {
-        self.ledger.prolong(id, until, Payload::Empty).await
+    pub async fn prolong(
+        &self,
+        id: &str,
+        until: Timestamp,
+        fail: FailPolicy,
+    ) -> Result<(), LedgerError> {
+        self.ledger.prolong(id, until, Payload::Empty, fail).await
     }
 
     /// Gives a reservation back (the request never reached a provider).

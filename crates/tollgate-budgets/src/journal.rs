@@ -40,6 +40,11 @@ pub struct JournalStats {
     pub waited_for_space: AtomicU64,
     /// Entries the store refused, kept aside (see [`Store::quarantine`]).
     pub quarantined: AtomicU64,
+    /// Holds kept in memory only, the reservation log refusing them
+    /// (`fail: open`).
+    pub not_durable: AtomicU64,
+    /// When that was last logged (Unix seconds).
+    pub not_durable_logged_at: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Clone)]

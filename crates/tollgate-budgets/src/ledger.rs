@@ -46,6 +46,32 @@ pub struct Reservation {
     pub lines: Vec<Line>,
     pub sizing: Sizing,
     pub expires_at: Timestamp,
+    pub fail: FailPolicy,
+}
+
+/// What a hold does when the ledger cannot make it durable (the
+/// reservation log cannot be written: the disk is full, the store is
+/// down). The ledger itself always decides — budgets are enforced either
+/// way; the policy chooses between refusing and going on with a hold that
+/// a crash before the store recovers would forget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    /// Refuse: the hold is given back and the caller told the ledger is
+    /// unavailable.
+    #[default]
+    Closed,
+    /// Go on: the hold stays, in memory only (counted, logged).
+    Open,
+}
+
+impl FailPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailPolicy::Closed => "closed",
+            FailPolicy::Open => "open",
+        }
+    }
 }
 
 /// A reservation a previous process left open, as the store kept it.
@@ -64,16 +90,23 @@ pub trait Ledger: Send + Sync + 'static {
     /// granted `n`.
     async fn reserve(&self, r: &Reservation, payload: Payload) -> Result<u64, LedgerError>;
     /// Grows an open reservation by `more` on every line, or on none,
-    /// durably; `payload` replaces the reservation's. Returns what it
-    /// holds now.
-    async fn extend(&self, id: &str, more: Amount, payload: Payload)
-    -> Result<Amount, LedgerError>;
-    /// Moves an open reservation's deadline to `until`, durably.
+    /// durably (as `fail` says when it cannot be); `payload` replaces the
+    /// reservation's. Returns what it holds now.
+    async fn extend(
+        &self,
+        id: &str,
+        more: Amount,
+        payload: Payload,
+        fail: FailPolicy,
+    ) -> Result<Amount, LedgerError>;
+    /// Moves an open reservation's deadline to `until`, durably (as `fail`
+    /// says when it cannot be).
     async fn prolong(
         &self,
         id: &str,
         until: Timestamp,
         payload: Payload,
+        fail: FailPolicy,
     ) -> Result<(), LedgerError>;
     /// What `reserve` would grant now, reserving nothing.
     async fn plan(&self, lines: &[Line], sizing: &Sizing) -> Result<u64, Denied>;
@@ -164,6 +197,37 @@ impl MemoryLedger {
         self.state.retain_counters(keep);
     }
 
+    /// Whether a change the log refused stands, in memory only, under
+    /// `fail` (counted; logged at most once a second).
+    fn going_on(&self, fail: FailPolicy, what: &str, e: &StoreError) -> bool {
+        if fail == FailPolicy::Closed {
+            return false;
+        }
+        let stats = &self.journal.stats;
+        let n = stats
+            .not_durable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let now = Timestamp::now().as_second();
+        let last = stats
+            .not_durable_logged_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now > last
+            && stats
+                .not_durable_logged_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(error = %e, total = n, "cannot make a {what} durable; going on in memory (fail: open)");
+        }
+        true
+    }
+
     fn log(
         &self,
         id: &str,
@@ -190,6 +254,9 @@ impl Ledger for MemoryLedger {
             .map_err(LedgerError::Denied)?;
         let charges = r.lines.iter().map(|l| l.charge.to_string()).collect();
         if let Err(e) = self.log(&r.id, charges, (r.sizing.amount(n), r.expires_at), payload) {
+            if self.going_on(r.fail, "reservation", &e) {
+                return Ok(n);
+            }
             // Not durable, so not forwarded: give the headroom back.
             tracing::error!(error = %e, "cannot make a reservation durable; refusing");
             self.state.release(&r.id, Timestamp::now());
@@ -205,6 +272,7 @@ impl Ledger for MemoryLedger {
         id: &str,
         more: Amount,
         payload: Payload,
+        fail: FailPolicy,
     ) -> Result<Amount, LedgerError> {
         let grown = self.state.extend(id, more).map_err(|e| match e {
             ExtendError::Denied(d) => LedgerError::Denied(d),
@@ -213,6 +281,9 @@ impl Ledger for MemoryLedger {
         // Logged again whole: a crash leaves what it holds now.
         let charges = grown.charges.iter().map(ToString::to_string).collect();
         if let Err(e) = self.log(id, charges, (grown.amount, grown.expires_at), payload) {
+            if self.going_on(fail, "extension", &e) {
+                return Ok(grown.amount);
+            }
             // Not durable: the extension is given back, the rest stays.
             tracing::error!(error = %e, "cannot make an extension durable; refusing it");
             self.state.shrink(id, more);
@@ -228,6 +299,7 @@ impl Ledger for MemoryLedger {
         id: &str,
         until: Timestamp,
         payload: Payload,
+        fail: FailPolicy,
     ) -> Result<(), LedgerError> {
         let Some(held) = self.state.prolong(id, until) else {
             return Err(LedgerError::NotOpen);
@@ -236,10 +308,12 @@ impl Ledger for MemoryLedger {
         // deadline in memory stays moved: the hold ends later than a
         // restart would end it, never earlier than its holder expects.
         let charges = held.charges.iter().map(ToString::to_string).collect();
-        self.log(id, charges, (held.amount, until), payload)
-            .map_err(|e| {
-                LedgerError::Unavailable(format!("cannot make the new deadline durable: {e}"))
-            })
+        match self.log(id, charges, (held.amount, until), payload) {
+            Err(e) if !self.going_on(fail, "new deadline", &e) => Err(LedgerError::Unavailable(
+                format!("cannot make the new deadline durable: {e}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn plan(&self, lines: &[Line], s: &Sizing) -> Result<u64, Denied> {
@@ -399,6 +473,7 @@ mod tests {
                 min_output_tokens: 1,
                 default_max_output_tokens: 100,
                 unknown_input_tokens: None,
+                fail: FailPolicy::Closed,
             },
         )
         .await
@@ -432,6 +507,72 @@ mod tests {
         );
         assert_eq!(ledger.counter(&key).await.reserved, Amount::default());
         drop(engine);
+        drop(ledger);
+        writer.join().await;
+    }
+
+    /// A reservation log that cannot be written (its file is `/dev/full`:
+    /// every write fails, as on a full disk): `closed` refuses and gives the
+    /// hold back, `open` keeps it in memory — still counted against the
+    /// limit, so the budget holds either way.
+    #[tokio::test]
+    async fn a_hold_the_log_refuses_is_given_back_or_kept_as_the_policy_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let store = tollgate_store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("t.db-reservations.0")).unwrap();
+        let (journal, writer) = Journal::spawn(store.clone()).unwrap();
+        let stats = journal.stats.clone();
+        let ledger = MemoryLedger::load(store, journal).await.unwrap();
+        let key = CounterKey::period(CounterKey::group("b", "alice"), 0);
+        let line = Line {
+            charge: key.clone(),
+            window: tollgate_core::ledger::Window::Period,
+            limit: tollgate_core::ledger::Limit {
+                money: None,
+                tokens: Some(100),
+            },
+            enforce: true,
+        };
+        let hold = |id: &str, fail| Reservation {
+            id: id.into(),
+            lines: vec![line.clone()],
+            sizing: Sizing::fixed(Amount::new(Money::ZERO, 60)),
+            expires_at: Timestamp::from_second(1_900_000_000).unwrap(),
+            fail,
+        };
+        let closed = ledger
+            .reserve(&hold("r1", FailPolicy::Closed), Payload::Empty)
+            .await;
+        assert!(
+            matches!(closed, Err(LedgerError::Unavailable(_))),
+            "{closed:?}"
+        );
+        assert_eq!(ledger.counter(&key).await.reserved.tokens, 0);
+        let open = ledger
+            .reserve(&hold("r2", FailPolicy::Open), Payload::Empty)
+            .await;
+        assert!(open.is_ok(), "{open:?}");
+        assert_eq!(ledger.counter(&key).await.reserved.tokens, 60);
+        assert_eq!(
+            stats.not_durable.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // Held in memory, it still counts: a second one does not fit.
+        let over = ledger
+            .reserve(&hold("r3", FailPolicy::Open), Payload::Empty)
+            .await;
+        assert!(matches!(over, Err(LedgerError::Denied(_))), "{over:?}");
+        // An extension: given back under `closed`, kept under `open`.
+        for (fail, held) in [(FailPolicy::Closed, 60), (FailPolicy::Open, 70)] {
+            let more = Amount::new(Money::ZERO, 10);
+            let r = ledger.extend("r2", more, Payload::Empty, fail).await;
+            assert_eq!(r.is_ok(), fail == FailPolicy::Open, "{r:?}");
+            assert_eq!(ledger.counter(&key).await.reserved.tokens, held);
+        }
+        ledger.release("r2");
         drop(ledger);
         writer.join().await;
     }

@@ -22,4 +22,6 @@ pub mod rates;
 pub use engine::*;
 pub use events::{Event, Events, Level, Published};
 pub use journal::{Journal, JournalStats, WriterHandle};
-pub use ledger::{Ledger, LedgerError, MemoryLedger, Orphan, Payload, Reservation, Sizing};
+pub use ledger::{
+    FailPolicy, Ledger, LedgerError, MemoryLedger, Orphan, Payload, Reservation, Sizing,
+};

@@ -35,6 +35,11 @@ pub struct CyclesConfig {
     /// and a row until it settles or expires); beyond, 429 `LIMIT_EXCEEDED`.
     #[serde(default = "default_max_open")]
     pub max_open_reservations: usize,
+    /// A reservation (or extension) whose hold the ledger cannot make
+    /// durable: refused with 500 `INTERNAL_ERROR` (`closed`), or made with
+    /// the hold in memory only (`open`).
+    #[serde(default)]
+    pub fail: tollgate_budgets::FailPolicy,
 }
 
 fn default_max_open() -> usize {
@@ -46,6 +51,7 @@ impl Default for CyclesConfig {
         CyclesConfig {
             tool_costs: BTreeMap::new(),
             max_open_reservations: default_max_open(),
+            fail: Default::default(),
         }
     }
 }
@@ -140,6 +146,8 @@ mod tests {
         let fine: CyclesConfig =
             serde_json::from_str(r#"{"tool_costs": {"x": "0.000000001"}}"#).unwrap();
         assert_eq!(fine.validate().unwrap_err().0, "cycles.tool_costs.x");
-        assert!(serde_json::from_str::<CyclesConfig>(r#"{"fail": "open"}"#).is_err());
+        let open: CyclesConfig = serde_json::from_str(r#"{"fail": "open"}"#).unwrap();
+        assert_eq!(open.fail, tollgate_budgets::FailPolicy::Open);
+        assert!(serde_json::from_str::<CyclesConfig>(r#"{"fail": "sometimes"}"#).is_err());
     }
 }

@@ -702,6 +702,7 @@ impl Cycles {
                     sizing,
                     at(expires + grace + LEDGER_MARGIN_MS),
                     tollgate_store::Payload::Empty,
+                    self.config.fail,
                 )
                 .await
                 .map_err(|e| match e {
@@ -921,7 +922,7 @@ impl Cycles {
                         ));
                     }
                     OveragePolicy::AllowWithOverdraft => {
-                        if self.engine.grow(&mut o.reserved, over).await.is_err()
+                        if self.engine.grow(&mut o.reserved, over, self.config.fail).await.is_err()
                             && !self
                                 .overdraft_allows(&o.applied, o.reserved.amount, over, unit)
                                 .await
@@ -970,7 +971,12 @@ impl Cycles {
     /// has room for; answers what it grew by.
     async fn cover(&self, reserved: &mut Reserved, applied: &[Applied], over: Held) -> Held {
         for _ in 0..4 {
-            if self.engine.grow(reserved, over).await.is_ok() {
+            if self
+                .engine
+                .grow(reserved, over, self.config.fail)
+                .await
+                .is_ok()
+            {
                 return over;
             }
             let states = self.engine.states(applied).await;
@@ -986,7 +992,13 @@ impl Cycles {
                     room.tokens = room.tokens.min(t);
                 }
             }
-            if room.is_zero() || self.engine.grow(reserved, room).await.is_ok() {
+            if room.is_zero()
+                || self
+                    .engine
+                    .grow(reserved, room, self.config.fail)
+                    .await
+                    .is_ok()
+            {
                 return room;
             }
         }
@@ -1159,7 +1171,11 @@ impl Cycles {
             let reply = ok(200, &body);
             to.keep(&reply, Some(&row)).await?;
             self.engine
-                .prolong(id, at(expires + doc.grace_ms + LEDGER_MARGIN_MS))
+                .prolong(
+                    id,
+                    at(expires + doc.grace_ms + LEDGER_MARGIN_MS),
+                    self.config.fail,
+                )
                 .await
                 .map_err(|_| expired(id))?;
             self.due_at(id, expires + doc.grace_ms);
@@ -1441,6 +1457,7 @@ impl Cycles {
                                 Sizing::fixed(amount),
                                 until,
                                 tollgate_store::Payload::Empty,
+                                self.config.fail,
                             )
                             .await;
                         (r, applied)

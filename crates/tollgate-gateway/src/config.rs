@@ -140,6 +140,11 @@ pub struct BudgetsConfig {
     /// a first slice topped up while output arrives.
     #[serde(default)]
     pub streaming: StreamingConfig,
+    /// A proxied request whose hold the ledger cannot make durable (the
+    /// reservation log cannot be written): refused with 503 (`closed`,
+    /// the default), or forwarded with the hold in memory only (`open`).
+    #[serde(default)]
+    pub fail: tollgate_budgets::FailPolicy,
 }
 
 /// `budgets.streaming`.
@@ -313,6 +318,7 @@ impl Default for BudgetsConfig {
             unknown_input_tokens: None,
             footer: None,
             streaming: StreamingConfig::default(),
+            fail: Default::default(),
         }
     }
 }
@@ -324,6 +330,7 @@ impl BudgetsConfig {
             min_output_tokens: self.min_output_tokens,
             default_max_output_tokens: self.default_max_output_tokens,
             unknown_input_tokens: self.unknown_input_tokens,
+            fail: self.fail,
         }
     }
 

@@ -100,6 +100,11 @@ pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
             j.waited_for_space.load(Ordering::Relaxed),
         ),
         (
+            "tollgate_ledger_holds_not_durable_total",
+            "Holds the reservation log could not write, kept in memory only (fail: open).",
+            j.not_durable.load(Ordering::Relaxed),
+        ),
+        (
             "tollgate_journal_quarantined_total",
             "Entries the store refused, kept aside.",
             j.quarantined.load(Ordering::Relaxed),

@@ -361,12 +361,19 @@ async fn serve(config: Config) -> Result<()> {
     let store = open_store(&config).await?;
     let addr = config.listen_addr();
     let database = config.database.clone();
+    let (budgets_fail, cycles_fail) = (config.budgets.fail.as_str(), config.cycles.fail.as_str());
     let gateway = Gateway::new(config, store, &env).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, %database, "tollgate listening");
+    // What a hold the ledger cannot make durable does, said once at start.
+    tracing::info!(
+        budgets_fail,
+        cycles_fail,
+        "ledger failure policy (closed: refuse; open: go on with the hold in memory)"
+    );
     // A plain line on stdout, for scripts and tests that start on port 0.
     println!("tollgate listening on http://{local}");
     gateway

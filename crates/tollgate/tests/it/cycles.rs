@@ -185,3 +185,105 @@ fn open_reservations_per_tenant_are_bounded() {
     assert_eq!(r.status(), 200);
     assert_eq!(reserve(4).status(), 200, "a release makes room");
 }
+
+/// The reservation log cannot be written (its file is `/dev/full`, where
+/// every write fails as on a full disk). `fail: closed` refuses proxied
+/// calls (503, the caller's format) and Cycles reservations (500
+/// `INTERNAL_ERROR`) with nothing held; `fail: open` serves both with the
+/// holds in memory — charged to the budget all the same, and counted.
+#[test]
+fn a_ledger_that_cannot_make_holds_durable_fails_closed_or_open_as_configured() {
+    let m = Mock::start(&[]);
+    for policy in ["closed", "open"] {
+        let g = Gateway::start_with(
+            &m,
+            &format!("budgets:\n  fail: {policy}\ncycles:\n  fail: {policy}\n"),
+        );
+        std::os::unix::fs::symlink(
+            "/dev/full",
+            g._dir.path().join("tollgate.db-reservations.0"),
+        )
+        .expect("no reservation was logged yet");
+        let (_, key) = g.create_key(json!({"name": "k", "user": "u", "tenant": "full"}));
+        let budget = post_json(
+            &format!("{}/admin/budgets", g.url),
+            Some(ADMIN_KEY),
+            &json!({"scope": "tenant", "subject": "full", "limit_usd": "1", "period": "lifetime"}),
+        );
+        let c = client();
+        let chat = c
+            .post(format!("{}/v1/chat/completions", g.url))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 20,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .unwrap();
+        let status = chat.status().as_u16();
+        let body: serde_json::Value = chat.json().unwrap();
+        let reserve = c
+            .post(format!("{}/v1/reservations", g.url))
+            .header("x-cycles-api-key", &key)
+            .json(
+                &json!({"idempotency_key": "disk-full-1", "subject": {"agent": "bot"},
+                          "action": {"kind": "tool.search", "name": "web.search"},
+                          "estimate": {"unit": "USD_MICROCENTS", "amount": 1_000_000}}),
+            )
+            .send()
+            .unwrap();
+        let cycles_status = reserve.status().as_u16();
+        let cycles_body: serde_json::Value = reserve.json().unwrap();
+        let view = get_json(
+            &format!("{}/admin/budgets/{}", g.url, budget["id"].as_str().unwrap()),
+            Some(ADMIN_KEY),
+        );
+        if policy == "closed" {
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("durable"),
+                "{body}"
+            );
+            assert_eq!(cycles_status, 500, "{cycles_body}");
+            assert_eq!(cycles_body["error"], "INTERNAL_ERROR", "{cycles_body}");
+            let state = &view["instances"][0];
+            assert_eq!(state["reserved_usd"], "0.000000", "nothing held: {view}");
+            assert_eq!(state["used_usd"], "0.000000", "nothing charged: {view}");
+            assert!(
+                g.metrics()
+                    .contains("tollgate_ledger_holds_not_durable_total 0")
+            );
+        } else {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(cycles_status, 200, "{cycles_body}");
+            let id = cycles_body["reservation_id"].as_str().unwrap();
+            let commit = c
+                .post(format!("{}/v1/reservations/{id}/commit", g.url))
+                .header("x-cycles-api-key", &key)
+                .json(&json!({"idempotency_key": "disk-full-2",
+                              "actual": {"unit": "USD_MICROCENTS", "amount": 500_000}}))
+                .send()
+                .unwrap();
+            assert_eq!(commit.status(), 200);
+            let records = g.records();
+            assert_eq!(records.len(), 2, "both charged: {records:?}");
+            let view = get_json(
+                &format!("{}/admin/budgets/{}", g.url, budget["id"].as_str().unwrap()),
+                Some(ADMIN_KEY),
+            );
+            let used = view["instances"][0]["used_usd"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                used.as_str() > "0.005000",
+                "the tool's half cent and the call: {view}"
+            );
+            assert!(
+                g.metrics()
+                    .contains("tollgate_ledger_holds_not_durable_total 2")
+            );
+        }
+    }
+}
