@@ -452,3 +452,55 @@ def test_introspection_tells_each_credential_what_it_may_do():
         status, body = introspect(header, value)
         assert status == 401 and body["error"] == "UNAUTHORIZED", body
         check("ErrorResponse", body)
+
+
+def test_a_model_call_too_large_for_its_budget_is_allowed_with_a_max_tokens_cap(cycles):
+    from decimal import Decimal
+    price = admin("GET", "/admin/pricing/gpt-4o-mini")
+    per_token = int(Decimal(price["output_per_mtok"]) * 100)  # USD/Mtok in microcents a token
+    assert per_token > 0, price
+    budget("agent", "tenant:acme/agent:bot15", limit_usd="0.001")  # 100,000 microcents
+    room = 100_000
+    want = room // per_token
+    llm = {"kind": "llm.completion", "name": "gpt-4o-mini"}
+
+    def ask(amount, dry=None, action=llm):
+        body = {"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot15"},
+                "action": action, "estimate": {"unit": USD, "amount": amount}}
+        if dry is not None:
+            body["dry_run"] = dry
+        return cycles.create_reservation(body)
+
+    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot15"},
+                       "action": llm, "estimate": {"unit": USD, "amount": CENT}})
+    assert d.status == 200, d.body
+    check("DecisionResponse", d.body)
+    assert d.body["decision"] == "ALLOW_WITH_CAPS" and d.body["caps"] == {"max_tokens": want}, d.body
+    dry = ask(CENT, dry=True)
+    check("ReservationCreateResponse", dry.body)
+    assert dry.body["decision"] == "ALLOW_WITH_CAPS" and dry.body["caps"]["max_tokens"] == want, dry.body
+    assert dry.body["reserved"]["amount"] == want * per_token, dry.body
+    r = ask(CENT)
+    assert r.status == 200, r.body
+    check("ReservationCreateResponse", r.body)
+    assert r.body["decision"] == "ALLOW_WITH_CAPS" and r.body["caps"] == {"max_tokens": want}, r.body
+    assert r.body["reserved"] == {"unit": USD, "amount": want * per_token}, r.body
+    held = balance_of(cycles, "tenant:acme/agent:bot15", "bot15")
+    assert held["reserved"]["amount"] == want * per_token, held
+    # What is left is less than the smallest call: refused, not capped to nothing.
+    small = ask(CENT)
+    assert small.status == 409 and small.body["error"] == "BUDGET_EXCEEDED", small.body
+    # A tool is not a model call: never capped.
+    cycles.release_reservation(r.body["reservation_id"], {"idempotency_key": key()})
+    tool = ask(CENT, action={"kind": "tool.search", "name": "web"})
+    assert tool.status == 409 and tool.body["error"] == "BUDGET_EXCEEDED", tool.body
+    # Within the room, a model call is allowed whole, with no caps.
+    whole = ask(room // 2)
+    assert whole.body["decision"] == "ALLOW" and "caps" not in whole.body, whole.body
+    # In tokens, the cap is the tokens left.
+    budget("agent", "tenant:acme/agent:bot16", limit_tokens=500)
+    t = cycles.create_reservation({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot16"},
+                                   "action": llm, "estimate": {"unit": "TOKENS", "amount": 2_000}})
+    assert t.status == 200, t.body
+    check("ReservationCreateResponse", t.body)
+    assert t.body["caps"] == {"max_tokens": 500} and t.body["reserved"] == {"unit": "TOKENS", "amount": 500}, t.body

@@ -133,8 +133,14 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// What one output token of a model costs at most (the higher of its
+/// output and reasoning rates), where the price table knows the model.
+pub type OutputPrice = Arc<dyn Fn(&str) -> Option<tollgate_core::Money> + Send + Sync>;
+
 pub struct Cycles {
     engine: Arc<BudgetEngine>,
+    /// Prices `llm.*` actions by their model name, for their caps.
+    output_price: OutputPrice,
     config: crate::CyclesConfig,
     store: Arc<dyn Store>,
     /// Open reservations, each behind its own lock (operations on one
@@ -320,9 +326,11 @@ impl Cycles {
         engine: Arc<BudgetEngine>,
         store: Arc<dyn Store>,
         config: crate::CyclesConfig,
+        output_price: OutputPrice,
     ) -> Result<Arc<Cycles>, CyclesError> {
         let c = Arc::new(Cycles {
             engine,
+            output_price,
             config,
             store,
             open: Mutex::new(HashMap::new()),
@@ -552,6 +560,59 @@ impl Cycles {
         Ok((derived, caller))
     }
 
+    /// A model call (`llm.*` action) its budgets cannot fund whole, capped
+    /// the way the proxy caps a request: the most output tokens every
+    /// budget affords (at least `budgets.min_output_tokens`), priced at the
+    /// model's output rate (`USD_MICROCENTS`, the action's name a priced
+    /// model) or one token each (`TOKENS`). Answers the `max_tokens` cap
+    /// and the smaller estimate it holds; `None` when no cap lets it run.
+    async fn capped(
+        &self,
+        action: &Action,
+        applied: &[Applied],
+        estimate: Amount,
+    ) -> Option<(Caps, Amount, Held)> {
+        if !action.kind.starts_with("llm.") {
+            return None;
+        }
+        let per_token = match estimate.unit {
+            Unit::Tokens => Held::new(tollgate_core::Money::ZERO, 1),
+            Unit::UsdMicrocents => Held::new((self.output_price)(&action.name)?, 0),
+            _ => return None,
+        };
+        let whole = units::held(estimate).ok()?;
+        let want = match estimate.unit {
+            Unit::Tokens => whole.tokens,
+            _ if per_token.money.units() > 0 => {
+                u64::try_from(whole.money.units() / per_token.money.units()).ok()?
+            }
+            _ => return None,
+        };
+        let sizing = Sizing {
+            base: Held::default(),
+            per_unit: per_token,
+            want,
+            min: self.engine.min_output_tokens.clamp(1, want.max(1)),
+        };
+        let n = self.engine.plan(applied, &sizing).await.ok()?;
+        if n == 0 || n >= want {
+            return None;
+        }
+        let capped = match estimate.unit {
+            Unit::Tokens => Amount::new(Unit::Tokens, i64::try_from(n).ok()?),
+            // Whole microcents, rounded down: never more than the budgets afford.
+            _ => Amount::new(
+                estimate.unit,
+                units::microcents_down(sizing.amount(n).money),
+            ),
+        };
+        let caps = Caps {
+            max_tokens: Some(n),
+            ..Caps::default()
+        };
+        Some((caps, capped, units::held(capped).ok()?))
+    }
+
     /// The budgets a request for `unit` holds on, or why there are none.
     async fn budgets(
         &self,
@@ -666,16 +727,25 @@ impl Cycles {
                 return Err(CyclesError::new(code, blocked_message(code, &derived)));
             }
             if dry {
-                let body = match self.engine.plan(&applied, &sizing).await {
-                    Ok(_) => CreateResponse {
-                        decision: Decision::Allow,
+                let planned = match self.engine.plan(&applied, &sizing).await {
+                    Ok(_) => Ok((Decision::Allow, None, estimate)),
+                    Err(e) => match self.capped(&req.action, &applied, estimate).await {
+                        Some((caps, capped, _)) => {
+                            Ok((Decision::AllowWithCaps, Some(caps), capped))
+                        }
+                        None => Err(e),
+                    },
+                };
+                let body = match planned {
+                    Ok((decision, caps, reserved)) => CreateResponse {
+                        decision,
                         reservation_id: None,
-                        reserved: Some(estimate),
+                        reserved: Some(reserved),
                         expires_at_ms: None,
                         remaining_ttl_ms: None,
                         scope_path: Some(derived.scope_path().to_string()),
                         affected_scopes: derived.affected(),
-                        caps: None,
+                        caps,
                         balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
                         reason_code: None,
                         retry_after_ms: None,
@@ -694,28 +764,42 @@ impl Cycles {
             let created = now_ms(now);
             let expires = created + ttl;
             let id = format!("rsv_{}", random_id());
-            let reserved = self
-                .engine
-                .reserve_until(
+            let until = at(expires + grace + LEDGER_MARGIN_MS);
+            let hold = |sizing| {
+                self.engine.reserve_until(
                     &id,
                     &applied,
                     sizing,
-                    at(expires + grace + LEDGER_MARGIN_MS),
+                    until,
                     tollgate_store::Payload::Empty,
                     self.config.fail,
                 )
-                .await
-                .map_err(|e| match e {
-                    tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
-                        ErrorCode::BudgetExceeded,
-                        format!(
-                            "Insufficient remaining budget for scope {} (budget {})",
-                            scope_name(&r.applied, &derived),
-                            r.applied.budget.id
-                        ),
+            };
+            let refused = |e| match e {
+                tollgate_budgets::engine::ReserveError::Refused(r) => CyclesError::new(
+                    ErrorCode::BudgetExceeded,
+                    format!(
+                        "Insufficient remaining budget for scope {} (budget {})",
+                        scope_name(&r.applied, &derived),
+                        r.applied.budget.id
                     ),
-                    tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
-                })?;
+                ),
+                tollgate_budgets::engine::ReserveError::Unavailable(m) => internal(m),
+            };
+            let (reserved, estimate, decision, caps) = match hold(sizing).await {
+                Ok(r) => (r, estimate, Decision::Allow, None),
+                Err(e @ tollgate_budgets::engine::ReserveError::Unavailable(_)) => {
+                    return Err(refused(e));
+                }
+                // A model call too large for what is left runs capped.
+                Err(e) => match self.capped(&req.action, &applied, estimate).await {
+                    Some((caps, capped, held)) => {
+                        let r = hold(Sizing::fixed(held)).await.map_err(refused)?;
+                        (r, capped, Decision::AllowWithCaps, Some(caps))
+                    }
+                    None => return Err(refused(e)),
+                },
+            };
             let doc = Doc {
                 subject: req.subject.clone(),
                 action: req.action.clone(),
@@ -747,14 +831,14 @@ impl Cycles {
                 doc: serde_json::to_string(&doc).map_err(internal)?,
             };
             let body = CreateResponse {
-                decision: Decision::Allow,
+                decision,
                 reservation_id: Some(id.clone()),
                 reserved: Some(estimate),
                 expires_at_ms: Some(expires),
                 remaining_ttl_ms: Some(ttl),
                 scope_path: Some(derived.scope_path().to_string()),
                 affected_scopes: derived.affected(),
-                caps: None,
+                caps,
                 balances: Some(self.balances(&derived, &applied, req.estimate.unit).await),
                 reason_code: None,
                 retry_after_ms: None,
@@ -1243,7 +1327,7 @@ impl Cycles {
         header_key: Option<&str>,
     ) -> Result<Reply, CyclesError> {
         let c = self.check(p, "decide", header_key, &req)?;
-        let (amount, derived, caller) = (c.held, c.derived, c.caller);
+        let (estimate, amount, derived, caller) = (c.amount, c.held, c.derived, c.caller);
         self.idempotent(
             c.slot,
             |_| {},
@@ -1272,7 +1356,13 @@ impl Cycles {
                 } else {
                     match self.engine.plan(&applied, &Sizing::fixed(amount)).await {
                         Ok(_) => decision(Decision::Allow, None),
-                        Err(_) => decision(Decision::Deny, Some("BUDGET_EXCEEDED")),
+                        Err(_) => match self.capped(&req.action, &applied, estimate).await {
+                            Some((caps, _, _)) => DecisionResponse {
+                                caps: Some(caps),
+                                ..decision(Decision::AllowWithCaps, None)
+                            },
+                            None => decision(Decision::Deny, Some("BUDGET_EXCEEDED")),
+                        },
                     }
                 };
                 to.answer(ok(200, &body)).await

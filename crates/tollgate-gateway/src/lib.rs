@@ -167,17 +167,24 @@ async fn assemble(
         tollgate_alerts::Alerts::start(config.alerts.clone(), store.clone(), budgets.clone(), env)
             .map_err(|e| StartError::Config(vec![ConfigError::field("alerts", e.to_string())]))?;
     alerts.reload_rules().await?;
+    let catalog = Arc::new(RwLock::new(Arc::new(catalog)));
+    let prices = catalog.clone();
     let cycles = tollgate_cycles::service::Cycles::start(
         budgets.clone(),
         store.clone(),
         config.cycles.clone(),
+        Arc::new(move |model: &str| {
+            let table = prices.read().ok()?.clone();
+            let price = &table.get(model)?.price;
+            Some(price.reservation_rates(0).1.cost(1))
+        }),
     )
     .await
     .map_err(|e| StartError::Cycles(e.message))?;
     let state = AppState {
         admin: Arc::new(AdminKeys::new(&config.admin_keys)),
         router: Arc::new(router),
-        catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+        catalog,
         jwt: jwt_verifier(&config.jwt)?,
         config: Arc::new(config),
         keys,
