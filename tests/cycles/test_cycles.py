@@ -459,19 +459,19 @@ def test_a_model_call_too_large_for_its_budget_is_allowed_with_a_max_tokens_cap(
     price = admin("GET", "/admin/pricing/gpt-4o-mini")
     per_token = int(Decimal(price["output_per_mtok"]) * 100)  # USD/Mtok in microcents a token
     assert per_token > 0, price
-    budget("agent", "tenant:acme/agent:bot15", limit_usd="0.001")  # 100,000 microcents
+    budget("agent", "tenant:acme/agent:bot20", limit_usd="0.001")  # 100,000 microcents
     room = 100_000
     want = room // per_token
     llm = {"kind": "llm.completion", "name": "gpt-4o-mini"}
 
     def ask(amount, dry=None, action=llm):
-        body = {"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot15"},
+        body = {"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot20"},
                 "action": action, "estimate": {"unit": USD, "amount": amount}}
         if dry is not None:
             body["dry_run"] = dry
         return cycles.create_reservation(body)
 
-    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot15"},
+    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot20"},
                        "action": llm, "estimate": {"unit": USD, "amount": CENT}})
     assert d.status == 200, d.body
     check("DecisionResponse", d.body)
@@ -485,7 +485,7 @@ def test_a_model_call_too_large_for_its_budget_is_allowed_with_a_max_tokens_cap(
     check("ReservationCreateResponse", r.body)
     assert r.body["decision"] == "ALLOW_WITH_CAPS" and r.body["caps"] == {"max_tokens": want}, r.body
     assert r.body["reserved"] == {"unit": USD, "amount": want * per_token}, r.body
-    held = balance_of(cycles, "tenant:acme/agent:bot15", "bot15")
+    held = balance_of(cycles, "tenant:acme/agent:bot20", "bot20")
     assert held["reserved"]["amount"] == want * per_token, held
     # What is left is less than the smallest call: refused, not capped to nothing.
     small = ask(CENT)
@@ -498,9 +498,32 @@ def test_a_model_call_too_large_for_its_budget_is_allowed_with_a_max_tokens_cap(
     whole = ask(room // 2)
     assert whole.body["decision"] == "ALLOW" and "caps" not in whole.body, whole.body
     # In tokens, the cap is the tokens left.
-    budget("agent", "tenant:acme/agent:bot16", limit_tokens=500)
-    t = cycles.create_reservation({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot16"},
+    budget("agent", "tenant:acme/agent:bot21", limit_tokens=500)
+    t = cycles.create_reservation({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot21"},
                                    "action": llm, "estimate": {"unit": "TOKENS", "amount": 2_000}})
     assert t.status == 200, t.body
     check("ReservationCreateResponse", t.body)
     assert t.body["caps"] == {"max_tokens": 500} and t.body["reserved"] == {"unit": "TOKENS", "amount": 500}, t.body
+
+
+def test_a_capped_commit_marks_the_budget_over_its_limit_until_it_is_funded(cycles):
+    bid = budget("agent", "tenant:acme/agent:bot22", limit_usd="0.02")
+    r, _ = reserve(cycles, "bot22", CENT)
+    # ALLOW_IF_AVAILABLE (the default): 3 cents happened, 2 could be charged.
+    c = cycles.commit_reservation(r.body["reservation_id"],
+                                  {"idempotency_key": key(), "actual": {"unit": USD, "amount": 3 * CENT}})
+    assert c.status == 200 and c.body["charged"]["amount"] == 2 * CENT, c.body
+    b = balance_of(cycles, "tenant:acme/agent:bot22", "bot22")
+    assert b["is_over_limit"] is True and b["debt"]["amount"] == 0, b
+    blocked, _ = reserve(cycles, "bot22", 1)
+    assert blocked.status == 409 and blocked.body["error"] == "OVERDRAFT_LIMIT_EXCEEDED", blocked.body
+    check("ErrorResponse", blocked.body)
+    d = cycles.decide({"idempotency_key": key(), "subject": {"tenant": "acme", "agent": "bot22"},
+                       "action": {"kind": "tool.search", "name": "web"}, "estimate": {"unit": USD, "amount": 1}})
+    assert d.body["decision"] == "DENY" and d.body["reason_code"] == "OVERDRAFT_LIMIT_EXCEEDED", d.body
+    # Funding reconciles it.
+    admin("POST", f"/admin/budgets/{bid}/fund", {"operation": "CREDIT", "amount": {"unit": USD, "amount": CENT}})
+    b = balance_of(cycles, "tenant:acme/agent:bot22", "bot22")
+    assert b["is_over_limit"] is False and b["remaining"]["amount"] == CENT, b
+    ok_now, _ = reserve(cycles, "bot22", CENT)
+    assert ok_now.status == 200 and ok_now.body["decision"] == "ALLOW", ok_now.body

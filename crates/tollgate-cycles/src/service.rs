@@ -154,6 +154,10 @@ pub struct Cycles {
     deadlines: Mutex<std::collections::BTreeSet<(i64, String)>>,
     /// Open reservations per tenant (bounded by `max_open_reservations`).
     per_tenant: Mutex<HashMap<String, usize>>,
+    /// Budget lines an `ALLOW_IF_AVAILABLE` commit could not cover whole
+    /// (`is_over_limit`): counter key → budget id. They refuse new
+    /// reservations until the budget is funded or changed.
+    over_limit: Mutex<HashMap<String, String>>,
 }
 
 fn now_ms(t: Timestamp) -> i64 {
@@ -337,7 +341,13 @@ impl Cycles {
             keys: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(std::collections::BTreeSet::new()),
             per_tenant: Mutex::new(HashMap::new()),
+            over_limit: Mutex::new(HashMap::new()),
         });
+        let marks = c.store.over_limit_marks().await.map_err(internal)?;
+        c.over_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(marks.into_iter().map(|(budget, counter)| (counter, budget)));
         let rows = c.store.active_reservations().await.map_err(internal)?;
         let now = c.engine.now();
         for row in rows {
@@ -680,7 +690,10 @@ impl Cycles {
                 if a.budget.scope != *scope || a.subject != subject {
                     continue;
                 }
-                let b = balance(path, unit, a, st);
+                let mut b = balance(path, unit, a, st);
+                if self.is_marked(a) {
+                    b.is_over_limit = Some(true);
+                }
                 if best
                     .as_ref()
                     .is_none_or(|x| b.remaining.amount < x.remaining.amount)
@@ -872,6 +885,9 @@ impl Cycles {
             if !a.line.enforce {
                 continue;
             }
+            if self.is_marked(a) {
+                return Some(ErrorCode::OverdraftLimitExceeded);
+            }
             let d = debt(a, st, unit);
             if d.debt <= 0 {
                 continue;
@@ -1020,6 +1036,9 @@ impl Cycles {
                     OveragePolicy::AllowIfAvailable => {
                         // Charge what the budgets have left of the overage.
                         let covered = self.cover(&mut o.reserved, &o.applied, over).await;
+                        if covered != over {
+                            self.mark_uncovered(&o.applied, unit).await;
+                        }
                         charged = reserved.plus(covered);
                     }
                 }
@@ -1053,6 +1072,57 @@ impl Cycles {
 
     /// Grows the hold by as much of `over` as every enforced budget still
     /// has room for; answers what it grew by.
+    fn is_marked(&self, a: &Applied) -> bool {
+        self.over_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&a.line.charge.to_string())
+    }
+
+    /// After an `ALLOW_IF_AVAILABLE` charge that covered less than its
+    /// overage: marks the budget lines left with no room (those that could
+    /// not take the whole delta) over their limit, kept across restarts.
+    async fn mark_uncovered(&self, applied: &[Applied], unit: Unit) {
+        let states = self.engine.states(applied).await;
+        let marks: Vec<(String, String)> = applied
+            .iter()
+            .zip(&states)
+            .filter(|(a, st)| {
+                a.line.enforce
+                    && match unit {
+                        Unit::Tokens => st.headroom.tokens == Some(0),
+                        _ => st.headroom.money.is_some_and(|m| m <= Money::ZERO),
+                    }
+            })
+            .map(|(a, _)| (a.budget.id.clone(), a.line.charge.to_string()))
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        self.over_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(marks.iter().map(|(b, c)| (c.clone(), b.clone())));
+        if let Err(e) = self.store.mark_over_limit(&marks, self.engine.now()).await {
+            // Kept in memory; a restart before the store recovers forgets it.
+            tracing::warn!(error = %e, "cannot store over-limit marks");
+        }
+    }
+
+    /// An operator funded or changed `budget_id`: its lines take new
+    /// reservations again.
+    pub async fn clear_over_limit(&self, budget_id: &str) -> Result<(), CyclesError> {
+        self.store
+            .clear_over_limit(budget_id)
+            .await
+            .map_err(internal)?;
+        self.over_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, b| b != budget_id);
+        Ok(())
+    }
+
     async fn cover(&self, reserved: &mut Reserved, applied: &[Applied], over: Held) -> Held {
         for _ in 0..4 {
             if self
@@ -1619,7 +1689,13 @@ impl Cycles {
                 };
                 let charged = match charged {
                     Some(c) => c,
-                    None => self.cover(&mut reserved, &applied, actual).await,
+                    None => {
+                        let covered = self.cover(&mut reserved, &applied, actual).await;
+                        if covered != actual {
+                            self.mark_uncovered(&applied, req.actual.unit).await;
+                        }
+                        covered
+                    }
                 };
                 let now = self.engine.now();
                 let open = Open {

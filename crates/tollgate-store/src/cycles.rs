@@ -77,4 +77,10 @@ pub trait CyclesStore: Send + Sync {
     async fn put_reply(&self, reply: &StoredReply) -> Result<()>;
     /// Forgets replies older than `before`; returns how many.
     async fn delete_replies_before(&self, before: Timestamp) -> Result<u64>;
+    /// Marks budget lines over their limit: (budget id, counter key).
+    async fn mark_over_limit(&self, marks: &[(String, String)], at: Timestamp) -> Result<()>;
+    /// Every mark: (budget id, counter key).
+    async fn over_limit_marks(&self) -> Result<Vec<(String, String)>>;
+    /// Clears a budget's marks; returns how many there were.
+    async fn clear_over_limit(&self, budget_id: &str) -> Result<u64>;
 }

@@ -282,6 +282,12 @@ pub(super) async fn store_budget(
             }
             crate::budgets::PutError::Store(e) => e.into(),
         })?;
+    // A budget written anew (changed, funded) is reconciled: lines a
+    // capped Cycles commit left over their limit take reservations again.
+    s.cycles
+        .clear_over_limit(&b.id)
+        .await
+        .map_err(|e| AdminError(StatusCode::SERVICE_UNAVAILABLE, e.message))?;
     let subject = b.subject.clone().unwrap_or_else(|| "*".into());
     let a = s
         .budgets

@@ -184,6 +184,45 @@ impl CyclesStore for SqliteStore {
         self.write(move |c| Ok(put_reply(c, &reply)?)).await
     }
 
+    async fn mark_over_limit(&self, marks: &[(String, String)], at: Timestamp) -> Result<()> {
+        let marks = marks.to_vec();
+        self.write(move |c| {
+            let tx = c.unchecked_transaction()?;
+            for (budget, counter) in &marks {
+                tx.execute(
+                    "INSERT INTO cycles_over_limit (counter, budget_id, marked_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(counter) DO NOTHING",
+                    params![counter, budget, ms(at)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn over_limit_marks(&self) -> Result<Vec<(String, String)>> {
+        self.read(move |c| {
+            let mut st = c.prepare("SELECT budget_id, counter FROM cycles_over_limit")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn clear_over_limit(&self, budget_id: &str) -> Result<u64> {
+        let budget_id = budget_id.to_string();
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM cycles_over_limit WHERE budget_id = ?1",
+                [budget_id],
+            )? as u64)
+        })
+        .await
+    }
+
     async fn delete_replies_before(&self, before: Timestamp) -> Result<u64> {
         self.write(move |c| {
             Ok(c.execute(

@@ -282,6 +282,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
            SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_write_5m_tokens),
            SUM(cache_write_1h_tokens), SUM(reasoning_tokens), SUM(cost_hi), SUM(cost_lo)
     FROM usage_hourly GROUP BY 1, 2, 3, 4, 5;",
+    // 17: budget lines an ALLOW_IF_AVAILABLE commit could not cover whole
+    // (the protocol's `is_over_limit`), by counter — a new period is a new
+    // counter, so unmarked — until an operator funds or changes the budget.
+    "CREATE TABLE cycles_over_limit (
+        counter TEXT PRIMARY KEY,
+        budget_id TEXT NOT NULL,
+        marked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX cycles_over_limit_budget ON cycles_over_limit(budget_id);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

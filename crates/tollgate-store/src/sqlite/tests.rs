@@ -790,3 +790,27 @@ mod rollups {
         assert!(matches!(s.report(&bad).await, Err(StoreError::Invalid(_))));
     }
 }
+
+/// Over-limit marks survive a restart, are one per counter however often
+/// marked, and clear per budget.
+#[tokio::test]
+async fn over_limit_marks_persist_and_clear_per_budget() {
+    use crate::cycles::CyclesStore;
+    let (dir, s) = store().await;
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let marks = [
+        ("b1".to_string(), "b1|acme|p0".to_string()),
+        ("b2".to_string(), "b2|acme|p0".to_string()),
+    ];
+    s.mark_over_limit(&marks, at).await.unwrap();
+    s.mark_over_limit(&marks[..1], at).await.unwrap();
+    drop(s);
+    let s = SqliteStore::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let mut got = s.over_limit_marks().await.unwrap();
+    got.sort();
+    assert_eq!(got, marks.to_vec());
+    assert_eq!(s.clear_over_limit("b1").await.unwrap(), 1);
+    assert_eq!(s.over_limit_marks().await.unwrap(), marks[1..].to_vec());
+}
