@@ -37,6 +37,132 @@ fn put_reply(c: &Connection, reply: &StoredReply) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn put_row(c: &Connection, r: &StoredReservation) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO cycles_reservations ({RES_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        r.id,
+        r.tenant,
+        r.status,
+        r.idempotency_key,
+        r.scope_path,
+        ms(r.created_at),
+        ms(r.expires_at),
+        r.finalized_at.map(ms),
+        r.doc
+    ])?;
+    Ok(())
+}
+
+/// One Cycles answer to keep: a reservation row and/or its reply, and who
+/// waits for it.
+struct Job {
+    row: Option<StoredReservation>,
+    reply: Option<StoredReply>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl Job {
+    fn write(&self, c: &Connection) -> rusqlite::Result<()> {
+        if let Some(r) = &self.row {
+            put_row(c, r)?;
+        }
+        if let Some(reply) = &self.reply {
+            put_reply(c, reply)?;
+        }
+        Ok(())
+    }
+}
+
+/// Group commit for Cycles answers: one thread takes every answer waiting
+/// and writes them in one transaction, then tells each caller. A single
+/// caller is written at once (no lingering); under load, answers that
+/// arrive while a batch commits go in the next — one commit for many
+/// requests instead of one each. Should a batch fail, each answer is
+/// written alone, so one bad answer fails only its own caller.
+pub(super) struct CyclesWriter {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+/// Most answers in one transaction.
+const BATCH: usize = 256;
+
+impl CyclesWriter {
+    pub(super) fn spawn(
+        writer: std::sync::Weak<Mutex<Connection>>,
+    ) -> std::io::Result<CyclesWriter> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tollgate-cycles-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let Some(conn) = writer.upgrade() else {
+                        for j in jobs {
+                            let _ = j
+                                .done
+                                .send(Err(StoreError::Task("the store is closed".into())));
+                        }
+                        break;
+                    };
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    let batch = (|| {
+                        let tx = c.transaction()?;
+                        for j in &jobs {
+                            j.write(&tx)?;
+                        }
+                        tx.commit()
+                    })();
+                    match batch {
+                        Ok(()) => {
+                            for j in jobs {
+                                let _ = j.done.send(Ok(()));
+                            }
+                        }
+                        Err(_) => {
+                            for j in jobs {
+                                let alone = (|| {
+                                    let tx = c.transaction()?;
+                                    j.write(&tx)?;
+                                    tx.commit()
+                                })();
+                                let _ = j.done.send(alone.map_err(StoreError::from));
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(CyclesWriter {
+            tx: std::sync::Mutex::new(tx),
+        })
+    }
+
+    async fn write(
+        &self,
+        row: Option<StoredReservation>,
+        reply: Option<StoredReply>,
+    ) -> Result<()> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job { row, reply, done };
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| StoreError::Task("the Cycles writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the Cycles writer has stopped".into()))?
+    }
+}
+
 /// `value` for a LIKE pattern, `%` and `_` taken literally.
 fn like_literal(value: &str) -> String {
     value
@@ -52,33 +178,9 @@ impl CyclesStore for SqliteStore {
         r: &StoredReservation,
         reply: Option<&StoredReply>,
     ) -> Result<()> {
-        let (r, reply) = (r.clone(), reply.cloned());
-        self.write(move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                &format!(
-                    "INSERT OR REPLACE INTO cycles_reservations ({RES_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                params![
-                    r.id,
-                    r.tenant,
-                    r.status,
-                    r.idempotency_key,
-                    r.scope_path,
-                    ms(r.created_at),
-                    ms(r.expires_at),
-                    r.finalized_at.map(ms),
-                    r.doc
-                ],
-            )?;
-            if let Some(reply) = &reply {
-                put_reply(&tx, reply)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.cycles_writer
+            .write(Some(r.clone()), reply.cloned())
+            .await
     }
 
     async fn reservation(&self, id: &str) -> Result<Option<StoredReservation>> {
@@ -180,8 +282,7 @@ impl CyclesStore for SqliteStore {
     }
 
     async fn put_reply(&self, reply: &StoredReply) -> Result<()> {
-        let reply = reply.clone();
-        self.write(move |c| Ok(put_reply(c, &reply)?)).await
+        self.cycles_writer.write(None, Some(reply.clone())).await
     }
 
     async fn mark_over_limit(&self, marks: &[(String, String)], at: Timestamp) -> Result<()> {

@@ -93,6 +93,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     reslog: Arc<reslog::ReservationLog>,
+    /// Cycles answers, group-committed on the writer connection.
+    cycles_writer: Arc<cycles::CyclesWriter>,
     /// The database file (exports open connections of their own).
     path: Arc<str>,
     /// Reservations a previous process left open in the log (reported by
@@ -177,7 +179,10 @@ impl SqliteStore {
             })?;
             let writer = Arc::new(Mutex::new(writer));
             spawn_checkpointer(checkpointer, Arc::downgrade(&writer));
+            let cycles_writer = cycles::CyclesWriter::spawn(Arc::downgrade(&writer))
+                .map_err(|e| StoreError::Io(format!("cannot start the Cycles writer: {e}")))?;
             Ok(SqliteStore {
+                cycles_writer: Arc::new(cycles_writer),
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
                 reslog: Arc::new(reslog),
