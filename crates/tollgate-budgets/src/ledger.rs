@@ -200,27 +200,18 @@ impl MemoryLedger {
     /// Whether a change the log refused stands, in memory only, under
     /// `fail` (counted; logged at most once a second).
     fn going_on(&self, fail: FailPolicy, what: &str, e: &StoreError) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         if fail == FailPolicy::Closed {
             return false;
         }
         let stats = &self.journal.stats;
-        let n = stats
-            .not_durable
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let n = stats.not_durable.fetch_add(1, Relaxed) + 1;
         let now = Timestamp::now().as_second();
-        let last = stats
-            .not_durable_logged_at
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let last = stats.not_durable_logged_at.load(Relaxed);
         if now > last
             && stats
                 .not_durable_logged_at
-                .compare_exchange(
-                    last,
-                    now,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                )
+                .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
             tracing::warn!(error = %e, total = n, "cannot make a {what} durable; going on in memory (fail: open)");

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 use tollgate_budgets::engine::{Applied, BudgetEngine, Reserved};
 use tollgate_core::budget::Scope;
-use tollgate_core::ledger::{Amount as Held, Sizing};
+use tollgate_core::ledger::{Amount as Held, CounterKey, Sizing};
 use tollgate_core::{Caller, Flags, Money, Usage, UsageRecord};
 use tollgate_store::Store;
 use tollgate_store::cycles::{ReservationQuery, StoredReply, StoredReservation};
@@ -155,9 +155,9 @@ pub struct Cycles {
     /// Open reservations per tenant (bounded by `max_open_reservations`).
     per_tenant: Mutex<HashMap<String, usize>>,
     /// Budget lines an `ALLOW_IF_AVAILABLE` commit could not cover whole
-    /// (`is_over_limit`): counter key → budget id. They refuse new
+    /// (`is_over_limit`): counter → budget id. They refuse new
     /// reservations until the budget is funded or changed.
-    over_limit: Mutex<HashMap<String, String>>,
+    over_limit: Mutex<HashMap<CounterKey, String>>,
 }
 
 fn now_ms(t: Timestamp) -> i64 {
@@ -347,7 +347,11 @@ impl Cycles {
         c.over_limit
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(marks.into_iter().map(|(budget, counter)| (counter, budget)));
+            .extend(
+                marks
+                    .into_iter()
+                    .filter_map(|(budget, counter)| Some((counter.parse().ok()?, budget))),
+            );
         let rows = c.store.active_reservations().await.map_err(internal)?;
         let now = c.engine.now();
         for row in rows {
@@ -1076,7 +1080,7 @@ impl Cycles {
         self.over_limit
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&a.line.charge.to_string())
+            .contains_key(&a.line.charge)
     }
 
     /// After an `ALLOW_IF_AVAILABLE` charge that covered less than its
@@ -1084,7 +1088,7 @@ impl Cycles {
     /// not take the whole delta) over their limit, kept across restarts.
     async fn mark_uncovered(&self, applied: &[Applied], unit: Unit) {
         let states = self.engine.states(applied).await;
-        let marks: Vec<(String, String)> = applied
+        let emptied: Vec<&Applied> = applied
             .iter()
             .zip(&states)
             .filter(|(a, st)| {
@@ -1094,15 +1098,23 @@ impl Cycles {
                         _ => st.headroom.money.is_some_and(|m| m <= Money::ZERO),
                     }
             })
-            .map(|(a, _)| (a.budget.id.clone(), a.line.charge.to_string()))
+            .map(|(a, _)| a)
             .collect();
-        if marks.is_empty() {
+        if emptied.is_empty() {
             return;
         }
         self.over_limit
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(marks.iter().map(|(b, c)| (c.clone(), b.clone())));
+            .extend(
+                emptied
+                    .iter()
+                    .map(|a| (a.line.charge.clone(), a.budget.id.clone())),
+            );
+        let marks: Vec<(String, String)> = emptied
+            .iter()
+            .map(|a| (a.budget.id.clone(), a.line.charge.to_string()))
+            .collect();
         if let Err(e) = self.store.mark_over_limit(&marks, self.engine.now()).await {
             // Kept in memory; a restart before the store recovers forgets it.
             tracing::warn!(error = %e, "cannot store over-limit marks");

@@ -83,7 +83,7 @@ impl Job {
 /// requests instead of one each. Should a batch fail, each answer is
 /// written alone, so one bad answer fails only its own caller.
 pub(super) struct CyclesWriter {
-    tx: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    tx: std::sync::mpsc::Sender<Job>,
 }
 
 /// Most answers in one transaction.
@@ -140,9 +140,7 @@ impl CyclesWriter {
                     }
                 }
             })?;
-        Ok(CyclesWriter {
-            tx: std::sync::Mutex::new(tx),
-        })
+        Ok(CyclesWriter { tx })
     }
 
     async fn write(
@@ -153,8 +151,6 @@ impl CyclesWriter {
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = Job { row, reply, done };
         self.tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .send(job)
             .map_err(|_| StoreError::Task("the Cycles writer has stopped".into()))?;
         answer
